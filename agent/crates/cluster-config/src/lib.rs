@@ -1,0 +1,656 @@
+//! The cluster configuration schema: one owner for the type that `imagegen`
+//! bakes into an image and the agent reads at boot.
+//!
+//! `ClusterSpec` is user input (every field optional, unknown keys refused);
+//! `ClusterConfig` is the validated value, built only by
+//! [`ClusterSpec::validate`]. Layers (image, cloud user data, credentials)
+//! combine with [`ClusterSpec::merge`] before validation.
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Where the image bakes the cluster configuration (read-only at run time).
+pub const IMAGE_CONFIG_PATH: &str = "/usr/lib/kubeboot/cluster.toml";
+/// Name of the systemd credential holding the cluster secret.
+pub const SECRET_CREDENTIAL: &str = "kubeboot.secret";
+/// Name of the systemd credential holding a TOML fragment of `ClusterSpec`.
+pub const CONFIG_CREDENTIAL: &str = "kubeboot.config";
+
+/// Default expected number of masters.
+pub const DEFAULT_MASTERS: u8 = 3;
+/// Default UDP multicast group for discovery (organisation-local scope).
+pub const DEFAULT_DISCOVERY_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 77);
+/// Default UDP port for discovery.
+pub const DEFAULT_DISCOVERY_PORT: u16 = 7373;
+/// Default announce interval while a node assembles.
+pub const DEFAULT_DISCOVERY_INTERVAL_MS: u64 = 1000;
+/// Default VRRP advertisement interval in centiseconds (see the vrrp crate
+/// README for how it was chosen against TCG guests).
+pub const DEFAULT_VRRP_INTERVAL_CS: u16 = 20;
+/// Default VRRP priority of a healthy master.
+pub const DEFAULT_VRRP_PRIORITY: u8 = 100;
+/// Minimum length of the cluster secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Errors from parsing or validating a cluster configuration. Each names the
+/// key (dotted path) or the source at fault.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The TOML text did not parse or had an unknown key or wrong type.
+    #[error("{source_name}: {message}")]
+    Parse {
+        /// Where the text came from (a file path or a credential name).
+        source_name: String,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// A value is present but not allowed.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted path of the key, for example `cluster.masters`.
+        key: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The role an image (and so a node) plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Control-plane node: etcd member, VIP candidate, API server.
+    Master,
+    /// Worker node: joins through the VIP.
+    Worker,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+/// How nodes find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    /// UDP multicast announcements on the cluster network.
+    Multicast,
+    /// A fixed list of peer addresses (unicast), for networks without multicast.
+    Static,
+}
+
+/// The per-cluster secret. Its `Debug` never prints the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClusterSecret(String);
+
+impl ClusterSecret {
+    /// Wraps a secret, refusing one shorter than [`MIN_SECRET_LEN`] bytes.
+    pub fn new(value: impl Into<String>) -> Result<Self, ConfigError> {
+        let value: String = value.into();
+        let trimmed = value.trim().to_owned();
+        if trimmed.len() < MIN_SECRET_LEN {
+            return Err(invalid(
+                "cluster.secret",
+                format!(
+                    "the cluster secret must be at least {MIN_SECRET_LEN} bytes (got {})",
+                    trimmed.len()
+                ),
+            ));
+        }
+        Ok(Self(trimmed))
+    }
+
+    /// The secret's bytes, for key derivation only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterSecret(<redacted>)")
+    }
+}
+
+/// User input for the cluster configuration: every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Cluster name; part of the cluster identity (keys, token, router id).
+    pub name: Option<String>,
+    /// The node's role; imagegen sets it per image.
+    pub role: Option<Role>,
+    /// Expected number of masters (odd; default 3).
+    pub masters: Option<u8>,
+    /// Accept an even master count (not recommended: no extra fault tolerance).
+    pub allow_even_masters: Option<bool>,
+    /// The cluster secret. Better passed as the `kubeboot.secret` credential.
+    pub secret: Option<ClusterSecret>,
+    /// Cluster network.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// Peer discovery.
+    #[serde(default)]
+    pub discovery: DiscoverySpec,
+    /// Virtual IP (VRRPv3).
+    #[serde(default)]
+    pub vrrp: VrrpSpec,
+    /// etcd ports.
+    #[serde(default)]
+    pub etcd: EtcdSpec,
+    /// Kubernetes settings.
+    #[serde(default)]
+    pub kubernetes: KubernetesSpec,
+}
+
+/// Cluster network input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Interface carrying the cluster network (default: the one holding `cidr`,
+    /// else the first non-loopback interface with an IPv4 address).
+    pub interface: Option<String>,
+    /// The cluster network, for example `10.77.0.0/24`.
+    pub cidr: Option<Ipv4Net>,
+    /// The API server's virtual IP with its prefix, for example `10.77.0.10/24`.
+    pub vip: Option<Ipv4Net>,
+}
+
+/// Discovery input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySpec {
+    /// `multicast` (default) or `static`.
+    pub mode: Option<DiscoveryMode>,
+    /// Multicast group.
+    pub group: Option<Ipv4Addr>,
+    /// UDP port.
+    pub port: Option<u16>,
+    /// Announce interval while assembling, in milliseconds.
+    pub interval_ms: Option<u64>,
+    /// Static peers (addresses of other nodes), for `mode = "static"`.
+    pub peers: Option<Vec<IpAddr>>,
+}
+
+/// VRRP input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpSpec {
+    /// Virtual router id 1..=255 (default: derived from the cluster name).
+    pub router_id: Option<u8>,
+    /// Advertisement interval in centiseconds.
+    pub interval_cs: Option<u16>,
+    /// Priority 1..=254 of a healthy master.
+    pub priority: Option<u8>,
+    /// Preempt a lower-priority master (default true).
+    pub preempt: Option<bool>,
+    /// Delay before preempting, in milliseconds.
+    pub preempt_delay_ms: Option<u64>,
+    /// Send adverts by unicast to the peers from discovery instead of multicast.
+    pub unicast: Option<bool>,
+}
+
+/// etcd input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSpec {
+    /// Client port (default 2379).
+    pub client_port: Option<u16>,
+    /// Peer port (default 2380).
+    pub peer_port: Option<u16>,
+}
+
+/// Kubernetes input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// Pod network (default 10.244.0.0/16).
+    pub pod_subnet: Option<Ipv4Net>,
+    /// Service network (default 10.96.0.0/12).
+    pub service_subnet: Option<Ipv4Net>,
+    /// API server port (default 6443).
+    pub api_port: Option<u16>,
+}
+
+/// The validated cluster configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Cluster name.
+    pub name: String,
+    /// This node's role.
+    pub role: Role,
+    /// Expected number of masters.
+    pub masters: u8,
+    /// The secret, if known yet (the agent refuses to assemble without one).
+    pub secret: Option<ClusterSecret>,
+    /// Cluster network.
+    pub network: Network,
+    /// Discovery settings.
+    pub discovery: Discovery,
+    /// VRRP settings.
+    pub vrrp: Vrrp,
+    /// etcd settings.
+    pub etcd: Etcd,
+    /// Kubernetes settings.
+    pub kubernetes: Kubernetes,
+}
+
+/// Validated network settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    /// Explicit interface, if configured.
+    pub interface: Option<String>,
+    /// Cluster network, if configured.
+    pub cidr: Option<Ipv4Net>,
+    /// Virtual IP with prefix, if configured.
+    pub vip: Option<Ipv4Net>,
+}
+
+/// Validated discovery settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    /// Mode.
+    pub mode: DiscoveryMode,
+    /// Multicast group.
+    pub group: Ipv4Addr,
+    /// UDP port.
+    pub port: u16,
+    /// Announce interval in milliseconds.
+    pub interval_ms: u64,
+    /// Static peers.
+    pub peers: Vec<IpAddr>,
+}
+
+/// Validated VRRP settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vrrp {
+    /// Virtual router id 1..=255.
+    pub router_id: u8,
+    /// Advertisement interval in centiseconds (1..=4095).
+    pub interval_cs: u16,
+    /// Priority 1..=254.
+    pub priority: u8,
+    /// Preemption.
+    pub preempt: bool,
+    /// Preempt delay in milliseconds.
+    pub preempt_delay_ms: u64,
+    /// Unicast mode.
+    pub unicast: bool,
+}
+
+/// Validated etcd settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Etcd {
+    /// Client port.
+    pub client_port: u16,
+    /// Peer port.
+    pub peer_port: u16,
+}
+
+/// Validated Kubernetes settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kubernetes {
+    /// Pod network.
+    pub pod_subnet: Ipv4Net,
+    /// Service network.
+    pub service_subnet: Ipv4Net,
+    /// API server port.
+    pub api_port: u16,
+}
+
+/// Picks `over` when set, else `base` (one field of a merge).
+fn pick<T: Clone>(base: &Option<T>, over: &Option<T>) -> Option<T> {
+    over.clone().or_else(|| base.clone())
+}
+
+impl ClusterSpec {
+    /// Parses a TOML document; `source_name` (a path or credential name)
+    /// appears in the error together with the parser's line and key.
+    pub fn from_toml(source_name: &str, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            source_name: source_name.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Renders the spec as TOML (what imagegen bakes).
+    pub fn to_toml(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Returns `self` overridden by every field that `over` sets.
+    pub fn merge(&self, over: &ClusterSpec) -> ClusterSpec {
+        ClusterSpec {
+            name: pick(&self.name, &over.name),
+            role: pick(&self.role, &over.role),
+            masters: pick(&self.masters, &over.masters),
+            allow_even_masters: pick(&self.allow_even_masters, &over.allow_even_masters),
+            secret: pick(&self.secret, &over.secret),
+            network: NetworkSpec {
+                interface: pick(&self.network.interface, &over.network.interface),
+                cidr: pick(&self.network.cidr, &over.network.cidr),
+                vip: pick(&self.network.vip, &over.network.vip),
+            },
+            discovery: DiscoverySpec {
+                mode: pick(&self.discovery.mode, &over.discovery.mode),
+                group: pick(&self.discovery.group, &over.discovery.group),
+                port: pick(&self.discovery.port, &over.discovery.port),
+                interval_ms: pick(&self.discovery.interval_ms, &over.discovery.interval_ms),
+                peers: pick(&self.discovery.peers, &over.discovery.peers),
+            },
+            vrrp: VrrpSpec {
+                router_id: pick(&self.vrrp.router_id, &over.vrrp.router_id),
+                interval_cs: pick(&self.vrrp.interval_cs, &over.vrrp.interval_cs),
+                priority: pick(&self.vrrp.priority, &over.vrrp.priority),
+                preempt: pick(&self.vrrp.preempt, &over.vrrp.preempt),
+                preempt_delay_ms: pick(&self.vrrp.preempt_delay_ms, &over.vrrp.preempt_delay_ms),
+                unicast: pick(&self.vrrp.unicast, &over.vrrp.unicast),
+            },
+            etcd: EtcdSpec {
+                client_port: pick(&self.etcd.client_port, &over.etcd.client_port),
+                peer_port: pick(&self.etcd.peer_port, &over.etcd.peer_port),
+            },
+            kubernetes: KubernetesSpec {
+                pod_subnet: pick(&self.kubernetes.pod_subnet, &over.kubernetes.pod_subnet),
+                service_subnet: pick(
+                    &self.kubernetes.service_subnet,
+                    &over.kubernetes.service_subnet,
+                ),
+                api_port: pick(&self.kubernetes.api_port, &over.kubernetes.api_port),
+            },
+        }
+    }
+
+    /// Fills defaults and checks every rule, returning the first error.
+    pub fn validate(&self) -> Result<ClusterConfig, ConfigError> {
+        let name = self.name.clone().unwrap_or_else(|| "kubeboot".to_owned());
+        if name.is_empty()
+            || name.len() > 63
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(invalid(
+                "cluster.name",
+                format!("{name:?} must be 1-63 characters of a-z, 0-9 and '-'"),
+            ));
+        }
+        if let Some(secret) = &self.secret {
+            // Deserialisation bypasses `ClusterSecret::new`; check length here.
+            ClusterSecret::new(secret.0.clone())?;
+        }
+        let role = self.role.ok_or_else(|| {
+            invalid(
+                "cluster.role",
+                "missing: set role = \"master\" or \"worker\" (imagegen sets it per image)",
+            )
+        })?;
+        let masters = self.masters.unwrap_or(DEFAULT_MASTERS);
+        if masters == 0 {
+            return Err(invalid("cluster.masters", "must be at least 1"));
+        }
+        if masters % 2 == 0 && !self.allow_even_masters.unwrap_or(false) {
+            return Err(invalid(
+                "cluster.masters",
+                format!(
+                    "{masters} is even: an even etcd member count tolerates no more failures \
+                     than {} and splits more easily; use an odd count or set \
+                     allow_even_masters = true",
+                    masters - 1
+                ),
+            ));
+        }
+
+        let network = Network {
+            interface: self.network.interface.clone(),
+            cidr: self.network.cidr.map(|c| c.trunc()),
+            vip: self.network.vip,
+        };
+        if let (Some(vip), Some(cidr)) = (network.vip, network.cidr) {
+            if !cidr.contains(&vip.addr()) {
+                return Err(invalid(
+                    "network.vip",
+                    format!("{} is outside the cluster network {cidr}", vip.addr()),
+                ));
+            }
+        }
+        if let Some(vip) = network.vip {
+            if vip.prefix_len() == 32 {
+                return Err(invalid(
+                    "network.vip",
+                    "give the VIP with the cluster network's prefix (for example /24), not /32",
+                ));
+            }
+        }
+
+        let discovery = Discovery {
+            mode: self.discovery.mode.unwrap_or(DiscoveryMode::Multicast),
+            group: self.discovery.group.unwrap_or(DEFAULT_DISCOVERY_GROUP),
+            port: self.discovery.port.unwrap_or(DEFAULT_DISCOVERY_PORT),
+            interval_ms: self
+                .discovery
+                .interval_ms
+                .unwrap_or(DEFAULT_DISCOVERY_INTERVAL_MS),
+            peers: self.discovery.peers.clone().unwrap_or_default(),
+        };
+        if !discovery.group.is_multicast() {
+            return Err(invalid(
+                "discovery.group",
+                format!("{} is not a multicast address", discovery.group),
+            ));
+        }
+        if discovery.port == 0 {
+            return Err(invalid("discovery.port", "must not be 0"));
+        }
+        if !(50..=60_000).contains(&discovery.interval_ms) {
+            return Err(invalid("discovery.interval_ms", "must be 50..=60000"));
+        }
+        if discovery.mode == DiscoveryMode::Static && discovery.peers.is_empty() {
+            return Err(invalid(
+                "discovery.peers",
+                "mode = \"static\" needs at least one peer address",
+            ));
+        }
+
+        let interval_cs = self.vrrp.interval_cs.unwrap_or(DEFAULT_VRRP_INTERVAL_CS);
+        if !(1..=4095).contains(&interval_cs) {
+            return Err(invalid("vrrp.interval_cs", "must be 1..=4095 centiseconds"));
+        }
+        let priority = self.vrrp.priority.unwrap_or(DEFAULT_VRRP_PRIORITY);
+        if !(1..=254).contains(&priority) {
+            return Err(invalid(
+                "vrrp.priority",
+                "must be 1..=254 (0 and 255 are reserved by RFC 5798)",
+            ));
+        }
+        let router_id = match self.vrrp.router_id {
+            Some(0) => return Err(invalid("vrrp.router_id", "must be 1..=255")),
+            Some(id) => id,
+            None => derive_router_id(&name),
+        };
+        let vrrp = Vrrp {
+            router_id,
+            interval_cs,
+            priority,
+            preempt: self.vrrp.preempt.unwrap_or(true),
+            preempt_delay_ms: self.vrrp.preempt_delay_ms.unwrap_or(0),
+            unicast: self.vrrp.unicast.unwrap_or(false),
+        };
+
+        let etcd = Etcd {
+            client_port: self.etcd.client_port.unwrap_or(2379),
+            peer_port: self.etcd.peer_port.unwrap_or(2380),
+        };
+        if etcd.client_port == 0 || etcd.peer_port == 0 || etcd.client_port == etcd.peer_port {
+            return Err(invalid(
+                "etcd.client_port",
+                "client and peer ports must be non-zero and differ",
+            ));
+        }
+
+        let kubernetes = Kubernetes {
+            pod_subnet: self
+                .kubernetes
+                .pod_subnet
+                .unwrap_or_else(|| Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default()),
+            service_subnet: self
+                .kubernetes
+                .service_subnet
+                .unwrap_or_else(|| Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default()),
+            api_port: self.kubernetes.api_port.unwrap_or(6443),
+        };
+        if kubernetes.pod_subnet.contains(&kubernetes.service_subnet.network())
+            || kubernetes.service_subnet.contains(&kubernetes.pod_subnet.network())
+        {
+            return Err(invalid(
+                "kubernetes.service_subnet",
+                "pod and service subnets overlap",
+            ));
+        }
+
+        Ok(ClusterConfig {
+            name,
+            role,
+            masters,
+            secret: self.secret.clone(),
+            network,
+            discovery,
+            vrrp,
+            etcd,
+            kubernetes,
+        })
+    }
+}
+
+/// Derives the default VRRP virtual router id (1..=255) from the cluster
+/// name, so two clusters on one segment differ by default. FNV-1a by hand:
+/// eight lines, no crate needed, and stable across releases (unlike std's
+/// `DefaultHasher`).
+pub fn derive_router_id(name: &str) -> u8 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in name.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    // 1..=255: 0 is not a valid router id.
+    (hash % 255) as u8 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master() -> ClusterSpec {
+        ClusterSpec {
+            role: Some(Role::Master),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let c = master().validate().unwrap();
+        assert_eq!(c.name, "kubeboot");
+        assert_eq!(c.masters, 3);
+        assert_eq!(c.discovery.port, DEFAULT_DISCOVERY_PORT);
+        assert_eq!(c.vrrp.router_id, derive_router_id("kubeboot"));
+        assert!(c.vrrp.preempt);
+        assert!(c.secret.is_none());
+    }
+
+    #[test]
+    fn even_masters_refused_unless_forced() {
+        let mut s = master();
+        s.masters = Some(4);
+        let err = s.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "cluster.masters", .. }));
+        s.allow_even_masters = Some(true);
+        assert_eq!(s.validate().unwrap().masters, 4);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = ClusterSpec::from_toml("p.toml", "role = \"master\"\nmastrs = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("p.toml:"), "{text}");
+        assert!(text.contains("mastrs"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn merge_overrides_only_set_fields() {
+        let base = ClusterSpec::from_toml(
+            "base",
+            "name = \"a\"\nrole = \"master\"\n[vrrp]\npriority = 50\ninterval_cs = 30\n",
+        )
+        .unwrap();
+        let over = ClusterSpec::from_toml("over", "[vrrp]\npriority = 120\n").unwrap();
+        let c = base.merge(&over).validate().unwrap();
+        assert_eq!(c.name, "a");
+        assert_eq!(c.vrrp.priority, 120);
+        assert_eq!(c.vrrp.interval_cs, 30);
+    }
+
+    #[test]
+    fn vip_outside_network_refused() {
+        let s = ClusterSpec::from_toml(
+            "x",
+            "role = \"master\"\n[network]\ncidr = \"10.0.0.0/24\"\nvip = \"10.0.1.5/24\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            s.validate().unwrap_err(),
+            ConfigError::Invalid { key: "network.vip", .. }
+        ));
+    }
+
+    #[test]
+    fn short_secret_refused_and_debug_redacted() {
+        assert!(ClusterSecret::new("short").is_err());
+        let s = ClusterSecret::new("0123456789abcdef-long-enough").unwrap();
+        assert!(!format!("{s:?}").contains("0123"));
+    }
+
+    #[test]
+    fn missing_role_names_key() {
+        let err = ClusterSpec::default().validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "cluster.role", .. }));
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let s = ClusterSpec::from_toml(
+            "x",
+            "name = \"c1\"\nrole = \"worker\"\n[network]\nvip = \"10.77.0.10/24\"\n",
+        )
+        .unwrap();
+        let again = ClusterSpec::from_toml("y", &s.to_toml()).unwrap();
+        assert_eq!(s, again);
+    }
+
+    #[test]
+    fn router_id_in_range() {
+        for name in ["a", "kubeboot", "prod-eu-1", ""] {
+            let id = derive_router_id(name);
+            assert!(id >= 1);
+        }
+    }
+}

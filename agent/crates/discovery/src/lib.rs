@@ -1,0 +1,1 @@
+//! Authenticated peer discovery (multicast and static) (skeleton).

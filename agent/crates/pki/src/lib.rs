@@ -1,0 +1,1 @@
+//! Cluster PKI: CAs and certificates derived from the cluster secret (skeleton).

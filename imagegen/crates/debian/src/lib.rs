@@ -1,0 +1,1 @@
+//! Debian archive client: signed indices, resolver, verified downloads, lockfile (skeleton).

@@ -1,0 +1,1 @@
+//! Rootless root filesystem assembly from .deb files, and the cpio initramfs writer (skeleton).

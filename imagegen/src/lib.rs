@@ -1,0 +1,2 @@
+//! imagegen library (skeleton).
+#![warn(missing_docs)]

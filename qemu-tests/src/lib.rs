@@ -1,0 +1,2 @@
+//! QEMU harness (skeleton).
+#![warn(missing_docs)]
