@@ -1,1 +1,53 @@
-//! VRRPv3 (RFC 5798) virtual IP for the API server (skeleton).
+//! VRRPv3 ([RFC 5798]) virtual IP for the API server: a
+//! keepalived-equivalent that speaks real VRRPv3 on the wire (so it
+//! interoperates with keepalived), plus a quorum rule keepalived lacks.
+//! See `README.md` for the architecture, the quorum rule and how the
+//! default interval was chosen.
+//!
+//! Modules, pure first:
+//! - [`packet`]: advert encoding/decoding, checksum with the IPv4
+//!   pseudo-header, receive checks (TTL 255, version, router id).
+//! - [`machine`]: the Initialize/Backup/Master state machine plus `Fault`
+//!   (no quorum); takes events and `now`, returns actions.
+//! - [`tracker`]: fall/rise verdicts and the HTTP(S) checks (etcd
+//!   `/health` for quorum, API server `/readyz` for priority).
+//! - [`config`]: [`VrrpConfig`] from the cluster configuration.
+//! - [`status`]: the snapshot `agent status` prints.
+//! - [`netlink`], [`sock`], [`runner`]: the I/O shell (rtnetlink for the
+//!   VIP, raw sockets for adverts and gratuitous ARP, tokio for timers).
+//!
+//! Embedding:
+//!
+//! ```no_run
+//! # async fn demo(cfg: cluster_config::ClusterConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use vrrp::{tracker, CheckSpec, TlsFiles, Vrrp, VrrpConfig};
+//! let vip = cfg.network.vip.ok_or("no VIP configured")?;
+//! let config = VrrpConfig::new(&cfg.vrrp, vip, "eth0")?;
+//! let checks = tracker::spawn(vec![CheckSpec::etcd_quorum(
+//!     "https://127.0.0.1:2379",
+//!     TlsFiles::default(),
+//! )])?;
+//! let (_peers_tx, peers) = tokio::sync::watch::channel(Vec::new());
+//! let handle = Vrrp::spawn(config, checks.health(), peers).await?;
+//! println!("{}", handle.status());
+//! handle.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [RFC 5798]: https://www.rfc-editor.org/rfc/rfc5798
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod machine;
+pub mod netlink;
+pub mod packet;
+pub mod runner;
+pub mod sock;
+pub mod status;
+pub mod tracker;
+
+pub use config::VrrpConfig;
+pub use machine::{Health, State};
+pub use runner::{RunError, Vrrp, VrrpHandle};
+pub use status::Status;
+pub use tracker::{CheckRole, CheckSpec, TlsFiles, Tracker};

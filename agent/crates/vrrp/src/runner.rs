@@ -1,0 +1,325 @@
+//! The shell around [`Machine`]: sockets, netlink, timers and channels on
+//! tokio. It feeds packets, health changes and deadlines to the machine as
+//! events and carries out the actions it returns.
+
+use std::net::Ipv4Addr;
+use std::time::{Instant, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::VrrpConfig;
+use crate::machine::{Action, Event, Health, Machine, Params};
+use crate::netlink::{LinkInfo, Netlink, NetlinkError};
+use crate::packet::{self, Advert, Reject, VRRP_GROUP};
+use crate::sock::{garp_frame, GarpSocket, SocketError, VrrpSocket};
+use crate::status::{unix_ms, Status, TransitionRecord};
+
+/// Errors starting or running an instance.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// Interface lookup or VIP handling failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// A raw socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The instance task panicked or was cancelled.
+    #[error("the VRRP task ended abnormally: {0}")]
+    Task(String),
+}
+
+/// A running instance. Dropping it without [`VrrpHandle::shutdown`] still
+/// triggers a graceful shutdown on the runtime, but nobody waits for it.
+#[derive(Debug)]
+pub struct VrrpHandle {
+    status: watch::Receiver<Status>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl VrrpHandle {
+    /// The current status snapshot.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A channel that changes with every status update.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Graceful shutdown: a master sends a priority-0 advert and removes
+    /// the VIP; returns once done.
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| RunError::Task(e.to_string()))
+    }
+}
+
+/// Entry point for embedding: see [`spawn`].
+#[derive(Debug)]
+pub struct Vrrp;
+
+impl Vrrp {
+    /// Starts one instance on the current tokio runtime.
+    ///
+    /// `health` is the tracker's output (see [`crate::tracker`]); `peers`
+    /// the unicast peers (used only when `config.unicast`; fed from
+    /// discovery, may change at any time). Interface lookup and socket
+    /// setup happen before this returns, so their errors surface here. A
+    /// VIP left on the interface by a previous run is removed first.
+    pub async fn spawn(
+        config: VrrpConfig,
+        health: watch::Receiver<Health>,
+        peers: watch::Receiver<Vec<Ipv4Addr>>,
+    ) -> Result<VrrpHandle, RunError> {
+        let netlink = Netlink::open(&config.interface, config.vip)?;
+        let link = netlink.link_info().await?;
+        netlink.remove_vip(link.index).await?;
+        let sock = VrrpSocket::open(
+            &config.interface,
+            link.index,
+            link.local_addr,
+            !config.unicast,
+        )?;
+        let garp = GarpSocket::open(&config.interface, link.index)?;
+        let mut status = Status::new(
+            &config.interface,
+            config.vip,
+            config.router_id,
+            config.priority,
+            config.interval_cs,
+        );
+        status.local_addr = Some(link.local_addr);
+        let (status_tx, status_rx) = watch::channel(status.clone());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let shell = Shell {
+            machine: Machine::new(
+                Params {
+                    vrid: config.router_id,
+                    priority: config.priority,
+                    interval_cs: config.interval_cs,
+                    preempt: config.preempt,
+                    preempt_delay: config.preempt_delay,
+                    local_addr: link.local_addr,
+                    garp_burst: config.garp_burst,
+                    garp_spacing: config.garp_spacing,
+                    garp_refresh: config.garp_refresh,
+                },
+                *health.borrow(),
+            ),
+            garp_frame: garp_frame(link.mac, config.vip.addr()),
+            config,
+            link,
+            netlink,
+            sock,
+            garp,
+            peers: peers.borrow().clone(),
+            status,
+            status_tx,
+            last_logged: None,
+        };
+        let task = tokio::spawn(shell.run(health, peers, stop_rx));
+        Ok(VrrpHandle {
+            status: status_rx,
+            stop: Some(stop_tx),
+            task,
+        })
+    }
+}
+
+struct Shell {
+    machine: Machine,
+    config: VrrpConfig,
+    link: LinkInfo,
+    netlink: Netlink,
+    sock: VrrpSocket,
+    garp: GarpSocket,
+    garp_frame: [u8; 42],
+    peers: Vec<Ipv4Addr>,
+    status: Status,
+    status_tx: watch::Sender<Status>,
+    last_logged: Option<Instant>,
+}
+
+impl Shell {
+    async fn run(
+        mut self,
+        mut health: watch::Receiver<Health>,
+        mut peers: watch::Receiver<Vec<Ipv4Addr>>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        tracing::info!(
+            interface = %self.config.interface,
+            vip = %self.config.vip,
+            vrid = self.config.router_id,
+            local = %self.link.local_addr,
+            priority = self.config.priority,
+            interval_cs = self.config.interval_cs,
+            unicast = self.config.unicast,
+            "VRRP instance starting"
+        );
+        self.step(Event::Startup).await;
+        let mut health_open = true;
+        let mut peers_open = true;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let deadline = self.machine.next_deadline();
+            tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    self.step(Event::Shutdown).await;
+                    tracing::info!("VRRP instance stopped");
+                    return;
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.step(Event::Timer).await;
+                }
+                received = self.sock.recv(&mut buf) => match received {
+                    Ok(n) => self.packet(&buf[..n]).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "VRRP receive failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                },
+                changed = health.changed(), if health_open => match changed {
+                    Ok(()) => {
+                        let h = *health.borrow_and_update();
+                        self.step(Event::Health(h)).await;
+                    }
+                    Err(_) => {
+                        // The tracker is gone: nobody vouches for quorum any more.
+                        health_open = false;
+                        tracing::warn!("health channel closed: treating as no quorum");
+                        self.step(Event::Health(Health::NO_QUORUM)).await;
+                    }
+                },
+                changed = peers.changed(), if peers_open => match changed {
+                    Ok(()) => self.peers = peers.borrow_and_update().clone(),
+                    Err(_) => peers_open = false,
+                },
+            }
+        }
+    }
+
+    async fn packet(&mut self, bytes: &[u8]) {
+        match packet::accept(bytes, self.config.router_id, self.config.vip.addr()) {
+            Ok(rx) if rx.src == self.link.local_addr => {}
+            Ok(rx) => {
+                self.status.adverts_received += 1;
+                self.step(Event::Advert {
+                    src: rx.src,
+                    priority: rx.advert.priority,
+                    interval_cs: rx.advert.max_adver_int_cs,
+                })
+                .await;
+            }
+            Err(reason) => {
+                *self.status.rejected.entry(reason).or_default() += 1;
+                // Log each reason at most every few seconds: a
+                // misconfigured peer must not flood the journal.
+                let now = Instant::now();
+                if reason != Reject::OtherVrid
+                    && self
+                        .last_logged
+                        .is_none_or(|t| now.duration_since(t).as_secs() >= 5)
+                {
+                    self.last_logged = Some(now);
+                    tracing::warn!(%reason, "rejected a VRRP packet");
+                }
+                self.publish();
+            }
+        }
+    }
+
+    async fn step(&mut self, event: Event) {
+        let before = self.machine.last_transition();
+        let actions = self.machine.handle(event, Instant::now());
+        for action in actions {
+            self.act(action).await;
+        }
+        if let Some(t) = self.machine.last_transition() {
+            if Some(t) != before {
+                let wall = SystemTime::now() - Instant::now().saturating_duration_since(t.at);
+                self.status.last_transition = Some(TransitionRecord {
+                    at_unix_ms: unix_ms(wall),
+                    from: t.from,
+                    to: t.to,
+                });
+                tracing::info!(
+                    from = %t.from,
+                    to = %t.to,
+                    priority = self.machine.priority(),
+                    quorum = self.machine.health().quorum,
+                    holder = ?self.machine.holder(),
+                    "VRRP transition"
+                );
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.status.state = self.machine.state();
+        self.status.holder = self.machine.holder();
+        self.status.priority = self.machine.priority();
+        self.status.quorum = self.machine.health().quorum;
+        self.status_tx.send_replace(self.status.clone());
+    }
+
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::SendAdvert { priority } => {
+                let advert = Advert {
+                    vrid: self.config.router_id,
+                    priority,
+                    max_adver_int_cs: self.config.interval_cs,
+                    addresses: vec![self.config.vip.addr()],
+                };
+                let targets: Vec<Ipv4Addr> = if self.config.unicast {
+                    self.peers
+                        .iter()
+                        .copied()
+                        .filter(|p| *p != self.link.local_addr)
+                        .collect()
+                } else {
+                    vec![VRRP_GROUP]
+                };
+                for dst in targets {
+                    let bytes = advert.encode(self.link.local_addr, dst);
+                    if let Err(e) = self.sock.send(&bytes, dst) {
+                        tracing::warn!(error = %e, "advert not sent");
+                    }
+                }
+                self.status.adverts_sent += 1;
+            }
+            Action::AddVip => {
+                if let Err(e) = self.netlink.add_vip(self.link.index).await {
+                    tracing::error!(error = %e, "could not add the VIP");
+                }
+            }
+            Action::RemoveVip => {
+                if let Err(e) = self.netlink.remove_vip(self.link.index).await {
+                    tracing::error!(error = %e, "could not remove the VIP");
+                }
+            }
+            Action::SendGarp => {
+                if let Err(e) = self.garp.send(&self.garp_frame) {
+                    tracing::warn!(error = %e, "gratuitous ARP not sent");
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await;
+    }
+}

@@ -1,0 +1,468 @@
+//! Health and quorum tracking, built in (keepalived's `track_script` with
+//! `weight`, `fall` and `rise`, without an external script).
+//!
+//! Each [`CheckSpec`] is an HTTP(S) GET, repeated every `interval`; a
+//! check passes on a 2xx answer whose body contains `expect_body` (when
+//! set), within `timeout`. A check's verdict turns to *failing* after
+//! `fall` consecutive failures and back to *passing* after `rise`
+//! consecutive successes; it starts *failing*, so nothing is claimed
+//! before the first `rise` successes.
+//!
+//! Roles ([`CheckRole`]):
+//! - `Quorum`: the local etcd member's `/health` (false when the member
+//!   sees no leader or cannot serve a quorum read). While it fails the
+//!   node is in `Fault`: it gives up the VIP and never claims it.
+//! - `Weight(w)`: for example the local API server's `/readyz`; while it
+//!   fails the node's priority drops by `w` (keepalived's negative weight).
+//!
+//! [`TrackerState`] is the pure part (verdicts → [`Health`]); [`spawn`]
+//! runs the checks on tokio and publishes the health on a watch channel,
+//! which is what [`crate::Vrrp::spawn`] takes. An embedding program can
+//! also publish its own `Health` on such a channel instead.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::machine::Health;
+
+/// What a failing check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRole {
+    /// Failing means "no quorum": hard fault, never hold the VIP.
+    Quorum,
+    /// Failing lowers the priority by this much.
+    Weight(u8),
+}
+
+/// Optional TLS material for a check (etcd with client-certificate auth).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM CA bundle to verify the server with (else the web PKI roots).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (needs `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key: Option<PathBuf>,
+}
+
+/// One HTTP(S) check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// Name for logs.
+    pub name: String,
+    /// URL to GET.
+    pub url: String,
+    /// What failing means.
+    pub role: CheckRole,
+    /// Time between the starts of two checks.
+    pub interval: Duration,
+    /// Time allowed for one check.
+    pub timeout: Duration,
+    /// Consecutive failures that make the verdict failing.
+    pub fall: u32,
+    /// Consecutive successes that make it passing again.
+    pub rise: u32,
+    /// Substring the body must contain.
+    pub expect_body: Option<String>,
+    /// TLS material.
+    pub tls: TlsFiles,
+}
+
+impl CheckSpec {
+    /// The quorum check on the local etcd member: `GET {client_url}/health`
+    /// expecting `"health":"true"`. Every 500 ms with a 1 s timeout,
+    /// `fall` 4 (so an etcd leader election, about 1-2 s with etcd's
+    /// default 1 s election timeout, does not fault every node at once)
+    /// and `rise` 2.
+    pub fn etcd_quorum(client_url: &str, tls: TlsFiles) -> Self {
+        CheckSpec {
+            name: "etcd".to_owned(),
+            url: format!("{}/health", client_url.trim_end_matches('/')),
+            role: CheckRole::Quorum,
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            fall: 4,
+            rise: 2,
+            expect_body: Some("\"health\":\"true\"".to_owned()),
+            tls,
+        }
+    }
+
+    /// The local API server check, `GET https://127.0.0.1:{port}/readyz`
+    /// expecting `ok`, lowering the priority by `weight` while it fails
+    /// (every 1 s, 1 s timeout, fall 3, rise 2).
+    pub fn apiserver_readyz(port: u16, weight: u8, tls: TlsFiles) -> Self {
+        CheckSpec {
+            name: "apiserver".to_owned(),
+            url: format!("https://127.0.0.1:{port}/readyz"),
+            role: CheckRole::Weight(weight),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            expect_body: Some("ok".to_owned()),
+            tls,
+        }
+    }
+}
+
+/// Fall/rise counting for one check. Pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    fall: u32,
+    rise: u32,
+    passing: bool,
+    streak: u32,
+}
+
+impl Verdict {
+    /// A verdict that starts failing.
+    pub fn new(fall: u32, rise: u32) -> Self {
+        Verdict {
+            fall: fall.max(1),
+            rise: rise.max(1),
+            passing: false,
+            streak: 0,
+        }
+    }
+
+    /// Whether the check counts as passing.
+    pub fn passing(&self) -> bool {
+        self.passing
+    }
+
+    /// Records one result; returns true when the verdict flipped.
+    pub fn record(&mut self, success: bool) -> bool {
+        if success == self.passing {
+            self.streak = 0;
+            return false;
+        }
+        self.streak += 1;
+        let needed = if success { self.rise } else { self.fall };
+        if self.streak >= needed {
+            self.passing = success;
+            self.streak = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// Verdicts of all checks, and the [`Health`] they add up to. Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerState {
+    checks: Vec<(CheckRole, Verdict)>,
+}
+
+impl TrackerState {
+    /// From the checks' roles and fall/rise.
+    pub fn new(specs: &[CheckSpec]) -> Self {
+        TrackerState {
+            checks: specs
+                .iter()
+                .map(|s| (s.role, Verdict::new(s.fall, s.rise)))
+                .collect(),
+        }
+    }
+
+    /// Records check `index`'s result; returns true when its verdict
+    /// flipped. An out-of-range index is ignored.
+    pub fn record(&mut self, index: usize, success: bool) -> bool {
+        self.checks
+            .get_mut(index)
+            .is_some_and(|(_, v)| v.record(success))
+    }
+
+    /// Quorum holds when every quorum check passes (and there is none
+    /// configured: the caller then decides, see the crate docs); the
+    /// penalty is the sum of the failing weights.
+    pub fn health(&self) -> Health {
+        let quorum = self
+            .checks
+            .iter()
+            .filter(|(r, _)| *r == CheckRole::Quorum)
+            .all(|(_, v)| v.passing());
+        let penalty = self
+            .checks
+            .iter()
+            .filter_map(|(r, v)| match r {
+                CheckRole::Weight(w) if !v.passing() => Some(u32::from(*w)),
+                _ => None,
+            })
+            .sum::<u32>()
+            .min(255) as u8;
+        Health { quorum, penalty }
+    }
+}
+
+/// Errors building a check.
+#[derive(Debug, Error)]
+pub enum TrackerError {
+    /// A TLS file could not be read.
+    #[error("check {check}: reading {path}: {source}")]
+    ReadTls {
+        /// Check name.
+        check: String,
+        /// File.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS file did not parse, or the client could not be built.
+    #[error("check {check}: {what}: {source}")]
+    Client {
+        /// Check name.
+        check: String,
+        /// What was being set up.
+        what: &'static str,
+        /// reqwest's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A client certificate without a key or the other way round.
+    #[error("check {check}: a client certificate needs both cert and key")]
+    HalfIdentity {
+        /// Check name.
+        check: String,
+    },
+}
+
+fn read(check: &str, path: &PathBuf) -> Result<Vec<u8>, TrackerError> {
+    std::fs::read(path).map_err(|source| TrackerError::ReadTls {
+        check: check.to_owned(),
+        path: path.clone(),
+        source,
+    })
+}
+
+fn client(spec: &CheckSpec) -> Result<reqwest::Client, TrackerError> {
+    let err = |what| {
+        let check = spec.name.clone();
+        move |source| TrackerError::Client {
+            check,
+            what,
+            source,
+        }
+    };
+    // Local checks never go through a proxy from the environment.
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
+        .timeout(spec.timeout)
+        .connect_timeout(spec.timeout);
+    if let Some(ca) = &spec.tls.ca {
+        let cert = reqwest::Certificate::from_pem(&read(&spec.name, ca)?).map_err(err("CA"))?;
+        b = b.add_root_certificate(cert);
+    }
+    match (&spec.tls.cert, &spec.tls.key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(&spec.name, cert)?;
+            pem.push(b'\n');
+            pem.extend(read(&spec.name, key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(err("client certificate"))?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(TrackerError::HalfIdentity {
+                check: spec.name.clone(),
+            })
+        }
+    }
+    b.build().map_err(err("HTTP client"))
+}
+
+async fn probe(client: &reqwest::Client, spec: &CheckSpec) -> Result<(), String> {
+    let resp = client
+        .get(&spec.url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    match &spec.expect_body {
+        Some(want) if !body.contains(want.as_str()) => {
+            Err(format!("body does not contain {want:?}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A running tracker; dropping it stops the checks.
+#[derive(Debug)]
+pub struct Tracker {
+    health: watch::Receiver<Health>,
+    _tasks: JoinSet<()>,
+}
+
+impl Tracker {
+    /// The health channel to pass to [`crate::Vrrp::spawn`].
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
+}
+
+/// Starts the checks on the current tokio runtime. With no quorum check
+/// configured, quorum is reported as held (the embedding program then
+/// owns the rule, see the crate docs); with no checks at all the health is
+/// [`Health::OK`] for good.
+pub fn spawn(specs: Vec<CheckSpec>) -> Result<Tracker, TrackerError> {
+    let clients = specs.iter().map(client).collect::<Result<Vec<_>, _>>()?;
+    let mut state = TrackerState::new(&specs);
+    let (tx, rx) = watch::channel(state.health());
+    let (results_tx, mut results) = mpsc::channel::<(usize, bool)>(16);
+    let mut tasks = JoinSet::new();
+    for (index, (spec, client)) in specs.clone().into_iter().zip(clients).enumerate() {
+        let results_tx = results_tx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(spec.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let outcome = probe(&client, &spec).await;
+                if let Err(why) = &outcome {
+                    tracing::debug!(check = %spec.name, url = %spec.url, %why, "check failed");
+                }
+                if results_tx.send((index, outcome.is_ok())).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(results_tx);
+    tasks.spawn(async move {
+        while let Some((index, ok)) = results.recv().await {
+            if state.record(index, ok) {
+                let name = specs.get(index).map(|s| s.name.as_str()).unwrap_or("?");
+                tracing::info!(check = name, passing = ok, "check verdict changed");
+                let health = state.health();
+                tx.send_replace(health);
+            }
+        }
+    });
+    Ok(Tracker {
+        health: rx,
+        _tasks: tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_needs_rise_successes_and_fall_failures() {
+        let mut v = Verdict::new(3, 2);
+        assert!(!v.passing());
+        assert!(!v.record(true));
+        assert!(v.record(true), "second success flips to passing");
+        assert!(v.passing());
+        assert!(!v.record(false));
+        assert!(!v.record(false));
+        // A success in between resets the count.
+        assert!(!v.record(true));
+        assert!(!v.record(false));
+        assert!(!v.record(false));
+        assert!(v.record(false), "third consecutive failure flips");
+        assert!(!v.passing());
+    }
+
+    #[test]
+    fn zero_fall_or_rise_acts_as_one() {
+        let mut v = Verdict::new(0, 0);
+        assert!(v.record(true));
+        assert!(v.record(false));
+    }
+
+    #[test]
+    fn health_combines_quorum_and_weights() {
+        let tls = TlsFiles::default();
+        let mut etcd = CheckSpec::etcd_quorum("http://127.0.0.1:2379/", tls.clone());
+        etcd.rise = 1;
+        etcd.fall = 1;
+        assert_eq!(etcd.url, "http://127.0.0.1:2379/health");
+        let mut api = CheckSpec::apiserver_readyz(6443, 50, tls.clone());
+        api.rise = 1;
+        api.fall = 1;
+        let mut other = api.clone();
+        other.role = CheckRole::Weight(250);
+        let mut s = TrackerState::new(&[etcd, api, other]);
+        // Everything starts failing: no quorum, full penalty (capped).
+        assert_eq!(
+            s.health(),
+            Health {
+                quorum: false,
+                penalty: 255
+            }
+        );
+        s.record(0, true);
+        s.record(2, true);
+        assert_eq!(
+            s.health(),
+            Health {
+                quorum: true,
+                penalty: 50
+            }
+        );
+        s.record(1, true);
+        assert_eq!(s.health(), Health::OK);
+        s.record(0, false);
+        assert!(!s.health().quorum);
+        assert!(!s.record(9, true), "unknown index ignored");
+    }
+
+    #[test]
+    fn no_checks_means_ok() {
+        assert_eq!(TrackerState::new(&[]).health(), Health::OK);
+    }
+
+    #[test]
+    fn half_identity_refused() {
+        let mut spec = CheckSpec::etcd_quorum("https://127.0.0.1:2379", TlsFiles::default());
+        spec.tls.cert = Some("/nonexistent/cert.pem".into());
+        assert!(matches!(
+            client(&spec),
+            Err(TrackerError::HalfIdentity { .. })
+        ));
+        spec.tls.key = Some("/nonexistent/key.pem".into());
+        let err = client(&spec).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn http_check_against_local_server() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A one-shot-per-connection HTTP server on loopback answering like
+        // etcd's /health, healthy first, then unhealthy.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for body in ["{\"health\":\"true\"}", "{\"health\":\"false\"}"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await.unwrap();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let spec = CheckSpec::etcd_quorum(&format!("http://{addr}"), TlsFiles::default());
+        let c = client(&spec).unwrap();
+        assert_eq!(probe(&c, &spec).await, Ok(()));
+        let err = probe(&c, &spec).await.unwrap_err();
+        assert!(err.contains("health"), "{err}");
+        server.await.unwrap();
+        // Nothing listens any more: connection refused is a failure.
+        assert!(probe(&c, &spec).await.is_err());
+    }
+}
