@@ -1,4 +1,16 @@
-//! The first-boot agent (skeleton; its reconcilers arrive with the quorum issue).
+//! The kubeboot node agent: discovers its peers, self-assembles a TLS etcd
+//! quorum and keeps it converged. See `README.md` for the architecture.
+//!
+//! Pure modules ([`plan`], [`quorum`], the flag rendering in [`etcd`], the
+//! layering in [`config`]) take data and `now` and return data; the shell
+//! ([`run`]) does the I/O and feeds results back as events.
 #![warn(missing_docs)]
+
+pub mod config;
+pub mod etcd;
+pub mod plan;
+pub mod quorum;
+pub mod state;
+pub mod status;
 
 pub use cluster_config;

@@ -1,0 +1,1039 @@
+//! The agent's state machine (pure): `step(plan, event, now) -> actions`.
+//!
+//! The I/O shell ([`crate::run`]) feeds observations in as [`Event`]s
+//! (discovery snapshots, etcd health, results of joins and promotions) and
+//! carries out the returned [`Action`]s, feeding their results back. Every
+//! step re-derives what to do from the persisted state, so a restart at any
+//! point resumes: the persisted bootstrap decision is reused, a data
+//! directory means "restart etcd with it", a recorded learner add is reused.
+//!
+//! Transitions (→ = on the event named):
+//!
+//! ```text
+//! Starting ─Start─▶ EtcdMember        (etcd data exists: restart with it)
+//!          ─Start─▶ Bootstrapping     (decision persisted, no data yet)
+//!          ─Start─▶ Joining           (a join recorded, or bootstrapped before but data lost)
+//!          ─Start─▶ Discovering       (fresh)
+//! Starting/Failed(config) ─ConfigFailed─▶ Failed(config) ─Start─▶ as above
+//! Discovering ─Peers─▶ Bootstrapping  (decide() = Bootstrap: persist decision, start etcd new)
+//!             ─Peers─▶ Joining        (decide() = Join: a peer reports a cluster)
+//! Joining ─Joined─▶ EtcdMember        (persist the join, start etcd existing)
+//!         ─JoinFailed─▶ Joining       (retry after a backoff)
+//! Bootstrapping/EtcdMember ─EtcdStatus(voter)─▶ Ready (persist membership; start the VIP)
+//! EtcdMember ─EtcdStatus(learner)─▶ EtcdMember (promote)
+//! EtcdMember/Ready ─Peers(other cluster id)─▶ Failed(conflict) (changes nothing)
+//! ```
+//!
+//! Events that do not belong to the current phase leave the plan unchanged
+//! and return no action ([`Outcome::Ignored`]).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::etcd::ClusterState;
+use crate::quorum::{self, Decision, Id, PeerFacts, Timing};
+use crate::state::{
+    hex16, BootstrapDecision, InitialMember, JoinRecord, Membership, PersistedState,
+};
+
+/// The agent's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentPhase {
+    /// Loading configuration and identity.
+    Starting,
+    /// Listening for peers, assembling the initial member set.
+    Discovering,
+    /// Decided to bootstrap; etcd started with `new`.
+    Bootstrapping,
+    /// Joining the existing cluster as a learner.
+    Joining,
+    /// etcd runs (learner, or waiting for health).
+    EtcdMember,
+    /// A healthy voting member.
+    Ready,
+    /// Visible failure (bad configuration or a cluster conflict).
+    Failed,
+}
+
+/// Why the plan is failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The configuration is invalid or incomplete (fixed by a reload).
+    Config,
+    /// A peer belongs to a different etcd cluster (needs an operator).
+    Conflict,
+}
+
+/// Inputs of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Configuration and identity are loaded.
+    Start {
+        /// etcd's `member/` directory exists.
+        has_etcd_data: bool,
+    },
+    /// The configuration could not be loaded.
+    ConfigFailed {
+        /// The reason, shown in the status.
+        reason: String,
+    },
+    /// A discovery snapshot (sent on every change and every interval).
+    Peers {
+        /// Authenticated, live peers.
+        peers: Vec<PeerFacts>,
+    },
+    /// This node was added as a learner.
+    Joined {
+        /// Its member id.
+        member_id: u64,
+        /// `--initial-cluster` to start etcd with.
+        initial_cluster: String,
+    },
+    /// A join attempt failed (or had to wait).
+    JoinFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The local etcd answered.
+    EtcdStatus {
+        /// Cluster id.
+        cluster_id: u64,
+        /// Own member id.
+        member_id: u64,
+        /// Still a learner.
+        is_learner: bool,
+    },
+    /// The local etcd did not answer.
+    EtcdUnhealthy {
+        /// Why.
+        reason: String,
+    },
+    /// The promotion succeeded.
+    Promoted,
+    /// A promotion attempt failed (usually: not caught up yet).
+    PromoteFailed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write the persisted state (atomically) before anything else.
+    Persist(PersistedState),
+    /// Start (or restart with a changed command line) etcd.
+    StartEtcd(ClusterState),
+    /// Run one join attempt (membership lock, stale removal, learner add).
+    Join {
+        /// The learner id this node added before, if any (reused).
+        own_added: Option<u64>,
+    },
+    /// Try to promote this learner.
+    Promote {
+        /// Own member id.
+        member_id: u64,
+    },
+    /// The local member is a healthy voter: start the VIP runner here.
+    StartVip,
+}
+
+/// Whether the event applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The event was handled (maybe with no action).
+    Applied(Vec<Action>),
+    /// The event does not belong to this phase; nothing changed.
+    Ignored {
+        /// The phase it arrived in.
+        phase: AgentPhase,
+    },
+}
+
+impl Outcome {
+    /// The actions (none when ignored).
+    pub fn actions(self) -> Vec<Action> {
+        match self {
+            Outcome::Applied(a) => a,
+            Outcome::Ignored { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Fixed facts about this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Node id.
+    pub id: Id,
+    /// Node (and etcd member) name.
+    pub name: String,
+    /// True for a master (workers run no etcd).
+    pub master: bool,
+    /// Own etcd peer URL.
+    pub peer_url: String,
+    /// Expected number of masters.
+    pub expected_masters: usize,
+    /// Cluster name (for the token).
+    pub cluster_name: String,
+    /// Decision timing.
+    pub timing: Timing,
+    /// Delay between join attempts.
+    pub join_backoff_ms: u64,
+}
+
+/// The plan's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// This node.
+    pub node: NodeFacts,
+    /// Current phase.
+    pub phase: AgentPhase,
+    /// Set in [`AgentPhase::Failed`].
+    pub failure: Option<FailureKind>,
+    /// Human-readable detail of the phase (the status line).
+    pub detail: String,
+    /// The persisted state as last written.
+    pub persisted: PersistedState,
+    /// When discovery began (for the settle time).
+    pub listening_since_ms: u64,
+    /// Live masters last seen, and when that set last changed.
+    pub live: BTreeSet<Id>,
+    /// When `live` last changed.
+    pub live_changed_ms: u64,
+    /// The proposal currently announced.
+    pub proposal: Vec<Id>,
+    /// A join attempt is running.
+    pub join_in_flight: bool,
+    /// No join attempt before this time.
+    pub next_join_ms: u64,
+    /// A promotion attempt is running.
+    pub promote_in_flight: bool,
+    /// The local member is a learner (last status).
+    pub is_learner: bool,
+    /// The VIP runner was started.
+    pub vip_started: bool,
+}
+
+impl Plan {
+    /// A plan in `Starting` with the loaded persisted state.
+    pub fn new(node: NodeFacts, persisted: PersistedState) -> Self {
+        Self {
+            node,
+            phase: AgentPhase::Starting,
+            failure: None,
+            detail: "loading configuration".to_owned(),
+            persisted,
+            listening_since_ms: 0,
+            live: BTreeSet::new(),
+            live_changed_ms: 0,
+            proposal: Vec::new(),
+            join_in_flight: false,
+            next_join_ms: 0,
+            promote_in_flight: false,
+            is_learner: false,
+            vip_started: false,
+        }
+    }
+
+    /// The etcd membership to announce, once known.
+    pub fn membership(&self) -> Option<Membership> {
+        self.persisted.membership
+    }
+
+    /// The `--initial-cluster` for a restart with data.
+    fn restart_initial_cluster(&self) -> String {
+        if let Some(j) = &self.persisted.join {
+            return j.initial_cluster.clone();
+        }
+        if let Some(b) = &self.persisted.bootstrap {
+            return initial_cluster(&b.members);
+        }
+        format!("{}={}", self.node.name, self.node.peer_url)
+    }
+
+    fn fail(&mut self, kind: FailureKind, reason: String) {
+        self.phase = AgentPhase::Failed;
+        self.failure = Some(kind);
+        self.detail = reason;
+    }
+
+    /// Applies one event at time `now_ms`.
+    pub fn step(&mut self, event: Event, now_ms: u64) -> Outcome {
+        use AgentPhase as P;
+        let ignored = Outcome::Ignored { phase: self.phase };
+        match (self.phase, event) {
+            // Starting/Failed(config) → Failed(config)
+            (P::Starting, Event::ConfigFailed { reason }) => {
+                self.fail(FailureKind::Config, reason);
+                Outcome::Applied(vec![])
+            }
+            (P::Failed, Event::ConfigFailed { reason })
+                if self.failure == Some(FailureKind::Config) =>
+            {
+                self.detail = reason;
+                Outcome::Applied(vec![])
+            }
+            (P::Starting, Event::Start { has_etcd_data }) => self.start(has_etcd_data, now_ms),
+            (P::Failed, Event::Start { has_etcd_data })
+                if self.failure == Some(FailureKind::Config) =>
+            {
+                self.failure = None;
+                self.start(has_etcd_data, now_ms)
+            }
+            (P::Discovering, Event::Peers { peers }) => self.discover(&peers, now_ms),
+            (P::Joining, Event::Peers { .. }) => Outcome::Applied(self.maybe_join(now_ms)),
+            // Joining → EtcdMember: persist the add before etcd creates data.
+            (
+                P::Joining,
+                Event::Joined {
+                    member_id,
+                    initial_cluster,
+                },
+            ) => {
+                self.join_in_flight = false;
+                self.persisted.join = Some(JoinRecord {
+                    member_id,
+                    initial_cluster: initial_cluster.clone(),
+                });
+                self.phase = P::EtcdMember;
+                self.is_learner = true;
+                self.detail = format!("added as learner {member_id:x}; starting etcd");
+                Outcome::Applied(vec![
+                    Action::Persist(self.persisted.clone()),
+                    Action::StartEtcd(ClusterState::Existing { initial_cluster }),
+                ])
+            }
+            // Joining → Joining (retry later)
+            (P::Joining, Event::JoinFailed { reason }) => {
+                self.join_in_flight = false;
+                self.next_join_ms = now_ms + self.node.join_backoff_ms;
+                self.detail = format!("joining: {reason}");
+                Outcome::Applied(vec![])
+            }
+            (
+                P::Bootstrapping | P::EtcdMember | P::Ready,
+                Event::EtcdStatus {
+                    cluster_id,
+                    member_id,
+                    is_learner,
+                },
+            ) => Outcome::Applied(self.etcd_status(cluster_id, member_id, is_learner)),
+            (
+                P::Failed,
+                Event::EtcdStatus {
+                    cluster_id,
+                    member_id,
+                    ..
+                },
+            ) if self.failure == Some(FailureKind::Conflict) => {
+                // Changes nothing: only keeps the membership shown current.
+                let _ = (cluster_id, member_id);
+                Outcome::Applied(vec![])
+            }
+            // Ready → EtcdMember while the local etcd does not answer.
+            (P::Bootstrapping | P::EtcdMember | P::Ready, Event::EtcdUnhealthy { reason }) => {
+                if self.phase == P::Ready {
+                    self.phase = P::EtcdMember;
+                }
+                self.detail = format!("etcd not healthy yet: {reason}");
+                Outcome::Applied(vec![])
+            }
+            (P::EtcdMember, Event::Promoted) => {
+                self.promote_in_flight = false;
+                self.detail = "promoted to voter".to_owned();
+                Outcome::Applied(vec![])
+            }
+            (P::EtcdMember, Event::PromoteFailed { reason }) => {
+                self.promote_in_flight = false;
+                self.detail = format!("learner, promotion pending: {reason}");
+                Outcome::Applied(vec![])
+            }
+            // EtcdMember/Ready → Failed(conflict)
+            (P::EtcdMember | P::Ready, Event::Peers { peers }) => {
+                if let (Some(own), Some(other)) = (
+                    self.persisted.membership,
+                    peers.iter().find(|p| {
+                        p.cluster_id.is_some_and(|c| {
+                            Some(c) != self.persisted.membership.map(|m| m.cluster_id)
+                        })
+                    }),
+                ) {
+                    let theirs = other.cluster_id.unwrap_or_default();
+                    self.fail(
+                        FailureKind::Conflict,
+                        format!(
+                            "CLUSTER CONFLICT: peer {} ({}) reports etcd cluster {theirs:x}, this node is in {:x}; \
+                             nothing was changed, an operator must decide",
+                            &hex16(&other.id)[..6],
+                            other.name,
+                            own.cluster_id
+                        ),
+                    );
+                }
+                Outcome::Applied(vec![])
+            }
+            (P::Bootstrapping | P::Failed, Event::Peers { .. }) => Outcome::Applied(vec![]),
+            _ => ignored,
+        }
+    }
+
+    /// Starting → the phase the persisted state and the disk call for.
+    fn start(&mut self, has_etcd_data: bool, now_ms: u64) -> Outcome {
+        self.listening_since_ms = now_ms;
+        self.live_changed_ms = now_ms;
+        if !self.node.master {
+            self.phase = AgentPhase::Discovering;
+            self.detail = "worker: announcing; waiting for the control plane".to_owned();
+            return Outcome::Applied(vec![]);
+        }
+        if has_etcd_data {
+            self.phase = AgentPhase::EtcdMember;
+            self.detail = "restarting etcd with its data".to_owned();
+            return Outcome::Applied(vec![Action::StartEtcd(ClusterState::Restart {
+                initial_cluster: self.restart_initial_cluster(),
+            })]);
+        }
+        if self.persisted.bootstrapped || self.persisted.join.is_some() {
+            // Data lost after being a member (or an add never started):
+            // never bootstrap again; join as a replacement.
+            self.phase = AgentPhase::Joining;
+            self.detail = "rejoining the cluster".to_owned();
+            return Outcome::Applied(self.maybe_join(now_ms));
+        }
+        if let Some(decision) = &self.persisted.bootstrap {
+            self.phase = AgentPhase::Bootstrapping;
+            self.detail = "resuming the persisted bootstrap decision".to_owned();
+            self.proposal = decision
+                .members
+                .iter()
+                .filter_map(|m| crate::state::parse_hex16(&m.node_id))
+                .collect();
+            return Outcome::Applied(vec![Action::StartEtcd(ClusterState::New {
+                initial_cluster: initial_cluster(&decision.members),
+                token: decision.token.clone(),
+            })]);
+        }
+        self.phase = AgentPhase::Discovering;
+        self.detail = "discovering masters".to_owned();
+        Outcome::Applied(vec![])
+    }
+
+    fn discover(&mut self, peers: &[PeerFacts], now_ms: u64) -> Outcome {
+        if !self.node.master {
+            self.detail = format!("worker: {} peers seen", peers.len());
+            return Outcome::Applied(vec![]);
+        }
+        let live = quorum::live_masters(self.node.id, peers);
+        if live != self.live {
+            self.live = live;
+            self.live_changed_ms = now_ms;
+        }
+        let stable_since = self.live_changed_ms.max(self.listening_since_ms);
+        match quorum::decide(
+            self.node.id,
+            self.node.expected_masters,
+            peers,
+            stable_since,
+            now_ms,
+            self.node.timing,
+        ) {
+            Decision::Wait { reason, proposal } => {
+                self.detail = reason;
+                self.proposal = proposal;
+                Outcome::Applied(vec![])
+            }
+            // Discovering → Joining
+            Decision::Join { reason } => {
+                self.phase = AgentPhase::Joining;
+                self.proposal.clear();
+                self.detail = format!("joining: {reason}");
+                Outcome::Applied(self.maybe_join(now_ms))
+            }
+            // Discovering → Bootstrapping: persist BEFORE starting etcd.
+            Decision::Bootstrap { members } => {
+                let mut initial = Vec::new();
+                for id in &members {
+                    let (name, url) = if *id == self.node.id {
+                        (self.node.name.clone(), self.node.peer_url.clone())
+                    } else {
+                        match peers.iter().find(|p| p.id == *id) {
+                            Some(p) if !p.peer_url.is_empty() => {
+                                (p.name.clone(), p.peer_url.clone())
+                            }
+                            _ => {
+                                self.detail =
+                                    format!("waiting for the address of {}", &hex16(id)[..6]);
+                                return Outcome::Applied(vec![]);
+                            }
+                        }
+                    };
+                    initial.push(InitialMember {
+                        node_id: hex16(id),
+                        name,
+                        peer_url: url,
+                    });
+                }
+                let ids: Vec<String> = initial.iter().map(|m| m.node_id.clone()).collect();
+                let token = crate::etcd::cluster_token(&self.node.cluster_name, &ids);
+                let decision = BootstrapDecision {
+                    members: initial,
+                    token: token.clone(),
+                };
+                let ic = initial_cluster(&decision.members);
+                self.persisted.bootstrap = Some(decision);
+                self.proposal = members;
+                self.phase = AgentPhase::Bootstrapping;
+                self.detail = format!("bootstrapping a new cluster: {ic}");
+                Outcome::Applied(vec![
+                    Action::Persist(self.persisted.clone()),
+                    Action::StartEtcd(ClusterState::New {
+                        initial_cluster: ic,
+                        token,
+                    }),
+                ])
+            }
+        }
+    }
+
+    fn maybe_join(&mut self, now_ms: u64) -> Vec<Action> {
+        if self.join_in_flight || now_ms < self.next_join_ms {
+            return vec![];
+        }
+        self.join_in_flight = true;
+        vec![Action::Join {
+            own_added: self.persisted.join.as_ref().map(|j| j.member_id),
+        }]
+    }
+
+    fn etcd_status(&mut self, cluster_id: u64, member_id: u64, is_learner: bool) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.is_learner = is_learner;
+        if is_learner {
+            // EtcdMember → EtcdMember (promote when caught up)
+            self.phase = AgentPhase::EtcdMember;
+            self.detail = format!("learner {member_id:x}: waiting to be promoted");
+            if !self.promote_in_flight {
+                self.promote_in_flight = true;
+                actions.push(Action::Promote { member_id });
+            }
+            return actions;
+        }
+        let membership = Membership {
+            cluster_id,
+            member_id,
+        };
+        if self.persisted.membership != Some(membership) || !self.persisted.bootstrapped {
+            self.persisted.membership = Some(membership);
+            self.persisted.bootstrapped = true;
+            actions.push(Action::Persist(self.persisted.clone()));
+        }
+        // Bootstrapping/EtcdMember → Ready
+        self.phase = AgentPhase::Ready;
+        self.proposal.clear();
+        self.detail = format!("voting member {member_id:x} of cluster {cluster_id:x}");
+        if !self.vip_started {
+            self.vip_started = true;
+            actions.push(Action::StartVip);
+        }
+        actions
+    }
+}
+
+/// `name=peer_url,...` of a decided set.
+pub fn initial_cluster(members: &[InitialMember]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> Id {
+        let mut b = [0u8; 16];
+        b[0] = n;
+        b
+    }
+
+    fn node(n: u8) -> NodeFacts {
+        NodeFacts {
+            id: id(n),
+            name: format!("m{n}"),
+            master: true,
+            peer_url: format!("https://10.0.0.{n}:2380"),
+            expected_masters: 3,
+            cluster_name: "c".into(),
+            timing: Timing {
+                settle_ms: 600,
+                agreement_ms: 600,
+            },
+            join_backoff_ms: 500,
+        }
+    }
+
+    fn peer(n: u8, proposal: &[u8], seen: u64) -> PeerFacts {
+        PeerFacts {
+            id: id(n),
+            name: format!("m{n}"),
+            peer_url: format!("https://10.0.0.{n}:2380"),
+            master: true,
+            has_cluster: false,
+            cluster_id: None,
+            failed: false,
+            proposal: proposal.iter().map(|n| id(*n)).collect(),
+            last_seen_ms: seen,
+        }
+    }
+
+    fn started(n: u8) -> Plan {
+        let mut p = Plan::new(node(n), PersistedState::default());
+        assert_eq!(
+            p.step(
+                Event::Start {
+                    has_etcd_data: false
+                },
+                0
+            ),
+            Outcome::Applied(vec![])
+        );
+        assert_eq!(p.phase, AgentPhase::Discovering);
+        p
+    }
+
+    #[test]
+    fn fresh_masters_bootstrap_after_agreement_and_settle() {
+        let mut p = started(1);
+        let peers = vec![peer(2, &[1, 2, 3], 100), peer(3, &[1, 2, 3], 100)];
+        // Not settled yet: only the proposal changes.
+        assert_eq!(
+            p.step(
+                Event::Peers {
+                    peers: peers.clone()
+                },
+                100
+            ),
+            Outcome::Applied(vec![])
+        );
+        assert_eq!(p.proposal, vec![id(1), id(2), id(3)]);
+        let peers = vec![peer(2, &[1, 2, 3], 650), peer(3, &[1, 2, 3], 640)];
+        assert_eq!(
+            p.step(
+                Event::Peers {
+                    peers: peers.clone()
+                },
+                650
+            ),
+            Outcome::Applied(vec![])
+        );
+        assert!(p.detail.contains("settling"), "{}", p.detail);
+        let actions = p.step(Event::Peers { peers }, 750).actions();
+        assert_eq!(p.phase, AgentPhase::Bootstrapping);
+        // Persist comes before the start, and the start says new.
+        match (&actions[0], &actions[1]) {
+            (
+                Action::Persist(st),
+                Action::StartEtcd(ClusterState::New {
+                    initial_cluster,
+                    token,
+                }),
+            ) => {
+                let d = st.bootstrap.as_ref().unwrap();
+                assert_eq!(d.members.len(), 3);
+                assert_eq!(&d.token, token);
+                assert_eq!(
+                    initial_cluster,
+                    "m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380"
+                );
+            }
+            a => panic!("{a:?}"),
+        }
+    }
+
+    #[test]
+    fn a_peer_reports_an_existing_cluster_so_join() {
+        let mut p = started(1);
+        let mut member = peer(7, &[], 10);
+        member.has_cluster = true;
+        member.cluster_id = Some(42);
+        let a = p
+            .step(
+                Event::Peers {
+                    peers: vec![peer(2, &[1, 2, 3], 10), peer(3, &[1, 2, 3], 10), member],
+                },
+                5000,
+            )
+            .actions();
+        assert_eq!(p.phase, AgentPhase::Joining);
+        assert_eq!(a, vec![Action::Join { own_added: None }]);
+        // No second attempt while one runs; after a failure, only after the backoff.
+        assert_eq!(
+            p.step(Event::Peers { peers: vec![] }, 5001).actions(),
+            vec![]
+        );
+        p.step(Event::JoinFailed { reason: "x".into() }, 5100);
+        assert_eq!(
+            p.step(Event::Peers { peers: vec![] }, 5200).actions(),
+            vec![]
+        );
+        assert_eq!(
+            p.step(Event::Peers { peers: vec![] }, 5600).actions(),
+            vec![Action::Join { own_added: None }]
+        );
+        let a = p
+            .step(
+                Event::Joined {
+                    member_id: 9,
+                    initial_cluster: "m7=u,m1=v".into(),
+                },
+                5700,
+            )
+            .actions();
+        assert_eq!(p.phase, AgentPhase::EtcdMember);
+        assert!(matches!(&a[0], Action::Persist(st) if st.join.as_ref().unwrap().member_id == 9));
+        assert_eq!(
+            a[1],
+            Action::StartEtcd(ClusterState::Existing {
+                initial_cluster: "m7=u,m1=v".into()
+            })
+        );
+        // Learner → promote (once at a time) → voter → Ready + VIP.
+        let a = p
+            .step(
+                Event::EtcdStatus {
+                    cluster_id: 42,
+                    member_id: 9,
+                    is_learner: true,
+                },
+                6000,
+            )
+            .actions();
+        assert_eq!(a, vec![Action::Promote { member_id: 9 }]);
+        assert_eq!(
+            p.step(
+                Event::EtcdStatus {
+                    cluster_id: 42,
+                    member_id: 9,
+                    is_learner: true
+                },
+                6100
+            )
+            .actions(),
+            vec![]
+        );
+        p.step(
+            Event::PromoteFailed {
+                reason: "not caught up".into(),
+            },
+            6200,
+        );
+        assert_eq!(
+            p.step(
+                Event::EtcdStatus {
+                    cluster_id: 42,
+                    member_id: 9,
+                    is_learner: true
+                },
+                6300
+            )
+            .actions(),
+            vec![Action::Promote { member_id: 9 }]
+        );
+        p.step(Event::Promoted, 6400);
+        let a = p
+            .step(
+                Event::EtcdStatus {
+                    cluster_id: 42,
+                    member_id: 9,
+                    is_learner: false,
+                },
+                6500,
+            )
+            .actions();
+        assert_eq!(p.phase, AgentPhase::Ready);
+        assert!(
+            matches!(&a[0], Action::Persist(st) if st.bootstrapped && st.membership == Some(Membership { cluster_id: 42, member_id: 9 }))
+        );
+        assert_eq!(a[1], Action::StartVip);
+        // A second healthy status changes nothing.
+        assert_eq!(
+            p.step(
+                Event::EtcdStatus {
+                    cluster_id: 42,
+                    member_id: 9,
+                    is_learner: false
+                },
+                7000
+            )
+            .actions(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn restart_with_data_never_says_new() {
+        let mut st = PersistedState::default();
+        st.bootstrap = Some(BootstrapDecision {
+            members: vec![InitialMember {
+                node_id: hex16(&id(1)),
+                name: "m1".into(),
+                peer_url: "u1".into(),
+            }],
+            token: "t".into(),
+        });
+        st.bootstrapped = true;
+        let mut p = Plan::new(node(1), st);
+        let a = p
+            .step(
+                Event::Start {
+                    has_etcd_data: true,
+                },
+                0,
+            )
+            .actions();
+        assert_eq!(
+            a,
+            vec![Action::StartEtcd(ClusterState::Restart {
+                initial_cluster: "m1=u1".into()
+            })]
+        );
+        assert_eq!(p.phase, AgentPhase::EtcdMember);
+    }
+
+    #[test]
+    fn persisted_decision_is_reused_not_redecided() {
+        let mut p = started(1);
+        let peers = vec![peer(2, &[1, 2, 3], 700), peer(3, &[1, 2, 3], 700)];
+        p.step(
+            Event::Peers {
+                peers: peers.clone(),
+            },
+            100,
+        );
+        let a = p.step(Event::Peers { peers }, 700).actions();
+        let Action::Persist(st) = &a[0] else {
+            panic!("{a:?}")
+        };
+        // Killed after persisting: the restart resumes the same decision,
+        // whatever the peers look like now.
+        let mut again = Plan::new(node(1), st.clone());
+        let b = again
+            .step(
+                Event::Start {
+                    has_etcd_data: false,
+                },
+                0,
+            )
+            .actions();
+        assert_eq!(again.phase, AgentPhase::Bootstrapping);
+        assert_eq!(b, vec![a[1].clone()]);
+    }
+
+    #[test]
+    fn bootstrapped_without_data_rejoins() {
+        let st = PersistedState {
+            bootstrapped: true,
+            ..Default::default()
+        };
+        let mut p = Plan::new(node(1), st);
+        assert_eq!(
+            p.step(
+                Event::Start {
+                    has_etcd_data: false
+                },
+                0
+            )
+            .actions(),
+            vec![Action::Join { own_added: None }]
+        );
+        assert_eq!(p.phase, AgentPhase::Joining);
+        let st = PersistedState {
+            join: Some(JoinRecord {
+                member_id: 5,
+                initial_cluster: "x".into(),
+            }),
+            ..Default::default()
+        };
+        let mut p = Plan::new(node(1), st);
+        assert_eq!(
+            p.step(
+                Event::Start {
+                    has_etcd_data: false
+                },
+                0
+            )
+            .actions(),
+            vec![Action::Join { own_added: Some(5) }]
+        );
+    }
+
+    #[test]
+    fn conflict_fails_loudly_and_changes_nothing() {
+        let mut p = started(1);
+        p.step(
+            Event::Peers {
+                peers: vec![peer(2, &[1, 2, 3], 700), peer(3, &[1, 2, 3], 700)],
+            },
+            100,
+        );
+        p.step(
+            Event::Peers {
+                peers: vec![peer(2, &[1, 2, 3], 700), peer(3, &[1, 2, 3], 700)],
+            },
+            700,
+        );
+        assert_eq!(p.phase, AgentPhase::Bootstrapping);
+        p.step(
+            Event::EtcdStatus {
+                cluster_id: 42,
+                member_id: 1,
+                is_learner: false,
+            },
+            800,
+        );
+        assert_eq!(p.phase, AgentPhase::Ready);
+        let mut same = peer(2, &[], 900);
+        same.cluster_id = Some(42);
+        assert_eq!(
+            p.step(
+                Event::Peers {
+                    peers: vec![same.clone()]
+                },
+                900
+            )
+            .actions(),
+            vec![]
+        );
+        assert_eq!(p.phase, AgentPhase::Ready);
+        let mut other = peer(9, &[], 900);
+        other.cluster_id = Some(43);
+        assert_eq!(
+            p.step(
+                Event::Peers {
+                    peers: vec![same, other]
+                },
+                1000
+            )
+            .actions(),
+            vec![]
+        );
+        assert_eq!(p.phase, AgentPhase::Failed);
+        assert_eq!(p.failure, Some(FailureKind::Conflict));
+        assert!(p.detail.contains("CONFLICT"), "{}", p.detail);
+        // A config reload does not clear a conflict.
+        assert!(matches!(
+            p.step(
+                Event::Start {
+                    has_etcd_data: true
+                },
+                1100
+            ),
+            Outcome::Ignored { .. }
+        ));
+    }
+
+    #[test]
+    fn config_failure_is_visible_and_recovers_on_reload() {
+        let mut p = Plan::new(node(1), PersistedState::default());
+        p.step(
+            Event::ConfigFailed {
+                reason: "no cluster secret".into(),
+            },
+            0,
+        );
+        assert_eq!(
+            (p.phase, p.failure),
+            (AgentPhase::Failed, Some(FailureKind::Config))
+        );
+        assert_eq!(p.detail, "no cluster secret");
+        p.step(
+            Event::Start {
+                has_etcd_data: false,
+            },
+            10,
+        );
+        assert_eq!(p.phase, AgentPhase::Discovering);
+        assert_eq!(p.failure, None);
+    }
+
+    #[test]
+    fn wrong_phase_events_are_ignored() {
+        let cases: Vec<(Plan, Event)> = vec![
+            (
+                Plan::new(node(1), PersistedState::default()),
+                Event::Peers { peers: vec![] },
+            ),
+            (
+                Plan::new(node(1), PersistedState::default()),
+                Event::Promoted,
+            ),
+            (
+                started(1),
+                Event::Joined {
+                    member_id: 1,
+                    initial_cluster: "x".into(),
+                },
+            ),
+            (
+                started(1),
+                Event::EtcdStatus {
+                    cluster_id: 1,
+                    member_id: 1,
+                    is_learner: false,
+                },
+            ),
+            (
+                started(1),
+                Event::Start {
+                    has_etcd_data: false,
+                },
+            ),
+            (started(1), Event::PromoteFailed { reason: "x".into() }),
+        ];
+        for (mut plan, event) in cases {
+            let before = plan.clone();
+            let out = plan.step(event.clone(), 1);
+            assert!(
+                matches!(out, Outcome::Ignored { .. }),
+                "{event:?} in {:?} gave {out:?}",
+                before.phase
+            );
+            assert_eq!(plan, before, "{event:?} changed the plan");
+        }
+    }
+
+    #[test]
+    fn workers_never_touch_etcd() {
+        let mut n = node(1);
+        n.master = false;
+        let mut p = Plan::new(n, PersistedState::default());
+        assert_eq!(
+            p.step(
+                Event::Start {
+                    has_etcd_data: false
+                },
+                0
+            )
+            .actions(),
+            vec![]
+        );
+        let mut member = peer(2, &[], 10);
+        member.has_cluster = true;
+        assert_eq!(
+            p.step(
+                Event::Peers {
+                    peers: vec![member]
+                },
+                10_000
+            )
+            .actions(),
+            vec![]
+        );
+        assert_eq!(p.phase, AgentPhase::Discovering);
+    }
+}

@@ -1,0 +1,419 @@
+//! The status report: what `agent status` prints, served by the running
+//! agent on a Unix socket (default [`DEFAULT_SOCKET`]).
+//!
+//! Protocol: connect, read one JSON document ([`StatusReport`]) until EOF.
+//! `agent status --json` prints it as is; without `--json` it is rendered
+//! by [`render`], one section per phase (config, discovery, PKI, etcd, VIP).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/kubeboot/agent.sock";
+
+/// Everything `agent status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The agent's phase (kebab-case name).
+    pub phase: String,
+    /// Detail of the phase.
+    pub detail: String,
+    /// This node.
+    pub node: NodeStatus,
+    /// Configuration.
+    pub config: ConfigStatus,
+    /// Discovery.
+    pub discovery: DiscoveryStatus,
+    /// PKI.
+    pub pki: PkiStatus,
+    /// etcd.
+    pub etcd: EtcdReport,
+    /// The VIP runner's status, once it is wired in (free-form JSON).
+    pub vip: Option<serde_json::Value>,
+}
+
+/// This node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id (hex).
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Cluster addresses.
+    pub addresses: Vec<String>,
+}
+
+/// Configuration status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// Loaded and valid.
+    pub ok: bool,
+    /// The error, when not ok.
+    pub error: Option<String>,
+    /// Sources that contributed, lowest precedence first.
+    pub sources: Vec<String>,
+    /// Cluster name.
+    pub cluster: String,
+    /// Expected masters.
+    pub masters: u8,
+}
+
+/// One peer as discovery sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Node id (hex).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Announced phase.
+    pub phase: String,
+    /// Addresses.
+    pub addresses: Vec<String>,
+    /// etcd cluster id, if it reports one (hex).
+    pub cluster_id: Option<String>,
+    /// Milliseconds since its last announcement.
+    pub last_seen_ms_ago: u64,
+}
+
+/// Discovery status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryStatus {
+    /// `multicast` or `static`.
+    pub mode: String,
+    /// Live peers.
+    pub peers: Vec<PeerStatus>,
+    /// Accepted messages.
+    pub accepted: u64,
+    /// Rejected messages by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// The proposal this node announces (ids, hex).
+    pub proposal: Vec<String>,
+}
+
+/// PKI status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PkiStatus {
+    /// Certificates written.
+    pub ready: bool,
+    /// The etcd CA's SPKI pin.
+    pub etcd_ca_pin: Option<String>,
+    /// Error, if any.
+    pub error: Option<String>,
+}
+
+/// One etcd member.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberReport {
+    /// Member id (hex).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Learner (else voter).
+    pub learner: bool,
+    /// Answered a status request at its client URL.
+    pub healthy: bool,
+}
+
+/// etcd status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EtcdReport {
+    /// The service is running.
+    pub running: bool,
+    /// Cluster id (hex).
+    pub cluster_id: Option<String>,
+    /// Own member id (hex).
+    pub member_id: Option<String>,
+    /// Leader id (hex).
+    pub leader: Option<String>,
+    /// Own member is a learner.
+    pub learner: bool,
+    /// Members.
+    pub members: Vec<MemberReport>,
+    /// Last error, if any.
+    pub error: Option<String>,
+}
+
+/// Renders the report for humans. Pure.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("phase:     {} ({})", r.phase, r.detail));
+    line(format!(
+        "node:      {} {} id {} addresses {}",
+        r.node.role,
+        r.node.name,
+        r.node.id,
+        r.node.addresses.join(", ")
+    ));
+    match &r.config.error {
+        None => line(format!(
+            "config:    ok, cluster {:?}, {} masters, from {}",
+            r.config.cluster,
+            r.config.masters,
+            r.config.sources.join(" < ")
+        )),
+        Some(e) => line(format!("config:    FAILED: {e}")),
+    }
+    let rejected: Vec<String> = r
+        .discovery
+        .rejected
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    line(format!(
+        "discovery: {} peers, {} accepted, rejected: {}",
+        r.discovery.peers.len(),
+        r.discovery.accepted,
+        if rejected.is_empty() {
+            "none".to_owned()
+        } else {
+            rejected.join(", ")
+        }
+    ));
+    if !r.discovery.proposal.is_empty() {
+        line(format!("  proposal: {}", r.discovery.proposal.join(", ")));
+    }
+    for p in &r.discovery.peers {
+        line(format!(
+            "  {} {} {} {} {}{} ({} ms ago)",
+            p.id.get(..6).unwrap_or(&p.id),
+            p.name,
+            p.role,
+            p.phase,
+            p.addresses.join(","),
+            p.cluster_id
+                .as_ref()
+                .map(|c| format!(" cluster {c}"))
+                .unwrap_or_default(),
+            p.last_seen_ms_ago
+        ));
+    }
+    match (&r.pki.error, r.pki.ready) {
+        (Some(e), _) => line(format!("pki:       FAILED: {e}")),
+        (None, true) => line(format!(
+            "pki:       ready, etcd CA {}",
+            r.pki.etcd_ca_pin.clone().unwrap_or_default()
+        )),
+        (None, false) => line("pki:       not written yet".to_owned()),
+    }
+    let e = &r.etcd;
+    line(format!(
+        "etcd:      {}{}{}{}{}",
+        if e.running { "running" } else { "not running" },
+        e.member_id
+            .as_ref()
+            .map(|m| format!(", member {m}"))
+            .unwrap_or_default(),
+        if e.learner { " (learner)" } else { "" },
+        e.cluster_id
+            .as_ref()
+            .map(|c| format!(", cluster {c}"))
+            .unwrap_or_default(),
+        e.leader
+            .as_ref()
+            .map(|l| format!(", leader {l}"))
+            .unwrap_or_default(),
+    ));
+    if let Some(err) = &e.error {
+        line(format!("  error: {err}"));
+    }
+    for m in &e.members {
+        line(format!(
+            "  {} {} {} {} {}",
+            m.id,
+            if m.name.is_empty() {
+                "(unstarted)"
+            } else {
+                &m.name
+            },
+            if m.learner { "learner" } else { "voter" },
+            if m.healthy { "healthy" } else { "unhealthy" },
+            m.peer_urls.join(",")
+        ));
+    }
+    match &r.vip {
+        Some(v) => line(format!("vip:       {v}")),
+        None => line("vip:       not started".to_owned()),
+    }
+    out
+}
+
+/// Errors serving or reading the status socket.
+#[derive(Debug, Error)]
+pub enum StatusError {
+    /// Binding the socket failed.
+    #[error("binding the status socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Connecting to the agent failed (is it running?).
+    #[error("connecting to the agent at {path} (is it running?): {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Reading the report failed or it did not parse.
+    #[error("reading the status from {path}: {reason}")]
+    Read {
+        /// The socket path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Binds the socket (replacing a stale one) and serves the latest report to
+/// every client until the task is dropped.
+pub async fn serve(
+    path: &Path,
+    report: watch::Receiver<StatusReport>,
+) -> Result<tokio::task::JoinHandle<()>, StatusError> {
+    let bind_err = |source| StatusError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(bind_err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = serde_json::to_vec(&*report.borrow()).unwrap_or_default();
+            tokio::spawn(async move {
+                if let Err(e) = sock.write_all(&body).await {
+                    tracing::debug!("status client went away: {e}");
+                }
+                let _ = sock.shutdown().await;
+            });
+        }
+    }))
+}
+
+/// Reads the report from a running agent.
+pub async fn fetch(path: &Path) -> Result<StatusReport, StatusError> {
+    let mut sock = UnixStream::connect(path)
+        .await
+        .map_err(|source| StatusError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf)
+        .await
+        .map_err(|e| StatusError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    serde_json::from_slice(&buf).map_err(|e| StatusError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StatusReport {
+        let mut r = StatusReport {
+            phase: "ready".into(),
+            detail: "voting member".into(),
+            ..Default::default()
+        };
+        r.config.ok = true;
+        r.config.sources = vec!["image".into(), "credential kubeboot.secret".into()];
+        r.discovery.rejected.insert("bad-mac".into(), 4);
+        r.discovery.peers.push(PeerStatus {
+            id: "abcdef0123".into(),
+            name: "master-abcdef".into(),
+            role: "master".into(),
+            phase: "ready".into(),
+            addresses: vec!["10.0.0.2".into()],
+            cluster_id: Some("2a".into()),
+            last_seen_ms_ago: 12,
+        });
+        r.etcd = EtcdReport {
+            running: true,
+            cluster_id: Some("2a".into()),
+            member_id: Some("9".into()),
+            leader: Some("9".into()),
+            learner: false,
+            members: vec![MemberReport {
+                id: "9".into(),
+                name: "master-123456".into(),
+                peer_urls: vec!["https://10.0.0.1:2380".into()],
+                learner: false,
+                healthy: true,
+            }],
+            error: None,
+        };
+        r
+    }
+
+    #[test]
+    fn render_shows_every_section() {
+        let text = render(&sample());
+        for needle in [
+            "phase:     ready",
+            "config:    ok",
+            "rejected: bad-mac 4",
+            "master-abcdef",
+            "cluster 2a",
+            "master-123456 voter healthy",
+            "leader 9",
+            "vip:       not started",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+        let mut failed = sample();
+        failed.config.error = Some("no cluster secret".into());
+        assert!(render(&failed).contains("config:    FAILED: no cluster secret"));
+    }
+
+    #[tokio::test]
+    async fn serves_the_latest_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/agent.sock");
+        // A stale socket file from a previous run is replaced.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        let (tx, rx) = watch::channel(StatusReport::default());
+        let server = serve(&path, rx).await.unwrap();
+        tx.send(sample()).unwrap();
+        assert_eq!(fetch(&path).await.unwrap(), sample());
+        server.abort();
+        let missing = dir.path().join("none.sock");
+        assert!(matches!(
+            fetch(&missing).await,
+            Err(StatusError::Connect { .. })
+        ));
+    }
+}
