@@ -1,0 +1,451 @@
+//! The kube phase's pure decisions: is this node already set up, what to
+//! run next, when to retry, and which health check the VIP uses.
+//!
+//! Nothing here touches files, processes or etcd: [`NodeFacts`] is
+//! gathered by [`crate::facts`], the answers are carried out by
+//! [`crate::phase`].
+
+use std::time::{Duration, SystemTime};
+
+use cluster_config::Role;
+use serde::{Deserialize, Serialize};
+
+/// The kubelet's client certificate as read from `kubelet.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeletCert {
+    /// `kubelet.conf` does not exist.
+    Missing,
+    /// `kubelet.conf` exists but its client certificate could not be read.
+    Unreadable {
+        /// Why (names the file).
+        reason: String,
+    },
+    /// The certificate's end of validity.
+    ValidUntil(SystemTime),
+}
+
+/// What is on disk from an earlier kubeadm run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// `/var/lib/kubelet/config.yaml` exists.
+    pub kubelet_config: bool,
+    /// `/etc/kubernetes/kubelet.conf` and its client certificate.
+    pub kubelet_cert: KubeletCert,
+    /// `/etc/kubernetes/admin.conf` exists.
+    pub admin_conf: bool,
+    /// `/etc/kubernetes/manifests/kube-apiserver.yaml` exists.
+    pub apiserver_manifest: bool,
+}
+
+impl NodeFacts {
+    /// A node kubeadm never ran on.
+    pub fn fresh() -> Self {
+        Self {
+            kubelet_config: false,
+            kubelet_cert: KubeletCert::Missing,
+            admin_conf: false,
+            apiserver_manifest: false,
+        }
+    }
+}
+
+/// How far an earlier kubeadm run got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setup {
+    /// Nothing from kubeadm: run it.
+    Absent,
+    /// Initialised or joined, with a valid kubelet certificate: never run
+    /// kubeadm init/join again.
+    Complete,
+    /// Some of kubeadm's files exist but not all, or the kubelet's
+    /// certificate is unusable: `kubeadm reset` before trying again (its
+    /// preflight checks refuse a node with leftovers).
+    Partial {
+        /// What is missing or wrong.
+        reason: String,
+    },
+}
+
+/// Judges the files on disk for `role` at `now`. Pure.
+pub fn judge_setup(role: Role, facts: &NodeFacts, now: SystemTime) -> Setup {
+    let master = role == Role::Master;
+    let any = facts.kubelet_config
+        || facts.kubelet_cert != KubeletCert::Missing
+        || (master && (facts.admin_conf || facts.apiserver_manifest));
+    if !any {
+        return Setup::Absent;
+    }
+    let mut missing = Vec::new();
+    if !facts.kubelet_config {
+        missing.push("/var/lib/kubelet/config.yaml is missing".to_owned());
+    }
+    match &facts.kubelet_cert {
+        KubeletCert::Missing => missing.push("/etc/kubernetes/kubelet.conf is missing".to_owned()),
+        KubeletCert::Unreadable { reason } => missing.push(reason.clone()),
+        KubeletCert::ValidUntil(end) if *end <= now => {
+            missing.push("the kubelet's client certificate has expired".to_owned())
+        }
+        KubeletCert::ValidUntil(_) => {}
+    }
+    if master && !facts.admin_conf {
+        missing.push("/etc/kubernetes/admin.conf is missing".to_owned());
+    }
+    if master && !facts.apiserver_manifest {
+        missing.push("/etc/kubernetes/manifests/kube-apiserver.yaml is missing".to_owned());
+    }
+    if missing.is_empty() {
+        Setup::Complete
+    } else {
+        Setup::Partial {
+            reason: missing.join("; "),
+        }
+    }
+}
+
+/// What the init election and the init marker say, for a master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitView {
+    /// The elected init node's id.
+    pub winner: String,
+    /// This node is it.
+    pub is_self: bool,
+    /// The init node finished `kubeadm init` (the marker key exists).
+    pub done: bool,
+}
+
+/// The next kubeadm step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Already set up: nothing to run.
+    Nothing,
+    /// `kubeadm init` (this node won the election, no cluster yet).
+    Init,
+    /// Wait: another master is initialising.
+    WaitForInit {
+        /// The init node's id.
+        init_node: String,
+    },
+    /// `kubeadm join` as a control-plane node.
+    JoinControlPlane,
+    /// `kubeadm join` as a worker.
+    JoinWorker,
+}
+
+/// Picks the next step. Pure.
+///
+/// - complete → nothing;
+/// - master, cluster not initialised, this node won → init;
+/// - master, not initialised, another won → wait for it;
+/// - master, initialised → join as control plane, *also the init winner*
+///   if it lost its files after the cluster formed: initialising a second
+///   time over a live cluster is never right;
+/// - worker → join (no election: workers wait by retrying discovery).
+pub fn next_step(role: Role, setup: &Setup, init: Option<&InitView>) -> Step {
+    if *setup == Setup::Complete {
+        return Step::Nothing;
+    }
+    match (role, init) {
+        (Role::Worker, _) => Step::JoinWorker,
+        (Role::Master, Some(v)) if v.done => Step::JoinControlPlane,
+        (Role::Master, Some(v)) if v.is_self => Step::Init,
+        (Role::Master, Some(v)) => Step::WaitForInit {
+            init_node: v.winner.clone(),
+        },
+        // A master always elects first; without a view it waits.
+        (Role::Master, None) => Step::WaitForInit {
+            init_node: String::new(),
+        },
+    }
+}
+
+/// Exponential backoff between failed attempts. Pure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub base: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// 5 s, doubling, at most 5 minutes: kubeadm's own waits are minutes
+    /// long, so retrying faster only adds load.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after `failures` consecutive failures (`0` → none).
+    pub fn delay(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let shift = (failures - 1).min(30);
+        self.base.saturating_mul(1u32 << shift).min(self.max)
+    }
+}
+
+/// Failures so far and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetryState {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// Not before this time.
+    pub next_attempt: Option<SystemTime>,
+}
+
+impl RetryState {
+    /// Records a failure at `now`. Pure.
+    pub fn failed(&self, backoff: &Backoff, now: SystemTime, error: String) -> Self {
+        let failures = self.failures.saturating_add(1);
+        Self {
+            failures,
+            last_error: Some(error),
+            next_attempt: Some(now + backoff.delay(failures)),
+        }
+    }
+
+    /// Whether an attempt may run at `now`.
+    pub fn may_attempt(&self, now: SystemTime) -> bool {
+        self.next_attempt.map_or(true, |t| now >= t)
+    }
+}
+
+/// The kube phase's state, as `agent status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum PhaseState {
+    /// The kube phase has not started (etcd not healthy yet).
+    Pending,
+    /// The image has no Kubernetes.
+    Skipped {
+        /// From the image's manifest.
+        reason: String,
+    },
+    /// Waiting for the init node.
+    WaitingForInit {
+        /// Its id.
+        init_node: String,
+    },
+    /// Running (or about to run) `kubeadm init`.
+    Initialising,
+    /// Running (or about to run) `kubeadm join`.
+    Joining,
+    /// A step failed; it is retried after the backoff.
+    Retrying {
+        /// Consecutive failures.
+        failures: u32,
+        /// The last error.
+        last_error: String,
+        /// Seconds until the next attempt.
+        next_attempt_in_s: u64,
+    },
+    /// Initialised or joined.
+    Ready,
+}
+
+/// Which health checks the VIP runs, per kube phase state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VipHealth {
+    /// Only the local etcd member's health (before the kube phase, and
+    /// when there is no Kubernetes).
+    Etcd,
+    /// etcd stays the hard quorum check (never hold the VIP without
+    /// quorum); the local API server's `https://127.0.0.1:<port>/readyz`
+    /// is added as a priority weight (`vrrp::CheckSpec::apiserver_readyz`),
+    /// so the VIP moves to a master whose API answers. A weight and not a
+    /// fault: while no API server is up yet (during init) some master must
+    /// still hold the VIP, and the init node's API wins it as soon as it
+    /// answers.
+    EtcdAndApiServer {
+        /// The API server port.
+        api_port: u16,
+    },
+}
+
+/// The VIP's health checks for a kube phase state (masters only). Pure.
+pub fn vip_health(state: &PhaseState, api_port: u16) -> VipHealth {
+    match state {
+        PhaseState::Pending | PhaseState::Skipped { .. } => VipHealth::Etcd,
+        PhaseState::WaitingForInit { .. }
+        | PhaseState::Initialising
+        | PhaseState::Joining
+        | PhaseState::Retrying { .. }
+        | PhaseState::Ready => VipHealth::EtcdAndApiServer { api_port },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn complete(until: u64) -> NodeFacts {
+        NodeFacts {
+            kubelet_config: true,
+            kubelet_cert: KubeletCert::ValidUntil(at(until)),
+            admin_conf: true,
+            apiserver_manifest: true,
+        }
+    }
+
+    #[test]
+    fn setup_judgement_table() {
+        let now = at(1000);
+        assert_eq!(judge_setup(Role::Master, &NodeFacts::fresh(), now), Setup::Absent);
+        assert_eq!(judge_setup(Role::Worker, &NodeFacts::fresh(), now), Setup::Absent);
+        assert_eq!(judge_setup(Role::Master, &complete(2000), now), Setup::Complete);
+        // A worker needs no admin.conf or API server manifest.
+        let worker = NodeFacts {
+            admin_conf: false,
+            apiserver_manifest: false,
+            ..complete(2000)
+        };
+        assert_eq!(judge_setup(Role::Worker, &worker, now), Setup::Complete);
+        match judge_setup(Role::Master, &worker, now) {
+            Setup::Partial { reason } => {
+                assert!(reason.contains("admin.conf"), "{reason}");
+                assert!(reason.contains("kube-apiserver.yaml"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Expired certificate: partial, to be reset and joined again.
+        match judge_setup(Role::Worker, &complete(999), now) {
+            Setup::Partial { reason } => assert!(reason.contains("expired"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // kubelet.conf missing but config.yaml there (kubeadm died midway).
+        let half = NodeFacts {
+            kubelet_cert: KubeletCert::Missing,
+            ..complete(2000)
+        };
+        assert!(matches!(judge_setup(Role::Worker, &half, now), Setup::Partial { .. }));
+        let unreadable = NodeFacts {
+            kubelet_cert: KubeletCert::Unreadable {
+                reason: "kubelet.conf: no user".into(),
+            },
+            ..complete(2000)
+        };
+        match judge_setup(Role::Master, &unreadable, now) {
+            Setup::Partial { reason } => assert_eq!(reason, "kubelet.conf: no user"),
+            other => panic!("{other:?}"),
+        }
+        // Only an API server manifest on a worker is not kubeadm's doing
+        // for that role: a worker ignores it.
+        let stray = NodeFacts {
+            apiserver_manifest: true,
+            ..NodeFacts::fresh()
+        };
+        assert_eq!(judge_setup(Role::Worker, &stray, now), Setup::Absent);
+        assert!(matches!(judge_setup(Role::Master, &stray, now), Setup::Partial { .. }));
+    }
+
+    fn view(is_self: bool, done: bool) -> InitView {
+        InitView {
+            winner: if is_self { "me".into() } else { "other".into() },
+            is_self,
+            done,
+        }
+    }
+
+    #[test]
+    fn next_step_table() {
+        let absent = Setup::Absent;
+        let partial = Setup::Partial { reason: "x".into() };
+        let cases = [
+            (Role::Master, Setup::Complete, Some(view(true, true)), Step::Nothing),
+            (Role::Worker, Setup::Complete, None, Step::Nothing),
+            (Role::Master, absent.clone(), Some(view(true, false)), Step::Init),
+            (Role::Master, partial.clone(), Some(view(true, false)), Step::Init),
+            (
+                Role::Master,
+                absent.clone(),
+                Some(view(false, false)),
+                Step::WaitForInit {
+                    init_node: "other".into(),
+                },
+            ),
+            (Role::Master, absent.clone(), Some(view(false, true)), Step::JoinControlPlane),
+            // The init winner that lost its files after the cluster formed
+            // joins; it never initialises a second time.
+            (Role::Master, partial.clone(), Some(view(true, true)), Step::JoinControlPlane),
+            (Role::Worker, absent, None, Step::JoinWorker),
+            (Role::Worker, partial, Some(view(false, false)), Step::JoinWorker),
+            (
+                Role::Master,
+                Setup::Absent,
+                None,
+                Step::WaitForInit {
+                    init_node: String::new(),
+                },
+            ),
+        ];
+        for (role, setup, init, want) in cases {
+            assert_eq!(next_step(role, &setup, init.as_ref()), want, "{role} {setup:?} {init:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_schedule() {
+        let b = Backoff::default();
+        let secs: Vec<u64> = (0..10).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![0, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        // No overflow for absurd counts.
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn retry_state_waits_out_the_backoff() {
+        let b = Backoff::default();
+        let r0 = RetryState::default();
+        assert!(r0.may_attempt(at(0)));
+        let r1 = r0.failed(&b, at(100), "boom".into());
+        assert_eq!(r1.failures, 1);
+        assert_eq!(r1.next_attempt, Some(at(105)));
+        assert!(!r1.may_attempt(at(104)));
+        assert!(r1.may_attempt(at(105)));
+        let r2 = r1.failed(&b, at(105), "boom again".into());
+        assert_eq!(r2.next_attempt, Some(at(115)));
+        assert_eq!(r2.last_error.as_deref(), Some("boom again"));
+    }
+
+    #[test]
+    fn vip_moves_to_readyz_once_the_kube_phase_begins() {
+        assert_eq!(vip_health(&PhaseState::Pending, 6443), VipHealth::Etcd);
+        assert_eq!(
+            vip_health(&PhaseState::Skipped { reason: "none".into() }, 6443),
+            VipHealth::Etcd
+        );
+        for s in [
+            PhaseState::WaitingForInit { init_node: "a".into() },
+            PhaseState::Initialising,
+            PhaseState::Joining,
+            PhaseState::Ready,
+            PhaseState::Retrying {
+                failures: 1,
+                last_error: "x".into(),
+                next_attempt_in_s: 5,
+            },
+        ] {
+            assert_eq!(vip_health(&s, 6443), VipHealth::EtcdAndApiServer { api_port: 6443 }, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn phase_state_serialises_with_a_tag() {
+        let s = serde_json::to_string(&PhaseState::Skipped { reason: "r".into() }).unwrap();
+        assert_eq!(s, r#"{"state":"skipped","reason":"r"}"#);
+        let back: PhaseState = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, PhaseState::Skipped { reason: "r".into() });
+    }
+}

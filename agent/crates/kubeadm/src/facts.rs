@@ -1,0 +1,77 @@
+//! Gathers [`NodeFacts`] from the file system (the I/O half of the
+//! idempotence decision in [`crate::decide`]).
+//!
+//! The kubelet's client certificate is found the way the kubelet finds it:
+//! `kubelet.conf`'s user has either `client-certificate-data` (base64 PEM,
+//! what `kubeadm init` writes first) or `client-certificate` (a file,
+//! `/var/lib/kubelet/pki/kubelet-client-current.pem` once the kubelet
+//! rotates its certificate).
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+
+use crate::decide::{KubeletCert, NodeFacts};
+use crate::paths::{Paths, ADMIN_CONF, APISERVER_MANIFEST, KUBELET_CONF, KUBELET_CONFIG};
+
+/// Reads what an earlier kubeadm run left on disk.
+pub fn gather(paths: &Paths) -> NodeFacts {
+    NodeFacts {
+        kubelet_config: paths.host(KUBELET_CONFIG).is_file(),
+        kubelet_cert: kubelet_cert(paths),
+        admin_conf: paths.host(ADMIN_CONF).is_file(),
+        apiserver_manifest: paths.host(APISERVER_MANIFEST).is_file(),
+    }
+}
+
+fn kubelet_cert(paths: &Paths) -> KubeletCert {
+    let conf = paths.host(KUBELET_CONF);
+    let text = match std::fs::read_to_string(&conf) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return KubeletCert::Missing,
+        Err(e) => {
+            return KubeletCert::Unreadable {
+                reason: format!("reading /{KUBELET_CONF}: {e}"),
+            }
+        }
+    };
+    match client_cert_pem(&text, paths).and_then(|pem| not_after(&pem)) {
+        Ok(end) => KubeletCert::ValidUntil(end),
+        Err(reason) => KubeletCert::Unreadable {
+            reason: format!("/{KUBELET_CONF}: {reason}"),
+        },
+    }
+}
+
+/// The PEM client certificate a kubeconfig's first user presents.
+pub fn client_cert_pem(kubeconfig: &str, paths: &Paths) -> Result<Vec<u8>, String> {
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(kubeconfig).map_err(|e| format!("not YAML: {e}"))?;
+    let user = doc
+        .get("users")
+        .and_then(|u| u.get(0))
+        .and_then(|u| u.get("user"))
+        .ok_or("no users[0].user")?;
+    if let Some(data) = user.get("client-certificate-data").and_then(|d| d.as_str()) {
+        return base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| format!("client-certificate-data is not base64: {e}"));
+    }
+    if let Some(file) = user.get("client-certificate").and_then(|d| d.as_str()) {
+        return std::fs::read(paths.host(file)).map_err(|e| format!("reading {file}: {e}"));
+    }
+    Err("users[0].user has neither client-certificate-data nor client-certificate".into())
+}
+
+/// The end of validity of the first certificate in `pem`.
+pub fn not_after(pem: &[u8]) -> Result<SystemTime, String> {
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("no PEM certificate: {e}"))?;
+    let cert = block.parse_x509().map_err(|e| format!("bad certificate: {e}"))?;
+    let ts = cert.validity().not_after.timestamp();
+    Ok(if ts >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(ts as u64)
+    } else {
+        SystemTime::UNIX_EPOCH
+    })
+}

@@ -1,0 +1,502 @@
+//! The kube phase reconciler: one [`KubePhase::reconcile`] call looks at
+//! the node, decides with [`crate::decide`], runs at most one kubeadm step
+//! and reports a [`KubeStatus`]. The agent calls it on every tick of its
+//! run loop once etcd is healthy; calling it again is always safe.
+//!
+//! ```text
+//! image manifest says no Kubernetes ─────────────────────────→ Skipped
+//! files complete & certificate valid ────────────────────────→ Ready
+//!     (init node: mark init-done if missing, apply the CNI once;
+//!      any master: recreate the token while joiners wait)
+//! inside the backoff after a failure ────────────────────────→ Retrying
+//! master: elect (etcd txn) → won, no cluster  → [reset] place PKI, init → Ready
+//!                          → lost, no cluster → WaitingForInit
+//!                          → cluster exists   → [reset] place PKI, join --config (controlPlane) → Ready
+//! worker:                                       [reset] join --config → Ready
+//! a failed step ─────────────────────────────────────────────→ Retrying (backoff)
+//! ```
+//!
+//! `[reset]` is `kubeadm reset --force`, run only when an earlier attempt
+//! left some but not all of kubeadm's files (its preflight checks refuse
+//! such a node); it never runs on a complete node.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use cluster_config::Role;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::decide::{self, Backoff, InitView, PhaseState, RetryState, Setup, Step};
+use crate::election::{self, ElectionError};
+use crate::image::{self, ImageError, ImageVerdict, IMAGE_KUBERNETES_PATH};
+use crate::paths::{standard, Paths, ADMIN_CONF, KUBEADM_CONFIG_DIR};
+use crate::pki_files::SharedPki;
+use crate::render::{KubeadmInputs, RenderError, CRI_SOCKET};
+use crate::runner::{FileSpec, Invocation, KubeadmRunner, Program, RunError};
+use crate::token::{self, BootstrapToken};
+
+/// Errors that stop the phase until the configuration changes (everything
+/// transient — etcd, kubeadm — is retried with backoff instead).
+#[derive(Debug, Error)]
+pub enum KubeError {
+    /// The image's Kubernetes manifest is unreadable or invalid.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The inputs cannot make a kubeadm configuration.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A master was given no etcd client (the election needs one).
+    #[error("the kube phase on a master needs an etcd client for the init election")]
+    NoEtcd,
+    /// A master was given no shared CA material.
+    #[error("the kube phase on a master needs the shared CA material (pki crate)")]
+    NoSharedPki,
+}
+
+/// The kubelet service's state (from systemd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeletState {
+    /// Not known (no probe).
+    Unknown,
+    /// Running.
+    Active,
+    /// Not running.
+    Inactive,
+    /// Failed.
+    Failed,
+}
+
+/// The local API server's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "health", rename_all = "kebab-case")]
+pub enum ApiHealth {
+    /// Not known (no probe).
+    Unknown,
+    /// A worker runs no API server.
+    NotApplicable,
+    /// `/readyz` answered `ok`.
+    Ready,
+    /// It did not.
+    NotReady {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads the kubelet's and the API server's state (the agent implements it
+/// with systemd over D-Bus and a `/readyz` GET).
+pub trait Probe: Send + Sync {
+    /// The kubelet unit's state.
+    fn kubelet(&self) -> impl Future<Output = KubeletState> + Send;
+    /// The local API server's `/readyz`.
+    fn api_server(&self) -> impl Future<Output = ApiHealth> + Send;
+}
+
+/// A probe that knows nothing (tests, or before the agent wires one).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProbe;
+
+impl Probe for NoProbe {
+    async fn kubelet(&self) -> KubeletState {
+        KubeletState::Unknown
+    }
+    async fn api_server(&self) -> ApiHealth {
+        ApiHealth::Unknown
+    }
+}
+
+/// The kube phase as `agent status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeStatus {
+    /// Where the phase is.
+    pub phase: PhaseState,
+    /// The elected init node's id (masters; `None` before the election).
+    pub init_node: Option<String>,
+    /// This node is the init node.
+    pub is_init_node: bool,
+    /// kubeadm init/join completed on this node.
+    pub joined: bool,
+    /// The kubelet.
+    pub kubelet: KubeletState,
+    /// The local API server.
+    pub api_server: ApiHealth,
+}
+
+/// What the agent knows at each reconcile.
+#[derive(Debug, Clone)]
+pub struct KubeContext {
+    /// The time of this call.
+    pub now: SystemTime,
+    /// This node's role.
+    pub role: Role,
+    /// This node's stable id (the election value).
+    pub node_id: String,
+    /// Everything the kubeadm configuration needs.
+    pub inputs: KubeadmInputs,
+    /// The shared CA material (masters).
+    pub shared_pki: Option<SharedPki>,
+    /// Some node is waiting to join (from discovery): keep the token alive.
+    pub joiners_waiting: bool,
+}
+
+/// The rendered configuration file, as kubeadm sees it.
+pub fn config_path(name: &str) -> String {
+    format!("{}/{name}", standard(KUBEADM_CONFIG_DIR))
+}
+
+/// The kube phase reconciler.
+pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
+    paths: Paths,
+    runner: R,
+    probe: P,
+    etcd: Option<etcd_client::Client>,
+    backoff: Backoff,
+    retry: RetryState,
+    cni_applied: bool,
+    image_manifest: PathBuf,
+}
+
+impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
+    /// A reconciler over `paths`; masters need `etcd`.
+    pub fn new(paths: Paths, runner: R, probe: P, etcd: Option<etcd_client::Client>) -> Self {
+        let image_manifest = paths.host(IMAGE_KUBERNETES_PATH);
+        Self {
+            paths,
+            runner,
+            probe,
+            etcd,
+            backoff: Backoff::default(),
+            retry: RetryState::default(),
+            cni_applied: false,
+            image_manifest,
+        }
+    }
+
+    /// Replaces the backoff schedule.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The failures so far.
+    pub fn retry_state(&self) -> &RetryState {
+        &self.retry
+    }
+
+    /// One reconcile step (see the module docs).
+    pub async fn reconcile(&mut self, ctx: &KubeContext) -> Result<KubeStatus, KubeError> {
+        let mut status = KubeStatus {
+            phase: PhaseState::Pending,
+            init_node: None,
+            is_init_node: false,
+            joined: false,
+            kubelet: KubeletState::Unknown,
+            api_server: if ctx.role == Role::Worker {
+                ApiHealth::NotApplicable
+            } else {
+                ApiHealth::Unknown
+            },
+        };
+        let (version, cni_manifest) = match image::read_verdict(&self.image_manifest)? {
+            ImageVerdict::Skip { reason } => {
+                status.phase = PhaseState::Skipped { reason };
+                return Ok(status);
+            }
+            ImageVerdict::Present { version, cni_manifest } => (version, cni_manifest),
+        };
+        let mut inputs = ctx.inputs.clone();
+        if inputs.kubernetes_version.is_none() {
+            inputs.kubernetes_version = Some(version);
+        }
+        if ctx.role == Role::Master {
+            if self.etcd.is_none() {
+                return Err(KubeError::NoEtcd);
+            }
+            if ctx.shared_pki.is_none() {
+                return Err(KubeError::NoSharedPki);
+            }
+        }
+
+        let facts = crate::facts::gather(&self.paths);
+        let setup = decide::judge_setup(ctx.role, &facts, ctx.now);
+
+        // Masters always learn the election (idempotent) for the status.
+        let view = if ctx.role == Role::Master {
+            match self.init_view(&ctx.node_id).await {
+                Ok(v) => Some(v),
+                Err(e) => return Ok(self.fail(ctx, status, format!("init election: {e}"))),
+            }
+        } else {
+            None
+        };
+        if let Some(v) = &view {
+            status.init_node = Some(v.winner.clone());
+            status.is_init_node = v.is_self;
+        }
+
+        if setup == Setup::Complete {
+            status.joined = true;
+            status.phase = PhaseState::Ready;
+            if let Some(v) = &view {
+                self.maintain(ctx, v, cni_manifest.as_deref()).await;
+            }
+            self.retry = RetryState::default();
+            return Ok(self.probed(status).await);
+        }
+
+        if !self.retry.may_attempt(ctx.now) {
+            status.phase = self.retrying_state(ctx.now);
+            return Ok(status);
+        }
+
+        let step = decide::next_step(ctx.role, &setup, view.as_ref());
+        match step {
+            Step::Nothing => {
+                status.joined = true;
+                status.phase = PhaseState::Ready;
+                Ok(status)
+            }
+            Step::WaitForInit { init_node } => {
+                status.phase = PhaseState::WaitingForInit { init_node };
+                Ok(status)
+            }
+            Step::Init | Step::JoinControlPlane | Step::JoinWorker => {
+                let result = self.run_step(&step, &setup, ctx, &inputs).await;
+                match result {
+                    Ok(()) => {
+                        self.retry = RetryState::default();
+                        status.joined = true;
+                        status.phase = PhaseState::Ready;
+                        if step == Step::Init {
+                            if let Some(v) = &view {
+                                self.maintain(ctx, v, cni_manifest.as_deref()).await;
+                            }
+                        }
+                        Ok(self.probed(status).await)
+                    }
+                    Err(StepError::Config(e)) => Err(e),
+                    Err(StepError::Transient(msg)) => Ok(self.fail(ctx, status, msg)),
+                }
+            }
+        }
+    }
+
+    async fn probed(&self, mut status: KubeStatus) -> KubeStatus {
+        status.kubelet = self.probe.kubelet().await;
+        if status.api_server != ApiHealth::NotApplicable {
+            status.api_server = self.probe.api_server().await;
+        }
+        status
+    }
+
+    fn retrying_state(&self, now: SystemTime) -> PhaseState {
+        PhaseState::Retrying {
+            failures: self.retry.failures,
+            last_error: self.retry.last_error.clone().unwrap_or_default(),
+            next_attempt_in_s: self
+                .retry
+                .next_attempt
+                .and_then(|t| t.duration_since(now).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+
+    fn fail(&mut self, ctx: &KubeContext, mut status: KubeStatus, message: String) -> KubeStatus {
+        self.retry = self.retry.failed(&self.backoff, ctx.now, message.clone());
+        tracing::warn!(
+            "kube phase: {message} (failure {}, retrying in {:?})",
+            self.retry.failures,
+            self.backoff.delay(self.retry.failures)
+        );
+        status.phase = self.retrying_state(ctx.now);
+        status
+    }
+
+    async fn init_view(&mut self, node_id: &str) -> Result<InitView, ElectionError> {
+        // Checked by the caller: masters always have a client.
+        let Some(client) = self.etcd.as_mut() else {
+            return Err(ElectionError::NoValue {
+                key: election::INIT_NODE_KEY,
+            });
+        };
+        let elected = election::elect_init_node(client, node_id).await?;
+        let done = election::init_done(client).await?.is_some();
+        Ok(InitView {
+            winner: elected.winner,
+            is_self: elected.won,
+            done,
+        })
+    }
+
+    /// Housekeeping of a set-up master: the init-done marker, the CNI and
+    /// the token. Failures are logged and tried again on the next call.
+    async fn maintain(&mut self, ctx: &KubeContext, view: &InitView, cni_manifest: Option<&str>) {
+        if view.is_self && !view.done {
+            if let Some(client) = self.etcd.as_mut() {
+                if let Err(e) = election::mark_init_done(client, &ctx.node_id).await {
+                    tracing::warn!("kube phase: recording init-done: {e}");
+                }
+            }
+        }
+        if view.is_self && !self.cni_applied {
+            match cni_manifest {
+                None => self.cni_applied = true,
+                Some(manifest) => {
+                    let inv = Invocation {
+                        program: Program::Kubectl,
+                        args: vec![
+                            "--kubeconfig".into(),
+                            standard(ADMIN_CONF),
+                            "apply".into(),
+                            "-f".into(),
+                            manifest.to_owned(),
+                        ],
+                        files: vec![],
+                        redact: vec![],
+                    };
+                    match self.runner.run(&inv).await {
+                        Ok(_) => self.cni_applied = true,
+                        Err(e) => tracing::warn!("kube phase: applying the CNI: {e}"),
+                    }
+                }
+            }
+        }
+        if ctx.joiners_waiting {
+            if let Err(e) = self.maintain_token(ctx, &ctx.inputs.token).await {
+                tracing::warn!("kube phase: bootstrap token: {e}");
+            }
+        }
+    }
+
+    async fn maintain_token(&self, ctx: &KubeContext, token: &BootstrapToken) -> Result<(), String> {
+        let admin = standard(ADMIN_CONF);
+        let redact = vec![token.expose()];
+        let list = Invocation {
+            program: Program::Kubeadm,
+            args: vec![
+                "token".into(),
+                "list".into(),
+                "-o".into(),
+                "json".into(),
+                "--kubeconfig".into(),
+                admin.clone(),
+            ],
+            files: vec![],
+            redact: redact.clone(),
+        };
+        // The listing is parsed unredacted in memory (it is matched by id).
+        let out = self.runner.run(&list).await.map_err(|e| e.to_string())?;
+        let listed = token::listed_expiry(&out.stdout, token).map_err(|e| e.to_string())?;
+        let action = token::decide_token(ctx.now, listed, ctx.joiners_waiting, token::MIN_REMAINING);
+        for args in token::token_commands(action, token, ctx.inputs.token_ttl, &admin) {
+            let inv = Invocation {
+                program: Program::Kubeadm,
+                args,
+                files: vec![],
+                redact: redact.clone(),
+            };
+            match self.runner.run(&inv).await {
+                Ok(_) => {}
+                // Another master recreated it first.
+                Err(RunError::Failed { stderr_tail, .. }) if stderr_tail.contains("already exists") => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_step(
+        &mut self,
+        step: &Step,
+        setup: &Setup,
+        ctx: &KubeContext,
+        inputs: &KubeadmInputs,
+    ) -> Result<(), StepError> {
+        let (file, text, mut args) = match step {
+            Step::Init => (
+                "init.yaml",
+                inputs.render_init().map_err(|e| StepError::Config(e.into()))?,
+                vec!["init".to_owned()],
+            ),
+            Step::JoinControlPlane => (
+                "join.yaml",
+                inputs
+                    .render_join_control_plane()
+                    .map_err(|e| StepError::Config(e.into()))?,
+                vec!["join".to_owned()],
+            ),
+            _ => (
+                "join.yaml",
+                inputs.render_join_worker().map_err(|e| StepError::Config(e.into()))?,
+                vec!["join".to_owned()],
+            ),
+        };
+        args.push("--config".to_owned());
+        args.push(config_path(file));
+        if *step == Step::Init {
+            // Keep the token out of kubeadm's output (and so out of logs).
+            args.push("--skip-token-print".to_owned());
+        }
+        let redact = vec![inputs.token.expose()];
+
+        if let Setup::Partial { reason } = setup {
+            tracing::warn!("kube phase: leftovers of an earlier attempt ({reason}): kubeadm reset");
+            let reset = Invocation {
+                program: Program::Kubeadm,
+                args: vec![
+                    "reset".into(),
+                    "--force".into(),
+                    "--cri-socket".into(),
+                    CRI_SOCKET.into(),
+                ],
+                files: vec![],
+                redact: redact.clone(),
+            };
+            self.runner
+                .run(&reset)
+                .await
+                .map_err(|e| StepError::Transient(format!("kubeadm reset: {e}")))?;
+        }
+        if ctx.role == Role::Master {
+            // After a reset too: reset empties the certificate directory.
+            if let Some(shared) = &ctx.shared_pki {
+                shared
+                    .place(&self.paths)
+                    .map_err(|e| StepError::Transient(e.to_string()))?;
+            }
+        }
+        let inv = Invocation {
+            program: Program::Kubeadm,
+            args,
+            files: vec![FileSpec {
+                path: self.paths.config_file(file),
+                contents: text,
+                mode: 0o600,
+            }],
+            redact,
+        };
+        tracing::info!("kube phase: {}", inv.display());
+        self.runner
+            .run(&inv)
+            .await
+            .map_err(|e| StepError::Transient(e.to_string()))?;
+        if *step == Step::Init {
+            if let Some(client) = self.etcd.as_mut() {
+                // If this fails, `maintain` writes it on the next call.
+                if let Err(e) = election::mark_init_done(client, &ctx.node_id).await {
+                    tracing::warn!("kube phase: recording init-done: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum StepError {
+    Config(KubeError),
+    Transient(String),
+}

@@ -1,0 +1,504 @@
+//! Renders the kubeadm configuration file for each role (pure).
+//!
+//! - init master: `InitConfiguration` + `ClusterConfiguration` +
+//!   `KubeletConfiguration` (kubeadm uploads the last two for joiners);
+//! - joining master: `JoinConfiguration` with `controlPlane`;
+//! - worker: `JoinConfiguration` without it.
+//!
+//! The paths inside the documents are the node's real paths
+//! ([`crate::paths::Paths`] maps them under a test root for file
+//! placement only), so the rendered text is the same in tests and on a
+//! node, and the golden files in `test_data/` are exactly what kubeadm
+//! reads.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use cluster_config::ClusterConfig;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::api::*;
+use crate::paths::{
+    standard, APISERVER_ETCD_CLIENT_CRT, APISERVER_ETCD_CLIENT_KEY, ETCD_CA_CRT, PKI_DIR,
+};
+use crate::pin::CaPin;
+use crate::token::{go_duration, BootstrapToken, TOKEN_DESCRIPTION};
+
+/// containerd's CRI socket (Debian's containerd default address).
+pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+/// The kubelet cgroup driver; containerd runs with `SystemdCgroup = true`.
+pub const CGROUP_DRIVER: &str = "systemd";
+/// The group kubeadm's join RBAC is bound to.
+pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// How long kubeadm waits for the control plane to come up. Generous:
+/// under QEMU's TCG emulation the API server takes minutes to start.
+pub const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Errors from rendering.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    /// An input is missing or inconsistent.
+    #[error("kubeadm configuration: {0}")]
+    Input(String),
+    /// YAML serialisation failed.
+    #[error("serialising the kubeadm {kind}: {reason}")]
+    Yaml {
+        /// The document kind.
+        kind: &'static str,
+        /// The serialiser's message.
+        reason: String,
+    },
+}
+
+/// Everything the configuration depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeadmInputs {
+    /// Cluster name (`clusterName`).
+    pub cluster_name: String,
+    /// `kubernetesVersion` (from the image's manifest).
+    pub kubernetes_version: Option<String>,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's cluster address.
+    pub node_ip: Ipv4Addr,
+    /// The API VIP.
+    pub vip: Ipv4Addr,
+    /// The API server port.
+    pub api_port: u16,
+    /// Every master's cluster address (certificate SANs).
+    pub master_ips: Vec<Ipv4Addr>,
+    /// etcd client URLs (`https://ip:2379`).
+    pub etcd_endpoints: Vec<String>,
+    /// Pod network.
+    pub pod_subnet: Ipv4Net,
+    /// Service network.
+    pub service_subnet: Ipv4Net,
+    /// The derived bootstrap token.
+    pub token: BootstrapToken,
+    /// Its lifetime at init.
+    pub token_ttl: Duration,
+    /// The Kubernetes CA pin.
+    pub ca_pin: CaPin,
+    /// Preflight checks to ignore (for example `NumCPU` on small VMs).
+    pub ignore_preflight_errors: Vec<String>,
+    /// `imagePullPolicy`: `Some("Never")` when the images come from the
+    /// image's archive (air-gapped), `None` for kubeadm's default.
+    pub image_pull_policy: Option<String>,
+}
+
+impl KubeadmInputs {
+    /// Fills the cluster-wide fields from the validated configuration;
+    /// the caller supplies what it learnt at run time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_cluster(
+        cfg: &ClusterConfig,
+        kubernetes_version: Option<String>,
+        node_name: &str,
+        node_ip: Ipv4Addr,
+        master_ips: Vec<Ipv4Addr>,
+        etcd_endpoints: Vec<String>,
+        token: BootstrapToken,
+        ca_pin: CaPin,
+    ) -> Result<Self, RenderError> {
+        let vip = cfg
+            .network
+            .vip
+            .ok_or_else(|| RenderError::Input("network.vip is not set: kubeadm needs the VIP as its controlPlaneEndpoint".into()))?
+            .addr();
+        Ok(Self {
+            cluster_name: cfg.name.clone(),
+            kubernetes_version,
+            node_name: node_name.to_owned(),
+            node_ip,
+            vip,
+            api_port: cfg.kubernetes.api_port,
+            master_ips,
+            etcd_endpoints,
+            pod_subnet: cfg.kubernetes.pod_subnet,
+            service_subnet: cfg.kubernetes.service_subnet,
+            token,
+            token_ttl: crate::token::DEFAULT_TOKEN_TTL,
+            ca_pin,
+            ignore_preflight_errors: Vec::new(),
+            image_pull_policy: None,
+        })
+    }
+
+    /// `VIP:port`.
+    pub fn control_plane_endpoint(&self) -> String {
+        format!("{}:{}", self.vip, self.api_port)
+    }
+
+    /// The API server certificate's extra SANs: the VIP, every master
+    /// (sorted), and the loopback names the VIP's `/readyz` check uses.
+    pub fn cert_sans(&self) -> Vec<String> {
+        let mut masters = self.master_ips.clone();
+        if !masters.contains(&self.node_ip) {
+            masters.push(self.node_ip);
+        }
+        masters.sort();
+        masters.dedup();
+        let mut sans = vec![self.vip.to_string()];
+        sans.extend(masters.iter().filter(|ip| **ip != self.vip).map(|ip| ip.to_string()));
+        sans.push("127.0.0.1".to_owned());
+        sans.push("localhost".to_owned());
+        sans
+    }
+
+    fn check(&self) -> Result<(), RenderError> {
+        if self.node_name.is_empty() {
+            return Err(RenderError::Input("the node name is empty".into()));
+        }
+        if self.etcd_endpoints.is_empty() {
+            return Err(RenderError::Input("no etcd endpoints: the external etcd needs at least one".into()));
+        }
+        if let Some(bad) = self.etcd_endpoints.iter().find(|e| !e.starts_with("https://")) {
+            return Err(RenderError::Input(format!("etcd endpoint {bad:?} is not https://")));
+        }
+        Ok(())
+    }
+
+    fn node_registration(&self) -> NodeRegistration {
+        NodeRegistration {
+            name: self.node_name.clone(),
+            cri_socket: CRI_SOCKET.to_owned(),
+            taints: None,
+            kubelet_extra_args: vec![Arg {
+                name: "node-ip".to_owned(),
+                value: self.node_ip.to_string(),
+            }],
+            ignore_preflight_errors: self.ignore_preflight_errors.clone(),
+            image_pull_policy: self.image_pull_policy.clone(),
+        }
+    }
+
+    fn local_endpoint(&self) -> ApiEndpoint {
+        ApiEndpoint {
+            advertise_address: self.node_ip.to_string(),
+            bind_port: self.api_port,
+        }
+    }
+
+    fn discovery(&self) -> Discovery {
+        Discovery {
+            bootstrap_token: BootstrapTokenDiscovery {
+                api_server_endpoint: self.control_plane_endpoint(),
+                token: self.token.expose(),
+                ca_cert_hashes: vec![self.ca_pin.as_str().to_owned()],
+            },
+        }
+    }
+
+    fn timeouts(&self, control_plane: bool) -> Timeouts {
+        Timeouts {
+            control_plane_component_health_check: control_plane.then(|| go_duration(CONTROL_PLANE_TIMEOUT)),
+            kubelet_health_check: None,
+            discovery: None,
+            tls_bootstrap: None,
+        }
+    }
+
+    /// The `InitConfiguration` of the init node.
+    pub fn init_configuration(&self) -> InitConfiguration {
+        InitConfiguration {
+            api_version: KUBEADM_API_VERSION.to_owned(),
+            kind: "InitConfiguration".to_owned(),
+            bootstrap_tokens: vec![crate::api::BootstrapToken {
+                token: self.token.expose(),
+                description: Some(TOKEN_DESCRIPTION.to_owned()),
+                ttl: Some(go_duration(self.token_ttl)),
+                usages: vec!["signing".to_owned(), "authentication".to_owned()],
+                groups: vec![BOOTSTRAP_GROUP.to_owned()],
+            }],
+            node_registration: self.node_registration(),
+            local_api_endpoint: self.local_endpoint(),
+            skip_phases: Vec::new(),
+            timeouts: Some(self.timeouts(true)),
+        }
+    }
+
+    /// The `ClusterConfiguration` (init node only).
+    pub fn cluster_configuration(&self) -> ClusterConfiguration {
+        ClusterConfiguration {
+            api_version: KUBEADM_API_VERSION.to_owned(),
+            kind: "ClusterConfiguration".to_owned(),
+            cluster_name: self.cluster_name.clone(),
+            kubernetes_version: self.kubernetes_version.clone(),
+            control_plane_endpoint: self.control_plane_endpoint(),
+            certificates_dir: PKI_DIR.to_owned(),
+            encryption_algorithm: Some("ECDSA-P256".to_owned()),
+            networking: Networking {
+                pod_subnet: self.pod_subnet.to_string(),
+                service_subnet: self.service_subnet.to_string(),
+                dns_domain: None,
+            },
+            etcd: Etcd {
+                external: ExternalEtcd {
+                    endpoints: self.etcd_endpoints.clone(),
+                    ca_file: standard(ETCD_CA_CRT),
+                    cert_file: standard(APISERVER_ETCD_CLIENT_CRT),
+                    key_file: standard(APISERVER_ETCD_CLIENT_KEY),
+                },
+            },
+            api_server: ApiServer {
+                cert_sans: self.cert_sans(),
+                extra_args: Vec::new(),
+            },
+        }
+    }
+
+    /// The `KubeletConfiguration` every kubelet of the cluster gets.
+    pub fn kubelet_configuration(&self) -> KubeletConfiguration {
+        KubeletConfiguration {
+            api_version: KUBELET_API_VERSION.to_owned(),
+            kind: "KubeletConfiguration".to_owned(),
+            cgroup_driver: CGROUP_DRIVER.to_owned(),
+            container_runtime_endpoint: CRI_SOCKET.to_owned(),
+        }
+    }
+
+    /// The `JoinConfiguration` of a joining master (`control_plane`) or a
+    /// worker.
+    pub fn join_configuration(&self, control_plane: bool) -> JoinConfiguration {
+        JoinConfiguration {
+            api_version: KUBEADM_API_VERSION.to_owned(),
+            kind: "JoinConfiguration".to_owned(),
+            node_registration: self.node_registration(),
+            discovery: self.discovery(),
+            control_plane: control_plane.then(|| JoinControlPlane {
+                local_api_endpoint: self.local_endpoint(),
+            }),
+            skip_phases: Vec::new(),
+            timeouts: Some(self.timeouts(control_plane)),
+        }
+    }
+
+    /// The init node's configuration file.
+    pub fn render_init(&self) -> Result<String, RenderError> {
+        self.check()?;
+        join_docs(&[
+            yaml("InitConfiguration", &self.init_configuration())?,
+            yaml("ClusterConfiguration", &self.cluster_configuration())?,
+            yaml("KubeletConfiguration", &self.kubelet_configuration())?,
+        ])
+    }
+
+    /// A joining master's configuration file.
+    pub fn render_join_control_plane(&self) -> Result<String, RenderError> {
+        self.check()?;
+        join_docs(&[yaml("JoinConfiguration", &self.join_configuration(true))?])
+    }
+
+    /// A worker's configuration file (no etcd needed).
+    pub fn render_join_worker(&self) -> Result<String, RenderError> {
+        if self.node_name.is_empty() {
+            return Err(RenderError::Input("the node name is empty".into()));
+        }
+        join_docs(&[yaml("JoinConfiguration", &self.join_configuration(false))?])
+    }
+}
+
+/// First line of every rendered file.
+pub const HEADER: &str = "# Written by the kubeboot agent (kubeadm crate); regenerated on every attempt.\n";
+
+fn yaml<T: Serialize>(kind: &'static str, doc: &T) -> Result<String, RenderError> {
+    serde_yaml_ng::to_string(doc).map_err(|e| RenderError::Yaml {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+fn join_docs(docs: &[String]) -> Result<String, RenderError> {
+    let mut out = String::from(HEADER);
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(d);
+    }
+    Ok(out)
+}
+
+/// Splits a multi-document file into documents (for tests and checks).
+pub fn split_docs(text: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line == "---" {
+            docs.push(String::new());
+        } else if !line.starts_with('#') {
+            if let Some(last) = docs.last_mut() {
+                last.push_str(line);
+                last.push('\n');
+            }
+        }
+    }
+    docs.retain(|d| !d.trim().is_empty());
+    docs
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// Fixed inputs for the golden files: a 3-master cluster on
+    /// 10.77.0.0/24 with the VIP at .10.
+    pub(crate) fn inputs(node: u8) -> KubeadmInputs {
+        KubeadmInputs {
+            cluster_name: "kubeboot".into(),
+            kubernetes_version: Some("v1.31.4".into()),
+            node_name: format!("master-{node}"),
+            node_ip: Ipv4Addr::new(10, 77, 0, 10 + node),
+            vip: Ipv4Addr::new(10, 77, 0, 10),
+            api_port: 6443,
+            master_ips: vec![
+                Ipv4Addr::new(10, 77, 0, 13),
+                Ipv4Addr::new(10, 77, 0, 11),
+                Ipv4Addr::new(10, 77, 0, 12),
+            ],
+            etcd_endpoints: vec![
+                "https://10.77.0.11:2379".into(),
+                "https://10.77.0.12:2379".into(),
+                "https://10.77.0.13:2379".into(),
+            ],
+            pod_subnet: "10.244.0.0/16".parse().unwrap(),
+            service_subnet: "10.96.0.0/12".parse().unwrap(),
+            token: BootstrapToken::parse("abcdef.0123456789abcdef", "test").unwrap(),
+            token_ttl: crate::token::DEFAULT_TOKEN_TTL,
+            ca_pin: CaPin::parse(&format!("sha256:{}", "0123456789abcdef".repeat(4)), "test").unwrap(),
+            ignore_preflight_errors: Vec::new(),
+            image_pull_policy: Some("Never".into()),
+        }
+    }
+
+    pub(crate) fn golden_path(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_data").join(name)
+    }
+
+    /// Compares with the golden file; `KUBEBOOT_UPDATE_GOLDEN=1` rewrites it.
+    fn golden(name: &str, text: &str) {
+        let path = golden_path(name);
+        if std::env::var_os("KUBEBOOT_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, text).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with KUBEBOOT_UPDATE_GOLDEN=1 to create it)", path.display()));
+        assert_eq!(text, want, "{} differs from the rendering", path.display());
+    }
+
+    #[test]
+    fn init_master_matches_golden() {
+        golden("init-master.yaml", &inputs(1).render_init().unwrap());
+    }
+
+    #[test]
+    fn joining_master_matches_golden() {
+        golden("join-master.yaml", &inputs(2).render_join_control_plane().unwrap());
+    }
+
+    #[test]
+    fn worker_matches_golden() {
+        let mut w = inputs(0);
+        w.node_name = "worker-1".into();
+        w.node_ip = Ipv4Addr::new(10, 77, 0, 21);
+        golden("join-worker.yaml", &w.render_join_worker().unwrap());
+    }
+
+    #[test]
+    fn init_parses_back_to_what_was_rendered() {
+        let i = inputs(1);
+        let docs = split_docs(&i.render_init().unwrap());
+        assert_eq!(docs.len(), 3);
+        let init: InitConfiguration = serde_yaml_ng::from_str(&docs[0]).unwrap();
+        let cluster: ClusterConfiguration = serde_yaml_ng::from_str(&docs[1]).unwrap();
+        let kubelet: KubeletConfiguration = serde_yaml_ng::from_str(&docs[2]).unwrap();
+        assert_eq!(init, i.init_configuration());
+        assert_eq!(cluster.control_plane_endpoint, "10.77.0.10:6443");
+        assert_eq!(cluster.etcd.external.cert_file, "/etc/kubernetes/pki/apiserver-etcd-client.crt");
+        assert_eq!(cluster.etcd.external.ca_file, "/etc/kubernetes/pki/etcd/ca.crt");
+        assert_eq!(
+            cluster.api_server.cert_sans,
+            vec!["10.77.0.10", "10.77.0.11", "10.77.0.12", "10.77.0.13", "127.0.0.1", "localhost"]
+        );
+        assert_eq!(kubelet.cgroup_driver, "systemd");
+        assert_eq!(kubelet.container_runtime_endpoint, CRI_SOCKET);
+        assert_eq!(init.node_registration.cri_socket, CRI_SOCKET);
+        assert_eq!(init.bootstrap_tokens[0].token, "abcdef.0123456789abcdef");
+        assert_eq!(init.bootstrap_tokens[0].ttl.as_deref(), Some("24h0m0s"));
+    }
+
+    #[test]
+    fn joins_pin_the_ca_and_only_masters_get_a_control_plane() {
+        let cp = inputs(2).join_configuration(true);
+        let w = inputs(2).join_configuration(false);
+        for j in [&cp, &w] {
+            assert_eq!(j.discovery.bootstrap_token.api_server_endpoint, "10.77.0.10:6443");
+            assert_eq!(j.discovery.bootstrap_token.ca_cert_hashes.len(), 1);
+            assert!(j.discovery.bootstrap_token.ca_cert_hashes[0].starts_with("sha256:"));
+        }
+        assert_eq!(
+            cp.control_plane.unwrap().local_api_endpoint,
+            ApiEndpoint {
+                advertise_address: "10.77.0.12".into(),
+                bind_port: 6443
+            }
+        );
+        assert!(w.control_plane.is_none());
+        // Never unsafeSkipCAVerification: the field is not even in our type,
+        // and the rendered text does not mention it.
+        assert!(!inputs(2).render_join_worker().unwrap().contains("unsafeSkip"));
+    }
+
+    #[test]
+    fn refuses_missing_or_plaintext_etcd() {
+        let mut i = inputs(1);
+        i.etcd_endpoints.clear();
+        assert!(matches!(i.render_init(), Err(RenderError::Input(_))));
+        i.etcd_endpoints = vec!["http://10.77.0.11:2379".into()];
+        let err = i.render_init().unwrap_err().to_string();
+        assert!(err.contains("http://10.77.0.11:2379"), "{err}");
+    }
+
+    #[test]
+    fn from_cluster_needs_a_vip_and_takes_subnets() {
+        let spec = cluster_config::ClusterSpec::from_toml(
+            "t",
+            "role = \"master\"\n[network]\nvip = \"10.77.0.10/24\"\n[kubernetes]\npod_subnet = \"10.200.0.0/16\"\n",
+        )
+        .unwrap();
+        let cfg = spec.validate().unwrap();
+        let base = inputs(1);
+        let i = KubeadmInputs::from_cluster(
+            &cfg,
+            None,
+            "m1",
+            Ipv4Addr::new(10, 77, 0, 11),
+            vec![],
+            base.etcd_endpoints.clone(),
+            base.token.clone(),
+            base.ca_pin.clone(),
+        )
+        .unwrap();
+        assert_eq!(i.control_plane_endpoint(), "10.77.0.10:6443");
+        assert_eq!(i.pod_subnet.to_string(), "10.200.0.0/16");
+        assert_eq!(i.service_subnet.to_string(), "10.96.0.0/12");
+        let no_vip = cluster_config::ClusterSpec::from_toml("t", "role = \"master\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let err = KubeadmInputs::from_cluster(
+            &no_vip,
+            None,
+            "m1",
+            Ipv4Addr::new(10, 77, 0, 11),
+            vec![],
+            vec![],
+            base.token,
+            base.ca_pin,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("network.vip"), "{err}");
+    }
+}
