@@ -6,6 +6,7 @@
 //! Exit codes: 0 after a graceful stop, 1 on a setup error (bad option,
 //! missing interface, no permission for raw sockets).
 
+use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,8 +45,8 @@ struct Args {
     /// Unicast peer (repeat); switches to unicast mode.
     #[arg(long = "peer")]
     peers: Vec<Ipv4Addr>,
-    /// etcd client URL whose /health is the quorum check. Without it (and
-    /// without --no-quorum-check refused) quorum is assumed.
+    /// etcd client URL whose /health is the quorum check. Without it,
+    /// quorum is assumed (plain keepalived behaviour).
     #[arg(long)]
     etcd: Option<String>,
     /// URL of a weighted health check (for example the API server's
@@ -165,6 +166,8 @@ async fn run(args: Args) -> Result<()> {
 
 fn main() {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
