@@ -1,0 +1,453 @@
+//! The kube phase end to end against a real etcd and a recording stand-in
+//! for kubeadm (which writes the files a real kubeadm would leave): three
+//! masters and a worker, each in its own root directory. Asserts the exact
+//! commands and files each role gets, the single init, idempotence, the
+//! reset of a half-done node, the backoff after a failure, the skip when
+//! the image has no Kubernetes, and the token recreation.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use cluster_config::{ClusterSecret, Role};
+use kubeadm::decide::Backoff;
+use kubeadm::image::ImageKubernetes;
+use kubeadm::paths::Paths;
+use kubeadm::phase::{config_path, KubeContext, KubePhase, KubeStatus, NoProbe};
+use kubeadm::pki_files::SharedPki;
+use kubeadm::runner::{Invocation, Program, Recorded, RecordingRunner, RunError, RunOutput};
+use kubeadm::{BootstrapToken, CaPin, KubeadmInputs, PhaseState};
+
+const CNI: &str = "/usr/lib/kubeboot/cni/flannel.yaml";
+
+struct Cluster {
+    pki: pki::ClusterPki,
+    token: BootstrapToken,
+    pin: CaPin,
+}
+
+fn cluster() -> Cluster {
+    let secret = ClusterSecret::new("orchestration-test-secret-0123").unwrap();
+    let pki = pki::ClusterPki::derive(&secret, "kubeboot").unwrap();
+    let token = BootstrapToken::derive(&secret, "kubeboot").unwrap();
+    let pin = CaPin::of(&pki.kubernetes_ca);
+    Cluster { pki, token, pin }
+}
+
+fn master_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 10 + i)
+}
+
+fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
+    KubeadmInputs {
+        cluster_name: "kubeboot".into(),
+        kubernetes_version: None,
+        node_name: name.into(),
+        node_ip: ip,
+        vip: Ipv4Addr::new(10, 77, 0, 10),
+        api_port: 6443,
+        master_ips: (1..=3).map(master_ip).collect(),
+        etcd_endpoints: (1..=3).map(|i| format!("https://{}:2379", master_ip(i))).collect(),
+        pod_subnet: "10.244.0.0/16".parse().unwrap(),
+        service_subnet: "10.96.0.0/12".parse().unwrap(),
+        token: c.token.clone(),
+        token_ttl: kubeadm::token::DEFAULT_TOKEN_TTL,
+        ca_pin: c.pin.clone(),
+        ignore_preflight_errors: vec![],
+        image_pull_policy: Some("Never".into()),
+    }
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn image_manifest(root: &Path, present: bool) {
+    let m = if present {
+        ImageKubernetes {
+            present: true,
+            reason: None,
+            version: Some("v1.31.4".into()),
+            images_archive: None,
+            cni_manifest: Some(CNI.into()),
+        }
+    } else {
+        ImageKubernetes {
+            present: false,
+            reason: Some("built with --kubernetes none".into()),
+            version: None,
+            images_archive: None,
+            cni_manifest: None,
+        }
+    };
+    write(root, "usr/lib/kubeboot/kubernetes.toml", &m.to_toml());
+}
+
+/// A stand-in that leaves what `kubeadm init`/`join` leave: the kubelet's
+/// config and kubeconfig (with a real client certificate from the cluster
+/// CA), and on control-plane nodes admin.conf and the API server manifest.
+fn stand_in(root: PathBuf, ca: pki::Ca, node: String) -> RecordingRunner {
+    RecordingRunner::with_effect(Box::new(move |inv: &Invocation| {
+        let sub = inv.args.first().map(String::as_str);
+        if inv.program == Program::Kubeadm && matches!(sub, Some("init") | Some("join")) {
+            let cert = ca
+                .issue(&pki::LeafRequest {
+                    common_name: format!("system:node:{node}"),
+                    dns_names: vec![],
+                    ips: vec![],
+                    usage: pki::Usage::Client,
+                    organization: Some("system:nodes".into()),
+                })
+                .map_err(|e| RunError::Spawn {
+                    command: "stand-in".into(),
+                    reason: e.to_string(),
+                })?;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(cert.cert_pem.as_bytes());
+            write(&root, "var/lib/kubelet/config.yaml", "kind: KubeletConfiguration\n");
+            write(
+                &root,
+                "etc/kubernetes/kubelet.conf",
+                &format!("apiVersion: v1\nkind: Config\nusers:\n- name: default-auth\n  user:\n    client-certificate-data: {b64}\n"),
+            );
+            let control_plane = sub == Some("init")
+                || inv.files.iter().any(|f| f.contents.contains("controlPlane:"));
+            if control_plane {
+                write(&root, "etc/kubernetes/admin.conf", "kind: Config\n");
+                write(&root, "etc/kubernetes/manifests/kube-apiserver.yaml", "kind: Pod\n");
+            }
+        }
+        if inv.program == Program::Kubeadm && sub == Some("reset") {
+            for rel in ["var/lib/kubelet/config.yaml", "etc/kubernetes/kubelet.conf"] {
+                let _ = std::fs::remove_file(root.join(rel));
+            }
+            let _ = std::fs::remove_dir_all(root.join("etc/kubernetes/pki"));
+        }
+        Ok(RunOutput::default())
+    }))
+}
+
+struct Node {
+    root: tempfile::TempDir,
+    phase: KubePhase<RecordingRunner>,
+    runner: RecordingRunner,
+    ctx: KubeContext,
+}
+
+async fn master(c: &Cluster, etcd: &common::EtcdGuard, i: u8) -> Node {
+    let root = tempfile::tempdir().unwrap();
+    image_manifest(root.path(), true);
+    let name = format!("master-{i}");
+    let runner = stand_in(root.path().to_owned(), c.pki.kubernetes_ca.clone(), name.clone());
+    let client = common::client(etcd).await;
+    let phase = KubePhase::new(Paths::under(root.path()), runner.clone(), NoProbe, Some(client));
+    let certs = pki::etcd_member_certs(&c.pki.etcd_ca, &name, &[master_ip(i).into()]).unwrap();
+    let ctx = KubeContext {
+        now: SystemTime::now(),
+        role: Role::Master,
+        node_id: format!("id-{i}"),
+        inputs: inputs(c, &name, master_ip(i)),
+        shared_pki: Some(SharedPki::from_cluster(&c.pki, &certs.apiserver_client)),
+        joiners_waiting: false,
+    };
+    Node { root, phase, runner, ctx }
+}
+
+fn worker(c: &Cluster, name: &str) -> Node {
+    let root = tempfile::tempdir().unwrap();
+    image_manifest(root.path(), true);
+    let runner = stand_in(root.path().to_owned(), c.pki.kubernetes_ca.clone(), name.into());
+    let phase = KubePhase::new(Paths::under(root.path()), runner.clone(), NoProbe, None);
+    let ctx = KubeContext {
+        now: SystemTime::now(),
+        role: Role::Worker,
+        node_id: format!("id-{name}"),
+        inputs: inputs(c, name, Ipv4Addr::new(10, 77, 0, 21)),
+        shared_pki: None,
+        joiners_waiting: false,
+    };
+    Node { root, phase, runner, ctx }
+}
+
+fn args(r: &Recorded) -> Vec<&str> {
+    r.args.iter().map(String::as_str).collect()
+}
+
+const SHARED_FILES: [(&str, u32); 9] = [
+    ("etc/kubernetes/pki/ca.crt", 0o644),
+    ("etc/kubernetes/pki/ca.key", 0o600),
+    ("etc/kubernetes/pki/front-proxy-ca.crt", 0o644),
+    ("etc/kubernetes/pki/front-proxy-ca.key", 0o600),
+    ("etc/kubernetes/pki/sa.key", 0o600),
+    ("etc/kubernetes/pki/sa.pub", 0o644),
+    ("etc/kubernetes/pki/etcd/ca.crt", 0o644),
+    ("etc/kubernetes/pki/apiserver-etcd-client.crt", 0o644),
+    ("etc/kubernetes/pki/apiserver-etcd-client.key", 0o600),
+];
+
+fn assert_shared_pki(root: &Path, c: &Cluster) {
+    for (rel, mode) in SHARED_FILES {
+        let meta = std::fs::metadata(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{rel}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/kubernetes/pki/ca.key")).unwrap(),
+        c.pki.kubernetes_ca.key_pem
+    );
+    assert!(!root.join("etc/kubernetes/pki/etcd/ca.key").exists(), "the etcd CA key must stay with the agent");
+}
+
+/// Reconciles the three masters concurrently (interleaved on one task:
+/// their etcd transactions race).
+async fn reconcile_all(nodes: &mut [Node]) -> Vec<KubeStatus> {
+    let [a, b, c] = nodes else {
+        panic!("three masters expected")
+    };
+    let (ra, rb, rc) = tokio::join!(
+        a.phase.reconcile(&a.ctx),
+        b.phase.reconcile(&b.ctx),
+        c.phase.reconcile(&c.ctx)
+    );
+    vec![ra.unwrap(), rb.unwrap(), rc.unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_masters_and_a_worker_form_one_cluster() {
+    let etcd = common::start_etcd("orch").await;
+    let c = cluster();
+    let mut masters = vec![master(&c, &etcd, 1).await, master(&c, &etcd, 2).await, master(&c, &etcd, 3).await];
+
+    // Round 1, concurrently: exactly one master initialises, the others wait.
+    let st = reconcile_all(&mut masters).await;
+    let init: Vec<usize> = (0..3).filter(|i| st[*i].is_init_node).collect();
+    assert_eq!(init.len(), 1, "{st:?}");
+    let w = init[0];
+    let winner_id = masters[w].ctx.node_id.clone();
+    for (i, s) in st.iter().enumerate() {
+        assert_eq!(s.init_node.as_deref(), Some(winner_id.as_str()));
+        if i == w {
+            assert_eq!(s.phase, PhaseState::Ready);
+            assert!(s.joined);
+        } else {
+            assert_eq!(
+                s.phase,
+                PhaseState::WaitingForInit {
+                    init_node: winner_id.clone()
+                }
+            );
+            assert!(masters[i].runner.calls().is_empty(), "a waiting master ran {:?}", masters[i].runner.calls());
+        }
+    }
+    // The init node: shared PKI placed, then exactly `kubeadm init` with
+    // its configuration file, then the CNI.
+    let calls = masters[w].runner.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].program, Program::Kubeadm);
+    assert_eq!(
+        args(&calls[0]),
+        vec!["init", "--config", "/var/lib/kubeboot/kubeadm/init.yaml", "--skip-token-print"]
+    );
+    let mut want_inputs = masters[w].ctx.inputs.clone();
+    want_inputs.kubernetes_version = Some("v1.31.4".into());
+    assert_eq!(calls[0].files.len(), 1);
+    let (path, content, mode) = &calls[0].files[0];
+    assert_eq!(path, &masters[w].root.path().join("var/lib/kubeboot/kubeadm/init.yaml"));
+    assert_eq!(content, &want_inputs.render_init().unwrap());
+    assert_eq!(*mode, 0o600);
+    assert_eq!(calls[1].program, Program::Kubectl);
+    assert_eq!(args(&calls[1]), vec!["--kubeconfig", "/etc/kubernetes/admin.conf", "apply", "-f", CNI]);
+    assert_shared_pki(masters[w].root.path(), &c);
+    let mut client = common::client(&etcd).await;
+    assert_eq!(
+        kubeadm::election::init_done(&mut client).await.unwrap().as_deref(),
+        Some(winner_id.as_str())
+    );
+
+    // Round 2: the others join as control-plane nodes.
+    let st = reconcile_all(&mut masters).await;
+    for (i, s) in st.iter().enumerate() {
+        assert_eq!(s.phase, PhaseState::Ready, "master {i}");
+        assert!(s.joined);
+        if i == w {
+            assert_eq!(masters[i].runner.calls().len(), 2, "the init node ran kubeadm again");
+            continue;
+        }
+        let calls = masters[i].runner.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(args(&calls[0]), vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]);
+        let mut want = masters[i].ctx.inputs.clone();
+        want.kubernetes_version = Some("v1.31.4".into());
+        assert_eq!(calls[0].files[0].1, want.render_join_control_plane().unwrap());
+        assert!(calls[0].files[0].1.contains(c.pin.as_str()));
+        assert_shared_pki(masters[i].root.path(), &c);
+    }
+
+    // Round 3: idempotent, nobody runs anything.
+    for m in &masters {
+        m.runner.clear();
+    }
+    let st = reconcile_all(&mut masters).await;
+    for (i, s) in st.iter().enumerate() {
+        assert_eq!(s.phase, PhaseState::Ready);
+        assert!(masters[i].runner.calls().is_empty(), "master {i}: {:?}", masters[i].runner.calls());
+    }
+
+    // A new agent process on the init node (in-memory state lost): still
+    // no kubeadm, the CNI is applied again (idempotent kubectl apply).
+    let again_runner = masters[w].runner.clone();
+    let client = common::client(&etcd).await;
+    let mut restarted = KubePhase::new(Paths::under(masters[w].root.path()), again_runner.clone(), NoProbe, Some(client));
+    let s = restarted.reconcile(&masters[w].ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = again_runner.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].program, Program::Kubectl);
+
+    // The worker: no election, no PKI, `kubeadm join` with token and pin.
+    let mut wk = worker(&c, "worker-1");
+    let s = wk.phase.reconcile(&wk.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(s.init_node, None);
+    let calls = wk.runner.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(args(&calls[0]), vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]);
+    let mut want = wk.ctx.inputs.clone();
+    want.kubernetes_version = Some("v1.31.4".into());
+    assert_eq!(calls[0].files[0].1, want.render_join_worker().unwrap());
+    assert!(!calls[0].files[0].1.contains("controlPlane"));
+    assert!(!wk.root.path().join("etc/kubernetes/pki/ca.key").exists());
+    let s = wk.phase.reconcile(&wk.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(wk.runner.calls().len(), 1, "the worker joined twice");
+}
+
+#[tokio::test]
+async fn a_failed_join_backs_off_then_retries() {
+    let c = cluster();
+    let mut wk = worker(&c, "worker-2");
+    wk.phase = KubePhase::new(Paths::under(wk.root.path()), wk.runner.clone(), NoProbe, None).with_backoff(Backoff {
+        base: Duration::from_secs(5),
+        max: Duration::from_secs(60),
+    });
+    wk.runner.push_result(Err(RunError::Failed {
+        command: "kubeadm join".into(),
+        code: Some(1),
+        stderr_tail: "couldn't validate the identity of the API Server".into(),
+    }));
+    let t0 = SystemTime::now();
+    let mut ctx = wk.ctx.clone();
+    ctx.now = t0;
+    let s = wk.phase.reconcile(&ctx).await.unwrap();
+    match &s.phase {
+        PhaseState::Retrying {
+            failures,
+            last_error,
+            next_attempt_in_s,
+        } => {
+            assert_eq!(*failures, 1);
+            assert!(last_error.contains("identity of the API Server"), "{last_error}");
+            assert_eq!(*next_attempt_in_s, 5);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.joined);
+    // Inside the backoff: nothing runs.
+    ctx.now = t0 + Duration::from_secs(4);
+    let s = wk.phase.reconcile(&ctx).await.unwrap();
+    assert!(matches!(s.phase, PhaseState::Retrying { .. }));
+    assert_eq!(wk.runner.calls().len(), 1);
+    // After it: the join runs again and succeeds.
+    ctx.now = t0 + Duration::from_secs(5);
+    let s = wk.phase.reconcile(&ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(wk.runner.calls().len(), 2);
+    assert_eq!(wk.phase.retry_state().failures, 0);
+}
+
+#[tokio::test]
+async fn leftovers_of_a_crashed_join_are_reset_first() {
+    let c = cluster();
+    let mut wk = worker(&c, "worker-3");
+    // kubeadm died after writing the kubelet config, before kubelet.conf.
+    write(wk.root.path(), "var/lib/kubelet/config.yaml", "kind: KubeletConfiguration\n");
+    let s = wk.phase.reconcile(&wk.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = wk.runner.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(
+        args(&calls[0]),
+        vec!["reset", "--force", "--cri-socket", "unix:///run/containerd/containerd.sock"]
+    );
+    assert_eq!(args(&calls[1])[0], "join");
+}
+
+#[tokio::test]
+async fn an_image_without_kubernetes_is_skipped_with_its_reason() {
+    let c = cluster();
+    let mut wk = worker(&c, "worker-4");
+    image_manifest(wk.root.path(), false);
+    let s = wk.phase.reconcile(&wk.ctx).await.unwrap();
+    assert_eq!(
+        s.phase,
+        PhaseState::Skipped {
+            reason: "built with --kubernetes none".into()
+        }
+    );
+    assert!(wk.runner.calls().is_empty());
+    assert_eq!(kubeadm::vip_health(&s.phase, 6443), kubeadm::VipHealth::Etcd);
+}
+
+#[tokio::test]
+async fn a_master_recreates_an_expired_token_for_a_late_joiner() {
+    let etcd = common::start_etcd("token").await;
+    let c = cluster();
+    let mut m = master(&c, &etcd, 1).await;
+    let s = m.phase.reconcile(&m.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    m.runner.clear();
+    // The token expired an hour ago; a worker is waiting.
+    let expired = format!(
+        "{{\"kind\":\"BootstrapToken\",\"token\":\"{}\",\"expires\":\"2020-01-01T00:00:00Z\"}}",
+        c.token.expose()
+    );
+    m.runner.push_result(Ok(RunOutput {
+        stdout: expired,
+        stderr: String::new(),
+    }));
+    let mut ctx = m.ctx.clone();
+    ctx.joiners_waiting = true;
+    let s = m.phase.reconcile(&ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = m.runner.calls();
+    let got: Vec<Vec<&str>> = calls.iter().map(args).collect();
+    let token = c.token.expose();
+    assert_eq!(
+        got,
+        vec![
+            vec!["token", "list", "-o", "json", "--kubeconfig", "/etc/kubernetes/admin.conf"],
+            vec!["token", "delete", c.token.id(), "--kubeconfig", "/etc/kubernetes/admin.conf"],
+            vec![
+                "token",
+                "create",
+                token.as_str(),
+                "--ttl",
+                "24h0m0s",
+                "--description",
+                kubeadm::token::TOKEN_DESCRIPTION,
+                "--kubeconfig",
+                "/etc/kubernetes/admin.conf"
+            ],
+        ]
+    );
+    // Nobody waiting: the token is left alone.
+    m.runner.clear();
+    let s = m.phase.reconcile(&m.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert!(m.runner.calls().is_empty());
+    assert_eq!(config_path("join.yaml"), "/var/lib/kubeboot/kubeadm/join.yaml");
+}
