@@ -101,7 +101,8 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, ControlError> {
         if cur.fields.is_empty() {
             cur.line = line_no;
         }
-        cur.fields.push((name.to_string(), value.trim().to_string()));
+        cur.fields
+            .push((name.to_string(), value.trim().to_string()));
     }
     if !cur.fields.is_empty() {
         out.push(cur);

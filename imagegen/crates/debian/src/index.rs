@@ -107,9 +107,14 @@ impl Package {
             .ok_or_else(|| missing("Version"))?
             .parse()
             .map_err(|e: VersionError| bad("Version", e.to_string()))?;
-        let architecture = p.get("Architecture").ok_or_else(|| missing("Architecture"))?;
+        let architecture = p
+            .get("Architecture")
+            .ok_or_else(|| missing("Architecture"))?;
         let filename = p.get("Filename").ok_or_else(|| missing("Filename"))?;
-        if filename.is_empty() || filename.starts_with('/') || filename.split('/').any(|c| c == "..") {
+        if filename.is_empty()
+            || filename.starts_with('/')
+            || filename.split('/').any(|c| c == "..")
+        {
             return Err(bad("Filename", format!("unsafe path {filename:?}")));
         }
         let size = p
@@ -117,9 +122,15 @@ impl Package {
             .ok_or_else(|| missing("Size"))?
             .parse::<u64>()
             .map_err(|e| bad("Size", e.to_string()))?;
-        let sha256 = p.get("SHA256").ok_or_else(|| missing("SHA256"))?.to_ascii_lowercase();
+        let sha256 = p
+            .get("SHA256")
+            .ok_or_else(|| missing("SHA256"))?
+            .to_ascii_lowercase();
         if !is_sha256_hex(&sha256) {
-            return Err(bad("SHA256", format!("not a SHA-256 hex digest: {sha256:?}")));
+            return Err(bad(
+                "SHA256",
+                format!("not a SHA-256 hex digest: {sha256:?}"),
+            ));
         }
         let rel = |field: &'static str| -> Result<Vec<Group>, IndexError> {
             parse_relations(p.get(field).unwrap_or_default())
@@ -140,7 +151,9 @@ impl Package {
             provides: provides.into_iter().flatten().collect(),
             conflicts: rel("Conflicts")?,
             breaks: rel("Breaks")?,
-            essential: p.get("Essential").is_some_and(|e| e.eq_ignore_ascii_case("yes")),
+            essential: p
+                .get("Essential")
+                .is_some_and(|e| e.eq_ignore_ascii_case("yes")),
             priority: p.get("Priority").map(str::to_string),
             description: p
                 .get("Description")
@@ -153,7 +166,9 @@ impl Package {
 
 /// Whether `s` is 64 lowercase hex digits.
 pub(crate) fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// All packages of one architecture (plus `all`), indexed by name and by
@@ -316,7 +331,11 @@ mod tests {
             stanza("b", "1.0", "").replace("amd64\n", "arm64\n")
         );
         let idx = PackageIndex::parse(&text, "amd64", "test").unwrap();
-        let vs: Vec<String> = idx.versions("a").iter().map(|p| p.version.to_string()).collect();
+        let vs: Vec<String> = idx
+            .versions("a")
+            .iter()
+            .map(|p| p.version.to_string())
+            .collect();
         assert_eq!(vs, ["2.0", "1.0"]);
         assert!(idx.get("b").is_none(), "arm64 package filtered out");
         let provs: Vec<String> = idx.providers("v").map(|p| p.version.to_string()).collect();
@@ -329,7 +348,10 @@ mod tests {
     fn errors_name_file_line_and_field() {
         let good = stanza("a", "1.0", "");
         let cases: Vec<(String, &str)> = vec![
-            (format!("{good}\n\nPackage: b\nVersion: 1\n"), "test: line 11: stanza \"b\" lacks field Architecture"),
+            (
+                format!("{good}\n\nPackage: b\nVersion: 1\n"),
+                "test: line 11: stanza \"b\" lacks field Architecture",
+            ),
             (good.replace("Version: 1.0", "Version: x"), "field Version"),
             (good.replace("Size: 100", "Size: big"), "field Size"),
             (good.replace(&"ab".repeat(32), "zz"), "field SHA256"),
@@ -339,7 +361,9 @@ mod tests {
             (format!("{good}\nbroken\n"), "test: line 10: expected"),
         ];
         for (text, needle) in cases {
-            let err = PackageIndex::parse(&text, "amd64", "test").unwrap_err().to_string();
+            let err = PackageIndex::parse(&text, "amd64", "test")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{err:?} should contain {needle:?}");
         }
     }

@@ -1,10 +1,148 @@
-//! Debian archive client (skeleton in progress).
+//! Debian archive client for `imagegen`: signed indices, dependency
+//! resolution, verified downloads into a content-addressed cache, and a
+//! lockfile.
+//!
+//! Flow: [`Archive::open`] fetches `dists/<suite>/InRelease`, verifies its
+//! OpenPGP signature against the archive keyring ([`signature`]), takes the
+//! SHA-256 of each component's `Packages` index from the signed text
+//! ([`release`]), downloads and checks it, and parses it ([`index`]).
+//! [`resolve()`] picks the package set (pure: [`version`], [`relation`],
+//! [`resolve`]). [`Lockfile`] pins it; [`fetch()`] downloads exactly the
+//! pinned `.deb` files into the [`Cache`] (`<cache>/sha256/<hex>`), verified
+//! against the digests and sizes from the signed index.
+//!
+//! Offline mode uses only the cache and names precisely what is missing.
+//! With a lockfile and a warm cache no network is used at all.
+//!
+//! Pure modules (no I/O): [`control`], [`version`], [`relation`], [`index`],
+//! [`release`], [`resolve`], the parsers of [`sources`]. I/O: [`cache`],
+//! [`fetch`], [`archive`], [`lockfile`] read/write.
 #![warn(missing_docs)]
 
+use std::path::PathBuf;
+
+pub mod archive;
+pub mod cache;
 pub mod control;
+pub mod fetch;
 pub mod index;
+pub mod lockfile;
 pub mod relation;
 pub mod release;
 pub mod resolve;
 pub mod signature;
+pub mod sources;
 pub mod version;
+
+pub use archive::{Archive, ArchiveSpec, DEFAULT_KEYRING};
+pub use cache::{Cache, CacheError};
+pub use fetch::{fetch, fetch_with, FetchOptions, FetchedDeb, MissingFile, Progress};
+pub use index::{Package, PackageIndex};
+pub use lockfile::{LockedArchive, LockedPackage, Lockfile};
+pub use resolve::{resolve, Problem, Resolution, ResolveError, SkippedDep};
+pub use signature::{Keyring, SignatureError};
+pub use sources::SourcesError;
+pub use version::Version;
+
+/// The archive URL for `suite` from this host's apt sources
+/// (`/etc/apt/sources.list`, `/etc/apt/sources.list.d/*.{list,sources}`).
+/// A host without a matching entry gets an error asking for `--archive URL`.
+pub fn host_archive_url(suite: &str) -> Result<String, Error> {
+    Ok(sources::host_archive_url(suite)?)
+}
+
+/// An archive, cache, download or lockfile operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The network request failed (unreachable host, TLS, timeout...).
+    #[error("cannot fetch {url}: {detail}{hint}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// What failed.
+        detail: String,
+        /// A suggestion (e.g. use `--offline`), or empty.
+        hint: String,
+    },
+    /// The server answered with a non-success status.
+    #[error("{url}: HTTP status {status}")]
+    HttpStatus {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// Cache error, including digest mismatches.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// `InRelease` signature verification failed.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The Release text is malformed.
+    #[error(transparent)]
+    Release(#[from] release::ReleaseError),
+    /// A `Packages` index is malformed.
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
+    /// Reading the host's apt sources failed.
+    #[error(transparent)]
+    Sources(#[from] SourcesError),
+    /// The Release file lists no `Packages` index for a component.
+    #[error("{release} lists no Packages index for component {component:?}, architecture {architecture:?}")]
+    NoPackagesIndex {
+        /// The InRelease URL.
+        release: String,
+        /// The component.
+        component: String,
+        /// The architecture.
+        architecture: String,
+    },
+    /// A cached index could not be decompressed.
+    #[error("cannot decompress {file}: {source}")]
+    Decompress {
+        /// The index path.
+        file: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Offline, and no `InRelease` of this archive and suite is cached.
+    #[error("offline: no cached InRelease for {url} suite {suite} in {}; run once without --offline", cache.display())]
+    OfflineNoRelease {
+        /// The archive URL.
+        url: String,
+        /// The suite.
+        suite: String,
+        /// The cache directory.
+        cache: PathBuf,
+    },
+    /// Offline, and files are missing from the cache.
+    #[error("offline: {} file(s) missing from cache {}:\n{}", missing.len(), cache.display(), missing.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    OfflineMissing {
+        /// The cache directory.
+        cache: PathBuf,
+        /// Every missing file.
+        missing: Vec<MissingFile>,
+    },
+    /// A lockfile is malformed.
+    #[error("lockfile {path}: {message}")]
+    Lockfile {
+        /// The lockfile.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A lockfile could not be read or written.
+    #[error("lockfile {}: {source}", path.display())]
+    LockfileIo {
+        /// The lockfile.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Several downloads failed.
+    #[error("{} downloads failed:\n{}", errors.len(), errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Downloads {
+        /// Each failure.
+        errors: Vec<Error>,
+    },
+}

@@ -198,7 +198,11 @@ fn parse_one(text: &str, field: &str) -> Result<Relation, RelationError> {
         Some((n, q)) => (n, Some(q.to_string())),
         None => (full_name, None),
     };
-    if !valid_package_name(name) || arch_qualifier.as_deref().is_some_and(|q| !valid_package_name(q)) {
+    if !valid_package_name(name)
+        || arch_qualifier
+            .as_deref()
+            .is_some_and(|q| !valid_package_name(q))
+    {
         return Err(RelationError::BadName {
             name: full_name.into(),
             field: field.into(),
@@ -256,9 +260,7 @@ fn parse_constraint(inner: &str, field: &str) -> Result<(Op, Version), RelationE
         field: field.into(),
     };
     let s = inner.trim();
-    let op_len = s
-        .find(|c: char| !"<>=".contains(c))
-        .ok_or_else(bad)?;
+    let op_len = s.find(|c: char| !"<>=".contains(c)).ok_or_else(bad)?;
     let op = match &s[..op_len] {
         "<<" => Op::Lt,
         "<=" | "<" => Op::Le,
@@ -271,10 +273,12 @@ fn parse_constraint(inner: &str, field: &str) -> Result<(Op, Version), RelationE
     if version.is_empty() || version.contains(char::is_whitespace) {
         return Err(bad());
     }
-    let version = version.parse().map_err(|source| RelationError::BadVersion {
-        field: field.into(),
-        source,
-    })?;
+    let version = version
+        .parse()
+        .map_err(|source| RelationError::BadVersion {
+            field: field.into(),
+            source,
+        })?;
     Ok((op, version))
 }
 
@@ -300,8 +304,14 @@ mod tests {
         assert_eq!(groups[1][1].constraint, None);
         assert_eq!(groups[2][0].arch_qualifier.as_deref(), Some("any"));
         assert_eq!(groups[2][0].constraint, Some((Op::Lt, v("3.12~"))));
-        assert_eq!(groups[3][0].constraint, Some((Op::Eq, v("1:1.2.13.dfsg-1"))));
-        assert_eq!(group_to_string(&groups[1]), "default-mta | mail-transport-agent");
+        assert_eq!(
+            groups[3][0].constraint,
+            Some((Op::Eq, v("1:1.2.13.dfsg-1")))
+        );
+        assert_eq!(
+            group_to_string(&groups[1]),
+            "default-mta | mail-transport-agent"
+        );
         assert_eq!(groups[2][0].to_string(), "python3:any (<< 3.12~)");
     }
 
@@ -335,13 +345,20 @@ mod tests {
             (Op::Gt, "2.0+b1", "2.0", true),
         ];
         for (op, have, want, expected) in table {
-            assert_eq!(op.holds(&v(have), &v(want)), expected, "{have} {op:?} {want}");
+            assert_eq!(
+                op.holds(&v(have), &v(want)),
+                expected,
+                "{have} {op:?} {want}"
+            );
         }
     }
 
     #[test]
     fn arch_lists_and_profiles() {
-        let g = parse_relations("a [amd64 arm64] <!nocheck>, b [!amd64], c (>= 1) [i386] <stage1> <cross>").unwrap();
+        let g = parse_relations(
+            "a [amd64 arm64] <!nocheck>, b [!amd64], c (>= 1) [i386] <stage1> <cross>",
+        )
+        .unwrap();
         assert!(g[0][0].applies_to("amd64"));
         assert!(!g[0][0].applies_to("i386"));
         assert!(!g[1][0].applies_to("amd64"));
@@ -375,14 +392,31 @@ mod tests {
         for case in cases {
             assert!(parse_relations(case).is_err(), "{case:?} should fail");
         }
-        assert!(matches!(parse_relations("a,,b"), Err(RelationError::Empty { .. })));
-        assert!(matches!(parse_relations("Foo"), Err(RelationError::BadName { .. })));
-        assert!(matches!(parse_relations("a (>= x1)"), Err(RelationError::BadVersion { .. })));
+        assert!(matches!(
+            parse_relations("a,,b"),
+            Err(RelationError::Empty { .. })
+        ));
+        assert!(matches!(
+            parse_relations("Foo"),
+            Err(RelationError::BadName { .. })
+        ));
+        assert!(matches!(
+            parse_relations("a (>= x1)"),
+            Err(RelationError::BadVersion { .. })
+        ));
     }
 
     #[test]
     fn valid_names() {
-        for ok in ["a", "libc6", "g++", "libstdc++6", "0ad", "python3.11", "x-y.z+w"] {
+        for ok in [
+            "a",
+            "libc6",
+            "g++",
+            "libstdc++6",
+            "0ad",
+            "python3.11",
+            "x-y.z+w",
+        ] {
             assert!(valid_package_name(ok), "{ok}");
         }
         for bad in ["", "-a", "+a", "A", "a_b", "a b", "a:b"] {

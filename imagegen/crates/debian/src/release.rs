@@ -77,7 +77,9 @@ impl Release {
             file: file.into(),
             source,
         })?;
-        let p = paragraphs.first().ok_or_else(|| ReleaseError::Empty { file: file.into() })?;
+        let p = paragraphs
+            .first()
+            .ok_or_else(|| ReleaseError::Empty { file: file.into() })?;
         let words = |f: &str| -> Vec<String> {
             p.get(f)
                 .unwrap_or_default()
@@ -85,7 +87,9 @@ impl Release {
                 .map(str::to_string)
                 .collect()
         };
-        let sha = p.get("SHA256").ok_or_else(|| ReleaseError::NoSha256 { file: file.into() })?;
+        let sha = p
+            .get("SHA256")
+            .ok_or_else(|| ReleaseError::NoSha256 { file: file.into() })?;
         let mut files = Vec::new();
         for line in sha.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let bad = || ReleaseError::BadEntry {
@@ -132,7 +136,11 @@ impl Release {
     pub fn packages_file(&self, component: &str, arch: &str) -> Option<&ReleaseFile> {
         ["xz", "gz", ""].iter().find_map(|ext| {
             let base = format!("{component}/binary-{arch}/Packages");
-            let path = if ext.is_empty() { base } else { format!("{base}.{ext}") };
+            let path = if ext.is_empty() {
+                base
+            } else {
+                format!("{base}.{ext}")
+            };
             self.file(&path)
         })
     }
@@ -181,13 +189,28 @@ SHA256:
     #[test]
     fn rejects_bad_entries() {
         let no_sha = SAMPLE.split("SHA256:").next().unwrap();
-        assert!(matches!(Release::parse(no_sha, "f"), Err(ReleaseError::NoSha256 { .. })));
+        assert!(matches!(
+            Release::parse(no_sha, "f"),
+            Err(ReleaseError::NoSha256 { .. })
+        ));
         let short = SAMPLE.replace("aaaaaaaaaaaaaaaa", "zz");
-        assert!(matches!(Release::parse(&short, "f"), Err(ReleaseError::BadEntry { .. })));
+        assert!(matches!(
+            Release::parse(&short, "f"),
+            Err(ReleaseError::BadEntry { .. })
+        ));
         let no_size = SAMPLE.replace(" 9000000 ", " nine ");
-        assert!(matches!(Release::parse(&no_size, "f"), Err(ReleaseError::BadEntry { .. })));
-        assert!(matches!(Release::parse("", "f"), Err(ReleaseError::Empty { .. })));
+        assert!(matches!(
+            Release::parse(&no_size, "f"),
+            Err(ReleaseError::BadEntry { .. })
+        ));
+        assert!(matches!(
+            Release::parse("", "f"),
+            Err(ReleaseError::Empty { .. })
+        ));
         let err = Release::parse("Origin: x\nbroken", "dists/x/InRelease").unwrap_err();
-        assert_eq!(err.to_string(), "dists/x/InRelease: line 2: expected `Field: value`, found \"broken\"");
+        assert_eq!(
+            err.to_string(),
+            "dists/x/InRelease: line 2: expected `Field: value`, found \"broken\""
+        );
     }
 }

@@ -297,12 +297,12 @@ impl<'a> Resolver<'a> {
         }
         let versions = self.index.versions(name);
         if let Some(v) = version {
-            let want: Version = v.parse().map_err(|e: crate::version::VersionError| {
-                ResolveError::BadRequest {
-                    request: req.into(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let want: Version =
+                v.parse()
+                    .map_err(|e: crate::version::VersionError| ResolveError::BadRequest {
+                        request: req.into(),
+                        reason: e.to_string(),
+                    })?;
             return versions.iter().find(|p| p.version == want).ok_or_else(|| {
                 ResolveError::UnknownVersion {
                     name: name.into(),
@@ -369,7 +369,9 @@ impl<'a> Resolver<'a> {
             return true;
         }
         self.index.providers(&r.name).any(|p| {
-            self.chosen.get(&p.name).is_some_and(|c| std::ptr::eq(*c, p))
+            self.chosen
+                .get(&p.name)
+                .is_some_and(|c| std::ptr::eq(*c, p))
                 && p.provides.iter().any(|prov| Self::provide_matches(r, prov))
         })
     }
@@ -418,7 +420,10 @@ impl<'a> Resolver<'a> {
                         }
                     }
                     for p in self.index.providers(&r.name) {
-                        let chosen_same = self.chosen.get(&p.name).is_some_and(|c| std::ptr::eq(*c, p));
+                        let chosen_same = self
+                            .chosen
+                            .get(&p.name)
+                            .is_some_and(|c| std::ptr::eq(*c, p));
                         if chosen_same
                             && p.name != pkg.name
                             && p.provides.iter().any(|prov| Self::provide_matches(r, prov))
@@ -460,7 +465,11 @@ pub fn nearest_names(index: &PackageIndex, name: &str) -> Vec<String> {
         })
         .collect();
     scored.sort();
-    scored.into_iter().take(5).map(|(_, n)| n.to_string()).collect()
+    scored
+        .into_iter()
+        .take(5)
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -532,7 +541,9 @@ mod tests {
         assert_eq!(names(&r), ["exact=1", "lib=1.0"]);
         // A requested version that is too new for a dependant is a problem.
         let err = resolve(&idx, &req(&["new"]), &[]).unwrap_err();
-        let ResolveError::Unsatisfiable { problems } = err else { panic!("{err}") };
+        let ResolveError::Unsatisfiable { problems } = err else {
+            panic!("{err}")
+        };
         assert_eq!(
             problems,
             [Problem::Missing {
@@ -551,9 +562,17 @@ mod tests {
 
     #[test]
     fn chosen_version_not_matching_later_constraint_is_reported() {
-        let idx = index(&["a 1 ; Depends: lib", "b 1 ; Depends: lib (<< 2)", "lib 1", "lib 2"]);
+        let idx = index(&[
+            "a 1 ; Depends: lib",
+            "b 1 ; Depends: lib (<< 2)",
+            "lib 1",
+            "lib 2",
+        ]);
         let err = resolve(&idx, &req(&["a", "b"]), &[]).unwrap_err();
-        assert!(err.to_string().contains("b 1 depends on lib (<< 2)"), "{err}");
+        assert!(
+            err.to_string().contains("b 1 depends on lib (<< 2)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -596,7 +615,12 @@ mod tests {
 
     #[test]
     fn arch_qualifiers() {
-        let idx = index(&["app 1 ; Depends: python3:any, lib:amd64", "python3 3.11", "lib 1", "x 1 ; Depends: lib:i386"]);
+        let idx = index(&[
+            "app 1 ; Depends: python3:any, lib:amd64",
+            "python3 3.11",
+            "lib 1",
+            "x 1 ; Depends: lib:i386",
+        ]);
         let r = resolve(&idx, &req(&["app"]), &[]).unwrap();
         assert_eq!(names(&r), ["app=1", "lib=1", "python3=3.11"]);
         assert!(resolve(&idx, &req(&["x"]), &[]).is_err());
@@ -615,7 +639,9 @@ mod tests {
             "g 1 ; Provides: mail ; Conflicts: mail",
         ]);
         let err = resolve(&idx, &req(&["top"]), &[]).unwrap_err();
-        let ResolveError::Unsatisfiable { problems } = &err else { panic!("{err}") };
+        let ResolveError::Unsatisfiable { problems } = &err else {
+            panic!("{err}")
+        };
         assert_eq!(
             problems,
             &[Problem::Conflict {
@@ -628,23 +654,40 @@ mod tests {
             }]
         );
         let msg = err.to_string();
-        assert!(msg.contains("b 1 Conflicts: c, but c 1 is also chosen (top -> b / top -> a -> c)"), "{msg}");
+        assert!(
+            msg.contains("b 1 Conflicts: c, but c 1 is also chosen (top -> b / top -> a -> c)"),
+            "{msg}"
+        );
         let err = resolve(&idx, &req(&["d", "a"]), &[]).unwrap_err();
-        assert!(err.to_string().contains("d 1 Breaks: a (<< 2), but a 1"), "{err}");
+        assert!(
+            err.to_string().contains("d 1 Breaks: a (<< 2), but a 1"),
+            "{err}"
+        );
         // Provides + Conflicts on the same virtual name excludes only others.
         assert!(resolve(&idx, &req(&["e"]), &[]).is_ok());
         let err = resolve(&idx, &req(&["e", "f"]), &[]).unwrap_err();
-        assert!(err.to_string().contains("e 1 Conflicts: mail, but f 1"), "{err}");
+        assert!(
+            err.to_string().contains("e 1 Conflicts: mail, but f 1"),
+            "{err}"
+        );
         let err = resolve(&idx, &req(&["e", "g"]), &[]).unwrap_err();
-        let ResolveError::Unsatisfiable { problems } = &err else { panic!("{err}") };
+        let ResolveError::Unsatisfiable { problems } = &err else {
+            panic!("{err}")
+        };
         assert_eq!(problems.len(), 2, "both directions: {err}");
     }
 
     #[test]
     fn missing_dependency_names_the_chain_and_all_problems() {
-        let idx = index(&["top 1 ; Depends: mid", "mid 2 ; Depends: libgone (>= 3) | libalso", "other 1 ; Depends: nope"]);
+        let idx = index(&[
+            "top 1 ; Depends: mid",
+            "mid 2 ; Depends: libgone (>= 3) | libalso",
+            "other 1 ; Depends: nope",
+        ]);
         let err = resolve(&idx, &req(&["top", "other"]), &[]).unwrap_err();
-        let ResolveError::Unsatisfiable { problems } = &err else { panic!("{err}") };
+        let ResolveError::Unsatisfiable { problems } = &err else {
+            panic!("{err}")
+        };
         assert_eq!(problems.len(), 2);
         let msg = err.to_string();
         assert!(
@@ -681,7 +724,12 @@ mod tests {
             ]
         );
         let err = resolve(&idx, &req(&["docs"]), &ex).unwrap_err();
-        assert_eq!(err, ResolveError::RequestedAndExcluded { name: "docs".into() });
+        assert_eq!(
+            err,
+            ResolveError::RequestedAndExcluded {
+                name: "docs".into()
+            }
+        );
     }
 
     #[test]
@@ -694,14 +742,23 @@ mod tests {
 
     #[test]
     fn essential_packages_are_not_pulled_implicitly() {
-        let idx = index(&["app 1", "bash 5 ; Essential: yes", "coreutils 9 ; Essential: yes"]);
+        let idx = index(&[
+            "app 1",
+            "bash 5 ; Essential: yes",
+            "coreutils 9 ; Essential: yes",
+        ]);
         let r = resolve(&idx, &req(&["app"]), &[]).unwrap();
         assert_eq!(names(&r), ["app=1"]);
     }
 
     #[test]
     fn unknown_package_suggests_nearest() {
-        let idx = index(&["containerd 1.6", "etcd-server 3.4", "etcd-client 3.4", "runc 1.1"]);
+        let idx = index(&[
+            "containerd 1.6",
+            "etcd-server 3.4",
+            "etcd-client 3.4",
+            "runc 1.1",
+        ]);
         let err = resolve(&idx, &req(&["containerdd"]), &[]).unwrap_err();
         assert_eq!(
             err,
@@ -712,7 +769,10 @@ mod tests {
         );
         assert!(err.to_string().contains("did you mean: containerd?"));
         let err = resolve(&idx, &req(&["etcd"]), &[]).unwrap_err();
-        assert!(err.to_string().contains("etcd-client, etcd-server"), "{err}");
+        assert!(
+            err.to_string().contains("etcd-client, etcd-server"),
+            "{err}"
+        );
         let err = resolve(&idx, &req(&["Bad Name"]), &[]).unwrap_err();
         assert!(matches!(err, ResolveError::BadRequest { .. }));
     }

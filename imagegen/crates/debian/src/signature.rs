@@ -196,7 +196,9 @@ pub(crate) mod tests {
         let key = test_key(1);
         let signed = clearsign(RELEASE, &key);
         assert!(signed.starts_with("-----BEGIN PGP SIGNED MESSAGE-----"));
-        let text = keyring_of(&key).verify_clearsigned(&signed, "InRelease").unwrap();
+        let text = keyring_of(&key)
+            .verify_clearsigned(&signed, "InRelease")
+            .unwrap();
         assert_eq!(text, RELEASE);
     }
 
@@ -205,7 +207,10 @@ pub(crate) mod tests {
         let (k1, k2) = (test_key(1), test_key(2));
         let ring = Keyring::from_keys(vec![k1.to_public_key(), k2.to_public_key()], "two.gpg");
         let signed = clearsign(RELEASE, &k2);
-        assert_eq!(ring.verify_clearsigned(&signed, "InRelease").unwrap(), RELEASE);
+        assert_eq!(
+            ring.verify_clearsigned(&signed, "InRelease").unwrap(),
+            RELEASE
+        );
         assert_eq!(ring.len(), 2);
     }
 
@@ -213,11 +218,20 @@ pub(crate) mod tests {
     fn wrong_key_fails_naming_file_and_keyring() {
         let signed = clearsign(RELEASE, &test_key(1));
         let err = keyring_of(&test_key(2))
-            .verify_clearsigned(&signed, "http://archive.example/debian/dists/test/InRelease")
+            .verify_clearsigned(
+                &signed,
+                "http://archive.example/debian/dists/test/InRelease",
+            )
             .unwrap_err();
-        assert!(matches!(err, SignatureError::Invalid { signatures: 1, .. }), "{err}");
+        assert!(
+            matches!(err, SignatureError::Invalid { signatures: 1, .. }),
+            "{err}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("dists/test/InRelease") && msg.contains("test-keyring.gpg"), "{msg}");
+        assert!(
+            msg.contains("dists/test/InRelease") && msg.contains("test-keyring.gpg"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -226,10 +240,14 @@ pub(crate) mod tests {
         let signed = clearsign(RELEASE, &key);
         let tampered = signed.replace("aaaaaaaa", "bbbbbbbb");
         assert_ne!(signed, tampered);
-        let err = keyring_of(&key).verify_clearsigned(&tampered, "InRelease").unwrap_err();
+        let err = keyring_of(&key)
+            .verify_clearsigned(&tampered, "InRelease")
+            .unwrap_err();
         assert!(matches!(err, SignatureError::Invalid { .. }), "{err}");
         let added = signed.replace("Origin: Test\n", "Origin: Test\nExtra: field\n");
-        assert!(keyring_of(&key).verify_clearsigned(&added, "InRelease").is_err());
+        assert!(keyring_of(&key)
+            .verify_clearsigned(&added, "InRelease")
+            .is_err());
     }
 
     #[test]

@@ -94,11 +94,17 @@ impl FromStr for Version {
         }
         let allowed_up = |c: char| c.is_ascii_alphanumeric() || ".+~-:".contains(c);
         if let Some(ch) = upstream.chars().find(|c| !allowed_up(*c)) {
-            return Err(VersionError::BadChar { version: s.into(), ch });
+            return Err(VersionError::BadChar {
+                version: s.into(),
+                ch,
+            });
         }
         let allowed_rev = |c: char| c.is_ascii_alphanumeric() || ".+~".contains(c);
         if let Some(ch) = revision.chars().find(|c| !allowed_rev(*c)) {
-            return Err(VersionError::BadChar { version: s.into(), ch });
+            return Err(VersionError::BadChar {
+                version: s.into(),
+                ch,
+            });
         }
         Ok(Version {
             epoch,
@@ -289,10 +295,22 @@ mod tests {
     #[test]
     fn rejects_invalid() {
         assert_eq!("".parse::<Version>(), Err(VersionError::Empty));
-        assert!(matches!("a:1.0".parse::<Version>(), Err(VersionError::BadEpoch { .. })));
-        assert!(matches!(":1.0".parse::<Version>(), Err(VersionError::BadEpoch { .. })));
-        assert!(matches!("abc".parse::<Version>(), Err(VersionError::BadUpstream { .. })));
-        assert!(matches!("1:-1".parse::<Version>(), Err(VersionError::BadUpstream { .. })));
+        assert!(matches!(
+            "a:1.0".parse::<Version>(),
+            Err(VersionError::BadEpoch { .. })
+        ));
+        assert!(matches!(
+            ":1.0".parse::<Version>(),
+            Err(VersionError::BadEpoch { .. })
+        ));
+        assert!(matches!(
+            "abc".parse::<Version>(),
+            Err(VersionError::BadUpstream { .. })
+        ));
+        assert!(matches!(
+            "1:-1".parse::<Version>(),
+            Err(VersionError::BadUpstream { .. })
+        ));
         assert!(matches!(
             "1.0 beta".parse::<Version>(),
             Err(VersionError::BadChar { ch: ' ', .. })
