@@ -389,3 +389,37 @@ pub fn start_agent(
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// Starts one member of a 3-member (or `n`-member) etcd cluster in node
+/// `i`, plain HTTP, clients on the node address and on 127.0.0.1:2379.
+pub fn start_etcd(lab: &mut Lab, i: usize, n: usize) -> usize {
+    require("etcd", "etcd-server");
+    let addr = lab.nodes[i].addr;
+    let cluster: Vec<String> = (0..n)
+        .map(|j| format!("n{j}=http://{}:2380", lab.nodes[j].addr))
+        .collect();
+    let data = path_str(&lab.path(&format!("etcd{i}.data")));
+    let token = lab.hub.clone();
+    let args = [
+        "--name".to_owned(),
+        format!("n{i}"),
+        "--data-dir".to_owned(),
+        data,
+        "--listen-client-urls".to_owned(),
+        format!("http://{addr}:2379,http://127.0.0.1:2379"),
+        "--advertise-client-urls".to_owned(),
+        format!("http://{addr}:2379"),
+        "--listen-peer-urls".to_owned(),
+        format!("http://{addr}:2380"),
+        "--initial-advertise-peer-urls".to_owned(),
+        format!("http://{addr}:2380"),
+        "--initial-cluster".to_owned(),
+        cluster.join(","),
+        "--initial-cluster-state".to_owned(),
+        "new".to_owned(),
+        "--initial-cluster-token".to_owned(),
+        token,
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(i, &format!("etcd{i}"), "etcd", &args)
+}
