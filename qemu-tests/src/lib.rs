@@ -287,7 +287,43 @@ pub fn qemu_escape(value: &str) -> String {
 #[derive(Default)]
 struct Console {
     text: String,
+    ansi: AnsiState,
     closed: bool,
+}
+
+/// Where [`strip_ansi`] is inside an escape sequence (kept across reads).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum AnsiState {
+    /// Plain text.
+    #[default]
+    Text,
+    /// After ESC.
+    Escape,
+    /// Inside a CSI sequence (`ESC [` ... final byte).
+    Csi,
+}
+
+/// Appends `bytes` to `out` without ANSI escape sequences and carriage
+/// returns, so patterns match what a person reads on the console (systemd
+/// colours its status lines). Eight lines by hand instead of a crate; the
+/// state carries over chunk boundaries.
+pub fn strip_ansi(bytes: &[u8], state: &mut AnsiState, out: &mut String) {
+    let mut plain = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        *state = match (*state, b) {
+            (AnsiState::Text, 0x1b) => AnsiState::Escape,
+            (AnsiState::Text, b'\r') => AnsiState::Text,
+            (AnsiState::Text, _) => {
+                plain.push(b);
+                AnsiState::Text
+            }
+            (AnsiState::Escape, b'[') => AnsiState::Csi,
+            (AnsiState::Escape, _) => AnsiState::Text,
+            (AnsiState::Csi, 0x40..=0x7e) => AnsiState::Text,
+            (AnsiState::Csi, _) => AnsiState::Csi,
+        };
+    }
+    out.push_str(&String::from_utf8_lossy(&plain));
 }
 
 /// A running QEMU guest. Dropping it kills QEMU.
@@ -343,11 +379,11 @@ impl Vm {
                     match out.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            let chunk = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
-                            let _ = log_file.write_all(chunk.as_bytes());
+                            let _ = log_file.write_all(&buf[..n]);
                             let (lock, cv) = &*shared;
                             if let Ok(mut c) = lock.lock() {
-                                c.text.push_str(&chunk);
+                                let Console { text, ansi, .. } = &mut *c;
+                                strip_ansi(&buf[..n], ansi, text);
                             }
                             cv.notify_all();
                         }
@@ -607,6 +643,15 @@ mod tests {
         assert!(a.contains(&"type=11,value=io.systemd.credential:kubeboot.selftest=t1,,x".to_string()));
         let i = a.iter().position(|x| x == "-append").unwrap();
         assert_eq!(a[i + 1], "console=ttyS0 quiet");
+    }
+
+    #[test]
+    fn ansi_sequences_are_stripped_across_chunks() {
+        let mut state = AnsiState::default();
+        let mut out = String::new();
+        strip_ansi(b"[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1", &mut state, &mut out);
+        strip_ansi(b";39mmulti-user.target\x1b[0m\r\n", &mut state, &mut out);
+        assert_eq!(out, "[  OK  ] Reached target multi-user.target\n");
     }
 
     #[test]
