@@ -199,13 +199,14 @@ mod tests {
         let mut t = PeerTable::new(1000);
         t.observe(ann(1, Role::Master, Phase::Discovering), 0); // ttl 4.75 s
         t.observe(ann(2, Role::Master, Phase::Ready), 0); // ttl 19.75 s
-        t.observe(ann(3, Role::Worker, Phase::Ready), 0); // ttl 226 s
+        t.observe(ann(3, Role::Worker, Phase::Ready), 0); // ttl 338.5 s
         assert!(t.expire(4_750).is_empty());
         assert_eq!(t.expire(4_751), vec![NodeId([1; 16])]);
         assert_eq!(t.expire(19_751), vec![NodeId([2; 16])]);
         assert_eq!(t.masters().count(), 0);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.expire(226_001), vec![NodeId([3; 16])]);
+        assert!(t.expire(338_500).is_empty());
+        assert_eq!(t.expire(338_501), vec![NodeId([3; 16])]);
         // A node heard again after expiring is new again.
         assert_eq!(
             t.observe(ann(1, Role::Master, Phase::Discovering), 300_000),
