@@ -213,7 +213,10 @@ impl RetryState {
 
     /// Whether an attempt may run at `now`.
     pub fn may_attempt(&self, now: SystemTime) -> bool {
-        self.next_attempt.map_or(true, |t| now >= t)
+        match self.next_attempt {
+            None => true,
+            Some(t) => now >= t,
+        }
     }
 }
 
@@ -302,9 +305,18 @@ mod tests {
     #[test]
     fn setup_judgement_table() {
         let now = at(1000);
-        assert_eq!(judge_setup(Role::Master, &NodeFacts::fresh(), now), Setup::Absent);
-        assert_eq!(judge_setup(Role::Worker, &NodeFacts::fresh(), now), Setup::Absent);
-        assert_eq!(judge_setup(Role::Master, &complete(2000), now), Setup::Complete);
+        assert_eq!(
+            judge_setup(Role::Master, &NodeFacts::fresh(), now),
+            Setup::Absent
+        );
+        assert_eq!(
+            judge_setup(Role::Worker, &NodeFacts::fresh(), now),
+            Setup::Absent
+        );
+        assert_eq!(
+            judge_setup(Role::Master, &complete(2000), now),
+            Setup::Complete
+        );
         // A worker needs no admin.conf or API server manifest.
         let worker = NodeFacts {
             admin_conf: false,
@@ -329,7 +341,10 @@ mod tests {
             kubelet_cert: KubeletCert::Missing,
             ..complete(2000)
         };
-        assert!(matches!(judge_setup(Role::Worker, &half, now), Setup::Partial { .. }));
+        assert!(matches!(
+            judge_setup(Role::Worker, &half, now),
+            Setup::Partial { .. }
+        ));
         let unreadable = NodeFacts {
             kubelet_cert: KubeletCert::Unreadable {
                 reason: "kubelet.conf: no user".into(),
@@ -347,7 +362,10 @@ mod tests {
             ..NodeFacts::fresh()
         };
         assert_eq!(judge_setup(Role::Worker, &stray, now), Setup::Absent);
-        assert!(matches!(judge_setup(Role::Master, &stray, now), Setup::Partial { .. }));
+        assert!(matches!(
+            judge_setup(Role::Master, &stray, now),
+            Setup::Partial { .. }
+        ));
     }
 
     fn view(is_self: bool, done: bool) -> InitView {
@@ -363,10 +381,25 @@ mod tests {
         let absent = Setup::Absent;
         let partial = Setup::Partial { reason: "x".into() };
         let cases = [
-            (Role::Master, Setup::Complete, Some(view(true, true)), Step::Nothing),
+            (
+                Role::Master,
+                Setup::Complete,
+                Some(view(true, true)),
+                Step::Nothing,
+            ),
             (Role::Worker, Setup::Complete, None, Step::Nothing),
-            (Role::Master, absent.clone(), Some(view(true, false)), Step::Init),
-            (Role::Master, partial.clone(), Some(view(true, false)), Step::Init),
+            (
+                Role::Master,
+                absent.clone(),
+                Some(view(true, false)),
+                Step::Init,
+            ),
+            (
+                Role::Master,
+                partial.clone(),
+                Some(view(true, false)),
+                Step::Init,
+            ),
             (
                 Role::Master,
                 absent.clone(),
@@ -375,12 +408,27 @@ mod tests {
                     init_node: "other".into(),
                 },
             ),
-            (Role::Master, absent.clone(), Some(view(false, true)), Step::JoinControlPlane),
+            (
+                Role::Master,
+                absent.clone(),
+                Some(view(false, true)),
+                Step::JoinControlPlane,
+            ),
             // The init winner that lost its files after the cluster formed
             // joins; it never initialises a second time.
-            (Role::Master, partial.clone(), Some(view(true, true)), Step::JoinControlPlane),
+            (
+                Role::Master,
+                partial.clone(),
+                Some(view(true, true)),
+                Step::JoinControlPlane,
+            ),
             (Role::Worker, absent, None, Step::JoinWorker),
-            (Role::Worker, partial, Some(view(false, false)), Step::JoinWorker),
+            (
+                Role::Worker,
+                partial,
+                Some(view(false, false)),
+                Step::JoinWorker,
+            ),
             (
                 Role::Master,
                 Setup::Absent,
@@ -391,7 +439,11 @@ mod tests {
             ),
         ];
         for (role, setup, init, want) in cases {
-            assert_eq!(next_step(role, &setup, init.as_ref()), want, "{role} {setup:?} {init:?}");
+            assert_eq!(
+                next_step(role, &setup, init.as_ref()),
+                want,
+                "{role} {setup:?} {init:?}"
+            );
         }
     }
 
@@ -423,11 +475,18 @@ mod tests {
     fn vip_moves_to_readyz_once_the_kube_phase_begins() {
         assert_eq!(vip_health(&PhaseState::Pending, 6443), VipHealth::Etcd);
         assert_eq!(
-            vip_health(&PhaseState::Skipped { reason: "none".into() }, 6443),
+            vip_health(
+                &PhaseState::Skipped {
+                    reason: "none".into()
+                },
+                6443
+            ),
             VipHealth::Etcd
         );
         for s in [
-            PhaseState::WaitingForInit { init_node: "a".into() },
+            PhaseState::WaitingForInit {
+                init_node: "a".into(),
+            },
             PhaseState::Initialising,
             PhaseState::Joining,
             PhaseState::Ready,
@@ -437,7 +496,11 @@ mod tests {
                 next_attempt_in_s: 5,
             },
         ] {
-            assert_eq!(vip_health(&s, 6443), VipHealth::EtcdAndApiServer { api_port: 6443 }, "{s:?}");
+            assert_eq!(
+                vip_health(&s, 6443),
+                VipHealth::EtcdAndApiServer { api_port: 6443 },
+                "{s:?}"
+            );
         }
     }
 

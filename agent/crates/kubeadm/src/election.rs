@@ -61,39 +61,55 @@ pub struct Elected {
 
 /// Runs the election for `node_id` (idempotent).
 pub async fn elect_init_node(client: &mut Client, node_id: &str) -> Result<Elected, ElectionError> {
-    put_if_absent(client, INIT_NODE_KEY, node_id).await.map(|winner| Elected {
-        won: winner == node_id,
-        winner,
-    })
+    put_if_absent(client, INIT_NODE_KEY, node_id)
+        .await
+        .map(|winner| Elected {
+            won: winner == node_id,
+            winner,
+        })
 }
 
 /// Records that `kubeadm init` succeeded on `node_id` (idempotent).
 pub async fn mark_init_done(client: &mut Client, node_id: &str) -> Result<(), ElectionError> {
-    put_if_absent(client, INIT_DONE_KEY, node_id).await.map(|_| ())
+    put_if_absent(client, INIT_DONE_KEY, node_id)
+        .await
+        .map(|_| ())
 }
 
 /// The init node's id once `kubeadm init` has succeeded, else `None`.
 pub async fn init_done(client: &mut Client) -> Result<Option<String>, ElectionError> {
-    let r = client.get(INIT_DONE_KEY, None).await.map_err(|source| ElectionError::Etcd {
-        op: "get",
-        key: INIT_DONE_KEY,
-        source,
-    })?;
-    Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    let r = client
+        .get(INIT_DONE_KEY, None)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "get",
+            key: INIT_DONE_KEY,
+            source,
+        })?;
+    Ok(r.kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
 }
 
 /// Creates `key = value` if absent; returns the value the key holds after
 /// the transaction (`value` if this call created it).
-async fn put_if_absent(client: &mut Client, key: &'static str, value: &str) -> Result<String, ElectionError> {
+async fn put_if_absent(
+    client: &mut Client,
+    key: &'static str,
+    value: &str,
+) -> Result<String, ElectionError> {
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key, value, None)])
         .or_else([TxnOp::get(key, None)]);
-    let r = client.txn(txn).await.map_err(|source| ElectionError::Etcd {
-        op: "txn",
-        key,
-        source,
-    })?;
+    let r = client
+        .txn(txn)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "txn",
+            key,
+            source,
+        })?;
     if r.succeeded() {
         return Ok(value.to_owned());
     }

@@ -67,7 +67,9 @@ pub fn client_cert_pem(kubeconfig: &str, paths: &Paths) -> Result<Vec<u8>, Strin
 pub fn not_after(pem: &[u8]) -> Result<SystemTime, String> {
     let (_, block) =
         x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("no PEM certificate: {e}"))?;
-    let cert = block.parse_x509().map_err(|e| format!("bad certificate: {e}"))?;
+    let cert = block
+        .parse_x509()
+        .map_err(|e| format!("bad certificate: {e}"))?;
     let ts = cert.validity().not_after.timestamp();
     Ok(if ts >= 0 {
         SystemTime::UNIX_EPOCH + Duration::from_secs(ts as u64)

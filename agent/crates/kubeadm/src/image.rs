@@ -109,7 +109,9 @@ impl ImageKubernetes {
                 cni_manifest: self.cni_manifest.clone(),
             }),
             (true, _, _) => Err(invalid("present = true needs version = \"v1.x.y\"")),
-            (false, _, Some(r)) if !r.trim().is_empty() => Ok(ImageVerdict::Skip { reason: r.clone() }),
+            (false, _, Some(r)) if !r.trim().is_empty() => {
+                Ok(ImageVerdict::Skip { reason: r.clone() })
+            }
             (false, _, _) => Err(invalid("present = false needs a reason")),
         }
     }
@@ -125,7 +127,10 @@ pub fn read_verdict(path: &Path) -> Result<ImageVerdict, ImageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImageVerdict::Skip {
             reason: format!("the image has no {shown}: it was built without Kubernetes components"),
         }),
-        Err(source) => Err(ImageError::Read { path: shown, source }),
+        Err(source) => Err(ImageError::Read {
+            path: shown,
+            source,
+        }),
     }
 }
 
@@ -150,7 +155,8 @@ mod tests {
 
     #[test]
     fn present_needs_version_and_absent_needs_reason() {
-        let p = ImageKubernetes::from_toml("k.toml", "present = true\nversion = \"v1.31.4\"\n").unwrap();
+        let p = ImageKubernetes::from_toml("k.toml", "present = true\nversion = \"v1.31.4\"\n")
+            .unwrap();
         assert_eq!(
             p.verdict("k.toml").unwrap(),
             ImageVerdict::Present {
@@ -159,17 +165,29 @@ mod tests {
             }
         );
         let no_version = ImageKubernetes::from_toml("k.toml", "present = true\n").unwrap();
-        assert!(matches!(no_version.verdict("k.toml"), Err(ImageError::Invalid { .. })));
+        assert!(matches!(
+            no_version.verdict("k.toml"),
+            Err(ImageError::Invalid { .. })
+        ));
         let no_reason = ImageKubernetes::from_toml("k.toml", "present = false\n").unwrap();
-        assert!(matches!(no_reason.verdict("k.toml"), Err(ImageError::Invalid { .. })));
+        assert!(matches!(
+            no_reason.verdict("k.toml"),
+            Err(ImageError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn unknown_key_is_refused_with_the_path() {
-        let err = ImageKubernetes::from_toml("/usr/lib/kubeboot/kubernetes.toml", "present = true\nversoin = \"v1\"\n")
-            .unwrap_err();
+        let err = ImageKubernetes::from_toml(
+            "/usr/lib/kubeboot/kubernetes.toml",
+            "present = true\nversoin = \"v1\"\n",
+        )
+        .unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("/usr/lib/kubeboot/kubernetes.toml"), "{text}");
+        assert!(
+            text.starts_with("/usr/lib/kubeboot/kubernetes.toml"),
+            "{text}"
+        );
         assert!(text.contains("versoin"), "{text}");
     }
 
@@ -186,10 +204,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubernetes.toml");
         match read_verdict(&path).unwrap() {
-            ImageVerdict::Skip { reason } => assert!(reason.contains("kubernetes.toml"), "{reason}"),
+            ImageVerdict::Skip { reason } => {
+                assert!(reason.contains("kubernetes.toml"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         std::fs::write(&path, m.to_toml()).unwrap();
-        assert!(matches!(read_verdict(&path).unwrap(), ImageVerdict::Present { .. }));
+        assert!(matches!(
+            read_verdict(&path).unwrap(),
+            ImageVerdict::Present { .. }
+        ));
     }
 }

@@ -51,7 +51,9 @@ pub struct Paths {
 impl Paths {
     /// The node's own file system.
     pub fn node() -> Self {
-        Self { root: PathBuf::from("/") }
+        Self {
+            root: PathBuf::from("/"),
+        }
     }
 
     /// Everything under `root` (tests).
@@ -84,12 +86,18 @@ mod tests {
     #[test]
     fn re_roots_relative_and_absolute_paths() {
         let p = Paths::under("/tmp/x");
-        assert_eq!(p.host(CA_KEY), PathBuf::from("/tmp/x/etc/kubernetes/pki/ca.key"));
+        assert_eq!(
+            p.host(CA_KEY),
+            PathBuf::from("/tmp/x/etc/kubernetes/pki/ca.key")
+        );
         assert_eq!(
             p.host("/var/lib/kubelet/pki/kubelet-client-current.pem"),
             PathBuf::from("/tmp/x/var/lib/kubelet/pki/kubelet-client-current.pem")
         );
-        assert_eq!(Paths::node().host(KUBELET_CONF), PathBuf::from("/etc/kubernetes/kubelet.conf"));
+        assert_eq!(
+            Paths::node().host(KUBELET_CONF),
+            PathBuf::from("/etc/kubernetes/kubelet.conf")
+        );
         assert_eq!(standard(ETCD_CA_CRT), "/etc/kubernetes/pki/etcd/ca.crt");
     }
 }

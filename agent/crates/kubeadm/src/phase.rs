@@ -205,7 +205,10 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 status.phase = PhaseState::Skipped { reason };
                 return Ok(status);
             }
-            ImageVerdict::Present { version, cni_manifest } => (version, cni_manifest),
+            ImageVerdict::Present {
+                version,
+                cni_manifest,
+            } => (version, cni_manifest),
         };
         let mut inputs = ctx.inputs.clone();
         if inputs.kubernetes_version.is_none() {
@@ -372,7 +375,11 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         }
     }
 
-    async fn maintain_token(&self, ctx: &KubeContext, token: &BootstrapToken) -> Result<(), String> {
+    async fn maintain_token(
+        &self,
+        ctx: &KubeContext,
+        token: &BootstrapToken,
+    ) -> Result<(), String> {
         let admin = standard(ADMIN_CONF);
         let redact = vec![token.expose()];
         let list = Invocation {
@@ -391,7 +398,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         // The listing is parsed unredacted in memory (it is matched by id).
         let out = self.runner.run(&list).await.map_err(|e| e.to_string())?;
         let listed = token::listed_expiry(&out.stdout, token).map_err(|e| e.to_string())?;
-        let action = token::decide_token(ctx.now, listed, ctx.joiners_waiting, token::MIN_REMAINING);
+        let action =
+            token::decide_token(ctx.now, listed, ctx.joiners_waiting, token::MIN_REMAINING);
         for args in token::token_commands(action, token, ctx.inputs.token_ttl, &admin) {
             let inv = Invocation {
                 program: Program::Kubeadm,
@@ -402,7 +410,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             match self.runner.run(&inv).await {
                 Ok(_) => {}
                 // Another master recreated it first.
-                Err(RunError::Failed { stderr_tail, .. }) if stderr_tail.contains("already exists") => {}
+                Err(RunError::Failed { stderr_tail, .. })
+                    if stderr_tail.contains("already exists") => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -419,7 +428,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         let (file, text, mut args) = match step {
             Step::Init => (
                 "init.yaml",
-                inputs.render_init().map_err(|e| StepError::Config(e.into()))?,
+                inputs
+                    .render_init()
+                    .map_err(|e| StepError::Config(e.into()))?,
                 vec!["init".to_owned()],
             ),
             Step::JoinControlPlane => (
@@ -431,7 +442,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             ),
             _ => (
                 "join.yaml",
-                inputs.render_join_worker().map_err(|e| StepError::Config(e.into()))?,
+                inputs
+                    .render_join_worker()
+                    .map_err(|e| StepError::Config(e.into()))?,
                 vec!["join".to_owned()],
             ),
         };

@@ -33,7 +33,9 @@ impl CaPin {
     pub fn parse(text: &str, what: &str) -> Result<Self, PinError> {
         let hex_part = text.strip_prefix("sha256:");
         let ok = hex_part.is_some_and(|h| {
-            h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
         if ok {
             Ok(Self(text.to_owned()))

@@ -88,8 +88,16 @@ impl SharedPki {
             (SA_KEY, self.sa_key.as_str(), true),
             (SA_PUB, self.sa_pub.as_str(), false),
             (ETCD_CA_CRT, self.etcd_ca_crt.as_str(), false),
-            (APISERVER_ETCD_CLIENT_CRT, self.apiserver_etcd_client_crt.as_str(), false),
-            (APISERVER_ETCD_CLIENT_KEY, self.apiserver_etcd_client_key.as_str(), true),
+            (
+                APISERVER_ETCD_CLIENT_CRT,
+                self.apiserver_etcd_client_crt.as_str(),
+                false,
+            ),
+            (
+                APISERVER_ETCD_CLIENT_KEY,
+                self.apiserver_etcd_client_key.as_str(),
+                true,
+            ),
         ]
     }
 

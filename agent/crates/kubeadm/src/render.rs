@@ -105,7 +105,12 @@ impl KubeadmInputs {
         let vip = cfg
             .network
             .vip
-            .ok_or_else(|| RenderError::Input("network.vip is not set: kubeadm needs the VIP as its controlPlaneEndpoint".into()))?
+            .ok_or_else(|| {
+                RenderError::Input(
+                    "network.vip is not set: kubeadm needs the VIP as its controlPlaneEndpoint"
+                        .into(),
+                )
+            })?
             .addr();
         Ok(Self {
             cluster_name: cfg.name.clone(),
@@ -141,7 +146,12 @@ impl KubeadmInputs {
         masters.sort();
         masters.dedup();
         let mut sans = vec![self.vip.to_string()];
-        sans.extend(masters.iter().filter(|ip| **ip != self.vip).map(|ip| ip.to_string()));
+        sans.extend(
+            masters
+                .iter()
+                .filter(|ip| **ip != self.vip)
+                .map(|ip| ip.to_string()),
+        );
         sans.push("127.0.0.1".to_owned());
         sans.push("localhost".to_owned());
         sans
@@ -152,10 +162,18 @@ impl KubeadmInputs {
             return Err(RenderError::Input("the node name is empty".into()));
         }
         if self.etcd_endpoints.is_empty() {
-            return Err(RenderError::Input("no etcd endpoints: the external etcd needs at least one".into()));
+            return Err(RenderError::Input(
+                "no etcd endpoints: the external etcd needs at least one".into(),
+            ));
         }
-        if let Some(bad) = self.etcd_endpoints.iter().find(|e| !e.starts_with("https://")) {
-            return Err(RenderError::Input(format!("etcd endpoint {bad:?} is not https://")));
+        if let Some(bad) = self
+            .etcd_endpoints
+            .iter()
+            .find(|e| !e.starts_with("https://"))
+        {
+            return Err(RenderError::Input(format!(
+                "etcd endpoint {bad:?} is not https://"
+            )));
         }
         Ok(())
     }
@@ -193,7 +211,8 @@ impl KubeadmInputs {
 
     fn timeouts(&self, control_plane: bool) -> Timeouts {
         Timeouts {
-            control_plane_component_health_check: control_plane.then(|| go_duration(CONTROL_PLANE_TIMEOUT)),
+            control_plane_component_health_check: control_plane
+                .then(|| go_duration(CONTROL_PLANE_TIMEOUT)),
             kubelet_health_check: None,
             discovery: None,
             tls_bootstrap: None,
@@ -301,7 +320,8 @@ impl KubeadmInputs {
 }
 
 /// First line of every rendered file.
-pub const HEADER: &str = "# Written by the kubeboot agent (kubeadm crate); regenerated on every attempt.\n";
+pub const HEADER: &str =
+    "# Written by the kubeboot agent (kubeadm crate); regenerated on every attempt.\n";
 
 fn yaml<T: Serialize>(kind: &'static str, doc: &T) -> Result<String, RenderError> {
     serde_yaml_ng::to_string(doc).map_err(|e| RenderError::Yaml {
@@ -367,14 +387,17 @@ pub(crate) mod tests {
             service_subnet: "10.96.0.0/12".parse().unwrap(),
             token: BootstrapToken::parse("abcdef.0123456789abcdef", "test").unwrap(),
             token_ttl: crate::token::DEFAULT_TOKEN_TTL,
-            ca_pin: CaPin::parse(&format!("sha256:{}", "0123456789abcdef".repeat(4)), "test").unwrap(),
+            ca_pin: CaPin::parse(&format!("sha256:{}", "0123456789abcdef".repeat(4)), "test")
+                .unwrap(),
             ignore_preflight_errors: Vec::new(),
             image_pull_policy: Some("Never".into()),
         }
     }
 
     pub(crate) fn golden_path(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_data").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("test_data")
+            .join(name)
     }
 
     /// Compares with the golden file; `KUBEBOOT_UPDATE_GOLDEN=1` rewrites it.
@@ -383,8 +406,12 @@ pub(crate) mod tests {
         if std::env::var_os("KUBEBOOT_UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, text).unwrap();
         }
-        let want = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with KUBEBOOT_UPDATE_GOLDEN=1 to create it)", path.display()));
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with KUBEBOOT_UPDATE_GOLDEN=1 to create it)",
+                path.display()
+            )
+        });
         assert_eq!(text, want, "{} differs from the rendering", path.display());
     }
 
@@ -395,7 +422,10 @@ pub(crate) mod tests {
 
     #[test]
     fn joining_master_matches_golden() {
-        golden("join-master.yaml", &inputs(2).render_join_control_plane().unwrap());
+        golden(
+            "join-master.yaml",
+            &inputs(2).render_join_control_plane().unwrap(),
+        );
     }
 
     #[test]
@@ -416,11 +446,24 @@ pub(crate) mod tests {
         let kubelet: KubeletConfiguration = serde_yaml_ng::from_str(&docs[2]).unwrap();
         assert_eq!(init, i.init_configuration());
         assert_eq!(cluster.control_plane_endpoint, "10.77.0.10:6443");
-        assert_eq!(cluster.etcd.external.cert_file, "/etc/kubernetes/pki/apiserver-etcd-client.crt");
-        assert_eq!(cluster.etcd.external.ca_file, "/etc/kubernetes/pki/etcd/ca.crt");
+        assert_eq!(
+            cluster.etcd.external.cert_file,
+            "/etc/kubernetes/pki/apiserver-etcd-client.crt"
+        );
+        assert_eq!(
+            cluster.etcd.external.ca_file,
+            "/etc/kubernetes/pki/etcd/ca.crt"
+        );
         assert_eq!(
             cluster.api_server.cert_sans,
-            vec!["10.77.0.10", "10.77.0.11", "10.77.0.12", "10.77.0.13", "127.0.0.1", "localhost"]
+            vec![
+                "10.77.0.10",
+                "10.77.0.11",
+                "10.77.0.12",
+                "10.77.0.13",
+                "127.0.0.1",
+                "localhost"
+            ]
         );
         assert_eq!(kubelet.cgroup_driver, "systemd");
         assert_eq!(kubelet.container_runtime_endpoint, CRI_SOCKET);
@@ -434,7 +477,10 @@ pub(crate) mod tests {
         let cp = inputs(2).join_configuration(true);
         let w = inputs(2).join_configuration(false);
         for j in [&cp, &w] {
-            assert_eq!(j.discovery.bootstrap_token.api_server_endpoint, "10.77.0.10:6443");
+            assert_eq!(
+                j.discovery.bootstrap_token.api_server_endpoint,
+                "10.77.0.10:6443"
+            );
             assert_eq!(j.discovery.bootstrap_token.ca_cert_hashes.len(), 1);
             assert!(j.discovery.bootstrap_token.ca_cert_hashes[0].starts_with("sha256:"));
         }
@@ -448,7 +494,10 @@ pub(crate) mod tests {
         assert!(w.control_plane.is_none());
         // Never unsafeSkipCAVerification: the field is not even in our type,
         // and the rendered text does not mention it.
-        assert!(!inputs(2).render_join_worker().unwrap().contains("unsafeSkip"));
+        assert!(!inputs(2)
+            .render_join_worker()
+            .unwrap()
+            .contains("unsafeSkip"));
     }
 
     #[test]

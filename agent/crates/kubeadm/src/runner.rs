@@ -49,7 +49,13 @@ pub struct FileSpec {
 
 impl std::fmt::Debug for FileSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FileSpec({}, {} bytes, {:o})", self.path.display(), self.contents.len(), self.mode)
+        write!(
+            f,
+            "FileSpec({}, {} bytes, {:o})",
+            self.path.display(),
+            self.contents.len(),
+            self.mode
+        )
     }
 }
 
@@ -329,7 +335,11 @@ mod tests {
     fn redacts_every_secret() {
         let inv = Invocation {
             program: Program::Kubeadm,
-            args: vec!["token".into(), "create".into(), "abcdef.0123456789abcdef".into()],
+            args: vec![
+                "token".into(),
+                "create".into(),
+                "abcdef.0123456789abcdef".into(),
+            ],
             files: vec![],
             redact: vec!["abcdef.0123456789abcdef".into()],
         };
@@ -348,7 +358,11 @@ mod tests {
         let cfg = dir.path().join("sub/init.yaml");
         let inv = Invocation {
             program: Program::Kubeadm,
-            args: vec!["-c".into(), "cat \"$0\"; echo 'token s3cr3t-token' >&2; exit 3".into(), cfg.display().to_string()],
+            args: vec![
+                "-c".into(),
+                "cat \"$0\"; echo 'token s3cr3t-token' >&2; exit 3".into(),
+                cfg.display().to_string(),
+            ],
             files: vec![FileSpec {
                 path: cfg.clone(),
                 contents: "kind: X\n".into(),
@@ -358,7 +372,9 @@ mod tests {
         };
         let err = runner.run(&inv).await.unwrap_err();
         match &err {
-            RunError::Failed { code, stderr_tail, .. } => {
+            RunError::Failed {
+                code, stderr_tail, ..
+            } => {
                 assert_eq!(*code, Some(3));
                 assert_eq!(stderr_tail, "token <redacted>");
             }
@@ -366,7 +382,10 @@ mod tests {
         }
         assert!(!err.to_string().contains("s3cr3t"));
         assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "kind: X\n");
-        assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
 
         let ok = Invocation {
             program: Program::Kubeadm,
@@ -384,7 +403,10 @@ mod tests {
             kubectl: "/bin/sh".into(),
             timeout: Duration::from_millis(300),
         };
-        let err = runner.run(&Invocation::kubeadm(vec!["version".into()])).await.unwrap_err();
+        let err = runner
+            .run(&Invocation::kubeadm(vec!["version".into()]))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/kubeadm"), "{err}");
         let slow = Invocation {
             program: Program::Kubectl,
@@ -393,7 +415,10 @@ mod tests {
             redact: vec![],
         };
         let started = std::time::Instant::now();
-        assert!(matches!(runner.run(&slow).await, Err(RunError::Timeout { .. })));
+        assert!(matches!(
+            runner.run(&slow).await,
+            Err(RunError::Timeout { .. })
+        ));
         assert!(started.elapsed() < Duration::from_secs(4));
     }
 }

@@ -82,7 +82,9 @@ impl fmt::Debug for BootstrapToken {
 }
 
 fn valid_part(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 impl BootstrapToken {
@@ -176,8 +178,9 @@ pub fn listed_expiry(
         let Some(expires) = listed.expires else {
             return Ok(Some(None));
         };
-        let at = time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| TokenError::ListOutput {
+        let at =
+            time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| TokenError::ListOutput {
                 reason: format!("expiry {expires:?}: {e}"),
             })?;
         let secs = at.unix_timestamp();
@@ -297,8 +300,10 @@ mod tests {
     #[test]
     fn token_depends_on_secret_and_cluster_name() {
         let base = BootstrapToken::derive(&secret("correct horse battery staple"), "c1").unwrap();
-        let other_secret = BootstrapToken::derive(&secret("correct horse battery stapler"), "c1").unwrap();
-        let other_name = BootstrapToken::derive(&secret("correct horse battery staple"), "c2").unwrap();
+        let other_secret =
+            BootstrapToken::derive(&secret("correct horse battery stapler"), "c1").unwrap();
+        let other_name =
+            BootstrapToken::derive(&secret("correct horse battery staple"), "c2").unwrap();
         assert_ne!(base, other_secret);
         assert_ne!(base, other_name);
         assert_ne!(base.id(), other_name.id());
@@ -321,14 +326,22 @@ mod tests {
         // characters, or favoured the first ones 2:1, fails this.
         let mut counts = [0u32; 36];
         for i in 0..400 {
-            let t = BootstrapToken::derive(&secret("a-cluster-secret-of-some-length"), &format!("c{i}")).unwrap();
+            let t = BootstrapToken::derive(
+                &secret("a-cluster-secret-of-some-length"),
+                &format!("c{i}"),
+            )
+            .unwrap();
             for b in t.expose().bytes().filter(|b| *b != b'.') {
                 let idx = ALPHABET.iter().position(|a| *a == b).unwrap();
                 counts[idx] += 1;
             }
         }
         for (i, c) in counts.iter().enumerate() {
-            assert!((170..330).contains(c), "character {} appeared {c} times", ALPHABET[i] as char);
+            assert!(
+                (170..330).contains(c),
+                "character {} appeared {c} times",
+                ALPHABET[i] as char
+            );
         }
     }
 
@@ -389,7 +402,11 @@ mod tests {
             (Some(Some(now)), true, TokenAction::Recreate),
         ];
         for (listed, waiting, want) in cases {
-            assert_eq!(decide_token(now, listed, waiting, m), want, "{listed:?} {waiting}");
+            assert_eq!(
+                decide_token(now, listed, waiting, m),
+                want,
+                "{listed:?} {waiting}"
+            );
         }
     }
 
@@ -415,7 +432,10 @@ mod tests {
         );
         let re = token_commands(TokenAction::Recreate, &t, DEFAULT_TOKEN_TTL, admin);
         assert_eq!(re.len(), 2);
-        assert_eq!(re[0], vec!["token", "delete", "abcdef", "--kubeconfig", admin]);
+        assert_eq!(
+            re[0],
+            vec!["token", "delete", "abcdef", "--kubeconfig", admin]
+        );
         assert_eq!(re[1], create[0]);
     }
 

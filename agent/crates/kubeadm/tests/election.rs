@@ -17,7 +17,9 @@ async fn exactly_one_of_many_concurrent_contenders_wins() {
         for i in 0..n {
             let url = etcd.client_url.clone();
             tasks.push(tokio::spawn(async move {
-                let mut c = etcd_client::Client::connect([url.as_str()], None).await.unwrap();
+                let mut c = etcd_client::Client::connect([url.as_str()], None)
+                    .await
+                    .unwrap();
                 let id = format!("node-{round}-{i:02}");
                 let r = elect_init_node(&mut c, &id).await.unwrap();
                 (id, r)

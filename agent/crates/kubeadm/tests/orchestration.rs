@@ -51,7 +51,9 @@ fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
         vip: Ipv4Addr::new(10, 77, 0, 10),
         api_port: 6443,
         master_ips: (1..=3).map(master_ip).collect(),
-        etcd_endpoints: (1..=3).map(|i| format!("https://{}:2379", master_ip(i))).collect(),
+        etcd_endpoints: (1..=3)
+            .map(|i| format!("https://{}:2379", master_ip(i)))
+            .collect(),
         pod_subnet: "10.244.0.0/16".parse().unwrap(),
         service_subnet: "10.96.0.0/12".parse().unwrap(),
         token: c.token.clone(),
@@ -109,17 +111,28 @@ fn stand_in(root: PathBuf, ca: pki::Ca, node: String) -> RecordingRunner {
                     reason: e.to_string(),
                 })?;
             let b64 = base64::engine::general_purpose::STANDARD.encode(cert.cert_pem.as_bytes());
-            write(&root, "var/lib/kubelet/config.yaml", "kind: KubeletConfiguration\n");
+            write(
+                &root,
+                "var/lib/kubelet/config.yaml",
+                "kind: KubeletConfiguration\n",
+            );
             write(
                 &root,
                 "etc/kubernetes/kubelet.conf",
                 &format!("apiVersion: v1\nkind: Config\nusers:\n- name: default-auth\n  user:\n    client-certificate-data: {b64}\n"),
             );
             let control_plane = sub == Some("init")
-                || inv.files.iter().any(|f| f.contents.contains("controlPlane:"));
+                || inv
+                    .files
+                    .iter()
+                    .any(|f| f.contents.contains("controlPlane:"));
             if control_plane {
                 write(&root, "etc/kubernetes/admin.conf", "kind: Config\n");
-                write(&root, "etc/kubernetes/manifests/kube-apiserver.yaml", "kind: Pod\n");
+                write(
+                    &root,
+                    "etc/kubernetes/manifests/kube-apiserver.yaml",
+                    "kind: Pod\n",
+                );
             }
         }
         if inv.program == Program::Kubeadm && sub == Some("reset") {
@@ -143,9 +156,18 @@ async fn master(c: &Cluster, etcd: &common::EtcdGuard, i: u8) -> Node {
     let root = tempfile::tempdir().unwrap();
     image_manifest(root.path(), true);
     let name = format!("master-{i}");
-    let runner = stand_in(root.path().to_owned(), c.pki.kubernetes_ca.clone(), name.clone());
+    let runner = stand_in(
+        root.path().to_owned(),
+        c.pki.kubernetes_ca.clone(),
+        name.clone(),
+    );
     let client = common::client(etcd).await;
-    let phase = KubePhase::new(Paths::under(root.path()), runner.clone(), NoProbe, Some(client));
+    let phase = KubePhase::new(
+        Paths::under(root.path()),
+        runner.clone(),
+        NoProbe,
+        Some(client),
+    );
     let certs = pki::etcd_member_certs(&c.pki.etcd_ca, &name, &[master_ip(i).into()]).unwrap();
     let ctx = KubeContext {
         now: SystemTime::now(),
@@ -155,13 +177,22 @@ async fn master(c: &Cluster, etcd: &common::EtcdGuard, i: u8) -> Node {
         shared_pki: Some(SharedPki::from_cluster(&c.pki, &certs.apiserver_client)),
         joiners_waiting: false,
     };
-    Node { root, phase, runner, ctx }
+    Node {
+        root,
+        phase,
+        runner,
+        ctx,
+    }
 }
 
 fn worker(c: &Cluster, name: &str) -> Node {
     let root = tempfile::tempdir().unwrap();
     image_manifest(root.path(), true);
-    let runner = stand_in(root.path().to_owned(), c.pki.kubernetes_ca.clone(), name.into());
+    let runner = stand_in(
+        root.path().to_owned(),
+        c.pki.kubernetes_ca.clone(),
+        name.into(),
+    );
     let phase = KubePhase::new(Paths::under(root.path()), runner.clone(), NoProbe, None);
     let ctx = KubeContext {
         now: SystemTime::now(),
@@ -171,7 +202,12 @@ fn worker(c: &Cluster, name: &str) -> Node {
         shared_pki: None,
         joiners_waiting: false,
     };
-    Node { root, phase, runner, ctx }
+    Node {
+        root,
+        phase,
+        runner,
+        ctx,
+    }
 }
 
 fn args(r: &Recorded) -> Vec<&str> {
@@ -199,7 +235,10 @@ fn assert_shared_pki(root: &Path, c: &Cluster) {
         std::fs::read_to_string(root.join("etc/kubernetes/pki/ca.key")).unwrap(),
         c.pki.kubernetes_ca.key_pem
     );
-    assert!(!root.join("etc/kubernetes/pki/etcd/ca.key").exists(), "the etcd CA key must stay with the agent");
+    assert!(
+        !root.join("etc/kubernetes/pki/etcd/ca.key").exists(),
+        "the etcd CA key must stay with the agent"
+    );
 }
 
 /// Reconciles the three masters concurrently (interleaved on one task:
@@ -220,7 +259,11 @@ async fn reconcile_all(nodes: &mut [Node]) -> Vec<KubeStatus> {
 async fn three_masters_and_a_worker_form_one_cluster() {
     let etcd = common::start_etcd("orch").await;
     let c = cluster();
-    let mut masters = vec![master(&c, &etcd, 1).await, master(&c, &etcd, 2).await, master(&c, &etcd, 3).await];
+    let mut masters = vec![
+        master(&c, &etcd, 1).await,
+        master(&c, &etcd, 2).await,
+        master(&c, &etcd, 3).await,
+    ];
 
     // Round 1, concurrently: exactly one master initialises, the others wait.
     let st = reconcile_all(&mut masters).await;
@@ -240,7 +283,11 @@ async fn three_masters_and_a_worker_form_one_cluster() {
                     init_node: winner_id.clone()
                 }
             );
-            assert!(masters[i].runner.calls().is_empty(), "a waiting master ran {:?}", masters[i].runner.calls());
+            assert!(
+                masters[i].runner.calls().is_empty(),
+                "a waiting master ran {:?}",
+                masters[i].runner.calls()
+            );
         }
     }
     // The init node: shared PKI placed, then exactly `kubeadm init` with
@@ -250,21 +297,44 @@ async fn three_masters_and_a_worker_form_one_cluster() {
     assert_eq!(calls[0].program, Program::Kubeadm);
     assert_eq!(
         args(&calls[0]),
-        vec!["init", "--config", "/var/lib/kubeboot/kubeadm/init.yaml", "--skip-token-print"]
+        vec![
+            "init",
+            "--config",
+            "/var/lib/kubeboot/kubeadm/init.yaml",
+            "--skip-token-print"
+        ]
     );
     let mut want_inputs = masters[w].ctx.inputs.clone();
     want_inputs.kubernetes_version = Some("v1.31.4".into());
     assert_eq!(calls[0].files.len(), 1);
     let (path, content, mode) = &calls[0].files[0];
-    assert_eq!(path, &masters[w].root.path().join("var/lib/kubeboot/kubeadm/init.yaml"));
+    assert_eq!(
+        path,
+        &masters[w]
+            .root
+            .path()
+            .join("var/lib/kubeboot/kubeadm/init.yaml")
+    );
     assert_eq!(content, &want_inputs.render_init().unwrap());
     assert_eq!(*mode, 0o600);
     assert_eq!(calls[1].program, Program::Kubectl);
-    assert_eq!(args(&calls[1]), vec!["--kubeconfig", "/etc/kubernetes/admin.conf", "apply", "-f", CNI]);
+    assert_eq!(
+        args(&calls[1]),
+        vec![
+            "--kubeconfig",
+            "/etc/kubernetes/admin.conf",
+            "apply",
+            "-f",
+            CNI
+        ]
+    );
     assert_shared_pki(masters[w].root.path(), &c);
     let mut client = common::client(&etcd).await;
     assert_eq!(
-        kubeadm::election::init_done(&mut client).await.unwrap().as_deref(),
+        kubeadm::election::init_done(&mut client)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(winner_id.as_str())
     );
 
@@ -274,15 +344,25 @@ async fn three_masters_and_a_worker_form_one_cluster() {
         assert_eq!(s.phase, PhaseState::Ready, "master {i}");
         assert!(s.joined);
         if i == w {
-            assert_eq!(masters[i].runner.calls().len(), 2, "the init node ran kubeadm again");
+            assert_eq!(
+                masters[i].runner.calls().len(),
+                2,
+                "the init node ran kubeadm again"
+            );
             continue;
         }
         let calls = masters[i].runner.calls();
         assert_eq!(calls.len(), 1, "{calls:?}");
-        assert_eq!(args(&calls[0]), vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]);
+        assert_eq!(
+            args(&calls[0]),
+            vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]
+        );
         let mut want = masters[i].ctx.inputs.clone();
         want.kubernetes_version = Some("v1.31.4".into());
-        assert_eq!(calls[0].files[0].1, want.render_join_control_plane().unwrap());
+        assert_eq!(
+            calls[0].files[0].1,
+            want.render_join_control_plane().unwrap()
+        );
         assert!(calls[0].files[0].1.contains(c.pin.as_str()));
         assert_shared_pki(masters[i].root.path(), &c);
     }
@@ -294,14 +374,23 @@ async fn three_masters_and_a_worker_form_one_cluster() {
     let st = reconcile_all(&mut masters).await;
     for (i, s) in st.iter().enumerate() {
         assert_eq!(s.phase, PhaseState::Ready);
-        assert!(masters[i].runner.calls().is_empty(), "master {i}: {:?}", masters[i].runner.calls());
+        assert!(
+            masters[i].runner.calls().is_empty(),
+            "master {i}: {:?}",
+            masters[i].runner.calls()
+        );
     }
 
     // A new agent process on the init node (in-memory state lost): still
     // no kubeadm, the CNI is applied again (idempotent kubectl apply).
     let again_runner = masters[w].runner.clone();
     let client = common::client(&etcd).await;
-    let mut restarted = KubePhase::new(Paths::under(masters[w].root.path()), again_runner.clone(), NoProbe, Some(client));
+    let mut restarted = KubePhase::new(
+        Paths::under(masters[w].root.path()),
+        again_runner.clone(),
+        NoProbe,
+        Some(client),
+    );
     let s = restarted.reconcile(&masters[w].ctx).await.unwrap();
     assert_eq!(s.phase, PhaseState::Ready);
     let calls = again_runner.calls();
@@ -315,7 +404,10 @@ async fn three_masters_and_a_worker_form_one_cluster() {
     assert_eq!(s.init_node, None);
     let calls = wk.runner.calls();
     assert_eq!(calls.len(), 1);
-    assert_eq!(args(&calls[0]), vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]);
+    assert_eq!(
+        args(&calls[0]),
+        vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]
+    );
     let mut want = wk.ctx.inputs.clone();
     want.kubernetes_version = Some("v1.31.4".into());
     assert_eq!(calls[0].files[0].1, want.render_join_worker().unwrap());
@@ -330,7 +422,13 @@ async fn three_masters_and_a_worker_form_one_cluster() {
 async fn a_failed_join_backs_off_then_retries() {
     let c = cluster();
     let mut wk = worker(&c, "worker-2");
-    wk.phase = KubePhase::new(Paths::under(wk.root.path()), wk.runner.clone(), NoProbe, None).with_backoff(Backoff {
+    wk.phase = KubePhase::new(
+        Paths::under(wk.root.path()),
+        wk.runner.clone(),
+        NoProbe,
+        None,
+    )
+    .with_backoff(Backoff {
         base: Duration::from_secs(5),
         max: Duration::from_secs(60),
     });
@@ -350,7 +448,10 @@ async fn a_failed_join_backs_off_then_retries() {
             next_attempt_in_s,
         } => {
             assert_eq!(*failures, 1);
-            assert!(last_error.contains("identity of the API Server"), "{last_error}");
+            assert!(
+                last_error.contains("identity of the API Server"),
+                "{last_error}"
+            );
             assert_eq!(*next_attempt_in_s, 5);
         }
         other => panic!("{other:?}"),
@@ -374,14 +475,23 @@ async fn leftovers_of_a_crashed_join_are_reset_first() {
     let c = cluster();
     let mut wk = worker(&c, "worker-3");
     // kubeadm died after writing the kubelet config, before kubelet.conf.
-    write(wk.root.path(), "var/lib/kubelet/config.yaml", "kind: KubeletConfiguration\n");
+    write(
+        wk.root.path(),
+        "var/lib/kubelet/config.yaml",
+        "kind: KubeletConfiguration\n",
+    );
     let s = wk.phase.reconcile(&wk.ctx).await.unwrap();
     assert_eq!(s.phase, PhaseState::Ready);
     let calls = wk.runner.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(
         args(&calls[0]),
-        vec!["reset", "--force", "--cri-socket", "unix:///run/containerd/containerd.sock"]
+        vec![
+            "reset",
+            "--force",
+            "--cri-socket",
+            "unix:///run/containerd/containerd.sock"
+        ]
     );
     assert_eq!(args(&calls[1])[0], "join");
 }
@@ -399,7 +509,10 @@ async fn an_image_without_kubernetes_is_skipped_with_its_reason() {
         }
     );
     assert!(wk.runner.calls().is_empty());
-    assert_eq!(kubeadm::vip_health(&s.phase, 6443), kubeadm::VipHealth::Etcd);
+    assert_eq!(
+        kubeadm::vip_health(&s.phase, 6443),
+        kubeadm::VipHealth::Etcd
+    );
 }
 
 #[tokio::test]
@@ -429,8 +542,21 @@ async fn a_master_recreates_an_expired_token_for_a_late_joiner() {
     assert_eq!(
         got,
         vec![
-            vec!["token", "list", "-o", "json", "--kubeconfig", "/etc/kubernetes/admin.conf"],
-            vec!["token", "delete", c.token.id(), "--kubeconfig", "/etc/kubernetes/admin.conf"],
+            vec![
+                "token",
+                "list",
+                "-o",
+                "json",
+                "--kubeconfig",
+                "/etc/kubernetes/admin.conf"
+            ],
+            vec![
+                "token",
+                "delete",
+                c.token.id(),
+                "--kubeconfig",
+                "/etc/kubernetes/admin.conf"
+            ],
             vec![
                 "token",
                 "create",
@@ -449,5 +575,8 @@ async fn a_master_recreates_an_expired_token_for_a_late_joiner() {
     let s = m.phase.reconcile(&m.ctx).await.unwrap();
     assert_eq!(s.phase, PhaseState::Ready);
     assert!(m.runner.calls().is_empty());
-    assert_eq!(config_path("join.yaml"), "/var/lib/kubeboot/kubeadm/join.yaml");
+    assert_eq!(
+        config_path("join.yaml"),
+        "/var/lib/kubeboot/kubeadm/join.yaml"
+    );
 }

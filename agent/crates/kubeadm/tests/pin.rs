@@ -14,7 +14,11 @@ fn pipe(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("running {program} ({e}): install the Debian package openssl/coreutils (make deps)"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "running {program} ({e}): install the Debian package openssl/coreutils (make deps)"
+            )
+        });
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{program} {args:?} failed");
@@ -25,7 +29,11 @@ fn pipe(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
 fn pin_matches_openssl_for_every_derived_ca() {
     let secret = cluster_config::ClusterSecret::new("a-test-cluster-secret-0123").unwrap();
     let cluster = pki::ClusterPki::derive(&secret, "kubeboot").unwrap();
-    for ca in [&cluster.kubernetes_ca, &cluster.etcd_ca, &cluster.front_proxy_ca] {
+    for ca in [
+        &cluster.kubernetes_ca,
+        &cluster.etcd_ca,
+        &cluster.front_proxy_ca,
+    ] {
         let pubkey = openssl(&["x509", "-pubkey", "-noout"], ca.cert_pem.as_bytes());
         let der = openssl(&["pkey", "-pubin", "-outform", "der"], &pubkey);
         let digest = pipe("sha256sum", &[], &der);
@@ -34,8 +42,14 @@ fn pin_matches_openssl_for_every_derived_ca() {
         let pin = kubeadm::CaPin::of(ca);
         assert_eq!(pin.as_str(), format!("sha256:{hex}"));
         // And the checked parser accepts what openssl computed.
-        assert_eq!(kubeadm::CaPin::parse(&format!("sha256:{hex}"), "openssl").unwrap(), pin);
+        assert_eq!(
+            kubeadm::CaPin::parse(&format!("sha256:{hex}"), "openssl").unwrap(),
+            pin
+        );
     }
     // Different CAs, different pins.
-    assert_ne!(kubeadm::CaPin::of(&cluster.kubernetes_ca), kubeadm::CaPin::of(&cluster.etcd_ca));
+    assert_ne!(
+        kubeadm::CaPin::of(&cluster.kubernetes_ca),
+        kubeadm::CaPin::of(&cluster.etcd_ca)
+    );
 }

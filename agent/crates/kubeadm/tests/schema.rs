@@ -270,7 +270,9 @@ enum CgroupDriver {
 }
 
 fn golden(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_data").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("test_data")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -281,8 +283,15 @@ fn check_file(text: &str) -> Result<Vec<String>, String> {
     for doc in kubeadm::render::split_docs(text) {
         let head: BTreeMap<String, serde_yaml_ng::Value> =
             serde_yaml_ng::from_str(&doc).map_err(|e| e.to_string())?;
-        let api = head.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
-        let kind = head.get("kind").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let api = head
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let kind = head
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
         let r = match (api, kind.as_str()) {
             ("kubeadm.k8s.io/v1beta4", "InitConfiguration") => {
                 serde_yaml_ng::from_str::<InitConfiguration>(&doc).map(|_| ())
@@ -328,10 +337,20 @@ fn is_go_duration(s: &str) -> bool {
 fn golden_files_match_the_published_schema() {
     assert_eq!(
         check_file(&golden("init-master.yaml")).unwrap(),
-        vec!["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"]
+        vec![
+            "InitConfiguration",
+            "ClusterConfiguration",
+            "KubeletConfiguration"
+        ]
     );
-    assert_eq!(check_file(&golden("join-master.yaml")).unwrap(), vec!["JoinConfiguration"]);
-    assert_eq!(check_file(&golden("join-worker.yaml")).unwrap(), vec!["JoinConfiguration"]);
+    assert_eq!(
+        check_file(&golden("join-master.yaml")).unwrap(),
+        vec!["JoinConfiguration"]
+    );
+    assert_eq!(
+        check_file(&golden("join-worker.yaml")).unwrap(),
+        vec!["JoinConfiguration"]
+    );
 }
 
 #[test]
@@ -343,24 +362,33 @@ fn golden_values_have_the_right_shapes() {
     assert!(is_go_duration(token.ttl.as_deref().unwrap()));
     kubeadm::BootstrapToken::parse(&token.token, "golden").unwrap();
     let t = i.timeouts.unwrap();
-    assert!(is_go_duration(&t.control_plane_component_health_check.unwrap()));
+    assert!(is_go_duration(
+        &t.control_plane_component_health_check.unwrap()
+    ));
     let c: ClusterConfiguration = serde_yaml_ng::from_str(&docs[1]).unwrap();
     let ext = c.etcd.unwrap().external.unwrap();
     assert!(ext.endpoints.iter().all(|e| e.starts_with("https://")));
     let net = c.networking.unwrap();
     net.pod_subnet.unwrap().parse::<ipnet::Ipv4Net>().unwrap();
-    net.service_subnet.unwrap().parse::<ipnet::Ipv4Net>().unwrap();
+    net.service_subnet
+        .unwrap()
+        .parse::<ipnet::Ipv4Net>()
+        .unwrap();
     let endpoint = c.control_plane_endpoint.unwrap();
     endpoint.parse::<std::net::SocketAddrV4>().unwrap();
 
     for name in ["join-master.yaml", "join-worker.yaml"] {
-        let j: JoinConfiguration = serde_yaml_ng::from_str(&kubeadm::render::split_docs(&golden(name))[0]).unwrap();
+        let j: JoinConfiguration =
+            serde_yaml_ng::from_str(&kubeadm::render::split_docs(&golden(name))[0]).unwrap();
         let bt = j.discovery.bootstrap_token.unwrap();
         assert_eq!(bt.unsafe_skip_ca_verification, None, "{name}");
         let pins = bt.ca_cert_hashes.unwrap();
         assert_eq!(pins.len(), 1);
         kubeadm::CaPin::parse(&pins[0], name).unwrap();
-        bt.api_server_endpoint.unwrap().parse::<std::net::SocketAddrV4>().unwrap();
+        bt.api_server_endpoint
+            .unwrap()
+            .parse::<std::net::SocketAddrV4>()
+            .unwrap();
         assert_eq!(j.control_plane.is_some(), name == "join-master.yaml");
     }
 }
@@ -374,17 +402,30 @@ fn a_misspelt_or_misplaced_field_fails_the_check() {
         ("criSocket:", "crisocket:"),
         ("caCertHashes:", "caCertHash:"),
         ("cgroupDriver: systemd", "cgroupDriver: systemdd"),
-        ("encryptionAlgorithm: ECDSA-P256", "encryptionAlgorithm: ECDSA-P384"),
+        (
+            "encryptionAlgorithm: ECDSA-P256",
+            "encryptionAlgorithm: ECDSA-P384",
+        ),
         ("bindPort: 6443", "bindPort: \"6443\""),
         ("imagePullPolicy: Never", "imagePullPolicy: never"),
         // v1beta3's map form of extraArgs is not v1beta4.
-        ("  - name: node-ip\n    value: 10.77.0.11\n", "    node-ip: 10.77.0.11\n"),
+        (
+            "  - name: node-ip\n    value: 10.77.0.11\n",
+            "    node-ip: 10.77.0.11\n",
+        ),
     ];
     for (from, to) in cases {
-        let base = if from == "caCertHashes:" { golden("join-worker.yaml") } else { init.clone() };
+        let base = if from == "caCertHashes:" {
+            golden("join-worker.yaml")
+        } else {
+            init.clone()
+        };
         assert!(base.contains(from), "{from} not in the golden file");
         let broken = base.replacen(from, to, 1);
-        assert!(check_file(&broken).is_err(), "{to:?} passed the schema check");
+        assert!(
+            check_file(&broken).is_err(),
+            "{to:?} passed the schema check"
+        );
     }
     let v1beta3 = init.replace("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta3");
     assert!(check_file(&v1beta3).is_err());

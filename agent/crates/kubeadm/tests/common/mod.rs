@@ -49,7 +49,10 @@ pub async fn start_etcd(tag: &str) -> EtcdGuard {
         let name = format!("kubeadm-test-{tag}-{}-{attempt}", std::process::id());
         let child = Command::new(ETCD)
             .arg(format!("--name={name}"))
-            .arg(format!("--data-dir={}", dir.path().join(format!("d{attempt}")).display()))
+            .arg(format!(
+                "--data-dir={}",
+                dir.path().join(format!("d{attempt}")).display()
+            ))
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
