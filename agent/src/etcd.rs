@@ -119,7 +119,21 @@ pub fn cluster_token(cluster_name: &str, member_ids_hex: &[String]) -> String {
     format!("{cluster_name}-{hex}")
 }
 
+/// The supervised service's name.
+pub const SERVICE_NAME: &str = "etcd";
+
 impl Launch {
+    /// The service spec for the supervisor (a systemd unit or a child). Pure.
+    pub fn service_spec(&self) -> supervisor::ServiceSpec {
+        supervisor::ServiceSpec {
+            name: SERVICE_NAME.to_owned(),
+            description: format!("etcd member {} (kubeboot)", self.name),
+            exec: self.argv(),
+            restart_sec: 2,
+            ..Default::default()
+        }
+    }
+
     /// etcd's argv (binary first). Pure.
     pub fn argv(&self) -> Vec<String> {
         let d = |p: &Path| p.display().to_string();

@@ -10,7 +10,9 @@ pub mod config;
 pub mod etcd;
 pub mod plan;
 pub mod quorum;
+pub mod run;
 pub mod state;
 pub mod status;
+pub mod wire;
 
 pub use cluster_config;

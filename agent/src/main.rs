@@ -1,18 +1,147 @@
-//! `agent`: the node agent binary. Thin: parses the command line and calls the library.
-use anyhow::Result;
-use clap::Parser;
+//! `agent`: the node agent binary. Thin: parses the command line and calls
+//! the library.
+//!
+//! Exit codes: 0 success; 1 the agent could not run (for example the state
+//! directory is unusable) or `agent status` could not reach it. An invalid
+//! configuration does NOT exit: the agent stays up in a visible failed
+//! state (status line, journal, `agent status`) and re-reads on SIGHUP.
+use std::path::PathBuf;
+
+use agent::run::{RunOptions, SupervisorKind};
+use agent::status;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// The kubeboot node agent.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run(RunArgs),
+    /// Print the running agent's status.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The agent's status socket.
+        #[arg(long, default_value = status::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SupervisorArg {
+    /// systemd over D-Bus (images).
+    Systemd,
+    /// Child processes of the agent (tests, machines without systemd).
+    Process,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Extra configuration (TOML `ClusterSpec` fragment), highest precedence.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The cluster secret, highest precedence.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// The image configuration.
+    #[arg(long, default_value = cluster_config::IMAGE_CONFIG_PATH)]
+    image_config: PathBuf,
+    /// Persistent state directory.
+    #[arg(long, default_value = agent::state::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Cluster network interface (overrides the configuration).
+    #[arg(long)]
+    interface: Option<String>,
+    /// Status socket.
+    #[arg(long, default_value = status::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// How etcd is run.
+    #[arg(long, value_enum, default_value = "systemd")]
+    supervisor: SupervisorArg,
+    /// The etcd binary.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd_bin: PathBuf,
+    /// Never set the hostname (tests sharing the host's UTS namespace).
+    #[arg(long)]
+    no_hostname: bool,
+    /// Never contact the EC2 metadata service, even on EC2.
+    #[arg(long)]
+    no_imds: bool,
+    /// Grace period before a member no node announces counts as dead.
+    #[arg(long, default_value_t = 30_000)]
+    dead_member_grace_ms: u64,
+}
 
 fn main() -> Result<()> {
-    let _cli = Cli::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    tracing::info!("agent starting");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("idle")]);
-    loop {
-        std::thread::park();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread: the agent is I/O bound and small (idle RSS goal < 20 MB).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Some(Command::Status { json, socket }) => rt.block_on(async {
+            let report = status::fetch(&socket).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render(&report));
+            }
+            Ok(())
+        }),
+        Some(Command::Run(args)) => rt.block_on(agent::run::run(options(args))),
+        None => {
+            let args = RunArgs::parse_from(["agent"]);
+            rt.block_on(agent::run::run(options(args)))
+        }
+    }
+}
+
+fn options(a: RunArgs) -> RunOptions {
+    RunOptions {
+        load: agent::config::LoadOptions {
+            image_path: a.image_config,
+            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            cli_config: a.config,
+            cli_secret: a.secret_file,
+        },
+        state_dir: a.state_dir,
+        interface: a.interface,
+        socket: a.socket,
+        supervisor: match a.supervisor {
+            SupervisorArg::Systemd => SupervisorKind::Systemd,
+            SupervisorArg::Process => SupervisorKind::Process,
+        },
+        etcd_bin: a.etcd_bin,
+        set_hostname: !a.no_hostname,
+        imds: !a.no_imds,
+        dead_member_grace_ms: a.dead_member_grace_ms,
+    }
+}
+
+// `RunArgs` is also parsed standalone for the default command.
+impl RunArgs {
+    fn parse_from<I: IntoIterator<Item = &'static str>>(it: I) -> Self {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        Wrap::parse_from(it).args
     }
 }

@@ -284,6 +284,16 @@ impl Plan {
                 self.start(has_etcd_data, now_ms)
             }
             (P::Discovering, Event::Peers { peers }) => self.discover(&peers, now_ms),
+            // Joining → Discovering/Bootstrapping: a node that never was a
+            // member re-decides while no attempt runs (the evidence it saw
+            // may have been a bootstrap that names it, or may be gone).
+            (P::Joining, Event::Peers { peers })
+                if !self.join_in_flight
+                    && !self.persisted.bootstrapped
+                    && self.persisted.join.is_none() =>
+            {
+                self.discover(&peers, now_ms)
+            }
             (P::Joining, Event::Peers { .. }) => Outcome::Applied(self.maybe_join(now_ms)),
             // Joining → EtcdMember: persist the add before etcd creates data.
             (
@@ -441,6 +451,7 @@ impl Plan {
             self.node.timing,
         ) {
             Decision::Wait { reason, proposal } => {
+                self.phase = AgentPhase::Discovering;
                 self.detail = reason;
                 self.proposal = proposal;
                 Outcome::Applied(vec![])
@@ -584,6 +595,7 @@ mod tests {
             peer_url: format!("https://10.0.0.{n}:2380"),
             master: true,
             has_cluster: false,
+            bootstrapping: false,
             cluster_id: None,
             failed: false,
             proposal: proposal.iter().map(|n| id(*n)).collect(),
@@ -661,10 +673,11 @@ mod tests {
         let mut member = peer(7, &[], 10);
         member.has_cluster = true;
         member.cluster_id = Some(42);
+        let peers = vec![peer(2, &[1, 2, 3], 10), peer(3, &[1, 2, 3], 10), member];
         let a = p
             .step(
                 Event::Peers {
-                    peers: vec![peer(2, &[1, 2, 3], 10), peer(3, &[1, 2, 3], 10), member],
+                    peers: peers.clone(),
                 },
                 5000,
             )
@@ -673,16 +686,34 @@ mod tests {
         assert_eq!(a, vec![Action::Join { own_added: None }]);
         // No second attempt while one runs; after a failure, only after the backoff.
         assert_eq!(
-            p.step(Event::Peers { peers: vec![] }, 5001).actions(),
+            p.step(
+                Event::Peers {
+                    peers: peers.clone()
+                },
+                5001
+            )
+            .actions(),
             vec![]
         );
         p.step(Event::JoinFailed { reason: "x".into() }, 5100);
         assert_eq!(
-            p.step(Event::Peers { peers: vec![] }, 5200).actions(),
+            p.step(
+                Event::Peers {
+                    peers: peers.clone()
+                },
+                5200
+            )
+            .actions(),
             vec![]
         );
         assert_eq!(
-            p.step(Event::Peers { peers: vec![] }, 5600).actions(),
+            p.step(
+                Event::Peers {
+                    peers: peers.clone()
+                },
+                5600
+            )
+            .actions(),
             vec![Action::Join { own_added: None }]
         );
         let a = p
@@ -776,17 +807,65 @@ mod tests {
     }
 
     #[test]
+    fn joining_re_decides_until_a_join_is_recorded() {
+        let mut p = started(1);
+        let mut b = peer(2, &[1, 2, 3], 10);
+        b.has_cluster = true;
+        p.step(
+            Event::Peers {
+                peers: vec![b.clone()],
+            },
+            100,
+        );
+        assert_eq!(p.phase, AgentPhase::Joining);
+        p.step(
+            Event::JoinFailed {
+                reason: "no member client URL".into(),
+            },
+            200,
+        );
+        // The peer turns out to bootstrap a set naming this node: follow it.
+        b.bootstrapping = true;
+        let a = p
+            .step(
+                Event::Peers {
+                    peers: vec![b.clone(), peer(3, &[1, 2, 3], 10)],
+                },
+                300,
+            )
+            .actions();
+        assert_eq!(p.phase, AgentPhase::Bootstrapping);
+        assert!(matches!(
+            &a[..],
+            [
+                Action::Persist(_),
+                Action::StartEtcd(ClusterState::New { .. })
+            ]
+        ));
+        // Evidence gone before any join was recorded: back to discovering.
+        let mut q = started(1);
+        let mut c = peer(2, &[], 10);
+        c.has_cluster = true;
+        q.step(Event::Peers { peers: vec![c] }, 100);
+        q.step(Event::JoinFailed { reason: "x".into() }, 200);
+        q.step(Event::Peers { peers: vec![] }, 300);
+        assert_eq!(q.phase, AgentPhase::Discovering);
+    }
+
+    #[test]
     fn restart_with_data_never_says_new() {
-        let mut st = PersistedState::default();
-        st.bootstrap = Some(BootstrapDecision {
-            members: vec![InitialMember {
-                node_id: hex16(&id(1)),
-                name: "m1".into(),
-                peer_url: "u1".into(),
-            }],
-            token: "t".into(),
-        });
-        st.bootstrapped = true;
+        let st = PersistedState {
+            bootstrap: Some(BootstrapDecision {
+                members: vec![InitialMember {
+                    node_id: hex16(&id(1)),
+                    name: "m1".into(),
+                    peer_url: "u1".into(),
+                }],
+                token: "t".into(),
+            }),
+            bootstrapped: true,
+            ..Default::default()
+        };
         let mut p = Plan::new(node(1), st);
         let a = p
             .step(

@@ -59,6 +59,9 @@ pub struct PeerFacts {
     /// The peer reports an etcd cluster id, or a phase past the bootstrap
     /// decision (bootstrapping, etcd member, ready).
     pub has_cluster: bool,
+    /// The peer has decided and is bootstrapping its `proposal` (its etcd
+    /// has not answered yet).
+    pub bootstrapping: bool,
     /// The etcd cluster id it reports, if any.
     pub cluster_id: Option<u64>,
     /// The peer has given up (failed state): not counted as live.
@@ -145,9 +148,23 @@ pub fn decide(
     now_ms: u64,
     timing: Timing,
 ) -> Decision {
-    if let Some(p) = peers.iter().find(|p| p.has_cluster) {
+    let committed: Vec<&PeerFacts> = peers.iter().filter(|p| p.has_cluster).collect();
+    if let Some(first) = committed.first() {
+        // A bootstrap in progress that names this node, with no other
+        // cluster in sight: follow it (same initial set, same token), or
+        // its members would wait for this node forever.
+        let set = &first.proposal;
+        if set.contains(&own)
+            && committed
+                .iter()
+                .all(|p| p.bootstrapping && p.cluster_id.is_none() && p.proposal == *set)
+        {
+            return Decision::Bootstrap {
+                members: set.clone(),
+            };
+        }
         return Decision::Join {
-            reason: format!("peer {} reports an existing cluster", short(&p.id)),
+            reason: format!("peer {} reports an existing cluster", short(&first.id)),
         };
     }
     let live = live_masters(own, peers);
@@ -320,6 +337,7 @@ mod tests {
             peer_url: format!("https://10.0.0.{n}:2380"),
             master: true,
             has_cluster: false,
+            bootstrapping: false,
             cluster_id: None,
             failed: false,
             proposal: proposal.iter().map(|n| id(*n)).collect(),
@@ -394,6 +412,41 @@ mod tests {
         let peers = vec![peer(2, &[1, 2, 3], 1000), peer(3, &[1, 2, 3], 1000), p];
         assert!(matches!(
             decide(id(1), 3, &peers, 0, 1000, T),
+            Decision::Join { .. }
+        ));
+    }
+
+    #[test]
+    fn a_bootstrap_in_progress_naming_this_node_is_followed() {
+        let mut b = peer(2, &[1, 2, 3], 1000);
+        b.has_cluster = true;
+        b.bootstrapping = true;
+        // Even before this node's own view settled.
+        assert_eq!(
+            decide(id(1), 3, &[b.clone()], 999, 1000, T),
+            Decision::Bootstrap {
+                members: vec![id(1), id(2), id(3)]
+            }
+        );
+        // Not named: join (wait for the cluster) instead.
+        assert!(matches!(
+            decide(id(4), 3, &[b.clone()], 0, 1000, T),
+            Decision::Join { .. }
+        ));
+        // Another peer with a real cluster id: join, never bootstrap.
+        let mut c = peer(5, &[], 1000);
+        c.has_cluster = true;
+        c.cluster_id = Some(9);
+        assert!(matches!(
+            decide(id(1), 3, &[b.clone(), c], 0, 1000, T),
+            Decision::Join { .. }
+        ));
+        // Two bootstraps with different sets: join, never pick one.
+        let mut d = peer(3, &[1, 3, 4], 1000);
+        d.has_cluster = true;
+        d.bootstrapping = true;
+        assert!(matches!(
+            decide(id(1), 3, &[b, d], 0, 1000, T),
             Decision::Join { .. }
         ));
     }

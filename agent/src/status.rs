@@ -81,8 +81,10 @@ pub struct PeerStatus {
     pub addresses: Vec<String>,
     /// etcd cluster id, if it reports one (hex).
     pub cluster_id: Option<String>,
-    /// Milliseconds since its last announcement.
+    /// Milliseconds since its announcement last changed.
     pub last_seen_ms_ago: u64,
+    /// Milliseconds since it was first heard.
+    pub first_seen_ms_ago: u64,
 }
 
 /// Discovery status.
@@ -190,7 +192,7 @@ pub fn render(r: &StatusReport) -> String {
     }
     for p in &r.discovery.peers {
         line(format!(
-            "  {} {} {} {} {}{} ({} ms ago)",
+            "  {} {} {} {} {}{} (changed {} ms ago)",
             p.id.get(..6).unwrap_or(&p.id),
             p.name,
             p.role,
@@ -359,6 +361,7 @@ mod tests {
             addresses: vec!["10.0.0.2".into()],
             cluster_id: Some("2a".into()),
             last_seen_ms_ago: 12,
+            first_seen_ms_ago: 100,
         });
         r.etcd = EtcdReport {
             running: true,

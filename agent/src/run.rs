@@ -1,0 +1,690 @@
+//! The I/O shell: loads configuration and identity, writes certificates,
+//! runs discovery, feeds the [`plan`](crate::plan) and carries out its
+//! actions (persist, start etcd through the supervisor, join, promote),
+//! serves the status socket and reports the phase to systemd.
+//!
+//! Everything long-running (a join attempt, a promotion, the etcd health
+//! monitor) runs as a task that reports back on one channel as a
+//! [`plan::Event`]; the loop below is the only place the plan changes.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use cluster_config::{ClusterConfig, ClusterSecret, Role};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, Loaded};
+use crate::etcd::{self, ClientTls, ClusterState, Etcd, Launch, TlsFiles};
+use crate::plan::{Action, AgentPhase, Event, NodeFacts, Plan};
+use crate::quorum::{self, ClusterMember, JoinStep, PeerFacts, Timing};
+use crate::state::{hex16, StateDir};
+use crate::status::{self, StatusReport};
+use crate::wire;
+
+/// How etcd is supervised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupervisorKind {
+    /// systemd over D-Bus.
+    Systemd,
+    /// Children of the agent.
+    Process,
+}
+
+/// Options of `agent run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where configuration comes from.
+    pub load: config::LoadOptions,
+    /// Persistent state directory.
+    pub state_dir: PathBuf,
+    /// Interface override.
+    pub interface: Option<String>,
+    /// Status socket.
+    pub socket: PathBuf,
+    /// Supervisor.
+    pub supervisor: SupervisorKind,
+    /// etcd binary.
+    pub etcd_bin: PathBuf,
+    /// Set the hostname when the image default is in place.
+    pub set_hostname: bool,
+    /// Allow the EC2 metadata service (only used when DMI says EC2).
+    pub imds: bool,
+    /// Grace period before an unannounced member counts as dead.
+    pub dead_member_grace_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch (the time base of discovery too).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+use supervisor::{
+    notify_ready, notify_status, AnySupervisor, ProcessSupervisor, Supervisor, SystemdSupervisor,
+};
+
+/// Loads the configuration layers (with user data on EC2 only).
+async fn load_config(opts: &RunOptions) -> Result<Loaded, config::LoadError> {
+    let mut sources = config::gather(&opts.load)?;
+    let (sys, board) = config::read_dmi_vendors(std::path::Path::new("/sys/class/dmi/id"));
+    if opts.imds && config::is_ec2(sys.as_deref(), board.as_deref()) {
+        match config::fetch_user_data(config::IMDS_BASE_URL, Duration::from_secs(2)).await {
+            Ok(text) => sources.user_data = config::user_data_layer(text),
+            Err(e) => tracing::warn!("EC2 user data not used: {e}"),
+        }
+    }
+    let mut loaded = config::layer(&sources)?;
+    if let Some(i) = &opts.interface {
+        loaded.config.network.interface = Some(i.clone());
+    }
+    Ok(loaded)
+}
+
+/// The node's cluster address: the first IPv4 address of the configured
+/// interface, else the first address inside the configured CIDR, else the
+/// first non-loopback IPv4 address.
+pub fn cluster_address(cfg: &ClusterConfig) -> Result<(String, Ipv4Addr)> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing network interfaces")?;
+    let mut found: Vec<(String, Ipv4Addr)> = Vec::new();
+    for a in addrs {
+        if let Some(ip) = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|s| s.ip())
+        {
+            found.push((a.interface_name.clone(), ip));
+        }
+    }
+    let pick = if let Some(iface) = &cfg.network.interface {
+        found.iter().find(|(n, _)| n == iface).cloned()
+    } else if let Some(cidr) = cfg.network.cidr {
+        found.iter().find(|(_, ip)| cidr.contains(ip)).cloned()
+    } else {
+        found.iter().find(|(_, ip)| !ip.is_loopback()).cloned()
+    };
+    pick.with_context(|| match &cfg.network.interface {
+        Some(i) => format!("interface {i} has no IPv4 address"),
+        None => "no interface with a usable IPv4 address".to_owned(),
+    })
+}
+
+/// Sets the hostname to `name` when the image default (`localhost` or
+/// empty) is in place. sethostname(2) directly: no shelling out.
+fn maybe_set_hostname(name: &str) {
+    let current = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if current.is_empty() || current == "localhost" || current == "(none)" {
+        match nix::unistd::sethostname(name) {
+            Ok(()) => tracing::info!("hostname set to {name}"),
+            Err(e) => tracing::warn!("setting the hostname to {name}: {e}"),
+        }
+    }
+}
+
+/// Writes the etcd TLS files; returns the agent's client TLS material and
+/// the CA pin.
+fn write_pki(
+    dir: &std::path::Path,
+    secret: &ClusterSecret,
+    cluster: &str,
+    name: &str,
+    ip: Ipv4Addr,
+) -> Result<(ClientTls, String)> {
+    let cluster_pki =
+        pki::ClusterPki::derive(secret, cluster).context("deriving the cluster PKI")?;
+    let certs = pki::etcd_member_certs(&cluster_pki.etcd_ca, name, &[IpAddr::V4(ip)])
+        .context("issuing the etcd member certificates")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let f = TlsFiles::under(dir);
+    let w = |p: &std::path::Path, pem: &str, key: bool| {
+        if key {
+            pki::write_key_file(p, pem)
+        } else {
+            pki::write_cert_file(p, pem)
+        }
+        .with_context(|| format!("writing {}", p.display()))
+    };
+    w(&f.ca, &cluster_pki.etcd_ca.cert_pem, false)?;
+    w(&f.server_cert, &certs.server.cert_pem, false)?;
+    w(&f.server_key, &certs.server.key_pem, true)?;
+    w(&f.peer_cert, &certs.peer.cert_pem, false)?;
+    w(&f.peer_key, &certs.peer.key_pem, true)?;
+    w(
+        &dir.join("apiserver-etcd-client.crt"),
+        &certs.apiserver_client.cert_pem,
+        false,
+    )?;
+    w(
+        &dir.join("apiserver-etcd-client.key"),
+        &certs.apiserver_client.key_pem,
+        true,
+    )?;
+    Ok((
+        ClientTls {
+            ca_pem: cluster_pki.etcd_ca.cert_pem.clone(),
+            cert_pem: certs.agent_client.cert_pem,
+            key_pem: certs.agent_client.key_pem,
+        },
+        cluster_pki.etcd_ca.spki_pin(),
+    ))
+}
+
+/// Shared, read-mostly context of the tasks.
+struct Ctx {
+    cfg: ClusterConfig,
+    name: String,
+    ip: Ipv4Addr,
+    tls: ClientTls,
+    events: mpsc::UnboundedSender<Event>,
+    grace_ms: u64,
+}
+
+impl Ctx {
+    fn own_peer_url(&self) -> String {
+        etcd::peer_url(self.ip, self.cfg.etcd.peer_port)
+    }
+    fn own_client_url(&self) -> String {
+        etcd::client_url(self.ip, self.cfg.etcd.client_port)
+    }
+}
+
+/// One join attempt: membership lock, then one change at a time until this
+/// node is added as a learner (or has to wait).
+async fn join_attempt(
+    ctx: Arc<Ctx>,
+    endpoints: Vec<String>,
+    own_added: Option<u64>,
+    live_peer_urls: BTreeSet<String>,
+    watched_enough: bool,
+) -> Event {
+    let result: Result<Event, String> = async {
+        if endpoints.is_empty() {
+            return Err("no member client URL announced yet".to_owned());
+        }
+        let client = Etcd::connect(&endpoints, &ctx.tls, Duration::from_secs(3))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (key, lease) = client
+            .lock_membership(15)
+            .await
+            .map_err(|e| e.to_string())?;
+        let outcome = async {
+            for _ in 0..4 {
+                let members = client.members().await.map_err(|e| e.to_string())?;
+                let view: Vec<ClusterMember> = members
+                    .iter()
+                    .map(|m| ClusterMember {
+                        id: m.id,
+                        name: m.name.clone(),
+                        peer_urls: m.peer_urls.clone(),
+                        is_learner: m.is_learner,
+                    })
+                    .collect();
+                match quorum::join_step(
+                    &view,
+                    &ctx.own_peer_url(),
+                    own_added,
+                    &live_peer_urls,
+                    usize::from(ctx.cfg.masters),
+                    watched_enough,
+                ) {
+                    JoinStep::Remove { id, reason } => {
+                        tracing::warn!("removing etcd member {id:x}: {reason}");
+                        client.remove(id).await.map_err(|e| e.to_string())?;
+                    }
+                    JoinStep::AddLearner => {
+                        let (id, members) = client
+                            .add_learner(&ctx.own_peer_url())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tracing::info!("added as etcd learner {id:x}");
+                        return Ok(Event::Joined {
+                            member_id: id,
+                            initial_cluster: etcd::initial_cluster_of(
+                                &members,
+                                &ctx.name,
+                                &ctx.own_peer_url(),
+                            ),
+                        });
+                    }
+                    JoinStep::AlreadyMember { id } => {
+                        return Ok(Event::Joined {
+                            member_id: id,
+                            initial_cluster: etcd::initial_cluster_of(
+                                &members,
+                                &ctx.name,
+                                &ctx.own_peer_url(),
+                            ),
+                        });
+                    }
+                    JoinStep::Wait { reason } => return Err(reason),
+                }
+            }
+            Err("membership still changing; retrying".to_owned())
+        }
+        .await;
+        if let Err(e) = client.unlock(key, lease).await {
+            tracing::debug!("unlocking membership: {e}");
+        }
+        outcome
+    }
+    .await;
+    result.unwrap_or_else(|reason| Event::JoinFailed { reason })
+}
+
+/// One promotion attempt through the other members.
+async fn promote_attempt(ctx: Arc<Ctx>, endpoints: Vec<String>, member_id: u64) -> Event {
+    let r = async {
+        let client = Etcd::connect(&endpoints, &ctx.tls, Duration::from_secs(3)).await?;
+        client.promote(member_id).await
+    }
+    .await;
+    match r {
+        Ok(()) => {
+            tracing::info!("promoted etcd learner {member_id:x} to voter");
+            Event::Promoted
+        }
+        Err(e) => {
+            // Typically "not in sync with the leader" until it catches up.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Event::PromoteFailed {
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+/// Watches the local etcd: sends `EtcdStatus` (voter: only after a quorum
+/// read) or `EtcdUnhealthy`, and refreshes the etcd part of the status.
+async fn monitor_etcd(ctx: Arc<Ctx>, report: watch::Sender<StatusReport>) {
+    let mut client: Option<Etcd> = None;
+    let mut healthy_before = false;
+    let mut last_members = 0u64;
+    loop {
+        if client.is_none() {
+            client = Etcd::connect(&[ctx.own_client_url()], &ctx.tls, Duration::from_secs(2))
+                .await
+                .ok();
+        }
+        let Some(c) = client.clone() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let event = match c.status().await {
+            Ok(s) if s.is_learner => Event::EtcdStatus {
+                cluster_id: s.cluster_id,
+                member_id: s.member_id,
+                is_learner: true,
+            },
+            Ok(s) => match c.quorum_read().await {
+                Ok(()) => Event::EtcdStatus {
+                    cluster_id: s.cluster_id,
+                    member_id: s.member_id,
+                    is_learner: false,
+                },
+                Err(e) => Event::EtcdUnhealthy {
+                    reason: e.to_string(),
+                },
+            },
+            Err(e) => Event::EtcdUnhealthy {
+                reason: e.to_string(),
+            },
+        };
+        let healthy = matches!(event, Event::EtcdStatus { .. });
+        let status = c.status().await.ok();
+        if ctx.events.send(event.clone()).is_err() {
+            return;
+        }
+        // The member list with per-member health, at most every 2 s.
+        let now = now_ms();
+        if healthy && now.saturating_sub(last_members) >= 2000 {
+            last_members = now;
+            if let Ok(members) = c.members().await {
+                let mut out = Vec::new();
+                for m in &members {
+                    let mut ok = false;
+                    if let Some(url) = m.client_urls.first() {
+                        if let Ok(mc) = Etcd::connect(
+                            std::slice::from_ref(url),
+                            &ctx.tls,
+                            Duration::from_millis(700),
+                        )
+                        .await
+                        {
+                            ok = mc.status().await.is_ok();
+                        }
+                    }
+                    out.push(status::MemberReport {
+                        id: format!("{:x}", m.id),
+                        name: m.name.clone(),
+                        peer_urls: m.peer_urls.clone(),
+                        learner: m.is_learner,
+                        healthy: ok,
+                    });
+                }
+                report.send_modify(|r| r.etcd.members = out);
+            }
+        }
+        report.send_modify(|r| {
+            r.etcd.running = true;
+            match (&event, status) {
+                (
+                    Event::EtcdStatus {
+                        cluster_id,
+                        member_id,
+                        is_learner,
+                    },
+                    Some(s),
+                ) => {
+                    r.etcd.cluster_id = Some(format!("{cluster_id:x}"));
+                    r.etcd.member_id = Some(format!("{member_id:x}"));
+                    r.etcd.leader = (s.leader != 0).then(|| format!("{:x}", s.leader));
+                    r.etcd.learner = *is_learner;
+                    r.etcd.error = None;
+                }
+                (Event::EtcdUnhealthy { reason }, _) => r.etcd.error = Some(reason.clone()),
+                _ => {}
+            }
+        });
+        if healthy != healthy_before {
+            healthy_before = healthy;
+        }
+        let pause = if healthy { 1000 } else { 200 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let state = StateDir::open(&opts.state_dir)?;
+    let node_id = state.node_id()?;
+    let (report_tx, report_rx) = watch::channel(StatusReport {
+        phase: "starting".to_owned(),
+        detail: "loading configuration".to_owned(),
+        ..Default::default()
+    });
+    let _server = status::serve(&opts.socket, report_rx).await?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+
+    // Configuration: a failure is a visible, waiting state, never an exit.
+    let loaded = loop {
+        match load_config(&opts).await {
+            Ok(l) => break l,
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
+                notify_status(&format!("failed: {reason}"));
+                notify_ready();
+                report_tx.send_modify(|r| {
+                    r.phase = "failed".to_owned();
+                    r.detail = reason.clone();
+                    r.config.ok = false;
+                    r.config.error = Some(reason.clone());
+                });
+                tokio::select! {
+                    _ = hup.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
+                    _ = term.recv() => return Ok(()),
+                }
+            }
+        }
+    };
+    notify_ready();
+    let cfg = loaded.config.clone();
+    let (iface, ip) = cluster_address(&cfg)?;
+    let role = cfg.role;
+    let name = format!("{role}-{}", &hex16(&node_id)[..6]);
+    if opts.set_hostname {
+        maybe_set_hostname(&name);
+    }
+    tracing::info!(
+        "node {name} ({}) on {iface} {ip}, config from {}",
+        hex16(&node_id),
+        loaded.sources.join(" < ")
+    );
+    report_tx.send_modify(|r| {
+        r.node = status::NodeStatus {
+            id: hex16(&node_id),
+            name: name.clone(),
+            role: role.to_string(),
+            addresses: vec![ip.to_string()],
+        };
+        r.config = status::ConfigStatus {
+            ok: true,
+            error: None,
+            sources: loaded.sources.clone(),
+            cluster: cfg.name.clone(),
+            masters: cfg.masters,
+        };
+    });
+
+    // PKI (masters run etcd; workers need none of it here).
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let master = role == Role::Master;
+    let tls = if master {
+        notify_status("writing certificates");
+        let (tls, pin) = write_pki(&state.pki_dir(), &loaded.secret, &cfg.name, &name, ip)?;
+        report_tx.send_modify(|r| {
+            r.pki.ready = true;
+            r.pki.etcd_ca_pin = Some(pin);
+        });
+        tls
+    } else {
+        ClientTls {
+            ca_pem: String::new(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+        }
+    };
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        name: name.clone(),
+        ip,
+        tls,
+        events: events_tx.clone(),
+        grace_ms: opts.dead_member_grace_ms,
+    });
+
+    // Discovery.
+    let mut disc = wire::start(&cfg, &loaded.secret, ip, node_id, &name)
+        .await
+        .context("starting discovery")?;
+
+    let supervisor: AnySupervisor = match opts.supervisor {
+        SupervisorKind::Systemd => SystemdSupervisor::connect()
+            .await
+            .context("connecting to systemd over D-Bus (use --supervisor process without systemd)")?
+            .into(),
+        SupervisorKind::Process => ProcessSupervisor::new(state.root().join("logs")).into(),
+    };
+
+    let timing = Timing::from_interval(cfg.discovery.interval_ms);
+    let mut plan = Plan::new(
+        NodeFacts {
+            id: node_id,
+            name: name.clone(),
+            master,
+            peer_url: ctx.own_peer_url(),
+            expected_masters: usize::from(cfg.masters),
+            cluster_name: cfg.name.clone(),
+            timing,
+            join_backoff_ms: 1000.max(cfg.discovery.interval_ms),
+        },
+        state.load()?,
+    );
+    let mut joining_since: Option<u64> = None;
+    let mut monitor: Option<tokio::task::JoinHandle<()>> = None;
+    let mut pending = vec![Event::Start {
+        has_etcd_data: state.has_etcd_data(),
+    }];
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        (cfg.discovery.interval_ms / 2).max(50),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = String::new();
+    loop {
+        for event in pending.drain(..) {
+            let now = now_ms();
+            let before = plan.phase;
+            let actions = plan.step(event.clone(), now).actions();
+            if plan.phase == AgentPhase::Joining && joining_since.is_none() {
+                joining_since = Some(now);
+            }
+            if plan.phase != before {
+                tracing::info!("phase {before:?} → {:?}: {}", plan.phase, plan.detail);
+                if plan.phase == AgentPhase::Failed {
+                    tracing::error!("{}", plan.detail);
+                }
+            }
+            for action in actions {
+                match action {
+                    Action::Persist(st) => state.save(&st)?,
+                    Action::StartEtcd(cs) => {
+                        let launch = Launch {
+                            binary: opts.etcd_bin.clone(),
+                            name: name.clone(),
+                            data_dir: state.etcd_data_dir(),
+                            ip,
+                            client_port: cfg.etcd.client_port,
+                            peer_port: cfg.etcd.peer_port,
+                            state: cs.clone(),
+                            tls: TlsFiles::under(&state.pki_dir()),
+                        };
+                        tracing::info!(
+                            "starting etcd ({})",
+                            match cs {
+                                ClusterState::New { .. } => "new cluster",
+                                ClusterState::Existing { .. } => "joining",
+                                ClusterState::Restart { .. } => "restart with data",
+                            }
+                        );
+                        supervisor
+                            .start(&launch.service_spec())
+                            .await
+                            .context("starting etcd through the supervisor")?;
+                        if monitor.is_none() {
+                            monitor =
+                                Some(tokio::spawn(monitor_etcd(ctx.clone(), report_tx.clone())));
+                        }
+                    }
+                    Action::Join { own_added } => {
+                        let snap = disc.peers(now_ms());
+                        let endpoints = member_endpoints(&snap, cfg.etcd.client_port);
+                        let live: BTreeSet<String> = snap
+                            .iter()
+                            .filter(|p| !p.peer_url.is_empty())
+                            .map(|p| p.peer_url.clone())
+                            .collect();
+                        let watched =
+                            joining_since.is_some_and(|s| now.saturating_sub(s) >= ctx.grace_ms);
+                        let c = ctx.clone();
+                        tokio::spawn(async move {
+                            let ev =
+                                join_attempt(c.clone(), endpoints, own_added, live, watched).await;
+                            let _ = c.events.send(ev);
+                        });
+                    }
+                    Action::Promote { member_id } => {
+                        let endpoints: Vec<String> =
+                            member_endpoints(&disc.peers(now_ms()), cfg.etcd.client_port);
+                        let c = ctx.clone();
+                        tokio::spawn(async move {
+                            let ev = promote_attempt(c.clone(), endpoints, member_id).await;
+                            let _ = c.events.send(ev);
+                        });
+                    }
+                    Action::StartVip => {
+                        // The VIP runner (agent/crates/vrrp, issue 5) starts
+                        // here: the local etcd member is a healthy voter.
+                        tracing::info!("local etcd member healthy: VIP runner start point");
+                    }
+                }
+            }
+        }
+        // Announce and report the current phase.
+        disc.announce(wire::OwnState {
+            phase: plan.phase,
+            proposal: plan.proposal.clone(),
+            membership: plan.membership(),
+        });
+        let line = format!("{}: {}", phase_name(plan.phase), plan.detail);
+        if line != last_status {
+            notify_status(&line);
+            last_status = line;
+        }
+        let stats = disc.stats();
+        let peers_now = disc.peer_reports(now_ms());
+        report_tx.send_modify(|r| {
+            r.phase = phase_name(plan.phase).to_owned();
+            r.detail = plan.detail.clone();
+            r.discovery.mode = format!("{:?}", cfg.discovery.mode).to_lowercase();
+            r.discovery.peers = peers_now;
+            r.discovery.accepted = stats.0;
+            r.discovery.rejected = stats.1;
+            r.discovery.proposal = plan.proposal.iter().map(hex16).collect();
+        });
+
+        tokio::select! {
+            _ = tick.tick() => pending.push(Event::Peers { peers: disc.peers(now_ms()) }),
+            _ = disc.changed() => pending.push(Event::Peers { peers: disc.peers(now_ms()) }),
+            Some(ev) = events.recv() => pending.push(ev),
+            _ = hup.recv() => {
+                match load_config(&opts).await {
+                    Ok(l) if l.config == cfg => tracing::info!("SIGHUP: configuration unchanged"),
+                    Ok(_) => tracing::warn!("SIGHUP: configuration changed; restart the agent to apply it"),
+                    Err(e) => tracing::error!("SIGHUP: configuration invalid (the running one stays): {e}"),
+                }
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                // Under systemd etcd keeps running (it is its own unit);
+                // children of the agent are stopped with it.
+                if let AnySupervisor::Process(p) = &supervisor {
+                    p.shutdown().await;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn member_endpoints(peers: &[PeerFacts], client_port: u16) -> Vec<String> {
+    let mut v: Vec<String> = peers
+        .iter()
+        .filter(|p| p.cluster_id.is_some() && !p.peer_url.is_empty())
+        .filter_map(|p| {
+            let host = p
+                .peer_url
+                .trim_start_matches("https://")
+                .rsplit_once(':')?
+                .0
+                .to_owned();
+            Some(format!("https://{host}:{client_port}"))
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The kebab-case name of a phase (status and STATUS= line).
+pub fn phase_name(p: AgentPhase) -> &'static str {
+    match p {
+        AgentPhase::Starting => "starting",
+        AgentPhase::Discovering => "discovering",
+        AgentPhase::Bootstrapping => "bootstrapping",
+        AgentPhase::Joining => "joining",
+        AgentPhase::EtcdMember => "etcd-member",
+        AgentPhase::Ready => "ready",
+        AgentPhase::Failed => "failed",
+    }
+}
