@@ -39,15 +39,21 @@
 
 pub mod config;
 pub mod machine;
+#[cfg(feature = "runtime")]
 pub mod netlink;
 pub mod packet;
+#[cfg(feature = "runtime")]
 pub mod runner;
+#[cfg(feature = "runtime")]
 pub mod sock;
 pub mod status;
+#[cfg(feature = "runtime")]
 pub mod tracker;
 
 pub use config::VrrpConfig;
 pub use machine::{Health, State};
+#[cfg(feature = "runtime")]
 pub use runner::{RunError, Vrrp, VrrpHandle};
 pub use status::Status;
+#[cfg(feature = "runtime")]
 pub use tracker::{CheckRole, CheckSpec, TlsFiles, Tracker};

@@ -137,7 +137,7 @@ impl VrrpSocket {
     pub async fn recv(&self, buf: &mut [u8]) -> Result<usize, SocketError> {
         loop {
             let mut guard = self.rx.readable().await.map_err(SocketError::Recv)?;
-            match guard.try_io(|inner| (&mut &*inner.get_ref()).read(buf)) {
+            match guard.try_io(|inner| (&mut inner.get_ref()).read(buf)) {
                 Ok(result) => return result.map_err(SocketError::Recv),
                 Err(_would_block) => continue,
             }
