@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::profile::Profile;
 
@@ -53,7 +53,7 @@ impl Entry {
 
 /// Whether the Kubernetes components are in the image, as recorded for the
 /// agent in [`KUBERNETES_RECORD_PATH`] and in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KubernetesRecord {
     /// True when every declared component was installed.
     pub present: bool,
@@ -68,7 +68,7 @@ pub struct KubernetesRecord {
 }
 
 /// One installed upstream component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstalledComponent {
     /// Name (`kubelet`).
     pub name: String,
@@ -164,7 +164,11 @@ pub fn generated(profile: &Profile, kubernetes: &KubernetesRecord) -> Vec<Entry>
     // The kernel runs /init from the initramfs; it is systemd itself.
     out.push(symlink("/init", "usr/lib/systemd/systemd"));
     // No console login in the image: no getty on any console.
-    for unit in ["getty@.service", "serial-getty@.service", "console-getty.service"] {
+    for unit in [
+        "getty@.service",
+        "serial-getty@.service",
+        "console-getty.service",
+    ] {
         out.push(symlink(&format!("/etc/systemd/system/{unit}"), "/dev/null"));
     }
 
@@ -205,7 +209,10 @@ mod tests {
         assert!(sysctl.contains("\nnet.ipv4.ip_forward = 1\n"), "{sysctl}");
         assert!(sysctl.contains("\nnet.bridge.bridge-nf-call-iptables = 1\n"));
         assert_eq!(
-            content(&e, MODULES_LOAD_PATH).lines().skip(1).collect::<Vec<_>>(),
+            content(&e, MODULES_LOAD_PATH)
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
             ["overlay", "br_netfilter"]
         );
     }

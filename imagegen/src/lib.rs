@@ -16,5 +16,12 @@
 //!    and a [`manifest::Manifest`], all under temporary names renamed last.
 #![warn(missing_docs)]
 
+pub mod assemble;
 pub mod bake;
+pub mod build;
+pub mod cli;
+pub mod components;
+pub mod manifest;
+pub mod output;
+pub mod packages;
 pub mod profile;

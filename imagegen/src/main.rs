@@ -1,11 +1,20 @@
-//! `imagegen` binary (skeleton).
+//! `imagegen`: thin binary over the library's [`imagegen::cli`].
+//!
+//! Exit codes: 0 success; 1 the build, lock or inspect failed (the message
+//! names what and where); 2 bad command line.
 use clap::Parser;
 
-/// Builds node OS images from profiles.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {}
-
 fn main() {
-    let _ = Cli::parse();
+    let cli = imagegen::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    if let Err(e) = imagegen::cli::run(cli) {
+        eprintln!("imagegen: error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -449,7 +449,9 @@ impl ProfileSpec {
             }
         }
         if let Some(url) = &self.archive.url {
-            if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file:/"))
+            if !(url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.starts_with("file:/"))
             {
                 return Err(bad(
                     &["archive", "url"],
@@ -587,7 +589,15 @@ fn is_unit_name(s: &str) -> bool {
     };
     !stem.is_empty()
         && [
-            "service", "socket", "target", "timer", "path", "mount", "automount", "swap", "slice",
+            "service",
+            "socket",
+            "target",
+            "timer",
+            "path",
+            "mount",
+            "automount",
+            "swap",
+            "slice",
         ]
         .contains(&suffix)
         && stem
@@ -597,7 +607,9 @@ fn is_unit_name(s: &str) -> bool {
 
 /// 64 lowercase hex digits.
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    s.len() == 64
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
 /// The validated archive settings.
@@ -772,7 +784,10 @@ impl Profile {
                 name: cname.clone(),
                 url,
                 sha256,
-                path: c.path.clone().unwrap_or_else(|| format!("/usr/bin/{cname}")),
+                path: c
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("/usr/bin/{cname}")),
             });
         }
         if !components.is_empty() && merged.kubernetes.version.is_none() {
@@ -962,7 +977,10 @@ mod tests {
         let text = err.to_string();
         assert!(matches!(err, ProfileError::Invalid { .. }), "{text}");
         assert!(text.starts_with("p.toml:5:"), "{text}");
-        assert!(text.contains("kubernetes.components.kubelet.sha256"), "{text}");
+        assert!(
+            text.contains("kubernetes.components.kubelet.sha256"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1056,7 +1074,10 @@ mod tests {
             "[packages]\ninclude = [\"vim\"]\nexclude = [\"vim\"]\n[cluster]\nrole = \"master\"\n",
         )]);
         let err = Profile::from_chain(&c).unwrap_err();
-        assert!(err.to_string().contains("both included and excluded"), "{err}");
+        assert!(
+            err.to_string().contains("both included and excluded"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1085,11 +1106,19 @@ mod tests {
         ] {
             let p = load(&root.join(file)).unwrap();
             assert_eq!(p.role, role);
-            assert_eq!(p.include.iter().any(|x| x == "etcd-server"), has_etcd, "{file}");
+            assert_eq!(
+                p.include.iter().any(|x| x == "etcd-server"),
+                has_etcd,
+                "{file}"
+            );
             assert!(p.include.iter().any(|x| x == "containerd"), "{file}");
             assert!(p.modules.iter().any(|m| m == "br_netfilter"), "{file}");
             assert_eq!(p.components.len(), 3, "{file}");
-            assert!(p.overlays.iter().all(|o| o.is_dir()), "{file}: {:?}", p.overlays);
+            assert!(
+                p.overlays.iter().all(|o| o.is_dir()),
+                "{file}: {:?}",
+                p.overlays
+            );
         }
     }
 

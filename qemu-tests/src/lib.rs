@@ -473,12 +473,12 @@ impl Vm {
                     log: self.log.clone(),
                 });
             }
-            let (g, _) = cv
-                .wait_timeout(guard, timeout - elapsed)
-                .map_err(|_| HarnessError::Command {
-                    command: "console reader".into(),
-                    detail: "poisoned lock".into(),
-                })?;
+            let (g, _) =
+                cv.wait_timeout(guard, timeout - elapsed)
+                    .map_err(|_| HarnessError::Command {
+                        command: "console reader".into(),
+                        detail: "poisoned lock".into(),
+                    })?;
             guard = g;
         }
     }
@@ -552,10 +552,7 @@ impl SelfTestReport {
             }
             // "unit agent.service=active" -> key "unit agent.service".
             if let Some((k, v)) = rest.split_once('=') {
-                r.facts
-                    .entry(k.to_owned())
-                    .or_default()
-                    .push(v.to_owned());
+                r.facts.entry(k.to_owned()).or_default().push(v.to_owned());
             } else {
                 r.facts.entry(rest.to_owned()).or_default();
             }
@@ -580,8 +577,8 @@ impl SelfTestReport {
         for line in &self.containerd_dump {
             let t = line.trim();
             if t.starts_with('[') {
-                in_runc_options = t
-                    == "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]";
+                in_runc_options =
+                    t == "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]";
                 continue;
             }
             if in_runc_options {
@@ -636,11 +633,14 @@ mod tests {
         };
         let mut c = VmConfig::new(image, "/tmp/log".into());
         c.disks.push("/d/a,b.qcow2".into());
-        c.credentials.push(("kubeboot.selftest".into(), "t1,x".into()));
+        c.credentials
+            .push(("kubeboot.selftest".into(), "t1,x".into()));
         c.extra_cmdline = "quiet".into();
         let a = c.args();
         assert!(a.contains(&"file=/d/a,,b.qcow2,if=virtio,format=qcow2".to_string()));
-        assert!(a.contains(&"type=11,value=io.systemd.credential:kubeboot.selftest=t1,,x".to_string()));
+        assert!(
+            a.contains(&"type=11,value=io.systemd.credential:kubeboot.selftest=t1,,x".to_string())
+        );
         let i = a.iter().position(|x| x == "-append").unwrap();
         assert_eq!(a[i + 1], "console=ttyS0 quiet");
     }
@@ -649,7 +649,11 @@ mod tests {
     fn ansi_sequences_are_stripped_across_chunks() {
         let mut state = AnsiState::default();
         let mut out = String::new();
-        strip_ansi(b"[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1", &mut state, &mut out);
+        strip_ansi(
+            b"[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1",
+            &mut state,
+            &mut out,
+        );
         strip_ansi(b";39mmulti-user.target\x1b[0m\r\n", &mut state, &mut out);
         assert_eq!(out, "[  OK  ] Reached target multi-user.target\n");
     }

@@ -84,7 +84,11 @@ fn master_boots_serves_and_keeps_data_across_reboot() {
     };
     c.eq("multi-user.target", r1.get("multi-user"), "active");
     c.eq("agent.service", r1.get("unit agent.service"), "active");
-    c.eq("containerd.service", r1.get("unit containerd.service"), "active");
+    c.eq(
+        "containerd.service",
+        r1.get("unit containerd.service"),
+        "active",
+    );
     c.eq(
         "kubeboot-data.service",
         r1.get("unit kubeboot-data.service"),
@@ -131,7 +135,11 @@ fn master_boots_serves_and_keeps_data_across_reboot() {
         r2.get("marker-before"),
         &first_token,
     );
-    c.eq("agent.service after reboot", r2.get("unit agent.service"), "active");
+    c.eq(
+        "agent.service after reboot",
+        r2.get("unit agent.service"),
+        "active",
+    );
     c.eq(
         "containerd.service after reboot",
         r2.get("unit containerd.service"),

@@ -1,0 +1,320 @@
+//! The command line: `imagegen build | lock | inspect`.
+//!
+//! Exit codes (see [`run`]): 0 success, 1 the command failed (the message
+//! names what and where), 2 usage error (clap).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::build::{self, BuildOptions};
+use crate::manifest::{Manifest, INITRAMFS_FILE, MANIFEST_FILE};
+use crate::packages;
+use crate::profile;
+
+/// Builds immutable, reproducible Kubernetes node OS images (kernel +
+/// initramfs) from declarative profiles, without root.
+#[derive(Debug, Parser)]
+#[command(name = "imagegen", version, about, long_about = None)]
+pub struct Cli {
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn", env = "IMAGEGEN_LOG")]
+    pub log: String,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a profile into --out DIR: vmlinuz, initramfs.img
+    /// (cpio newc + zstd, the root filesystem) and manifest.json.
+    Build(BuildArgs),
+    /// Resolve a profile's packages against the signed archive and pin
+    /// exact versions and SHA256s in a lockfile.
+    Lock(LockArgs),
+    /// Print an image's manifest and list its initramfs contents.
+    Inspect(InspectArgs),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Kernel + initramfs for direct kernel boot (QEMU -kernel/-initrd, PXE).
+    Initramfs,
+}
+
+/// Options shared by `build` and `lock`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Debian archive URL (default: the profile's, else the host's apt sources).
+    #[arg(long, value_name = "URL")]
+    pub archive: Option<String>,
+    /// Cache directory for indices, .deb files and components
+    /// (default: $XDG_CACHE_HOME/kubeboot or ~/.cache/kubeboot).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Use only the cache; fail naming every missing file instead of downloading.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `imagegen build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The profile (for example profiles/master.toml).
+    pub profile: PathBuf,
+    /// Output directory (default: out/<profile name>). Written under a
+    /// temporary name and renamed when complete.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "initramfs")]
+    pub format: Format,
+    /// Lockfile to build from (default: <profile dir>/<name>.lock when it
+    /// exists; otherwise packages are resolved against the archive).
+    #[arg(long, value_name = "PATH")]
+    pub lockfile: Option<PathBuf>,
+    /// The agent binary baked at /usr/bin/agent
+    /// (default: target/release/agent in the workspace; `make build`).
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<PathBuf>,
+    /// Build without kubelet, kubeadm and kubectl: nothing is fetched, and
+    /// the image records present = false with the reason.
+    #[arg(long)]
+    pub without_kubernetes: bool,
+    /// Directory with pre-downloaded Kubernetes components (named like the
+    /// component or like the URL's file name), verified by SHA256.
+    #[arg(long, value_name = "DIR", conflicts_with = "without_kubernetes")]
+    pub components_dir: Option<PathBuf>,
+    /// Timestamp of every file in the image (default: SOURCE_DATE_EPOCH,
+    /// else the profile's source_date_epoch; never the clock).
+    #[arg(long, value_name = "N")]
+    pub source_date_epoch: Option<u64>,
+    /// No progress bars (plain output, for logs and CI).
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `imagegen lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The profile.
+    pub profile: PathBuf,
+    /// Where to write the lockfile (default: <profile dir>/<name>.lock).
+    #[arg(long, value_name = "PATH")]
+    pub lockfile: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `imagegen inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// An image directory (with manifest.json) or an initramfs file.
+    pub image: PathBuf,
+    /// Print only the manifest, not the file listing.
+    #[arg(long)]
+    pub manifest_only: bool,
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/kubeboot`, else
+/// `~/.cache/kubeboot`.
+pub fn default_cache(xdg: Option<&str>, home: Option<&str>) -> Result<PathBuf> {
+    if let Some(x) = xdg.filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("kubeboot"));
+    }
+    if let Some(h) = home.filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h).join(".cache").join("kubeboot"));
+    }
+    bail!("no cache directory: set --cache DIR (neither XDG_CACHE_HOME nor HOME is set)")
+}
+
+fn cache_dir(arg: &Option<PathBuf>) -> Result<PathBuf> {
+    match arg {
+        Some(p) => Ok(p.clone()),
+        None => default_cache(
+            std::env::var("XDG_CACHE_HOME").ok().as_deref(),
+            std::env::var("HOME").ok().as_deref(),
+        ),
+    }
+}
+
+/// The workspace root when run from it or from `target/*/`: the nearest
+/// ancestor of the current directory with a `Cargo.toml` declaring
+/// `[workspace]`.
+fn workspace_root() -> Option<PathBuf> {
+    let mut dir = std::env::current_dir().ok()?;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) {
+            if text.contains("[workspace]") {
+                return Some(dir);
+            }
+        }
+        if !dir.pop() {
+            return None;
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(a) => cmd_build(a),
+        Command::Lock(a) => cmd_lock(a),
+        Command::Inspect(a) => cmd_inspect(a),
+    }
+}
+
+fn cmd_build(a: BuildArgs) -> Result<()> {
+    let Format::Initramfs = a.format;
+    let agent_bin = match a.agent_bin {
+        Some(p) => p,
+        None => workspace_root()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("target/release/agent"),
+    };
+    let opts = BuildOptions {
+        profile: a.profile,
+        out: a.out,
+        lockfile: a.lockfile,
+        offline: a.common.offline,
+        archive: a.common.archive,
+        cache: cache_dir(&a.common.cache)?,
+        agent_bin,
+        without_kubernetes: a.without_kubernetes,
+        components_dir: a.components_dir,
+        source_date_epoch: a.source_date_epoch,
+        env_source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        progress: !a.no_progress,
+    };
+    let summary = build::build(&opts)?;
+    print!("{}", build::summary_text(&summary));
+    Ok(())
+}
+
+fn cmd_lock(a: LockArgs) -> Result<()> {
+    let profile = profile::load(&a.profile)?;
+    let cache = packages::open_cache(&cache_dir(&a.common.cache)?)?;
+    let url = packages::archive_url(&profile, a.common.archive.as_deref(), None)?;
+    let lock = packages::lock(&profile, &url, &cache, a.common.offline)?;
+    let path = a
+        .lockfile
+        .unwrap_or_else(|| build::default_lockfile(&a.profile, &profile.name));
+    packages::write_lockfile(&lock, &path)?;
+    println!(
+        "locked {} packages of profile {} ({} {}) in {}",
+        lock.packages().len(),
+        profile.name,
+        url,
+        profile.archive.suite,
+        path.display()
+    );
+    Ok(())
+}
+
+fn cmd_inspect(a: InspectArgs) -> Result<()> {
+    let (manifest_path, initramfs) = if a.image.is_dir() {
+        (a.image.join(MANIFEST_FILE), a.image.join(INITRAMFS_FILE))
+    } else {
+        let dir = a.image.parent().unwrap_or(Path::new("."));
+        (dir.join(MANIFEST_FILE), a.image.clone())
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if manifest_path.is_file() {
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?;
+        let m: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an imagegen manifest", manifest_path.display()))?;
+        writeln!(out, "# {}", manifest_path.display())?;
+        writeln!(out, "{}", text.trim_end())?;
+        writeln!(
+            out,
+            "# {} ({}): {} packages, kernel {} ({} modules), kubernetes {}",
+            m.profile,
+            m.role,
+            m.packages.len(),
+            m.kernel.release,
+            m.kernel.modules_kept.len(),
+            if m.kubernetes.present {
+                "present".to_owned()
+            } else {
+                format!("absent: {}", m.kubernetes.reason.unwrap_or_default())
+            }
+        )?;
+    } else if a.image.is_dir() {
+        bail!(
+            "{} has no {MANIFEST_FILE}: not a complete imagegen image",
+            a.image.display()
+        );
+    }
+    if a.manifest_only {
+        return Ok(());
+    }
+    let file = std::fs::File::open(&initramfs)
+        .with_context(|| format!("opening {}", initramfs.display()))?;
+    let entries = rootfs::cpio::list(file)
+        .with_context(|| format!("reading {} as a cpio initramfs", initramfs.display()))?;
+    writeln!(out, "# {} ({} entries)", initramfs.display(), entries.len())?;
+    for e in &entries {
+        writeln!(out, "{}", e.line())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_build_option_has_help() {
+        let cmd = Cli::command();
+        let build = cmd.find_subcommand("build").unwrap();
+        for arg in build.get_arguments() {
+            if arg.get_id() == "help" || arg.get_id() == "version" {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn cache_default_prefers_xdg() {
+        assert_eq!(
+            default_cache(Some("/x"), Some("/h")).unwrap(),
+            PathBuf::from("/x/kubeboot")
+        );
+        assert_eq!(
+            default_cache(None, Some("/h")).unwrap(),
+            PathBuf::from("/h/.cache/kubeboot")
+        );
+        assert!(default_cache(None, None).is_err());
+    }
+
+    #[test]
+    fn without_kubernetes_conflicts_with_components_dir() {
+        let r = Cli::try_parse_from([
+            "imagegen",
+            "build",
+            "p.toml",
+            "--without-kubernetes",
+            "--components-dir",
+            "/d",
+        ]);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! Upstream components (kubelet, kubeadm, kubectl): found in a
+//! `--components-dir`, in the cache, or downloaded, and always verified
+//! against the SHA256 the profile pins.
+//!
+//! The cache is content-addressed (`<cache>/components/<sha256>`); a file
+//! whose hash does not match is never stored, and a directory file whose
+//! hash does not match is refused with both hashes in the message.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::profile::Component;
+
+/// Errors obtaining a component.
+#[derive(Debug, Error)]
+pub enum ComponentError {
+    /// The artifact's hash is not the pinned one.
+    #[error("{name}: {} has SHA256 {actual}, the profile pins {expected}; refusing it", source_path.display())]
+    Checksum {
+        /// Component.
+        name: String,
+        /// Where it came from (file or URL).
+        source_path: PathBuf,
+        /// Pinned hash.
+        expected: String,
+        /// Actual hash.
+        actual: String,
+    },
+    /// The source is unreachable or answered with an error.
+    #[error(
+        "{name}: cannot download {url}: {reason}. Kubernetes components are fetched from \
+         upstream; pass --components-dir DIR with pre-downloaded files, or \
+         --without-kubernetes to build an image without them (recorded in the image)"
+    )]
+    Unreachable {
+        /// Component.
+        name: String,
+        /// URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// `--offline` and the component is not cached.
+    #[error(
+        "{name}: not in the cache ({}) and --offline forbids downloading {url}; pass \
+         --components-dir DIR or --without-kubernetes", cached.display()
+    )]
+    NotCached {
+        /// Component.
+        name: String,
+        /// URL that would be fetched.
+        url: String,
+        /// Cache path looked at.
+        cached: PathBuf,
+    },
+    /// `--components-dir` lacks the file.
+    #[error("{name}: --components-dir {} has neither {name} nor {file_name}", dir.display())]
+    NotInDir {
+        /// Component.
+        name: String,
+        /// The directory.
+        dir: PathBuf,
+        /// The URL's file name.
+        file_name: String,
+    },
+    /// A file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was done.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Lowercase hex SHA256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn verify(c: &Component, data: &[u8], from: &Path) -> Result<(), ComponentError> {
+    let actual = sha256_hex(data);
+    if actual != c.sha256 {
+        return Err(ComponentError::Checksum {
+            name: c.name.clone(),
+            source_path: from.to_owned(),
+            expected: c.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ComponentError + 'a {
+    move |source| ComponentError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where to look for components.
+#[derive(Debug, Clone)]
+pub struct Sources<'a> {
+    /// `--components-dir`.
+    pub dir: Option<&'a Path>,
+    /// The cache root (`<cache>/components/` is used).
+    pub cache: &'a Path,
+    /// Forbid downloads.
+    pub offline: bool,
+}
+
+/// Obtains and verifies one component's bytes.
+pub fn obtain(c: &Component, sources: &Sources<'_>) -> Result<Vec<u8>, ComponentError> {
+    let file_name = c.url.rsplit('/').next().unwrap_or(&c.name).to_owned();
+    if let Some(dir) = sources.dir {
+        let candidates = [dir.join(&c.name), dir.join(&file_name)];
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            return Err(ComponentError::NotInDir {
+                name: c.name.clone(),
+                dir: dir.to_owned(),
+                file_name,
+            });
+        };
+        let data = std::fs::read(path).map_err(io("reading", path))?;
+        verify(c, &data, path)?;
+        return Ok(data);
+    }
+    let cache_dir = sources.cache.join("components");
+    let cached = cache_dir.join(&c.sha256);
+    if cached.is_file() {
+        let data = std::fs::read(&cached).map_err(io("reading", &cached))?;
+        if verify(c, &data, &cached).is_ok() {
+            return Ok(data);
+        }
+        // A corrupt cache entry is dropped and fetched again.
+        let _ = std::fs::remove_file(&cached);
+    }
+    if sources.offline {
+        return Err(ComponentError::NotCached {
+            name: c.name.clone(),
+            url: c.url.clone(),
+            cached,
+        });
+    }
+    let data = download(c)?;
+    verify(c, &data, Path::new(&c.url))?;
+    std::fs::create_dir_all(&cache_dir).map_err(io("creating", &cache_dir))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(&cache_dir).map_err(io("creating", &cache_dir))?;
+    std::io::Write::write_all(&mut tmp, &data).map_err(io("writing", &cached))?;
+    tmp.persist(&cached).map_err(|e| ComponentError::Io {
+        what: "storing",
+        path: cached.clone(),
+        source: e.error,
+    })?;
+    Ok(data)
+}
+
+fn download(c: &Component) -> Result<Vec<u8>, ComponentError> {
+    let unreachable = |reason: String| ComponentError::Unreachable {
+        name: c.name.clone(),
+        url: c.url.clone(),
+        reason,
+    };
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(600))
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut resp = client
+        .get(&c.url)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut data = Vec::new();
+    resp.read_to_end(&mut data)
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(data: &[u8]) -> Component {
+        Component {
+            name: "kubelet".into(),
+            url: "http://127.0.0.1:9/v1/kubelet".into(),
+            sha256: sha256_hex(data),
+            path: "/usr/bin/kubelet".into(),
+        }
+    }
+
+    #[test]
+    fn components_dir_file_is_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kubelet"), b"good").unwrap();
+        let s = Sources {
+            dir: Some(dir.path()),
+            cache: cache.path(),
+            offline: true,
+        };
+        assert_eq!(obtain(&component(b"good"), &s).unwrap(), b"good");
+        let err = obtain(&component(b"other"), &s).unwrap_err();
+        assert!(matches!(err, ComponentError::Checksum { .. }), "{err}");
+        assert!(err.to_string().contains(&sha256_hex(b"good")), "{err}");
+    }
+
+    #[test]
+    fn missing_in_dir_names_both_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let s = Sources {
+            dir: Some(dir.path()),
+            cache: cache.path(),
+            offline: false,
+        };
+        let err = obtain(&component(b"x"), &s).unwrap_err().to_string();
+        assert!(err.contains("kubelet"), "{err}");
+    }
+
+    #[test]
+    fn offline_without_cache_says_what_is_missing() {
+        let cache = tempfile::tempdir().unwrap();
+        let s = Sources {
+            dir: None,
+            cache: cache.path(),
+            offline: true,
+        };
+        let err = obtain(&component(b"x"), &s).unwrap_err().to_string();
+        assert!(err.contains("--offline"), "{err}");
+        assert!(err.contains("--without-kubernetes"), "{err}");
+    }
+
+    #[test]
+    fn unreachable_source_suggests_the_flags() {
+        let cache = tempfile::tempdir().unwrap();
+        let s = Sources {
+            dir: None,
+            cache: cache.path(),
+            offline: false,
+        };
+        // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+        let err = obtain(&component(b"x"), &s).unwrap_err();
+        assert!(matches!(err, ComponentError::Unreachable { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("http://127.0.0.1:9/v1/kubelet"), "{text}");
+        assert!(text.contains("--without-kubernetes"), "{text}");
+        assert!(!cache
+            .path()
+            .join("components")
+            .join(sha256_hex(b"x"))
+            .exists());
+    }
+
+    #[test]
+    fn cached_component_is_used_offline() {
+        let cache = tempfile::tempdir().unwrap();
+        let c = component(b"cached");
+        std::fs::create_dir_all(cache.path().join("components")).unwrap();
+        std::fs::write(cache.path().join("components").join(&c.sha256), b"cached").unwrap();
+        let s = Sources {
+            dir: None,
+            cache: cache.path(),
+            offline: true,
+        };
+        assert_eq!(obtain(&c, &s).unwrap(), b"cached");
+    }
+}
