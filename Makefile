@@ -66,3 +66,11 @@ bench: deps
 
 clean:
 	rm -rf $(OUT) target
+
+## bench-vrrp (owner: agent/crates/vrrp): VIP failover, keepalived vs the
+## agent, 20+ trials each in network namespaces (~5-8 min); prints a table
+## and writes bench/results/vrrp.json. The lead wires it into `bench`.
+.PHONY: bench-vrrp
+bench-vrrp: deps
+	@mkdir -p bench/results
+	$(CARGO) bench -p vrrp --bench failover
