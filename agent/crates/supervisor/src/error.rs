@@ -51,9 +51,9 @@ pub enum SupervisorError {
     /// Connecting to the system bus failed.
     #[error("cannot connect to the D-Bus system bus: {source}")]
     Connect {
-        /// The underlying error.
+        /// The underlying error (boxed: zbus errors are large).
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
 
     /// A D-Bus call to systemd failed.
@@ -63,9 +63,9 @@ pub enum SupervisorError {
         method: &'static str,
         /// The unit it was about (`-` for manager-wide calls such as `Reload`).
         unit: String,
-        /// The underlying error.
+        /// The underlying error (boxed: zbus errors are large).
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
 
     /// A systemd job finished with a result other than `done`.

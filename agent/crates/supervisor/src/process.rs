@@ -220,6 +220,10 @@ impl ProcessSupervisor {
             return Ok(());
         };
         let Some(stop) = service.stop.take() else {
+            // Never came up (its first spawn failed) or already stopped.
+            if let Some(shared) = lock_map(&self.shared).get(name) {
+                shared.lock().state = ServiceState::Inactive;
+            }
             return Ok(());
         };
         let task = service.task.take();

@@ -83,7 +83,9 @@ impl SystemdSupervisor {
     pub async fn connect() -> Result<Self, SupervisorError> {
         let connection = Connection::system()
             .await
-            .map_err(|source| SupervisorError::Connect { source })?;
+            .map_err(|source| SupervisorError::Connect {
+                source: Box::new(source),
+            })?;
         Self::with_connection(connection, RUNTIME_UNIT_DIR).await
     }
 
@@ -100,7 +102,7 @@ impl SystemdSupervisor {
             .map_err(|source| SupervisorError::Dbus {
                 method: "Manager proxy",
                 unit: "-".into(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(SystemdSupervisor {
             connection,
@@ -136,7 +138,7 @@ impl SystemdSupervisor {
                     Err(source) => Err(SupervisorError::Dbus {
                         method: "Subscribe",
                         unit: "-".into(),
-                        source,
+                        source: Box::new(source),
                     }),
                 }
             })
@@ -150,7 +152,7 @@ impl SystemdSupervisor {
         let dbus = |source| SupervisorError::Dbus {
             method,
             unit: unit.to_string(),
-            source,
+            source: Box::new(source),
         };
         self.ensure_subscribed().await?;
         // The stream must exist before the call: the job can finish (and its
@@ -162,7 +164,7 @@ impl SystemdSupervisor {
                 .map_err(|source| SupervisorError::Dbus {
                     method: "JobRemoved subscription",
                     unit: unit.to_string(),
-                    source,
+                    source: Box::new(source),
                 })?;
         let job_path = match job {
             Job::Start => self.manager.start_unit(unit, "replace").await,
@@ -218,7 +220,7 @@ impl SystemdSupervisor {
             .map_err(|source| SupervisorError::Dbus {
                 method: "ListUnitsByNames",
                 unit: unit.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(entries
             .into_iter()
@@ -259,7 +261,7 @@ impl SystemdSupervisor {
         let dbus = |method, source| SupervisorError::Dbus {
             method,
             unit: unit.to_string(),
-            source,
+            source: Box::new(source),
         };
         let path = match self.manager.get_unit(unit).await {
             Ok(path) => path,
@@ -288,7 +290,7 @@ impl SystemdSupervisor {
             .map_err(|source| SupervisorError::Dbus {
                 method: "Reload",
                 unit: "-".into(),
-                source,
+                source: Box::new(source),
             })
     }
 }
@@ -337,10 +339,7 @@ impl Supervisor for SystemdSupervisor {
         let unit = unit_name(name);
         let _ops = self.ops.lock().await;
         match self.run_job(Job::Stop, &unit).await {
-            Err(SupervisorError::Dbus {
-                source: zbus::Error::MethodError(error, _, _),
-                ..
-            }) if error.as_str() == NO_SUCH_UNIT => Ok(()),
+            Err(error) if is_no_such_unit(&error) => Ok(()),
             other => other,
         }
     }
@@ -350,10 +349,7 @@ impl Supervisor for SystemdSupervisor {
         let unit = unit_name(name);
         let _ops = self.ops.lock().await;
         match self.run_job(Job::Restart, &unit).await {
-            Err(SupervisorError::Dbus {
-                source: zbus::Error::MethodError(error, _, _),
-                ..
-            }) if error.as_str() == NO_SUCH_UNIT => Err(SupervisorError::UnknownService {
+            Err(error) if is_no_such_unit(&error) => Err(SupervisorError::UnknownService {
                 name: name.to_string(),
             }),
             other => other,
@@ -377,6 +373,15 @@ impl Supervisor for SystemdSupervisor {
             result.as_deref(),
         ))
     }
+}
+
+/// Whether systemd answered `NoSuchUnit` (the unit is not loaded).
+fn is_no_such_unit(error: &SupervisorError) -> bool {
+    matches!(
+        error,
+        SupervisorError::Dbus { source, .. }
+            if matches!(source.as_ref(), zbus::Error::MethodError(name, _, _) if name.as_str() == NO_SUCH_UNIT)
+    )
 }
 
 /// Maps systemd's `ActiveState` (plus `SubState` and the service `Result`

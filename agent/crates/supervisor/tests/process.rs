@@ -296,6 +296,11 @@ async fn spawn_failures_and_bad_requests_are_errors() {
         supervisor.state("missing").await.unwrap(),
         ServiceState::Failed { .. }
     ));
+    supervisor.stop("missing").await.unwrap();
+    assert_eq!(
+        supervisor.state("missing").await.unwrap(),
+        ServiceState::Inactive
+    );
 
     let mut nobody = sh("nobody", "exit 0");
     nobody.user = Some("no-such-user-kubeboot".into());
