@@ -265,7 +265,9 @@ async fn three_masters_and_a_worker_form_one_cluster() {
         master(&c, &etcd, 3).await,
     ];
 
-    // Round 1, concurrently: exactly one master initialises, the others wait.
+    // Round 1, concurrently: exactly one master initialises; the others
+    // wait, or (if the init finished before they read the marker, which
+    // the instant stand-in allows) join right away.
     let st = reconcile_all(&mut masters).await;
     let init: Vec<usize> = (0..3).filter(|i| st[*i].is_init_node).collect();
     assert_eq!(init.len(), 1, "{st:?}");
@@ -276,6 +278,10 @@ async fn three_masters_and_a_worker_form_one_cluster() {
         if i == w {
             assert_eq!(s.phase, PhaseState::Ready);
             assert!(s.joined);
+        } else if s.phase == PhaseState::Ready {
+            let calls = masters[i].runner.calls();
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            assert_eq!(args(&calls[0])[0], "join");
         } else {
             assert_eq!(
                 s.phase,
@@ -579,4 +585,42 @@ async fn a_master_recreates_an_expired_token_for_a_late_joiner() {
         config_path("join.yaml"),
         "/var/lib/kubeboot/kubeadm/join.yaml"
     );
+}
+
+#[tokio::test]
+async fn a_master_that_lost_the_election_waits_for_the_init_node() {
+    let etcd = common::start_etcd("wait").await;
+    let c = cluster();
+    let mut client = common::client(&etcd).await;
+    let other = kubeadm::election::elect_init_node(&mut client, "id-other")
+        .await
+        .unwrap();
+    assert!(other.won);
+    let mut m = master(&c, &etcd, 2).await;
+    for _ in 0..2 {
+        let s = m.phase.reconcile(&m.ctx).await.unwrap();
+        assert_eq!(
+            s.phase,
+            PhaseState::WaitingForInit {
+                init_node: "id-other".into()
+            }
+        );
+        assert!(!s.is_init_node);
+        assert!(m.runner.calls().is_empty());
+        assert!(!m.root.path().join("etc/kubernetes/pki/ca.key").exists());
+    }
+    // The init node finishes: the next call joins as a control-plane node.
+    kubeadm::election::mark_init_done(&mut client, "id-other")
+        .await
+        .unwrap();
+    let s = m.phase.reconcile(&m.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = m.runner.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        args(&calls[0]),
+        vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]
+    );
+    assert!(calls[0].files[0].1.contains("controlPlane:"));
+    assert_shared_pki(m.root.path(), &c);
 }
