@@ -178,11 +178,19 @@ impl Shell {
                     tracing::info!("VRRP instance stopped");
                     return;
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.step(Event::Timer).await;
-                }
+                // Packets before timers: a backup whose process was stalled
+                // (a slow TCG guest, a loaded host) must first read the
+                // adverts queued meanwhile, or its overdue Master_Down_Timer
+                // would make it claim the VIP from a live master. Each
+                // packet is followed by a deadline check, so a packet flood
+                // cannot starve the advert timer.
                 received = self.sock.recv(&mut buf) => match received {
-                    Ok(n) => self.packet(&buf[..n]).await,
+                    Ok(n) => {
+                        self.packet(&buf[..n]).await;
+                        if self.machine.next_deadline().is_some_and(|d| d <= Instant::now()) {
+                            self.step(Event::Timer).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "VRRP receive failed");
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -204,6 +212,9 @@ impl Shell {
                     Ok(()) => self.peers = peers.borrow_and_update().clone(),
                     Err(_) => peers_open = false,
                 },
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.step(Event::Timer).await;
+                }
             }
         }
     }
