@@ -74,6 +74,8 @@ pub enum ImageVerdict {
         version: String,
         /// The CNI manifest to apply after init, if the image has one.
         cni_manifest: Option<String>,
+        /// The OCI archive of control-plane images to import first.
+        images_archive: Option<String>,
     },
     /// The phase is skipped, for this reason.
     Skip {
@@ -107,6 +109,7 @@ impl ImageKubernetes {
             (true, Some(v), _) if !v.is_empty() => Ok(ImageVerdict::Present {
                 version: v.clone(),
                 cni_manifest: self.cni_manifest.clone(),
+                images_archive: self.images_archive.clone(),
             }),
             (true, _, _) => Err(invalid("present = true needs version = \"v1.x.y\"")),
             (false, _, Some(r)) if !r.trim().is_empty() => {
@@ -162,6 +165,7 @@ mod tests {
             ImageVerdict::Present {
                 version: "v1.31.4".into(),
                 cni_manifest: None,
+                images_archive: None,
             }
         );
         let no_version = ImageKubernetes::from_toml("k.toml", "present = true\n").unwrap();

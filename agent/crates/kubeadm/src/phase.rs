@@ -13,6 +13,8 @@
 //!                          → lost, no cluster → WaitingForInit
 //!                          → cluster exists   → [reset] place PKI, join --config (controlPlane) → Ready
 //! worker:                                       [reset] join --config → Ready
+//!   (before any init/join: import the image's OCI archive of control-plane
+//!    images with ctr, once per agent process, when the image has one)
 //! a failed step ─────────────────────────────────────────────→ Retrying (backoff)
 //! ```
 //!
@@ -156,8 +158,12 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     backoff: Backoff,
     retry: RetryState,
     cni_applied: bool,
+    images_imported: bool,
     image_manifest: PathBuf,
 }
+
+/// containerd's socket path (for `ctr --address`).
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
 impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
     /// A reconciler over `paths`; masters need `etcd`.
@@ -171,6 +177,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             backoff: Backoff::default(),
             retry: RetryState::default(),
             cni_applied: false,
+            images_imported: false,
             image_manifest,
         }
     }
@@ -200,19 +207,25 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 ApiHealth::Unknown
             },
         };
-        let (version, cni_manifest) = match image::read_verdict(&self.image_manifest)? {
-            ImageVerdict::Skip { reason } => {
-                status.phase = PhaseState::Skipped { reason };
-                return Ok(status);
-            }
-            ImageVerdict::Present {
-                version,
-                cni_manifest,
-            } => (version, cni_manifest),
-        };
+        let (version, cni_manifest, images_archive) =
+            match image::read_verdict(&self.image_manifest)? {
+                ImageVerdict::Skip { reason } => {
+                    status.phase = PhaseState::Skipped { reason };
+                    return Ok(status);
+                }
+                ImageVerdict::Present {
+                    version,
+                    cni_manifest,
+                    images_archive,
+                } => (version, cni_manifest, images_archive),
+            };
         let mut inputs = ctx.inputs.clone();
         if inputs.kubernetes_version.is_none() {
             inputs.kubernetes_version = Some(version);
+        }
+        if images_archive.is_some() {
+            // The images come from the archive: never from a registry.
+            inputs.image_pull_policy = Some("Never".to_owned());
         }
         if ctx.role == Role::Master {
             if self.etcd.is_none() {
@@ -267,7 +280,10 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 Ok(status)
             }
             Step::Init | Step::JoinControlPlane | Step::JoinWorker => {
-                let result = self.run_step(&step, &setup, ctx, &inputs).await;
+                let result = match self.import_images(images_archive.as_deref()).await {
+                    Ok(()) => self.run_step(&step, &setup, ctx, &inputs).await,
+                    Err(e) => Err(e),
+                };
                 match result {
                     Ok(()) => {
                         self.retry = RetryState::default();
@@ -415,6 +431,38 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 Err(e) => return Err(e.to_string()),
             }
         }
+        Ok(())
+    }
+
+    /// Imports the image's OCI archive of control-plane images into
+    /// containerd's `k8s.io` namespace (the kubelet's), once per agent
+    /// process and only before a kubeadm step: importing is idempotent but
+    /// slow, and a set-up node already has the images.
+    async fn import_images(&mut self, archive: Option<&str>) -> Result<(), StepError> {
+        let Some(archive) = archive else {
+            return Ok(());
+        };
+        if self.images_imported {
+            return Ok(());
+        }
+        let inv = Invocation {
+            program: Program::Ctr,
+            args: vec![
+                "--address".into(),
+                CONTAINERD_SOCKET.into(),
+                "--namespace".into(),
+                "k8s.io".into(),
+                "images".into(),
+                "import".into(),
+                archive.to_owned(),
+            ],
+            files: vec![],
+            redact: vec![],
+        };
+        self.runner.run(&inv).await.map_err(|e| {
+            StepError::Transient(format!("importing the control-plane images: {e}"))
+        })?;
+        self.images_imported = true;
         Ok(())
     }
 

@@ -24,6 +24,8 @@ pub enum Program {
     Kubeadm,
     /// `kubectl` (CNI manifest).
     Kubectl,
+    /// containerd's `ctr` (importing the image's OCI archive).
+    Ctr,
 }
 
 impl Program {
@@ -32,6 +34,7 @@ impl Program {
         match self {
             Program::Kubeadm => "kubeadm",
             Program::Kubectl => "kubectl",
+            Program::Ctr => "ctr",
         }
     }
 }
@@ -180,6 +183,8 @@ pub struct ProcessRunner {
     pub kubeadm: PathBuf,
     /// The kubectl binary.
     pub kubectl: PathBuf,
+    /// containerd's ctr binary (Debian package containerd).
+    pub ctr: PathBuf,
     /// Time limit per command (kubeadm init waits minutes for the control
     /// plane under emulation).
     pub timeout: Duration,
@@ -190,6 +195,7 @@ impl Default for ProcessRunner {
         Self {
             kubeadm: PathBuf::from("/usr/bin/kubeadm"),
             kubectl: PathBuf::from("/usr/bin/kubectl"),
+            ctr: PathBuf::from("/usr/bin/ctr"),
             timeout: Duration::from_secs(20 * 60),
         }
     }
@@ -201,6 +207,7 @@ impl KubeadmRunner for ProcessRunner {
         let binary = match inv.program {
             Program::Kubeadm => &self.kubeadm,
             Program::Kubectl => &self.kubectl,
+            Program::Ctr => &self.ctr,
         };
         let command = inv.display();
         tracing::info!("running {command}");
@@ -353,6 +360,7 @@ mod tests {
         let runner = ProcessRunner {
             kubeadm: "/bin/sh".into(),
             kubectl: "/bin/sh".into(),
+            ctr: "/bin/sh".into(),
             timeout: Duration::from_secs(10),
         };
         let cfg = dir.path().join("sub/init.yaml");
@@ -401,6 +409,7 @@ mod tests {
         let runner = ProcessRunner {
             kubeadm: "/nonexistent/kubeadm".into(),
             kubectl: "/bin/sh".into(),
+            ctr: "/bin/sh".into(),
             timeout: Duration::from_millis(300),
         };
         let err = runner

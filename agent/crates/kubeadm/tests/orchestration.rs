@@ -477,6 +477,63 @@ async fn a_failed_join_backs_off_then_retries() {
 }
 
 #[tokio::test]
+async fn the_images_archive_is_imported_before_the_join() {
+    let c = cluster();
+    let mut wk = worker(&c, "worker-5");
+    let archive = "/usr/lib/kubeboot/images/control-plane.oci.tar";
+    let m = ImageKubernetes {
+        present: true,
+        reason: None,
+        version: Some("v1.31.4".into()),
+        images_archive: Some(archive.into()),
+        cni_manifest: None,
+    };
+    write(
+        wk.root.path(),
+        "usr/lib/kubeboot/kubernetes.toml",
+        &m.to_toml(),
+    );
+    // The caller did not ask for Never; the archive implies it.
+    wk.ctx.inputs.image_pull_policy = None;
+    // The first import fails (containerd not up yet): nothing else runs.
+    wk.runner.push_result(Err(RunError::Failed {
+        command: "ctr images import".into(),
+        code: Some(1),
+        stderr_tail: "connection refused".into(),
+    }));
+    let t0 = SystemTime::now();
+    let mut ctx = wk.ctx.clone();
+    ctx.now = t0;
+    let s = wk.phase.reconcile(&ctx).await.unwrap();
+    assert!(matches!(s.phase, PhaseState::Retrying { .. }), "{s:?}");
+    assert_eq!(wk.runner.calls().len(), 1);
+    ctx.now = t0 + Duration::from_secs(5);
+    let s = wk.phase.reconcile(&ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = wk.runner.calls();
+    let got: Vec<Vec<&str>> = calls.iter().map(args).collect();
+    let import = vec![
+        "--address",
+        "/run/containerd/containerd.sock",
+        "--namespace",
+        "k8s.io",
+        "images",
+        "import",
+        archive,
+    ];
+    assert_eq!(calls[0].program, Program::Ctr);
+    assert_eq!(calls[1].program, Program::Ctr);
+    assert_eq!(got[0], import);
+    assert_eq!(got[1], import);
+    assert_eq!(
+        got[2],
+        vec!["join", "--config", "/var/lib/kubeboot/kubeadm/join.yaml"]
+    );
+    assert_eq!(calls.len(), 3);
+    assert!(calls[2].files[0].1.contains("imagePullPolicy: Never"));
+}
+
+#[tokio::test]
 async fn leftovers_of_a_crashed_join_are_reset_first() {
     let c = cluster();
     let mut wk = worker(&c, "worker-3");
