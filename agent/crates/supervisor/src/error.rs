@@ -134,6 +134,18 @@ pub enum SupervisorError {
         reason: String,
     },
 
+    /// The working directory of the spec is missing or not a directory.
+    #[error("working directory {path} of service {name:?} is unusable: {source}")]
+    WorkingDir {
+        /// The service.
+        name: String,
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Spawning the service's program failed.
     #[error("cannot spawn service {name:?} ({program}): {source}")]
     Spawn {

@@ -462,6 +462,21 @@ fn spawn_child(spec: &ServiceSpec, log_file: &Path) -> Result<Child, SupervisorE
         // Its own group, so stop reaches the program's helpers too.
         .process_group(0);
     if let Some(dir) = &spec.working_dir {
+        // Checked here: a failed chdir in the child reads like a missing program.
+        let usable = std::fs::metadata(dir).and_then(|m| {
+            if m.is_dir() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a directory"))
+            }
+        });
+        if let Err(source) = usable {
+            return Err(SupervisorError::WorkingDir {
+                name: spec.name.clone(),
+                path: dir.clone(),
+                source,
+            });
+        }
         command.current_dir(dir);
     }
     if let Some(user) = &spec.user {

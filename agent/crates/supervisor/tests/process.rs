@@ -307,6 +307,11 @@ async fn spawn_failures_and_bad_requests_are_errors() {
     let err = supervisor.start(&nobody).await.unwrap_err();
     assert!(matches!(err, SupervisorError::User { .. }), "{err:?}");
 
+    let mut nowhere = sh("nowhere", "exit 0");
+    nowhere.working_dir = Some(dir.path().join("missing"));
+    let err = supervisor.start(&nowhere).await.unwrap_err();
+    assert!(matches!(err, SupervisorError::WorkingDir { .. }), "{err:?}");
+
     let err = supervisor.restart("unknown").await.unwrap_err();
     assert!(
         matches!(err, SupervisorError::UnknownService { .. }),
@@ -366,4 +371,31 @@ async fn a_failed_respawn_is_retried() {
             .is_some_and(|s| s.state == ServiceState::Active && s.pid.is_some_and(alive))
     })
     .await;
+}
+
+#[tokio::test]
+async fn stop_during_the_restart_delay_cancels_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = ProcessSupervisor::new(dir.path());
+    let mut spec = sh("quitter", "exit 7");
+    spec.restart_sec = 1000;
+    supervisor.start(&spec).await.unwrap();
+    wait_for("the exit", || {
+        supervisor
+            .status("quitter")
+            .is_some_and(|s| s.last_exit.is_some())
+    })
+    .await;
+    let status = supervisor.status("quitter").unwrap();
+    assert_eq!(status.state, ServiceState::Activating, "waiting to restart");
+    assert_eq!(status.pid, None);
+    assert_eq!(status.last_exit.as_deref(), Some("exit status: 7"));
+    let t = Instant::now();
+    supervisor.stop("quitter").await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        supervisor.state("quitter").await.unwrap(),
+        ServiceState::Inactive
+    );
+    assert_eq!(supervisor.status("quitter").unwrap().restarts, 0);
 }
