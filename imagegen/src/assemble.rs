@@ -132,6 +132,10 @@ pub fn assemble(
             })?;
         on_package(&deb.name);
     }
+    for path in &profile.drop_paths {
+        tree.remove(path)
+            .map_err(tree_err(format!("dropping {path}")))?;
+    }
     apply_effects(&mut tree, profile)?;
     let kernel = take_kernel(&mut tree, &profile.modules)?;
     for dir in &profile.overlays {
@@ -164,10 +168,10 @@ struct Kernel {
     kept_modules: Vec<String>,
 }
 
-// INTEGRATION POINT: the rootfs crate's kernel module selection, user and
-// group creation, alternatives and unit enabling are being written in
-// parallel (imagegen/crates/rootfs). Until they land these stages fail with
-// a clear message instead of building an image that would not boot.
+// INTEGRATION POINT: the rootfs crate's kernel module selection is being
+// written in parallel (imagegen/crates/rootfs). Until it lands this stage
+// fails with a clear message instead of building an image that would not
+// boot.
 fn pending(what: &'static str) -> AssembleError {
     AssembleError::Effect {
         what,
@@ -181,16 +185,50 @@ fn take_kernel(_tree: &mut Tree, _modules: &[String]) -> Result<Kernel, Assemble
 
 /// Users, groups and alternatives, as the maintainer scripts would have set
 /// them.
-fn apply_effects(_tree: &mut Tree, profile: &Profile) -> Result<(), AssembleError> {
-    let _ = (&profile.system.users, &profile.system.alternatives);
-    Err(pending("creating users and groups"))
+fn apply_effects(tree: &mut Tree, profile: &Profile) -> Result<(), AssembleError> {
+    let users: Vec<rootfs::effects::SystemUser> = profile
+        .system
+        .users
+        .iter()
+        .map(|u| {
+            let mut s = rootfs::effects::SystemUser::new(&u.name);
+            s.uid = u.uid;
+            if let Some(home) = &u.home {
+                s.home = home.clone();
+            }
+            if let Some(shell) = &u.shell {
+                s.shell = shell.clone();
+            }
+            s.groups = u.groups.clone();
+            s
+        })
+        .collect();
+    rootfs::effects::users_and_groups(tree, &users).map_err(|e| AssembleError::Effect {
+        what: "creating users and groups",
+        message: e.to_string(),
+    })?;
+    let links: Vec<(String, String)> = profile
+        .system
+        .alternatives
+        .iter()
+        .map(|(l, t)| (l.clone(), t.clone()))
+        .collect();
+    rootfs::effects::alternatives(tree, &links).map_err(|e| AssembleError::Effect {
+        what: "setting alternatives",
+        message: e.to_string(),
+    })?;
+    Ok(())
 }
 
 /// Enables the profile's units; called after the overlays, which add some
 /// of them.
-pub fn enable_units(_tree: &mut Tree, profile: &Profile) -> Result<(), AssembleError> {
-    let _ = (&profile.system.enable_units, &profile.default_target);
-    Err(pending("enabling units"))
+pub fn enable_units(tree: &mut Tree, profile: &Profile) -> Result<(), AssembleError> {
+    rootfs::effects::enable_units(tree, &profile.system.enable_units, &profile.default_target)
+        .map_err(|e| AssembleError::Effect {
+            what: "enabling units",
+            message: e.to_string(),
+        })?;
+    Ok(())
 }
 
 /// Adds an executable (agent, components) at `path`, mode 0755, root:root.

@@ -161,6 +161,10 @@ pub struct PackagesSpec {
     /// Packages never installed, even when something depends on them.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Paths removed after unpacking, with everything below them (like
+    /// dpkg's path-exclude), for example `/usr/share/man`.
+    #[serde(default)]
+    pub drop_paths: Vec<String>,
 }
 
 /// `[kernel]`: the kernel package and the modules kept.
@@ -184,8 +188,9 @@ pub struct UserSpec {
     pub name: String,
     /// Fixed uid (default: the next free system uid, deterministic).
     pub uid: Option<u32>,
-    /// Primary group (default: a group named like the user).
-    pub group: Option<String>,
+    /// Supplementary groups (must exist in the image).
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// Home directory (default `/nonexistent`).
     pub home: Option<String>,
     /// Login shell (default `/usr/sbin/nologin`).
@@ -372,6 +377,17 @@ impl ProfileSpec {
                 ));
             }
         }
+        if let Some(p) = self
+            .packages
+            .drop_paths
+            .iter()
+            .find(|p| !p.starts_with('/') || p.as_str() == "/" || p.contains(".."))
+        {
+            return Err(bad(
+                &["packages", "drop_paths"],
+                format!("{p:?} must be an absolute path below / without '..'"),
+            ));
+        }
         for (list, key) in [
             (&self.kernel.modules, ["kernel", "modules"]),
             (&self.system.modules_load, ["system", "modules_load"]),
@@ -524,6 +540,7 @@ impl ProfileSpec {
             packages: PackagesSpec {
                 include: union(&self.packages.include, &child.packages.include),
                 exclude: union(&self.packages.exclude, &child.packages.exclude),
+                drop_paths: union(&self.packages.drop_paths, &child.packages.drop_paths),
             },
             kernel: KernelSpec {
                 package: pick(&self.kernel.package, &child.kernel.package),
@@ -659,6 +676,8 @@ pub struct Profile {
     pub include: Vec<String>,
     /// Excluded packages.
     pub exclude: Vec<String>,
+    /// Paths removed after unpacking.
+    pub drop_paths: Vec<String>,
     /// Kernel package.
     pub kernel_package: String,
     /// Kernel modules to keep.
@@ -845,6 +864,7 @@ impl Profile {
             },
             include,
             exclude: merged.packages.exclude.clone(),
+            drop_paths: merged.packages.drop_paths.clone(),
             kernel_package,
             modules: merged.kernel.modules.clone(),
             cmdline: merged
@@ -989,6 +1009,14 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("p.toml:2:"), "{text}");
         assert!(text.contains("Bad_Name"), "{text}");
+    }
+
+    #[test]
+    fn relative_drop_path_is_refused() {
+        let err = parse("[packages]\ndrop_paths = [\"usr/share/man\"]\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("p.toml:2:"), "{text}");
+        assert!(text.contains("packages.drop_paths"), "{text}");
     }
 
     #[test]
