@@ -30,19 +30,27 @@ fn dump(agents: &[&Agent], rt: &tokio::runtime::Runtime) -> String {
 
 /// (member id, name, learner) of every member, via a client cert, from
 /// inside namespace `ns`.
-fn members(ns: &str, urls: Vec<String>, cluster: &'static str) -> Result<Vec<(u64, String, bool)>, String> {
+fn members(
+    ns: &str,
+    urls: Vec<String>,
+    cluster: &'static str,
+) -> Result<Vec<(u64, String, bool)>, String> {
     in_netns(ns, move |rt| {
         rt.block_on(async {
             let c = common::etcd(&urls, &client_tls(cluster)).await;
             let m = c.members().await.map_err(|e| e.to_string())?;
-            Ok(m.into_iter().map(|m| (m.id, m.name, m.is_learner)).collect())
+            Ok(m.into_iter()
+                .map(|m| (m.id, m.name, m.is_learner))
+                .collect())
         })
     })
 }
 
 fn voters(ns: &str, urls: Vec<String>, cluster: &'static str) -> Option<Vec<(u64, String)>> {
     let m = members(ns, urls, cluster).ok()?;
-    if m.iter().any(|(_, name, learner)| *learner || name.is_empty()) {
+    if m.iter()
+        .any(|(_, name, learner)| *learner || name.is_empty())
+    {
         return None;
     }
     Some(m.into_iter().map(|(id, name, _)| (id, name)).collect())
@@ -59,7 +67,9 @@ fn masters_assemble_grow_restart_and_replace() {
     const CLUSTER: &str = "itest";
     let rt = runtime();
     let mut net = Net::new("q");
-    let mut agents: Vec<Agent> = (1..=3).map(|i| Agent::new(&mut net, i, CLUSTER, SECRET)).collect();
+    let mut agents: Vec<Agent> = (1..=3)
+        .map(|i| Agent::new(&mut net, i, CLUSTER, SECRET))
+        .collect();
     let mut intruder = Agent::new(&mut net, 9, CLUSTER, "a-completely-different-secret-42");
     intruder.start();
     for a in &mut agents {
@@ -76,7 +86,8 @@ fn masters_assemble_grow_restart_and_replace() {
     let all: Vec<&Agent> = agents.iter().chain(std::iter::once(&intruder)).collect();
     let three = three.unwrap_or_else(|| panic!("no 3-voter cluster\n{}", dump(&all, &rt)));
     let ids = wait_for(Duration::from_secs(20), || {
-        let ids: Option<BTreeSet<String>> = agents.iter().map(|a| ready_member_id(a, &rt)).collect();
+        let ids: Option<BTreeSet<String>> =
+            agents.iter().map(|a| ready_member_id(a, &rt)).collect();
         ids.filter(|s| s.len() == 3)
     })
     .unwrap_or_else(|| panic!("agents not all ready\n{}", dump(&all, &rt)));
@@ -95,7 +106,9 @@ fn masters_assemble_grow_restart_and_replace() {
         rt.block_on(async {
             use etcd_client::{Certificate, Client, ConnectOptions, TlsOptions};
             let opts = ConnectOptions::new()
-                .with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(tls.ca_pem.as_bytes())))
+                .with_tls(
+                    TlsOptions::new().ca_certificate(Certificate::from_pem(tls.ca_pem.as_bytes())),
+                )
                 .with_connect_timeout(Duration::from_secs(2))
                 .with_timeout(Duration::from_secs(2));
             match Client::connect([url.as_str()], Some(opts)).await {
@@ -109,8 +122,15 @@ fn masters_assemble_grow_restart_and_replace() {
     // The intruder (wrong secret) is ignored: never a member, still alone,
     // and its messages are counted as rejected (bad MAC) by the others.
     let s = agents[0].status(&rt).expect("status");
-    assert!(s.discovery.rejected.get("bad-mac").copied().unwrap_or(0) > 0, "{s:?}");
-    assert!(s.discovery.peers.iter().all(|p| p.addresses != ["10.77.0.9"]));
+    assert!(
+        s.discovery.rejected.get("bad-mac").copied().unwrap_or(0) > 0,
+        "{s:?}"
+    );
+    assert!(s
+        .discovery
+        .peers
+        .iter()
+        .all(|p| p.addresses != ["10.77.0.9"]));
     let intr = intruder.status(&rt).expect("intruder status");
     assert_eq!(intr.phase, "discovering", "{intr:?}");
     assert!(intr.discovery.peers.is_empty());
@@ -133,7 +153,8 @@ fn masters_assemble_grow_restart_and_replace() {
         (v.len() == 4).then_some(v)
     });
     let all: Vec<&Agent> = agents.iter().collect();
-    let four = four.unwrap_or_else(|| panic!("the fourth master was not promoted\n{}", dump(&all, &rt)));
+    let four =
+        four.unwrap_or_else(|| panic!("the fourth master was not promoted\n{}", dump(&all, &rt)));
     let log = std::fs::read_to_string(agents[3].dir.join("agent.1.log")).unwrap_or_default();
     assert!(log.contains("added as etcd learner"), "{log}");
     assert!(log.contains("promoted etcd learner"), "{log}");
@@ -144,10 +165,20 @@ fn masters_assemble_grow_restart_and_replace() {
     agents[1].start();
     let after = wait_for(Duration::from_secs(40), || ready_member_id(&agents[1], &rt));
     let all: Vec<&Agent> = agents.iter().collect();
-    assert_eq!(after.as_deref(), Some(before.as_str()), "\n{}", dump(&all, &rt));
+    assert_eq!(
+        after.as_deref(),
+        Some(before.as_str()),
+        "\n{}",
+        dump(&all, &rt)
+    );
     let u = vec![agents[1].client_url()];
     let value = in_netns(&ns, move |rt| {
-        rt.block_on(async { common::etcd(&u, &client_tls(CLUSTER)).await.get("kubeboot/test").await })
+        rt.block_on(async {
+            common::etcd(&u, &client_tls(CLUSTER))
+                .await
+                .get("kubeboot/test")
+                .await
+        })
     });
     assert_eq!(value.expect("get").as_deref(), Some("survives"));
 
@@ -164,7 +195,8 @@ fn masters_assemble_grow_restart_and_replace() {
         (v.len() == 4 && !names.contains(&&old_name)).then_some(v)
     });
     let all: Vec<&Agent> = agents.iter().collect();
-    let replaced = replaced.unwrap_or_else(|| panic!("the wiped agent was not replaced\n{}", dump(&all, &rt)));
+    let replaced =
+        replaced.unwrap_or_else(|| panic!("the wiped agent was not replaced\n{}", dump(&all, &rt)));
     assert!(replaced.iter().all(|(id, _)| format!("{id:x}") != old_id));
     let new_id = wait_for(Duration::from_secs(20), || ready_member_id(&agents[2], &rt));
     assert!(new_id.is_some_and(|id| id != old_id));
@@ -187,7 +219,9 @@ fn two_groups_never_form_two_clusters() {
     const ROUNDS: usize = 10;
     let rt = runtime();
     let mut net = Net::new("g");
-    let mut agents: Vec<Agent> = (1..=6).map(|i| Agent::new(&mut net, i, CLUSTER, SECRET)).collect();
+    let mut agents: Vec<Agent> = (1..=6)
+        .map(|i| Agent::new(&mut net, i, CLUSTER, SECRET))
+        .collect();
     for round in 0..ROUNDS {
         for a in &mut agents {
             let _ = std::fs::remove_dir_all(a.state_dir());
@@ -217,7 +251,11 @@ fn two_groups_never_form_two_clusters() {
             (ready >= 3).then_some(())
         });
         let all: Vec<&Agent> = agents.iter().collect();
-        assert!(formed.is_some(), "round {round}: no cluster\n{}", dump(&all, &rt));
+        assert!(
+            formed.is_some(),
+            "round {round}: no cluster\n{}",
+            dump(&all, &rt)
+        );
         std::thread::sleep(Duration::from_millis(1500));
         let mut cluster_ids = BTreeSet::new();
         let mut decisions = BTreeSet::new();
@@ -225,7 +263,8 @@ fn two_groups_never_form_two_clusters() {
             if let Some(c) = a.status(&rt).and_then(|s| s.etcd.cluster_id) {
                 cluster_ids.insert(c);
             }
-            let state = std::fs::read_to_string(a.state_dir().join("state.json")).unwrap_or_default();
+            let state =
+                std::fs::read_to_string(a.state_dir().join("state.json")).unwrap_or_default();
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&state) {
                 if let Some(token) = v["bootstrap"]["token"].as_str() {
                     decisions.insert(token.to_owned());
@@ -241,4 +280,31 @@ fn two_groups_never_form_two_clusters() {
             a.stop();
         }
     }
+}
+
+#[test]
+fn invalid_config_is_a_visible_failed_state_until_sighup() {
+    let rt = runtime();
+    let mut net = Net::new("c");
+    let mut a = Agent::new(&mut net, 1, "cfgtest", SECRET);
+    // No secret anywhere: the agent stays up, failed, and says why.
+    std::fs::remove_file(a.dir.join("secret")).expect("remove secret");
+    a.start_with_secret(&a.dir.join("no-such-secret"));
+    let failed = wait_for(Duration::from_secs(20), || {
+        a.status(&rt).filter(|s| s.phase == "failed")
+    })
+    .unwrap_or_else(|| panic!("no failed status\n{}", a.logs()));
+    assert!(!failed.config.ok);
+    let reason = failed.config.error.expect("reason");
+    assert!(reason.contains("no-such-secret"), "{reason}");
+    assert!(a.is_running(), "the agent exited instead of waiting");
+    // Provide the secret and send SIGHUP: it re-reads and goes on.
+    std::fs::write(a.dir.join("no-such-secret"), SECRET).expect("secret");
+    a.signal(nix::sys::signal::Signal::SIGHUP);
+    let s = wait_for(Duration::from_secs(20), || {
+        a.status(&rt)
+            .filter(|s| s.phase == "discovering" && s.detail.contains("1 of 3"))
+    })
+    .unwrap_or_else(|| panic!("not discovering after SIGHUP\n{}", a.logs()));
+    assert!(s.config.ok && s.pki.ready);
 }

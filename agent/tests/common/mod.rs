@@ -24,7 +24,10 @@ pub fn require_programs() {
         let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
             .iter()
             .any(|d| Path::new(d).join(prog).exists());
-        assert!(found, "`{prog}` is missing: install the Debian package `{package}` (make deps does)");
+        assert!(
+            found,
+            "`{prog}` is missing: install the Debian package `{package}` (make deps does)"
+        );
     }
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -33,7 +36,10 @@ pub fn require_programs() {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip (package iproute2)");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (package iproute2)");
     assert!(
         out.status.success(),
         "ip {}: {}",
@@ -43,7 +49,11 @@ fn ip(args: &[&str]) {
 }
 
 fn ip_quiet(args: &[&str]) {
-    let _ = Command::new("ip").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A bridge in its own namespace with one namespace per node.
@@ -69,7 +79,17 @@ impl Net {
             dir: tempfile::tempdir().expect("tempdir"),
         };
         ip(&["netns", "add", &hub]);
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+        ip(&[
+            "-n",
+            &hub,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         ip(&["-n", &hub, "link", "set", "br0", "up"]);
         net
     }
@@ -88,7 +108,15 @@ impl Net {
         ip(&["-n", &self.hub, "link", "set", &b, "master", "br0", "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ip(&["-n", &ns, "link", "set", &a, "name", "eth0"]);
-        ip(&["-n", &ns, "addr", "add", &format!("10.77.0.{i}/24"), "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("10.77.0.{i}/24"),
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
         ns
@@ -98,7 +126,10 @@ impl Net {
         if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
@@ -167,20 +198,54 @@ impl Agent {
 
     /// Starts the agent (logs to `agent.<n>.log`).
     pub fn start(&mut self) {
+        let secret = self.dir.join("secret");
+        self.start_with_secret(&secret);
+    }
+
+    /// Whether the agent process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends a signal to the agent.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Starts the agent with `secret` as its `--secret-file`.
+    pub fn start_with_secret(&mut self, secret: &Path) {
         assert!(self.child.is_none(), "agent {} already running", self.i);
         self.starts += 1;
-        let log = fs::File::create(self.dir.join(format!("agent.{}.log", self.starts))).expect("log");
+        let log =
+            fs::File::create(self.dir.join(format!("agent.{}.log", self.starts))).expect("log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_agent"), "run"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                env!("CARGO_BIN_EXE_agent"),
+                "run",
+            ])
             .arg("--image-config")
             .arg(self.dir.join("cluster.toml"))
             .arg("--secret-file")
-            .arg(self.dir.join("secret"))
+            .arg(secret)
             .arg("--state-dir")
             .arg(self.state_dir())
             .arg("--socket")
             .arg(self.socket())
-            .args(["--supervisor", "process", "--no-hostname", "--no-imds", "--interface", "eth0"])
+            .args([
+                "--supervisor",
+                "process",
+                "--no-hostname",
+                "--no-imds",
+                "--interface",
+                "eth0",
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -224,7 +289,11 @@ impl Agent {
             let text = fs::read_to_string(&p).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
-            out.push_str(&format!("--- agent {} start {n}\n{}\n", self.i, tail.join("\n")));
+            out.push_str(&format!(
+                "--- agent {} start {n}\n{}\n",
+                self.i,
+                tail.join("\n")
+            ));
         }
         out
     }
@@ -264,12 +333,17 @@ pub fn client_tls(cluster: &str) -> ClientTls {
 /// namespace: it enters node 1's namespace only through the URLs given,
 /// so callers pass URLs reachable via [`in_netns`]).
 pub async fn etcd(urls: &[String], tls: &ClientTls) -> Etcd {
-    Etcd::connect(urls, tls, Duration::from_secs(3)).await.expect("etcd client")
+    Etcd::connect(urls, tls, Duration::from_secs(3))
+        .await
+        .expect("etcd client")
 }
 
 /// Runs `f` on a thread that has entered namespace `ns` (so sockets it
 /// opens live there). The thread builds its own runtime.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static) -> T {
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+) -> T {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = fs::File::open(&path).expect("netns file");
