@@ -20,7 +20,7 @@ use crate::tree::{Entry, EntryKind, Tree};
 
 /// The zstd level used unless the caller picks another: a balance between
 /// build time and size (kernel decompression speed barely depends on it).
-pub const DEFAULT_LEVEL: i32 = 12;
+pub const DEFAULT_LEVEL: i32 = 9;
 
 /// Errors from writing or reading an initramfs.
 #[derive(Debug, thiserror::Error)]

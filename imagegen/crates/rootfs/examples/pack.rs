@@ -1,0 +1,32 @@
+//! Unpack the given .deb files into one tree and write an initramfs, printing
+//! timings and sizes: `cargo run --release -p rootfs --example pack -- OUT LEVEL a.deb b.deb ...`
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [out, level, debs @ ..] = &args[..] else {
+        return Err("usage: pack OUT LEVEL DEB...".into());
+    };
+    let mut tree = rootfs::Tree::new();
+    rootfs::effects::merge_usr(&mut tree)?;
+    let t0 = Instant::now();
+    for d in debs {
+        let info =
+            tree.unpack_deb_file(std::path::Path::new(d), &rootfs::UnpackOptions::default())?;
+        println!(
+            "{} {} entries={} bytes={}",
+            info.package, info.version, info.entries, info.content_bytes
+        );
+    }
+    println!(
+        "unpack: {:?}, {} entries, {} bytes",
+        t0.elapsed(),
+        tree.len(),
+        tree.total_size()
+    );
+    let t1 = Instant::now();
+    let f = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let stats = rootfs::cpio::write_initramfs(&tree, 1_700_000_000, level.parse()?, f)?;
+    println!("write: {:?} {stats:?}", t1.elapsed());
+    Ok(())
+}
