@@ -130,9 +130,10 @@ fn maybe_set_hostname(name: &str) {
     }
 }
 
-/// Writes the etcd TLS files; returns the agent's client TLS material and
-/// the CA pin.
-fn write_pki(
+/// Writes the etcd TLS files (keys mode 0600) under `dir`, as
+/// [`TlsFiles::under`] names them; returns the agent's client TLS material
+/// and the etcd CA's pin.
+pub fn write_pki(
     dir: &std::path::Path,
     secret: &ClusterSecret,
     cluster: &str,

@@ -202,6 +202,11 @@ impl Agent {
         self.start_with_secret(&secret);
     }
 
+    /// The agent's process id (`ip netns exec` execs it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the agent process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
