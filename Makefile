@@ -75,6 +75,16 @@ bench-vrrp: deps
 	@mkdir -p bench/results
 	$(CARGO) bench -p vrrp --bench failover
 
+## bench-quorum (owner: agent/): time from the last of three agents starting
+## to a healthy 3-voter TLS etcd cluster, split into etcd's own start-up (the
+## same members with a hand-written static config) and the agent's overhead,
+## plus the idle agent's RSS (~1-2 min, root, network namespaces); prints a
+## table and writes bench/results/quorum.json. The lead wires it into `bench`.
+.PHONY: bench-quorum
+bench-quorum: deps
+	@mkdir -p bench/results
+	$(CARGO) bench -p agent --bench quorum
+
 ## imagegen (owner: imagegen/, profiles/, overlays/, qemu-tests/): images,
 ## the one-master cluster, the smoke and reproducibility checks, the bench.
 ## Kubernetes release downloads are unreachable from this project's
