@@ -1,0 +1,148 @@
+//! The `imagegen` binary's failure modes that need no network: each names
+//! what is wrong and where, exits 1, and leaves no output directory.
+
+use std::path::Path;
+use std::process::Command;
+
+fn imagegen(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_imagegen"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run imagegen");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_profile_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[cluster]\nrole = \"master\"\n[kernel]\nmodules = \"virtio_blk\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = imagegen(
+        &["build", "bad.toml", "--out", "o", "--cache", "c"],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad.toml:4:"), "{err}");
+    assert!(err.contains("kernel.modules"), "{err}");
+    assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn missing_agent_binary_says_make_build() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), "[cluster]\nrole = \"worker\"\n").unwrap();
+    let (code, _, err) = imagegen(
+        &[
+            "build",
+            "p.toml",
+            "--agent-bin",
+            "no-such-agent",
+            "--without-kubernetes",
+            "--cache",
+            "c",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no-such-agent"), "{err}");
+    assert!(err.contains("make build"), "{err}");
+    assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn missing_lockfile_says_how_to_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), "[cluster]\nrole = \"worker\"\n").unwrap();
+    std::fs::write(dir.path().join("agent"), b"#!/bin/true\n").unwrap();
+    let (code, _, err) = imagegen(
+        &[
+            "build",
+            "p.toml",
+            "--agent-bin",
+            "agent",
+            "--without-kubernetes",
+            "--lockfile",
+            "nope.lock",
+            "--cache",
+            "c",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nope.lock"), "{err}");
+    assert!(err.contains("imagegen lock"), "{err}");
+}
+
+#[test]
+fn unreachable_kubernetes_source_fails_unless_without_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loopback port 9: nothing listens, the connection is refused at once.
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[cluster]\nrole = \"worker\"\n[kubernetes]\nversion = \"v1.30.4\"\n\
+         [kubernetes.components.kubelet]\nurl = \"http://127.0.0.1:9/kubelet\"\n\
+         sha256 = \"0c02c0f997b3e9769eae7ca051856054411fca947b3d5409d991ce1964dd0e69\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("agent"), b"#!/bin/true\n").unwrap();
+    let (code, _, err) = imagegen(
+        &[
+            "build",
+            "p.toml",
+            "--agent-bin",
+            "agent",
+            "--cache",
+            "c",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("http://127.0.0.1:9/kubelet"), "{err}");
+    assert!(err.contains("--without-kubernetes"), "{err}");
+    assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn inspect_refuses_an_incomplete_image_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("img")).unwrap();
+    std::fs::write(dir.path().join("img/vmlinuz"), b"k").unwrap();
+    let (code, _, err) = imagegen(&["inspect", "img"], dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("manifest.json"), "{err}");
+}
+
+#[test]
+fn help_explains_every_build_option() {
+    let (code, out, _) = imagegen(&["build", "--help"], Path::new("."));
+    assert_eq!(code, 0);
+    for opt in [
+        "--out",
+        "--format",
+        "--lockfile",
+        "--offline",
+        "--archive",
+        "--cache",
+        "--agent-bin",
+        "--without-kubernetes",
+        "--components-dir",
+        "--source-date-epoch",
+    ] {
+        assert!(out.contains(opt), "{opt} missing from --help:\n{out}");
+    }
+}
