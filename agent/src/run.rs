@@ -306,21 +306,32 @@ async fn promote_attempt(ctx: Arc<Ctx>, endpoints: Vec<String>, member_id: u64) 
 
 /// Watches the local etcd: sends `EtcdStatus` (voter: only after a quorum
 /// read) or `EtcdUnhealthy`, and refreshes the etcd part of the status.
+/// Polls every 100 ms (short timeouts) until healthy, then every second;
+/// the member list with per-member health every 5 s (clients cached).
 async fn monitor_etcd(ctx: Arc<Ctx>, report: watch::Sender<StatusReport>) {
-    let mut client: Option<Etcd> = None;
-    let mut healthy_before = false;
+    let mut client: Option<(Etcd, bool)> = None;
+    let mut healthy = false;
     let mut last_members = 0u64;
+    let mut member_clients: std::collections::HashMap<String, Etcd> =
+        std::collections::HashMap::new();
     loop {
-        if client.is_none() {
-            client = Etcd::connect(&[ctx.own_client_url()], &ctx.tls, Duration::from_secs(2))
+        // A client whose timeout suits the state: short while starting.
+        if client
+            .as_ref()
+            .is_none_or(|(_, for_healthy)| *for_healthy != healthy)
+        {
+            let timeout = Duration::from_millis(if healthy { 2000 } else { 500 });
+            client = Etcd::connect(&[ctx.own_client_url()], &ctx.tls, timeout)
                 .await
-                .ok();
+                .ok()
+                .map(|c| (c, healthy));
         }
-        let Some(c) = client.clone() else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some((c, _)) = client.clone() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let event = match c.status().await {
+        let status = c.status().await;
+        let event = match &status {
             Ok(s) if s.is_learner => Event::EtcdStatus {
                 cluster_id: s.cluster_id,
                 member_id: s.member_id,
@@ -340,27 +351,30 @@ async fn monitor_etcd(ctx: Arc<Ctx>, report: watch::Sender<StatusReport>) {
                 reason: e.to_string(),
             },
         };
-        let healthy = matches!(event, Event::EtcdStatus { .. });
-        let status = c.status().await.ok();
+        healthy = matches!(event, Event::EtcdStatus { .. });
         if ctx.events.send(event.clone()).is_err() {
             return;
         }
-        // The member list with per-member health, at most every 2 s.
         let now = now_ms();
-        if healthy && now.saturating_sub(last_members) >= 2000 {
+        if healthy && now.saturating_sub(last_members) >= 5000 {
             last_members = now;
             if let Ok(members) = c.members().await {
                 let mut out = Vec::new();
                 for m in &members {
                     let mut ok = false;
                     if let Some(url) = m.client_urls.first() {
-                        if let Ok(mc) = Etcd::connect(
-                            std::slice::from_ref(url),
-                            &ctx.tls,
-                            Duration::from_millis(700),
-                        )
-                        .await
-                        {
+                        if !member_clients.contains_key(url) {
+                            if let Ok(mc) = Etcd::connect(
+                                std::slice::from_ref(url),
+                                &ctx.tls,
+                                Duration::from_millis(700),
+                            )
+                            .await
+                            {
+                                member_clients.insert(url.clone(), mc);
+                            }
+                        }
+                        if let Some(mc) = member_clients.get(url) {
                             ok = mc.status().await.is_ok();
                         }
                     }
@@ -372,19 +386,21 @@ async fn monitor_etcd(ctx: Arc<Ctx>, report: watch::Sender<StatusReport>) {
                         healthy: ok,
                     });
                 }
+                // Forget clients of members that left.
+                member_clients.retain(|url, _| members.iter().any(|m| m.client_urls.contains(url)));
                 report.send_modify(|r| r.etcd.members = out);
             }
         }
         report.send_modify(|r| {
             r.etcd.running = true;
-            match (&event, status) {
+            match (&event, &status) {
                 (
                     Event::EtcdStatus {
                         cluster_id,
                         member_id,
                         is_learner,
                     },
-                    Some(s),
+                    Ok(s),
                 ) => {
                     r.etcd.cluster_id = Some(format!("{cluster_id:x}"));
                     r.etcd.member_id = Some(format!("{member_id:x}"));
@@ -396,10 +412,7 @@ async fn monitor_etcd(ctx: Arc<Ctx>, report: watch::Sender<StatusReport>) {
                 _ => {}
             }
         });
-        if healthy != healthy_before {
-            healthy_before = healthy;
-        }
-        let pause = if healthy { 1000 } else { 200 };
+        let pause = if healthy { 1000 } else { 100 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
