@@ -17,6 +17,7 @@
 //! - [`runner`]: running kubeadm ([`runner::ProcessRunner`]) or recording
 //!   the calls ([`runner::RecordingRunner`], tests);
 //! - [`image`]: the image's Kubernetes manifest (skip reason);
+//! - [`probe`]: the API server's `/readyz` and the kubelet's unit state for the status;
 //! - [`phase`]: [`phase::KubePhase::reconcile`], which ties it together.
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod paths;
 pub mod phase;
 pub mod pin;
 pub mod pki_files;
+pub mod probe;
 pub mod render;
 pub mod runner;
 pub mod token;
