@@ -84,7 +84,13 @@ impl AnySupervisor {
     /// exists, as `sd_booted(3)` checks) and its bus answers; otherwise a
     /// [`ProcessSupervisor`] logging to `log_dir`.
     pub async fn detect(log_dir: impl Into<PathBuf>) -> AnySupervisor {
-        if std::path::Path::new(RUNTIME_UNIT_DIR).is_dir() {
+        Self::detect_with(std::path::Path::new(RUNTIME_UNIT_DIR), log_dir).await
+    }
+
+    /// [`detect`](Self::detect) with the "booted with systemd" marker
+    /// directory as a parameter.
+    async fn detect_with(marker: &std::path::Path, log_dir: impl Into<PathBuf>) -> AnySupervisor {
+        if marker.is_dir() {
             match SystemdSupervisor::connect().await {
                 Ok(systemd) => return AnySupervisor::Systemd(systemd),
                 Err(error) => tracing::warn!(
@@ -154,6 +160,17 @@ impl From<FakeSupervisor> for AnySupervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_systemd_the_process_supervisor_is_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        let any = AnySupervisor::detect_with(&dir.path().join("no-systemd"), dir.path()).await;
+        assert_eq!(any.kind(), "process");
+        let AnySupervisor::Process(process) = &any else {
+            unreachable!("kind is process")
+        };
+        assert_eq!(process.log_dir(), dir.path());
+    }
 
     #[tokio::test]
     async fn any_supervisor_dispatches_to_its_backend() {
