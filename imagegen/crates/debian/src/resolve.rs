@@ -89,6 +89,10 @@ pub enum Problem {
         dependency: String,
         /// Request → … → package that needed it.
         chain: Vec<String>,
+        /// Already chosen packages of a named alternative whose version does
+        /// not match (`name version`), e.g. chosen earlier for another
+        /// dependant.
+        chosen_mismatch: Vec<String>,
     },
     /// Two chosen packages conflict (`Conflicts` or `Breaks`).
     Conflict {
@@ -114,11 +118,22 @@ impl fmt::Display for Problem {
                 package,
                 dependency,
                 chain,
-            } => write!(
-                f,
-                "{package} depends on {dependency}, which no package satisfies (needed by {})",
-                chain.join(" -> ")
-            ),
+                chosen_mismatch,
+            } => {
+                if chosen_mismatch.is_empty() {
+                    write!(
+                        f,
+                        "{package} depends on {dependency}, which no package satisfies"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "{package} depends on {dependency}, but {} was already chosen",
+                        chosen_mismatch.join(", ")
+                    )?;
+                }
+                write!(f, " (needed by {})", chain.join(" -> "))
+            }
             Problem::Conflict {
                 package,
                 field,
@@ -260,10 +275,16 @@ impl<'a> Resolver<'a> {
                         excluded: excluded.into_iter().collect(),
                     });
                 } else {
+                    let chosen_mismatch = alts
+                        .iter()
+                        .filter_map(|r| self.chosen.get(&r.name))
+                        .map(|p| format!("{} {}", p.name, p.version))
+                        .collect();
                     problems.push(Problem::Missing {
                         package: format!("{} {}", pkg.name, pkg.version),
                         dependency: group_to_string(group),
                         chain: chain_of(&self.pulled_by, &name),
+                        chosen_mismatch,
                     });
                 }
             }
@@ -550,6 +571,7 @@ mod tests {
                 package: "new 1".into(),
                 dependency: "lib (>> 2.0)".into(),
                 chain: vec!["new".into()],
+                chosen_mismatch: vec![],
             }]
         );
         // Explicit version requests.

@@ -32,6 +32,12 @@ pub enum VersionError {
         /// The rejected version string.
         version: String,
     },
+    /// A trailing `-` with no revision after it.
+    #[error("version {version:?}: empty Debian revision after `-`")]
+    EmptyRevision {
+        /// The rejected version string.
+        version: String,
+    },
     /// A character outside Policy's allowed set.
     #[error("version {version:?}: character {ch:?} is not allowed")]
     BadChar {
@@ -86,6 +92,7 @@ impl FromStr for Version {
             None => (0, s),
         };
         let (upstream, revision) = match rest.rsplit_once('-') {
+            Some((_, "")) => return Err(VersionError::EmptyRevision { version: s.into() }),
             Some((u, r)) => (u, r),
             None => (rest, ""),
         };
@@ -116,7 +123,8 @@ impl FromStr for Version {
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.epoch != 0 {
+        // An upstream part with a colon needs its epoch written, even 0.
+        if self.epoch != 0 || self.upstream.contains(':') {
             write!(f, "{}:", self.epoch)?;
         }
         f.write_str(&self.upstream)?;
@@ -279,6 +287,8 @@ mod tests {
         assert_eq!(x.revision(), "5");
         assert_eq!(x.to_string(), "1:2.3-4-5");
         assert_eq!(v("2.0").to_string(), "2.0");
+        assert_eq!(v("0:1:2").to_string(), "0:1:2");
+        assert_eq!(v("0:1:2"), v("0:1:2").to_string().parse().unwrap());
     }
 
     #[test]
@@ -318,6 +328,10 @@ mod tests {
         assert!(matches!(
             "1.0-a_b".parse::<Version>(),
             Err(VersionError::BadChar { ch: '_', .. })
+        ));
+        assert!(matches!(
+            "1-2-".parse::<Version>(),
+            Err(VersionError::EmptyRevision { .. })
         ));
     }
 }
