@@ -113,7 +113,9 @@ impl DiscoveryOptions {
 /// A running discovery task; dropping the handle stops it.
 #[derive(Debug)]
 pub struct DiscoveryHandle {
-    /// The peers heard, republished when one appears, changes or expires.
+    /// The peers heard: republished at once when one appears or changes,
+    /// and within one base interval when one expires or is heard again
+    /// (so `last_seen_ms` lags by at most `base_interval_ms`).
     pub peers: watch::Receiver<PeerSnapshot>,
     /// Counters, including rejected messages by reason.
     pub stats: watch::Receiver<DiscoveryStats>,
@@ -187,6 +189,11 @@ async fn run<S: DiscoverySource>(
     let quarter = Duration::from_millis(base / 4);
     let mut next_announce = Instant::now() + quarter.mul_f64(rand::random::<f64>());
     let mut last_change_announce = Instant::now() - quarter;
+    // Refreshes (same announcement again) only move `last_seen_ms`: they are
+    // published with the next tick (at most `base` late) rather than at
+    // once, so a master hearing thousands of workers does not copy its
+    // whole table for every datagram.
+    let mut refreshed = false;
     let mut expire_tick = tokio::time::interval(Duration::from_millis(base));
     expire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -249,8 +256,11 @@ async fn run<S: DiscoverySource>(
                 }
                 stats_tx.send_modify(|s| s.accepted += 1);
                 let observed = table.observe_from(ann, Some(from), now);
-                if observed != Observed::Refreshed {
+                if observed == Observed::Refreshed {
+                    refreshed = true;
+                } else {
                     peers_tx.send_replace(table.snapshot(now));
+                    refreshed = false;
                 }
                 let wants_reply = observed == Observed::New || options.reply_to_known;
                 if wants_reply && replies_to_new_peers(me.role) && limiter.try_take(now) {
@@ -269,7 +279,10 @@ async fn run<S: DiscoverySource>(
                 let gone = table.expire(now);
                 if !gone.is_empty() {
                     tracing::info!(count = gone.len(), "discovery: peers expired");
+                }
+                if !gone.is_empty() || refreshed {
                     peers_tx.send_replace(table.snapshot(now));
+                    refreshed = false;
                 }
             }
         }
