@@ -18,6 +18,13 @@ impl ReadyzCheck {
     /// A check of `url` trusting only the CA in `ca_pem` (the cluster's
     /// Kubernetes CA; kubeboot puts `127.0.0.1` in the API server's SANs).
     pub fn new(url: &str, ca_pem: &[u8], timeout: Duration) -> Result<Self, String> {
+        // reqwest accepts a PEM bundle without any certificate (and then
+        // trusts nothing); insist on one.
+        let (_, block) = x509_parser::pem::parse_x509_pem(ca_pem)
+            .map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
+        block
+            .parse_x509()
+            .map_err(|e| format!("the CA certificate does not parse: {e}"))?;
         let ca = reqwest::Certificate::from_pem(ca_pem)
             .map_err(|e| format!("the CA certificate: {e}"))?;
         let client = reqwest::Client::builder()
