@@ -202,6 +202,13 @@ async fn run<S: DiscoverySource>(
             () = sleep_until(next_announce) => {
                 let ann = own.borrow().clone();
                 let msg = seal(&ann, &keys, wall_ms(), rand::random());
+                if msg.len() > MAX_MESSAGE_LEN {
+                    tracing::error!(
+                        bytes = msg.len(),
+                        max = MAX_MESSAGE_LEN,
+                        "discovery: own announcement too large; peers will reject it (shorten the name, addresses or proposal)"
+                    );
+                }
                 let interval = announce_interval(ann.role, ann.phase, base);
                 match source.send(&msg, destination_for(ann.role)).await {
                     Ok(()) => {
