@@ -205,6 +205,53 @@ impl Netlink {
             .collect())
     }
 
+    /// The name of the interface holding an address inside `cidr` (the
+    /// cluster network), for when no interface is configured. Opens its
+    /// own connection; call it before building the [`crate::VrrpConfig`].
+    pub async fn interface_for(cidr: Ipv4Net) -> Result<Option<String>, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Open)?;
+        let conn = tokio::spawn(conn);
+        let list = |source| NetlinkError::ListAddresses {
+            interface: "*".to_owned(),
+            source,
+        };
+        let addrs: Vec<_> = handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(list)?;
+        let index = addrs.iter().find_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(v4)) if cidr.contains(v4) => {
+                    Some(m.header.index)
+                }
+                _ => None,
+            })
+        });
+        let mut name = None;
+        if let Some(index) = index {
+            let links: Vec<_> = handle
+                .link()
+                .get()
+                .match_index(index)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(list)?;
+            name = links
+                .iter()
+                .flat_map(|l| l.attributes.iter())
+                .find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+        }
+        conn.abort();
+        Ok(name)
+    }
+
     /// Whether the VIP is on the interface now.
     pub async fn has_vip(&self, index: u32) -> Result<bool, NetlinkError> {
         Ok(self.addresses(index).await?.contains(&self.vip.addr()))
@@ -251,5 +298,32 @@ impl Netlink {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn finds_the_interface_holding_a_network() {
+        // Read-only: every network namespace has lo with 127.0.0.1/8.
+        let lo = Netlink::interface_for("127.0.0.0/8".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(lo.as_deref(), Some("lo"));
+        // TEST-NET-2 is never assigned here.
+        let none = Netlink::interface_for("198.51.100.0/24".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+    }
+
+    #[tokio::test]
+    async fn missing_interface_is_named() {
+        let nl = Netlink::open("nosuch0vrrp", "10.77.0.10/24".parse().unwrap()).unwrap();
+        let err = nl.link_info().await.unwrap_err();
+        assert!(matches!(err, NetlinkError::NoSuchInterface { .. }), "{err}");
+        assert!(err.to_string().contains("nosuch0vrrp"), "{err}");
     }
 }

@@ -27,7 +27,7 @@
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// IP protocol number of VRRP.
@@ -59,7 +59,9 @@ pub struct Advert {
 }
 
 /// Why a received packet was rejected. Counted by reason in the status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Error, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Error, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Reject {
     /// Shorter than its headers or its own length fields say.

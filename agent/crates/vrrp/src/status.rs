@@ -6,13 +6,13 @@ use std::net::Ipv4Addr;
 use std::time::SystemTime;
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::State;
 use crate::packet::Reject;
 
 /// A state change with wall-clock time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionRecord {
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
@@ -23,7 +23,7 @@ pub struct TransitionRecord {
 }
 
 /// Snapshot of one VRRP instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// Interface.
     pub interface: String,
@@ -144,5 +144,8 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["rejected"]["bad_ttl"], 3);
         assert_eq!(json["state"], "backup");
+        // `agent status` may fetch it as JSON from the daemon: it round-trips.
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
     }
 }

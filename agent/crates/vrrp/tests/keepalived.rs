@@ -27,22 +27,31 @@ enum Who {
     Agent,
 }
 
-fn start(lab: &mut Lab, who: Who, priority: u8, run: &mut usize) -> usize {
+fn start(lab: &mut Lab, who: Who, priority: u8, run: &mut usize, unicast: bool) -> usize {
     *run += 1;
+    let (ka_addr, agent_addr) = (lab.nodes[KA].addr, lab.nodes[AGENT].addr);
     match who {
         Who::Keepalived => {
-            let conf = keepalived_conf(3, 51, priority, &advert_int());
+            let conf = if unicast {
+                keepalived_conf_unicast(51, priority, &advert_int(), ka_addr, agent_addr)
+            } else {
+                keepalived_conf(3, 51, priority, &advert_int())
+            };
             start_keepalived(lab, KA, &format!("keepalived{run}"), &conf)
         }
-        Who::Agent => start_agent(
-            lab,
-            BIN,
-            AGENT,
-            &format!("agent{run}"),
-            priority,
-            INTERVAL_CS,
-            &[],
-        ),
+        Who::Agent => {
+            let peer = ka_addr.to_string();
+            let extra: &[&str] = if unicast { &["--peer", &peer] } else { &[] };
+            start_agent(
+                lab,
+                BIN,
+                AGENT,
+                &format!("agent{run}"),
+                priority,
+                INTERVAL_CS,
+                extra,
+            )
+        }
     }
 }
 
@@ -66,14 +75,14 @@ fn wait_for(lab: &Lab, expected: usize, timeout: Duration) -> Option<Duration> {
 
 /// One round: `high` holds, `low` stays backup; stop `high` → `low` takes
 /// over; start `high` again → it preempts back.
-fn round(lab: &mut Lab, high: Who, low: Who, run: &mut usize) {
-    let hi = start(lab, high, 150, run);
+fn round(lab: &mut Lab, high: Who, low: Who, run: &mut usize, unicast: bool) {
+    let hi = start(lab, high, 150, run, unicast);
     assert!(
         wait_for(lab, node(high), Duration::from_secs(5)).is_some(),
         "{high:?} (priority 150, alone) never took the VIP; logs in {}",
         lab.dir.display()
     );
-    let lo = start(lab, low, 100, run);
+    let lo = start(lab, low, 100, run, unicast);
     let (n, bad) = lab.sample(&BOTH, Some(node(high)), Duration::from_secs(3));
     assert!(bad.is_empty(), "{high:?} should hold the VIP alone while {low:?} is backup: {} of {n} samples wrong: {bad:?}", bad.len());
 
@@ -90,7 +99,7 @@ fn round(lab: &mut Lab, high: Who, low: Who, run: &mut usize) {
     let (_, bad) = lab.sample(&BOTH, Some(node(low)), Duration::from_secs(1));
     assert!(bad.is_empty(), "{low:?} should hold alone: {bad:?}");
 
-    let hi = start(lab, high, 150, run);
+    let hi = start(lab, high, 150, run, unicast);
     let back = wait_for(lab, node(high), Duration::from_secs(6));
     assert!(back.is_some(), "{high:?} did not preempt back");
     println!(
@@ -112,14 +121,28 @@ fn round(lab: &mut Lab, high: Who, low: Who, run: &mut usize) {
     );
 }
 
+fn interop(tag: &str, unicast: bool) {
+    require("keepalived", "keepalived");
+    let mut lab = Lab::new(tag, 2);
+    let mut run = 0;
+    round(&mut lab, Who::Keepalived, Who::Agent, &mut run, unicast);
+    round(&mut lab, Who::Agent, Who::Keepalived, &mut run, unicast);
+    check_logs(&lab, run);
+}
+
 #[test]
 fn interoperates_with_keepalived_both_ways() {
-    require("keepalived", "keepalived");
-    let mut lab = Lab::new("ka", 2);
-    let mut run = 0;
-    round(&mut lab, Who::Keepalived, Who::Agent, &mut run);
-    round(&mut lab, Who::Agent, Who::Keepalived, &mut run);
+    interop("ka", false);
+}
 
+/// The same in unicast mode (keepalived's `unicast_peer`, our `--peer`):
+/// the checksum's pseudo-header then carries the peer's address.
+#[test]
+fn interoperates_with_keepalived_unicast() {
+    interop("ku", true);
+}
+
+fn check_logs(lab: &Lab, run: usize) {
     // keepalived found nothing wrong with our packets.
     let mut saw_ours = false;
     for r in 1..=run {

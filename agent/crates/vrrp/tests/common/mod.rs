@@ -331,6 +331,22 @@ pub fn keepalived_conf(version: u8, vrid: u8, priority: u8, advert_int: &str) ->
     )
 }
 
+/// A keepalived config in unicast mode: adverts from `src` to `peer` only.
+pub fn keepalived_conf_unicast(
+    vrid: u8,
+    priority: u8,
+    advert_int: &str,
+    src: Ipv4Addr,
+    peer: Ipv4Addr,
+) -> String {
+    format!(
+        "global_defs {{\n  vrrp_version 3\n  router_id lab\n}}\n\
+         vrrp_instance VI {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {vrid}\n  \
+         priority {priority}\n  advert_int {advert_int}\n  unicast_src_ip {src}\n  \
+         unicast_peer {{\n    {peer}\n  }}\n  virtual_ipaddress {{\n    {VIP}\n  }}\n}}\n"
+    )
+}
+
 /// Starts keepalived in node `i` with `conf` (VRRP only, foreground,
 /// console log, own pid files); returns its process id.
 pub fn start_keepalived(lab: &mut Lab, i: usize, name: &str, conf: &str) -> usize {
