@@ -19,18 +19,18 @@
 //! straight to `<log_dir>/<name>.log` (appended; the child writes the file
 //! itself, so no copying task can fall behind).
 //!
-//! Caveat: Linux sends the death signal when the *thread* that forked the
-//! child exits. Children are forked from tokio tasks, so the agent must run
-//! them on a runtime whose worker threads live as long as the agent (the
-//! normal case); never call [`ProcessSupervisor::start`] from
-//! `spawn_blocking`, whose threads exit when idle.
+//! Linux sends the death signal when the *thread* that forked the child
+//! exits, not the process. tokio threads come and go (`spawn_blocking`
+//! threads exit when idle, `block_in_place` hands a worker over to the
+//! blocking pool), so every child is forked from one dedicated thread that
+//! lives as long as the process (`spawn_from_stable_thread`).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -497,7 +497,7 @@ fn spawn_child(spec: &ServiceSpec, log_file: &Path) -> Result<Child, SupervisorE
             Ok(())
         });
     }
-    command.spawn().map_err(|source| SupervisorError::Spawn {
+    spawn_from_stable_thread(command).map_err(|source| SupervisorError::Spawn {
         name: spec.name.clone(),
         program: program.clone(),
         source,
@@ -520,4 +520,53 @@ fn resolve_user(name: &str, user: &str) -> Result<(u32, u32), SupervisorError> {
         Ok(None) => Err(error("no such user".into())),
         Err(errno) => Err(error(errno.to_string())),
     }
+}
+
+/// A spawn request for the spawner thread: the command, the runtime whose
+/// process driver will reap the child, and where to send the result.
+type SpawnRequest = (
+    Command,
+    tokio::runtime::Handle,
+    std::sync::mpsc::SyncSender<std::io::Result<Child>>,
+);
+
+/// Forks `command` from a thread that never exits, so `PR_SET_PDEATHSIG`
+/// fires only when the whole agent dies (see the module docs). The calling
+/// task blocks for the duration of the fork (about a millisecond), as a
+/// direct `spawn` would.
+fn spawn_from_stable_thread(mut command: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Option<std::sync::mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        let started = std::thread::Builder::new()
+            .name("supervisor-spawner".into())
+            .spawn(move || {
+                for (mut command, runtime, reply) in rx {
+                    let _context = runtime.enter();
+                    // The requester may have given up; nothing to do then
+                    // (dropping the child kills it: kill_on_drop).
+                    let _ = reply.send(command.spawn());
+                }
+            });
+        match started {
+            Ok(_) => Some(tx),
+            Err(error) => {
+                warn!(%error, "cannot start the spawner thread: forking from the calling thread");
+                None
+            }
+        }
+    });
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let Some(spawner) = spawner else {
+        return command.spawn();
+    };
+    let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+    if let Err(std::sync::mpsc::SendError((mut command, _, _))) =
+        spawner.send((command, runtime, reply_tx))
+    {
+        return command.spawn();
+    }
+    reply_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone")))
 }

@@ -399,3 +399,41 @@ async fn stop_during_the_restart_delay_cancels_the_restart() {
     );
     assert_eq!(supervisor.status("quitter").unwrap().restarts, 0);
 }
+
+#[test]
+fn children_outlive_the_thread_that_started_them() {
+    // PR_SET_PDEATHSIG fires when the forking *thread* exits. Start from a
+    // blocking-pool thread that exits 50 ms after going idle: the child must
+    // survive it, and die only with the supervisor.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_keep_alive(Duration::from_millis(50))
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = std::sync::Arc::new(ProcessSupervisor::new(dir.path()));
+    let handle = runtime.handle().clone();
+    let started = supervisor.clone();
+    runtime
+        .block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                handle.block_on(started.start(&sh("survivor", "exec sleep 1000")))
+            })
+            .await
+        })
+        .unwrap()
+        .unwrap();
+    let child = pid(&supervisor, "survivor");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(child), "killed when its forking thread exited");
+    drop(supervisor);
+    let deadline = Instant::now() + WAIT;
+    while alive(child) {
+        assert!(
+            Instant::now() < deadline,
+            "the child outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
