@@ -36,7 +36,7 @@ pub mod runner;
 pub mod token;
 
 pub use decide::{vip_health, PhaseState, VipHealth};
-pub use phase::{KubeContext, KubeError, KubePhase, KubeStatus};
+pub use phase::{DerivedMaterial, KubeContext, KubeError, KubePhase, KubeStatus};
 pub use pin::CaPin;
 pub use render::KubeadmInputs;
 pub use runner::{KubeadmRunner, ProcessRunner, RecordingRunner};

@@ -561,3 +561,88 @@ enum StepError {
     Config(KubeError),
     Transient(String),
 }
+
+/// What the kube phase derives from the cluster secret (the same on every
+/// node): the bootstrap token, the Kubernetes CA pin, and on masters the
+/// shared CA material to place.
+#[derive(Debug, Clone)]
+pub struct DerivedMaterial {
+    /// The bootstrap token.
+    pub token: BootstrapToken,
+    /// The Kubernetes CA pin (`caCertHashes`).
+    pub pin: crate::pin::CaPin,
+    /// Masters only: the files of [`SharedPki`].
+    pub shared_pki: Option<SharedPki>,
+}
+
+/// Errors deriving [`DerivedMaterial`].
+#[derive(Debug, Error)]
+pub enum DeriveError {
+    /// The token derivation failed.
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+    /// The PKI derivation failed.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// A master needs its `apiserver-etcd-client` certificate.
+    #[error("a master needs its apiserver-etcd-client certificate (pki::etcd_member_certs)")]
+    NoApiserverClient,
+}
+
+impl DerivedMaterial {
+    /// Derives everything for a node of `role`. Masters pass the
+    /// `apiserver_client` certificate the agent issued for etcd (see
+    /// `pki::etcd_member_certs`); workers pass `None` and get no CA keys.
+    /// A worker computes the pin from the derived CA in memory: it holds
+    /// the cluster secret, so this is authenticated by construction.
+    pub fn derive(
+        secret: &cluster_config::ClusterSecret,
+        cluster_name: &str,
+        role: Role,
+        apiserver_client: Option<&pki::Issued>,
+    ) -> Result<Self, DeriveError> {
+        let cluster = pki::ClusterPki::derive(secret, cluster_name)?;
+        let shared_pki = match role {
+            Role::Master => Some(SharedPki::from_cluster(
+                &cluster,
+                apiserver_client.ok_or(DeriveError::NoApiserverClient)?,
+            )),
+            Role::Worker => None,
+        };
+        Ok(Self {
+            token: BootstrapToken::derive(secret, cluster_name)?,
+            pin: crate::pin::CaPin::of(&cluster.kubernetes_ca),
+            shared_pki,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_material_per_role() {
+        let secret = cluster_config::ClusterSecret::new("derived-material-secret-01").unwrap();
+        let cluster = pki::ClusterPki::derive(&secret, "c1").unwrap();
+        let certs =
+            pki::etcd_member_certs(&cluster.etcd_ca, "m1", &["10.0.0.1".parse().unwrap()]).unwrap();
+        let m = DerivedMaterial::derive(&secret, "c1", Role::Master, Some(&certs.apiserver_client))
+            .unwrap();
+        let w = DerivedMaterial::derive(&secret, "c1", Role::Worker, None).unwrap();
+        assert_eq!(m.token, w.token);
+        assert_eq!(m.pin, w.pin);
+        assert!(w.shared_pki.is_none());
+        let shared = m.shared_pki.unwrap();
+        assert_eq!(shared.ca_key, cluster.kubernetes_ca.key_pem);
+        assert_eq!(shared.etcd_ca_crt, cluster.etcd_ca.cert_pem);
+        assert_eq!(
+            shared.apiserver_etcd_client_crt,
+            certs.apiserver_client.cert_pem
+        );
+        assert!(matches!(
+            DerivedMaterial::derive(&secret, "c1", Role::Master, None),
+            Err(DeriveError::NoApiserverClient)
+        ));
+    }
+}
