@@ -431,9 +431,24 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
 
     // Configuration: a failure is a visible, waiting state, never an exit.
-    let loaded = loop {
+    let (loaded, iface, ip) = loop {
         match load_config(&opts).await {
-            Ok(l) => break l,
+            Ok(l) => match cluster_address(&l.config) {
+                Ok((iface, ip)) => break (l, iface, ip),
+                Err(e) => {
+                    // At boot the address may not be there yet (DHCP):
+                    // wait for it, visibly, instead of exiting.
+                    let reason = format!("waiting for the cluster address: {e:#}");
+                    notify_status(&reason);
+                    notify_ready();
+                    report_tx.send_modify(|r| r.detail = reason.clone());
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = hup.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
+                        _ = term.recv() => return Ok(()),
+                    }
+                }
+            },
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
@@ -454,7 +469,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     notify_ready();
     let cfg = loaded.config.clone();
-    let (iface, ip) = cluster_address(&cfg)?;
     let role = cfg.role;
     let name = format!("{role}-{}", &hex16(&node_id)[..6]);
     if opts.set_hostname {
@@ -545,7 +559,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = String::new();
+    let mut pending_launch: Option<Launch> = None;
     loop {
+        if let Some(launch) = pending_launch.take() {
+            if let Err(e) = supervisor.start(&launch.service_spec()).await {
+                tracing::error!("starting etcd (retry): {e}");
+                pending_launch = Some(launch);
+            }
+        }
         for event in pending.drain(..) {
             let now = now_ms();
             let before = plan.phase;
@@ -581,10 +602,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                                 ClusterState::Restart { .. } => "restart with data",
                             }
                         );
-                        supervisor
-                            .start(&launch.service_spec())
-                            .await
-                            .context("starting etcd through the supervisor")?;
+                        if let Err(e) = supervisor.start(&launch.service_spec()).await {
+                            // Retried on every tick until the supervisor
+                            // accepts it (for example systemd busy reloading).
+                            tracing::error!("starting etcd: {e}");
+                            pending_launch = Some(launch.clone());
+                        } else {
+                            pending_launch = None;
+                        }
                         if monitor.is_none() {
                             monitor =
                                 Some(tokio::spawn(monitor_etcd(ctx.clone(), report_tx.clone())));
