@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes a private key: mode 0600, atomically.
 pub fn write_key_file(path: impl AsRef<Path>, pem: &str) -> io::Result<()> {
@@ -37,18 +38,26 @@ pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> 
     })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
+    // Unique per process and call, so concurrent writers never share one.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seq = COUNTER.fetch_add(1, Ordering::Relaxed);
+    tmp_name.push(format!(".tmp{}.{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
+    // A leftover from a crashed run with the same pid and sequence: remove
+    // it, then create with O_EXCL (which also never follows a symlink).
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(with_path("removing a stale temporary file for", e)),
+    }
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)
             .map_err(|e| with_path("creating a temporary file for", e))?;
-        // The umask may have cleared bits of `mode`, and an existing
-        // temporary file keeps its old mode: set it explicitly.
+        // The umask may have cleared bits of `mode`: set it explicitly.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| with_path("setting the mode of", e))?;
         file.write_all(data).map_err(|e| with_path("writing", e))?;
@@ -85,6 +94,30 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn concurrent_writers_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        let contents: Vec<String> = (0..8).map(|i| format!("{i}").repeat(4096)).collect();
+        std::thread::scope(|s| {
+            for c in &contents {
+                let path = &path;
+                s.spawn(move || write_key_file(path, c).unwrap());
+            }
+        });
+        let got = fs::read_to_string(&path).unwrap();
+        assert!(contents.contains(&got), "torn write");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary files left behind"
+        );
     }
 
     #[test]
