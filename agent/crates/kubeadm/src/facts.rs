@@ -77,3 +77,103 @@ pub fn not_after(pem: &[u8]) -> Result<SystemTime, String> {
         SystemTime::UNIX_EPOCH
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::KUBELET_CONF;
+
+    fn issue(not_after_days: i64) -> String {
+        let secret = cluster_config::ClusterSecret::new("facts-test-secret-0123456").unwrap();
+        let ca = pki::ClusterPki::derive(&secret, "c").unwrap().kubernetes_ca;
+        let req = pki::LeafRequest {
+            common_name: "system:node:n1".into(),
+            dns_names: vec![],
+            ips: vec![],
+            usage: pki::Usage::Client,
+            organization: Some("system:nodes".into()),
+        };
+        // Issued so that it ends `not_after_days` from now (LEAF_VALIDITY is 365 days).
+        let at = time::OffsetDateTime::now_utc() - time::Duration::days(365 - not_after_days);
+        ca.issue_at(&req, at).unwrap().cert_pem
+    }
+
+    fn put(root: &std::path::Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn reads_the_certificate_from_data_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        assert_eq!(gather(&paths), NodeFacts::fresh());
+
+        let pem = issue(30);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
+        put(
+            dir.path(),
+            KUBELET_CONF,
+            &format!("users:\n- name: a\n  user:\n    client-certificate-data: {b64}\n"),
+        );
+        let KubeletCert::ValidUntil(end) = gather(&paths).kubelet_cert else {
+            panic!("no certificate read")
+        };
+        let left = end.duration_since(SystemTime::now()).unwrap();
+        assert!(
+            left > Duration::from_secs(29 * 86400) && left < Duration::from_secs(31 * 86400),
+            "{left:?}"
+        );
+
+        // The rotated form: a file path, re-rooted under the test root.
+        put(
+            dir.path(),
+            "var/lib/kubelet/pki/kubelet-client-current.pem",
+            &issue(-2),
+        );
+        put(
+            dir.path(),
+            KUBELET_CONF,
+            "users:\n- name: a\n  user:\n    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem\n",
+        );
+        let KubeletCert::ValidUntil(end) = gather(&paths).kubelet_cert else {
+            panic!("no certificate read")
+        };
+        assert!(
+            end < SystemTime::now(),
+            "the certificate should have expired"
+        );
+    }
+
+    #[test]
+    fn unreadable_kubeconfigs_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        for (text, want) in [
+            ("kind: Config\n", "no users[0].user"),
+            ("users:\n- user: {}\n", "neither"),
+            (
+                "users:\n- user:\n    client-certificate-data: '%%%'\n",
+                "not base64",
+            ),
+            (
+                "users:\n- user:\n    client-certificate: /nope.pem\n",
+                "/nope.pem",
+            ),
+            (": : :\n", "not YAML"),
+        ] {
+            put(dir.path(), KUBELET_CONF, text);
+            match gather(&paths).kubelet_cert {
+                KubeletCert::Unreadable { reason } => {
+                    assert!(reason.contains(want), "{reason} lacks {want}");
+                    assert!(
+                        reason.starts_with("/etc/kubernetes/kubelet.conf"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+}

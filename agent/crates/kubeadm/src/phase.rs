@@ -239,7 +239,33 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         let facts = crate::facts::gather(&self.paths);
         let setup = decide::judge_setup(ctx.role, &facts, ctx.now);
 
-        // Masters always learn the election (idempotent) for the status.
+        if setup == Setup::Complete {
+            status.joined = true;
+            status.phase = PhaseState::Ready;
+            self.retry = RetryState::default();
+            if ctx.role == Role::Master {
+                // The election (idempotent) for the status and the
+                // init-done marker; etcd trouble does not make a set-up
+                // node less ready.
+                match self.init_view(&ctx.node_id).await {
+                    Ok(v) => {
+                        status.init_node = Some(v.winner.clone());
+                        status.is_init_node = v.is_self;
+                        self.maintain(ctx, &v, cni_manifest.as_deref()).await;
+                    }
+                    Err(e) => tracing::warn!("kube phase: reading the init election: {e}"),
+                }
+            }
+            return Ok(self.probed(status).await);
+        }
+
+        // Not set up: nothing (not even the election) before the backoff
+        // after a failure has passed, so an unreachable etcd is retried on
+        // the same schedule as a failing kubeadm.
+        if !self.retry.may_attempt(ctx.now) {
+            status.phase = self.retrying_state(ctx.now);
+            return Ok(status);
+        }
         let view = if ctx.role == Role::Master {
             match self.init_view(&ctx.node_id).await {
                 Ok(v) => Some(v),
@@ -251,21 +277,6 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         if let Some(v) = &view {
             status.init_node = Some(v.winner.clone());
             status.is_init_node = v.is_self;
-        }
-
-        if setup == Setup::Complete {
-            status.joined = true;
-            status.phase = PhaseState::Ready;
-            if let Some(v) = &view {
-                self.maintain(ctx, v, cni_manifest.as_deref()).await;
-            }
-            self.retry = RetryState::default();
-            return Ok(self.probed(status).await);
-        }
-
-        if !self.retry.may_attempt(ctx.now) {
-            status.phase = self.retrying_state(ctx.now);
-            return Ok(status);
         }
 
         let step = decide::next_step(ctx.role, &setup, view.as_ref());

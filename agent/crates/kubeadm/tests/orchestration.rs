@@ -681,3 +681,38 @@ async fn a_master_that_lost_the_election_waits_for_the_init_node() {
     assert!(calls[0].files[0].1.contains("controlPlane:"));
     assert_shared_pki(m.root.path(), &c);
 }
+
+#[tokio::test]
+async fn an_unreachable_etcd_is_retried_on_the_backoff_schedule() {
+    let etcd = common::start_etcd("gone").await;
+    let c = cluster();
+    let mut m = master(&c, &etcd, 3).await;
+    drop(etcd);
+    let t0 = SystemTime::now();
+    let mut ctx = m.ctx.clone();
+    ctx.now = t0;
+    let s = tokio::time::timeout(Duration::from_secs(30), m.phase.reconcile(&ctx))
+        .await
+        .expect("the election against a dead etcd did not give up")
+        .unwrap();
+    match &s.phase {
+        PhaseState::Retrying {
+            failures,
+            last_error,
+            ..
+        } => {
+            assert_eq!(*failures, 1);
+            assert!(last_error.starts_with("init election"), "{last_error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Within the backoff: no new attempt, the failure count stays.
+    ctx.now = t0 + Duration::from_secs(2);
+    let s = m.phase.reconcile(&ctx).await.unwrap();
+    assert!(
+        matches!(s.phase, PhaseState::Retrying { failures: 1, .. }),
+        "{s:?}"
+    );
+    assert!(m.runner.calls().is_empty());
+    assert!(!m.root.path().join("etc/kubernetes/pki/ca.key").exists());
+}
