@@ -36,6 +36,10 @@ pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-node-tok
 /// under QEMU's TCG emulation the API server takes minutes to start.
 pub const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// How long a joining kubeadm retries discovery through the VIP before it
+/// gives up (and the agent's backoff takes over).
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// Errors from rendering.
 #[derive(Debug, Error)]
 pub enum RenderError {
@@ -209,12 +213,15 @@ impl KubeadmInputs {
         }
     }
 
-    fn timeouts(&self, control_plane: bool) -> Timeouts {
+    /// `control_plane`: wait longer for the local control plane;
+    /// `join`: wait longer for discovery (a node may boot well before the
+    /// init node's API server answers on the VIP).
+    fn timeouts(&self, control_plane: bool, join: bool) -> Timeouts {
         Timeouts {
             control_plane_component_health_check: control_plane
                 .then(|| go_duration(CONTROL_PLANE_TIMEOUT)),
             kubelet_health_check: None,
-            discovery: None,
+            discovery: join.then(|| go_duration(DISCOVERY_TIMEOUT)),
             tls_bootstrap: None,
         }
     }
@@ -234,7 +241,7 @@ impl KubeadmInputs {
             node_registration: self.node_registration(),
             local_api_endpoint: self.local_endpoint(),
             skip_phases: Vec::new(),
-            timeouts: Some(self.timeouts(true)),
+            timeouts: Some(self.timeouts(true, false)),
         }
     }
 
@@ -290,7 +297,7 @@ impl KubeadmInputs {
                 local_api_endpoint: self.local_endpoint(),
             }),
             skip_phases: Vec::new(),
-            timeouts: Some(self.timeouts(control_plane)),
+            timeouts: Some(self.timeouts(control_plane, true)),
         }
     }
 
