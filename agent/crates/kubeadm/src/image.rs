@@ -63,6 +63,21 @@ pub struct ImageKubernetes {
     /// The CNI manifest baked into the image, applied after init.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_manifest: Option<String>,
+    /// The installed upstream components (imagegen's `[[components]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<InstalledComponent>,
+}
+
+/// One installed upstream component, as imagegen records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledComponent {
+    /// Name (`kubelet`).
+    pub name: String,
+    /// Path in the image.
+    pub path: String,
+    /// SHA-256 of the installed file.
+    pub sha256: String,
 }
 
 /// What the manifest means for the kube phase.
@@ -180,6 +195,31 @@ mod tests {
         ));
     }
 
+    /// The record exactly as imagegen writes it (imagegen/src/bake.rs).
+    #[test]
+    fn reads_imagegens_record() {
+        let present = "# Written by imagegen: which Kubernetes components this image carries.\n\
+            present = true\nversion = \"v1.30.4\"\n\n[[components]]\nname = \"kubelet\"\n\
+            path = \"/usr/bin/kubelet\"\nsha256 = \"0c02\"\n\n[[components]]\nname = \"kubeadm\"\n\
+            path = \"/usr/bin/kubeadm\"\nsha256 = \"6c60\"\n";
+        let m = ImageKubernetes::from_toml("k.toml", present).unwrap();
+        assert_eq!(m.components.len(), 2);
+        assert_eq!(m.components[1].path, "/usr/bin/kubeadm");
+        assert!(matches!(
+            m.verdict("k.toml").unwrap(),
+            ImageVerdict::Present { .. }
+        ));
+        let absent = "# Written by imagegen: which Kubernetes components this image carries.\n\
+            present = false\nversion = \"v1.30.4\"\nreason = \"built with --without-kubernetes\"\n";
+        let m = ImageKubernetes::from_toml("k.toml", absent).unwrap();
+        assert_eq!(
+            m.verdict("k.toml").unwrap(),
+            ImageVerdict::Skip {
+                reason: "built with --without-kubernetes".into()
+            }
+        );
+    }
+
     #[test]
     fn unknown_key_is_refused_with_the_path() {
         let err = ImageKubernetes::from_toml(
@@ -203,6 +243,11 @@ mod tests {
             version: Some("v1.31.4".into()),
             images_archive: Some("/usr/lib/kubeboot/images.oci.tar".into()),
             cni_manifest: None,
+            components: vec![InstalledComponent {
+                name: "kubeadm".into(),
+                path: "/usr/bin/kubeadm".into(),
+                sha256: "00".repeat(32),
+            }],
         };
         assert_eq!(ImageKubernetes::from_toml("x", &m.to_toml()).unwrap(), m);
         let dir = tempfile::tempdir().unwrap();

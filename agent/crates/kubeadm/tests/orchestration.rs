@@ -78,6 +78,7 @@ fn image_manifest(root: &Path, present: bool) {
             version: Some("v1.31.4".into()),
             images_archive: None,
             cni_manifest: Some(CNI.into()),
+            components: vec![],
         }
     } else {
         ImageKubernetes {
@@ -86,6 +87,7 @@ fn image_manifest(root: &Path, present: bool) {
             version: None,
             images_archive: None,
             cni_manifest: None,
+            components: vec![],
         }
     };
     write(root, "usr/lib/kubeboot/kubernetes.toml", &m.to_toml());
@@ -487,6 +489,7 @@ async fn the_images_archive_is_imported_before_the_join() {
         version: Some("v1.31.4".into()),
         images_archive: Some(archive.into()),
         cni_manifest: None,
+        components: vec![],
     };
     write(
         wk.root.path(),
