@@ -1116,3 +1116,218 @@ mod tests {
         assert_eq!(p.phase, AgentPhase::Discovering);
     }
 }
+
+/// A simulation of masters booting on one shared network (pure: plans,
+/// announcements and a fake clock), checking the bootstrap protocol over
+/// many random schedules: never two different initial sets, and a cluster
+/// always forms once enough masters run.
+#[cfg(test)]
+mod simulation {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const B: u64 = 200; // announce interval (ms)
+
+    #[derive(Clone)]
+    struct Ann {
+        phase: AgentPhase,
+        proposal: Vec<Id>,
+        cluster_id: Option<u64>,
+    }
+
+    struct Node {
+        plan: Plan,
+        start_ms: u64,
+        next_announce_ms: u64,
+        last: Option<Ann>,
+        // What this node has heard: latest announcement per sender.
+        heard: std::collections::BTreeMap<usize, Ann>,
+        decided: Option<Vec<Id>>,
+    }
+
+    fn ann_of(p: &Plan) -> Ann {
+        Ann {
+            phase: p.phase,
+            proposal: p.proposal.clone(),
+            cluster_id: p.membership().map(|m| m.cluster_id),
+        }
+    }
+
+    fn cluster_id_of(set: &[Id]) -> u64 {
+        set.iter()
+            .map(|i| u64::from(i[0]) * 31 + u64::from(i[1]))
+            .sum::<u64>()
+            + 1
+    }
+
+    /// One boot of `n` masters (expected 3) with random start times and
+    /// message delays; returns the distinct decided sets and whether a
+    /// cluster formed.
+    fn boot(rng: &mut StdRng, n: usize, spread_ms: u64) -> (BTreeSet<Vec<Id>>, bool) {
+        let mut nodes: Vec<Node> = (0..n)
+            .map(|k| {
+                let mut id = [0u8; 16];
+                rng.fill(&mut id[..]);
+                let start_ms = rng.gen_range(0..=spread_ms);
+                let facts = NodeFacts {
+                    id,
+                    name: format!("m{k}"),
+                    master: true,
+                    peer_url: format!("https://10.0.0.{k}:2380"),
+                    expected_masters: 3,
+                    cluster_name: "sim".into(),
+                    timing: Timing::from_interval(B),
+                    join_backoff_ms: 1000,
+                };
+                Node {
+                    plan: Plan::new(facts, PersistedState::default()),
+                    start_ms,
+                    next_announce_ms: start_ms + rng.gen_range(0..=B / 4),
+                    last: None,
+                    heard: Default::default(),
+                    decided: None,
+                }
+            })
+            .collect();
+        // In-flight messages: (deliver_at, from, to, announcement).
+        let mut flight: Vec<(u64, usize, usize, Ann)> = Vec::new();
+        let mut formed = false;
+        let end = spread_ms + 20 * B;
+        let mut now = 0;
+        while now <= end {
+            // Deliver.
+            let (due, rest): (Vec<_>, Vec<_>) = flight.into_iter().partition(|m| m.0 <= now);
+            flight = rest;
+            for (_, from, to, ann) in due {
+                nodes[to].heard.insert(from, ann);
+            }
+            for k in 0..n {
+                if now < nodes[k].start_ms {
+                    continue;
+                }
+                if nodes[k].plan.phase == AgentPhase::Starting {
+                    nodes[k].plan.step(
+                        Event::Start {
+                            has_etcd_data: false,
+                        },
+                        now,
+                    );
+                }
+                // Every 50 ms: a discovery snapshot.
+                if now % 50 == 0 {
+                    let peers: Vec<PeerFacts> = nodes[k]
+                        .heard
+                        .iter()
+                        .map(|(from, a)| PeerFacts {
+                            id: nodes[*from].plan.node.id,
+                            name: nodes[*from].plan.node.name.clone(),
+                            peer_url: nodes[*from].plan.node.peer_url.clone(),
+                            master: true,
+                            has_cluster: a.cluster_id.is_some()
+                                || matches!(
+                                    a.phase,
+                                    AgentPhase::Bootstrapping
+                                        | AgentPhase::EtcdMember
+                                        | AgentPhase::Ready
+                                ),
+                            bootstrapping: a.phase == AgentPhase::Bootstrapping,
+                            cluster_id: a.cluster_id,
+                            failed: false,
+                            proposal: a.proposal.clone(),
+                            last_seen_ms: now,
+                        })
+                        .collect();
+                    for action in nodes[k].plan.step(Event::Peers { peers }, now).actions() {
+                        if let Action::Persist(st) = action {
+                            if let Some(d) = st.bootstrap {
+                                let set: Vec<Id> = d
+                                    .members
+                                    .iter()
+                                    .filter_map(|m| crate::state::parse_hex16(&m.node_id))
+                                    .collect();
+                                nodes[k].decided = Some(set);
+                            }
+                        }
+                    }
+                }
+                // Announce periodically (±25 %) and at once on a change.
+                let ann = ann_of(&nodes[k].plan);
+                let changed = nodes[k].last.as_ref().is_none_or(|l| {
+                    l.phase != ann.phase
+                        || l.proposal != ann.proposal
+                        || l.cluster_id != ann.cluster_id
+                });
+                if now >= nodes[k].next_announce_ms || (changed && nodes[k].last.is_some()) {
+                    for to in 0..n {
+                        if to != k && now >= nodes[to].start_ms.saturating_sub(5) {
+                            flight.push((now + rng.gen_range(1..=5), k, to, ann.clone()));
+                        }
+                    }
+                    nodes[k].last = Some(ann);
+                    nodes[k].next_announce_ms = now + rng.gen_range(B * 3 / 4..=B * 5 / 4);
+                }
+            }
+            // Fake etcd: a decided set forms a cluster once a majority of
+            // it has decided that same set; its decided members turn healthy.
+            let sets: BTreeSet<Vec<Id>> = nodes.iter().filter_map(|n| n.decided.clone()).collect();
+            for set in &sets {
+                let started: Vec<usize> = (0..n)
+                    .filter(|k| nodes[*k].decided.as_ref() == Some(set))
+                    .collect();
+                if started.len() * 2 > set.len() {
+                    formed = true;
+                    for k in started {
+                        let id = nodes[k].plan.node.id;
+                        nodes[k].plan.step(
+                            Event::EtcdStatus {
+                                cluster_id: cluster_id_of(set),
+                                member_id: u64::from(id[0]) + 1,
+                                is_learner: false,
+                            },
+                            now,
+                        );
+                    }
+                }
+            }
+            now += 10;
+        }
+        let sets = nodes.iter().filter_map(|n| n.decided.clone()).collect();
+        if !formed {
+            for n in &nodes {
+                eprintln!(
+                    "{} start {} {:?} {} proposal {:?}",
+                    &hex16(&n.plan.node.id)[..6],
+                    n.start_ms,
+                    n.plan.phase,
+                    n.plan.detail,
+                    n.plan
+                        .proposal
+                        .iter()
+                        .map(|i| hex16(i)[..6].to_owned())
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+        (sets, formed)
+    }
+
+    #[test]
+    fn random_boots_never_decide_two_initial_sets() {
+        let mut rng = StdRng::seed_from_u64(0x6b75_6265);
+        for round in 0..400 {
+            let n = 3 + round % 4; // 3..=6 masters, expected 3
+            let spread = [0, 300, 1000, 3000][round % 4];
+            let (sets, formed) = boot(&mut rng, n, spread as u64);
+            assert!(
+                sets.len() <= 1,
+                "round {round}: {n} masters decided {} different sets",
+                sets.len()
+            );
+            assert!(
+                formed,
+                "round {round}: {n} masters (spread {spread} ms) formed no cluster"
+            );
+        }
+    }
+}
