@@ -1259,10 +1259,11 @@ mod simulation {
                         || l.cluster_id != ann.cluster_id
                 });
                 if now >= nodes[k].next_announce_ms || (changed && nodes[k].last.is_some()) {
-                    for to in 0..n {
-                        if to != k && now >= nodes[to].start_ms.saturating_sub(5) {
-                            flight.push((now + rng.gen_range(1..=5), k, to, ann.clone()));
-                        }
+                    let listening: Vec<usize> = (0..n)
+                        .filter(|to| *to != k && now >= nodes[*to].start_ms.saturating_sub(5))
+                        .collect();
+                    for to in listening {
+                        flight.push((now + rng.gen_range(1..=5), k, to, ann.clone()));
                     }
                     nodes[k].last = Some(ann);
                     nodes[k].next_announce_ms = now + rng.gen_range(B * 3 / 4..=B * 5 / 4);
