@@ -11,6 +11,11 @@
 //! (`ECDSA-P256` matches the pki crate's ECDSA CAs) and list-form
 //! `extraArgs` (`[{name, value}]`).
 //!
+//! For an image whose kubeadm is 1.22–1.30 the rendering converts these
+//! documents down to v1beta3 ([`crate::render::ConfigApi`]): map-form
+//! `extraArgs`, `apiServer.timeoutForControlPlane` and `discovery.timeout`
+//! instead of `timeouts`, no `encryptionAlgorithm`.
+//!
 //! Every struct refuses unknown fields when parsed, and the independent
 //! strict mirror in `tests/schema.rs` parses the golden files again.
 

@@ -220,9 +220,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 } => (version, cni_manifest, images_archive),
             };
         let mut inputs = ctx.inputs.clone();
-        if inputs.kubernetes_version.is_none() {
-            inputs.kubernetes_version = Some(version);
-        }
+        // The kubeadm in the image decides the version (and so the
+        // configuration API, v1beta3 or v1beta4).
+        inputs.kubernetes_version = Some(version);
         if images_archive.is_some() {
             // The images come from the archive: never from a registry.
             inputs.image_pull_policy = Some("Never".to_owned());

@@ -61,7 +61,8 @@ pub enum RenderError {
 pub struct KubeadmInputs {
     /// Cluster name (`clusterName`).
     pub cluster_name: String,
-    /// `kubernetesVersion` (from the image's manifest).
+    /// `kubernetesVersion` (from the image's record); it also picks the
+    /// configuration API ([`ConfigApi::for_version`]).
     pub kubernetes_version: Option<String>,
     /// This node's name.
     pub node_name: String,
@@ -301,12 +302,27 @@ impl KubeadmInputs {
         }
     }
 
+    /// The kubeadm configuration API the target kubeadm reads, from
+    /// `kubernetes_version` (v1beta4 when unknown).
+    pub fn config_api(&self) -> Result<ConfigApi, RenderError> {
+        match &self.kubernetes_version {
+            None => Ok(ConfigApi::V1beta4),
+            Some(v) => ConfigApi::for_version(v),
+        }
+    }
+
     /// The init node's configuration file.
     pub fn render_init(&self) -> Result<String, RenderError> {
         self.check()?;
+        let api = self.config_api()?;
+        let mut init = value("InitConfiguration", &self.init_configuration())?;
+        let mut cluster = value("ClusterConfiguration", &self.cluster_configuration())?;
+        if api == ConfigApi::V1beta3 {
+            down_init(&mut init, &mut cluster);
+        }
         join_docs(&[
-            yaml("InitConfiguration", &self.init_configuration())?,
-            yaml("ClusterConfiguration", &self.cluster_configuration())?,
+            text("InitConfiguration", &init)?,
+            text("ClusterConfiguration", &cluster)?,
             yaml("KubeletConfiguration", &self.kubelet_configuration())?,
         ])
     }
@@ -314,7 +330,7 @@ impl KubeadmInputs {
     /// A joining master's configuration file.
     pub fn render_join_control_plane(&self) -> Result<String, RenderError> {
         self.check()?;
-        join_docs(&[yaml("JoinConfiguration", &self.join_configuration(true))?])
+        self.render_join(true)
     }
 
     /// A worker's configuration file (no etcd needed).
@@ -322,8 +338,143 @@ impl KubeadmInputs {
         if self.node_name.is_empty() {
             return Err(RenderError::Input("the node name is empty".into()));
         }
-        join_docs(&[yaml("JoinConfiguration", &self.join_configuration(false))?])
+        self.render_join(false)
     }
+
+    fn render_join(&self, control_plane: bool) -> Result<String, RenderError> {
+        let api = self.config_api()?;
+        let mut join = value("JoinConfiguration", &self.join_configuration(control_plane))?;
+        if api == ConfigApi::V1beta3 {
+            down_join(&mut join);
+        }
+        join_docs(&[text("JoinConfiguration", &join)?])
+    }
+}
+
+/// The kubeadm configuration API version to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigApi {
+    /// `kubeadm.k8s.io/v1beta3`: kubeadm 1.22 to 1.30 (deprecated in
+    /// 1.31, removed in 1.36).
+    V1beta3,
+    /// `kubeadm.k8s.io/v1beta4`: kubeadm 1.31 and later.
+    V1beta4,
+}
+
+impl ConfigApi {
+    /// The API a kubeadm of `version` (`v1.30.4`, `1.31.0`, `v1.32.0-rc.1`)
+    /// reads; kubeadm older than 1.22 is refused.
+    pub fn for_version(version: &str) -> Result<Self, RenderError> {
+        let bad = || {
+            RenderError::Input(format!(
+                "Kubernetes version {version:?} is not of the form v1.MINOR.PATCH"
+            ))
+        };
+        let v = version.strip_prefix('v').unwrap_or(version);
+        let mut parts = v.split(['.', '-', '+']);
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        match (major, minor) {
+            (1, m) if m >= 31 => Ok(ConfigApi::V1beta4),
+            (1, m) if m >= 22 => Ok(ConfigApi::V1beta3),
+            (1, _) => Err(RenderError::Input(format!(
+                "Kubernetes {version} is too old: kubeadm before 1.22 reads neither v1beta3 nor v1beta4"
+            ))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+const KUBEADM_V1BETA3: &str = "kubeadm.k8s.io/v1beta3";
+
+fn key(k: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::Value::String(k.to_owned())
+}
+
+/// v1beta4 `[{name, value}]` → v1beta3 `{name: value}`.
+fn args_to_map(list: &serde_yaml_ng::Value) -> serde_yaml_ng::Value {
+    let mut map = serde_yaml_ng::Mapping::new();
+    if let Some(items) = list.as_sequence() {
+        for item in items {
+            if let (Some(n), Some(v)) = (item.get("name"), item.get("value")) {
+                map.insert(n.clone(), v.clone());
+            }
+        }
+    }
+    serde_yaml_ng::Value::Mapping(map)
+}
+
+fn down_node_registration(doc: &mut serde_yaml_ng::Value) {
+    if let Some(nr) = doc
+        .get_mut("nodeRegistration")
+        .and_then(|v| v.as_mapping_mut())
+    {
+        if let Some(args) = nr.get("kubeletExtraArgs").map(args_to_map) {
+            nr.insert(key("kubeletExtraArgs"), args);
+        }
+    }
+}
+
+fn set_api_version(doc: &mut serde_yaml_ng::Value) {
+    if let Some(m) = doc.as_mapping_mut() {
+        m.insert(key("apiVersion"), key(KUBEADM_V1BETA3));
+    }
+}
+
+/// v1beta4 → v1beta3 for the init documents (the fields kubeboot writes):
+/// `kubeletExtraArgs` as a map, no `encryptionAlgorithm` (v1beta3 has no
+/// such field; kubeadm then makes RSA keys for the leaf certificates it
+/// signs with the ECDSA CAs, which is fine), and the control-plane timeout
+/// as `apiServer.timeoutForControlPlane` instead of `timeouts`.
+fn down_init(init: &mut serde_yaml_ng::Value, cluster: &mut serde_yaml_ng::Value) {
+    set_api_version(init);
+    set_api_version(cluster);
+    down_node_registration(init);
+    let timeout = init
+        .as_mapping_mut()
+        .and_then(|m| m.shift_remove("timeouts"))
+        .and_then(|t| t.get("controlPlaneComponentHealthCheck").cloned());
+    if let Some(m) = cluster.as_mapping_mut() {
+        m.shift_remove("encryptionAlgorithm");
+    }
+    if let (Some(t), Some(api)) = (
+        timeout,
+        cluster
+            .get_mut("apiServer")
+            .and_then(|a| a.as_mapping_mut()),
+    ) {
+        api.insert(key("timeoutForControlPlane"), t);
+    }
+}
+
+/// v1beta4 → v1beta3 for a join document: `kubeletExtraArgs` as a map and
+/// the discovery timeout as `discovery.timeout` (v1beta3 has no
+/// `timeouts`; the control-plane wait of a joining master comes from the
+/// cluster's `timeoutForControlPlane`).
+fn down_join(join: &mut serde_yaml_ng::Value) {
+    set_api_version(join);
+    down_node_registration(join);
+    let discovery_timeout = join
+        .as_mapping_mut()
+        .and_then(|m| m.shift_remove("timeouts"))
+        .and_then(|t| t.get("discovery").cloned());
+    if let (Some(t), Some(d)) = (
+        discovery_timeout,
+        join.get_mut("discovery").and_then(|d| d.as_mapping_mut()),
+    ) {
+        d.insert(key("timeout"), t);
+    }
+}
+
+fn value<T: Serialize>(kind: &'static str, doc: &T) -> Result<serde_yaml_ng::Value, RenderError> {
+    serde_yaml_ng::to_value(doc).map_err(|e| RenderError::Yaml {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+fn text(kind: &'static str, doc: &serde_yaml_ng::Value) -> Result<String, RenderError> {
+    yaml(kind, doc)
 }
 
 /// First line of every rendered file.
@@ -441,6 +592,47 @@ pub(crate) mod tests {
         w.node_name = "worker-1".into();
         w.node_ip = Ipv4Addr::new(10, 77, 0, 21);
         golden("join-worker.yaml", &w.render_join_worker().unwrap());
+    }
+
+    fn v1beta3(mut i: KubeadmInputs) -> KubeadmInputs {
+        i.kubernetes_version = Some("v1.30.4".into());
+        i
+    }
+
+    #[test]
+    fn v1beta3_for_kubeadm_before_1_31_matches_golden() {
+        golden(
+            "init-master.v1beta3.yaml",
+            &v1beta3(inputs(1)).render_init().unwrap(),
+        );
+        golden(
+            "join-master.v1beta3.yaml",
+            &v1beta3(inputs(2)).render_join_control_plane().unwrap(),
+        );
+        let mut w = v1beta3(inputs(0));
+        w.node_name = "worker-1".into();
+        w.node_ip = Ipv4Addr::new(10, 77, 0, 21);
+        golden("join-worker.v1beta3.yaml", &w.render_join_worker().unwrap());
+    }
+
+    #[test]
+    fn config_api_by_kubeadm_version() {
+        for (v, want) in [
+            ("v1.22.0", Some(ConfigApi::V1beta3)),
+            ("v1.30.4", Some(ConfigApi::V1beta3)),
+            ("1.30.4", Some(ConfigApi::V1beta3)),
+            ("v1.31.0", Some(ConfigApi::V1beta4)),
+            ("v1.35.0-rc.1", Some(ConfigApi::V1beta4)),
+            ("v1.21.14", None),
+            ("v2.0.0", None),
+            ("latest", None),
+            ("v1", None),
+        ] {
+            assert_eq!(ConfigApi::for_version(v).ok(), want, "{v}");
+        }
+        let mut i = inputs(1);
+        i.kubernetes_version = Some("stable".into());
+        assert!(matches!(i.render_init(), Err(RenderError::Input(_))));
     }
 
     #[test]

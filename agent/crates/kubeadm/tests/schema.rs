@@ -269,6 +269,104 @@ enum CgroupDriver {
     Cgroupfs,
 }
 
+/// `kubeadm.k8s.io/v1beta3` (kubeadm 1.22–1.35), from
+/// `cmd/kubeadm/app/apis/kubeadm/v1beta3/types.go`: map-form `extraArgs`,
+/// no `timeouts`, `apiServer.timeoutForControlPlane`, `discovery.timeout`,
+/// no `encryptionAlgorithm`, `proxy` or `dryRun`.
+mod v1beta3 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct InitConfiguration {
+        api_version: String,
+        kind: String,
+        bootstrap_tokens: Option<Vec<BootstrapToken>>,
+        node_registration: Option<NodeRegistrationOptions>,
+        #[serde(rename = "localAPIEndpoint")]
+        local_api_endpoint: Option<ApiEndpoint>,
+        certificate_key: Option<String>,
+        skip_phases: Option<Vec<String>>,
+        patches: Option<Patches>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct ClusterConfiguration {
+        api_version: String,
+        kind: String,
+        etcd: Option<Etcd>,
+        networking: Option<Networking>,
+        kubernetes_version: Option<String>,
+        control_plane_endpoint: Option<String>,
+        api_server: Option<ApiServer>,
+        controller_manager: Option<ControlPlaneComponent>,
+        scheduler: Option<ControlPlaneComponent>,
+        dns: Option<Dns>,
+        certificates_dir: Option<String>,
+        image_repository: Option<String>,
+        feature_gates: Option<BTreeMap<String, bool>>,
+        cluster_name: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct ControlPlaneComponent {
+        extra_args: Option<BTreeMap<String, String>>,
+        extra_volumes: Option<Vec<BTreeMap<String, serde_yaml_ng::Value>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct ApiServer {
+        extra_args: Option<BTreeMap<String, String>>,
+        extra_volumes: Option<Vec<BTreeMap<String, serde_yaml_ng::Value>>>,
+        #[serde(rename = "certSANs")]
+        cert_sans: Option<Vec<String>>,
+        timeout_for_control_plane: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Dns {
+        image_repository: Option<String>,
+        image_tag: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct NodeRegistrationOptions {
+        name: Option<String>,
+        cri_socket: Option<String>,
+        taints: Option<Vec<Taint>>,
+        kubelet_extra_args: Option<BTreeMap<String, String>>,
+        ignore_preflight_errors: Option<Vec<String>>,
+        image_pull_policy: Option<PullPolicy>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct JoinConfiguration {
+        api_version: String,
+        kind: String,
+        node_registration: Option<NodeRegistrationOptions>,
+        ca_cert_path: Option<String>,
+        pub discovery: Discovery,
+        pub control_plane: Option<JoinControlPlane>,
+        skip_phases: Option<Vec<String>>,
+        patches: Option<Patches>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    pub struct Discovery {
+        pub bootstrap_token: Option<BootstrapTokenDiscovery>,
+        file: Option<FileDiscovery>,
+        tls_bootstrap_token: Option<String>,
+        pub timeout: Option<String>,
+    }
+}
+
 fn golden(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("test_data")
@@ -301,6 +399,15 @@ fn check_file(text: &str) -> Result<Vec<String>, String> {
             }
             ("kubeadm.k8s.io/v1beta4", "JoinConfiguration") => {
                 serde_yaml_ng::from_str::<JoinConfiguration>(&doc).map(|_| ())
+            }
+            ("kubeadm.k8s.io/v1beta3", "InitConfiguration") => {
+                serde_yaml_ng::from_str::<v1beta3::InitConfiguration>(&doc).map(|_| ())
+            }
+            ("kubeadm.k8s.io/v1beta3", "ClusterConfiguration") => {
+                serde_yaml_ng::from_str::<v1beta3::ClusterConfiguration>(&doc).map(|_| ())
+            }
+            ("kubeadm.k8s.io/v1beta3", "JoinConfiguration") => {
+                serde_yaml_ng::from_str::<v1beta3::JoinConfiguration>(&doc).map(|_| ())
             }
             ("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration") => {
                 serde_yaml_ng::from_str::<KubeletConfiguration>(&doc).map(|_| ())
@@ -427,6 +534,25 @@ fn a_misspelt_or_misplaced_field_fails_the_check() {
             "{to:?} passed the schema check"
         );
     }
-    let v1beta3 = init.replace("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta3");
-    assert!(check_file(&v1beta3).is_err());
+    // v1beta4 content labelled v1beta3 (list extraArgs, timeouts,
+    // encryptionAlgorithm) fails, and so do v1beta4-only fields added to
+    // the v1beta3 golden file.
+    let relabelled = init.replace("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta3");
+    assert!(check_file(&relabelled).is_err());
+    let old = golden("init-master.v1beta3.yaml");
+    assert!(check_file(&old).is_ok());
+    for (from, to) in [
+        (
+            "certificatesDir:",
+            "encryptionAlgorithm: ECDSA-P256\ncertificatesDir:",
+        ),
+        ("localAPIEndpoint:", "timeouts: {}\nlocalAPIEndpoint:"),
+        ("timeoutForControlPlane:", "timeoutForControlPlan:"),
+    ] {
+        assert!(old.contains(from), "{from}");
+        assert!(
+            check_file(&old.replacen(from, to, 1)).is_err(),
+            "{to:?} passed"
+        );
+    }
 }
