@@ -633,6 +633,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_serialises_for_agent_status() {
+        let s = KubeStatus {
+            phase: PhaseState::WaitingForInit {
+                init_node: "id-1".into(),
+            },
+            init_node: Some("id-1".into()),
+            is_init_node: false,
+            joined: false,
+            kubelet: KubeletState::Inactive,
+            api_server: ApiHealth::NotReady {
+                reason: "connection refused".into(),
+            },
+        };
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "phase": {"state": "waiting-for-init", "init_node": "id-1"},
+                "init_node": "id-1",
+                "is_init_node": false,
+                "joined": false,
+                "kubelet": "inactive",
+                "api_server": {"health": "not-ready", "reason": "connection refused"}
+            })
+        );
+        let back: KubeStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
     fn derived_material_per_role() {
         let secret = cluster_config::ClusterSecret::new("derived-material-secret-01").unwrap();
         let cluster = pki::ClusterPki::derive(&secret, "c1").unwrap();

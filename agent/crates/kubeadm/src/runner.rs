@@ -201,6 +201,22 @@ impl Default for ProcessRunner {
     }
 }
 
+impl ProcessRunner {
+    /// Takes the kubeadm and kubectl paths from the image's record of
+    /// installed components (imagegen installs them where the profile
+    /// says, `/usr/bin/<name>` by default); others keep their default.
+    pub fn with_components(mut self, components: &[crate::image::InstalledComponent]) -> Self {
+        for c in components {
+            match c.name.as_str() {
+                "kubeadm" => self.kubeadm = PathBuf::from(&c.path),
+                "kubectl" => self.kubectl = PathBuf::from(&c.path),
+                _ => {}
+            }
+        }
+        self
+    }
+}
+
 impl KubeadmRunner for ProcessRunner {
     async fn run(&self, inv: &Invocation) -> Result<RunOutput, RunError> {
         write_files(inv)?;
@@ -337,6 +353,22 @@ impl KubeadmRunner for RecordingRunner {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn binary_paths_follow_the_images_record() {
+        let c = |name: &str, path: &str| crate::image::InstalledComponent {
+            name: name.into(),
+            path: path.into(),
+            sha256: String::new(),
+        };
+        let r = ProcessRunner::default().with_components(&[
+            c("kubelet", "/opt/k8s/kubelet"),
+            c("kubeadm", "/opt/k8s/kubeadm"),
+        ]);
+        assert_eq!(r.kubeadm, PathBuf::from("/opt/k8s/kubeadm"));
+        assert_eq!(r.kubectl, PathBuf::from("/usr/bin/kubectl"));
+        assert_eq!(r.ctr, PathBuf::from("/usr/bin/ctr"));
+    }
 
     #[test]
     fn redacts_every_secret() {
