@@ -160,6 +160,7 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     cni_applied: bool,
     images_imported: bool,
     image_manifest: PathBuf,
+    state: tokio::sync::watch::Sender<PhaseState>,
 }
 
 /// containerd's socket path (for `ctr --address`).
@@ -179,7 +180,16 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             cni_applied: false,
             images_imported: false,
             image_manifest,
+            state: tokio::sync::watch::Sender::new(PhaseState::Pending),
         }
+    }
+
+    /// The phase state as it changes, also while kubeadm runs (a call to
+    /// [`KubePhase::reconcile`] can take minutes): `Initialising` or
+    /// `Joining` during the step, then its outcome. For `agent status` and
+    /// for [`crate::vip_health`].
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<PhaseState> {
+        self.state.subscribe()
     }
 
     /// Replaces the backoff schedule.
@@ -195,6 +205,14 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
 
     /// One reconcile step (see the module docs).
     pub async fn reconcile(&mut self, ctx: &KubeContext) -> Result<KubeStatus, KubeError> {
+        let result = self.reconcile_once(ctx).await;
+        if let Ok(status) = &result {
+            self.state.send_replace(status.phase.clone());
+        }
+        result
+    }
+
+    async fn reconcile_once(&mut self, ctx: &KubeContext) -> Result<KubeStatus, KubeError> {
         let mut status = KubeStatus {
             phase: PhaseState::Pending,
             init_node: None,
@@ -291,6 +309,11 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 Ok(status)
             }
             Step::Init | Step::JoinControlPlane | Step::JoinWorker => {
+                self.state.send_replace(if step == Step::Init {
+                    PhaseState::Initialising
+                } else {
+                    PhaseState::Joining
+                });
                 let result = match self.import_images(images_archive.as_deref()).await {
                     Ok(()) => self.run_step(&step, &setup, ctx, &inputs).await,
                     Err(e) => Err(e),

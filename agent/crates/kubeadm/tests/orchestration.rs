@@ -97,7 +97,16 @@ fn image_manifest(root: &Path, present: bool) {
 /// config and kubeconfig (with a real client certificate from the cluster
 /// CA), and on control-plane nodes admin.conf and the API server manifest.
 fn stand_in(root: PathBuf, ca: pki::Ca, node: String) -> RecordingRunner {
-    RecordingRunner::with_effect(Box::new(move |inv: &Invocation| {
+    RecordingRunner::with_effect(Box::new(kubeadm_effect(root, ca, node)))
+}
+
+/// What the stand-in does for each call (see [`stand_in`]).
+fn kubeadm_effect(
+    root: PathBuf,
+    ca: pki::Ca,
+    node: String,
+) -> impl Fn(&Invocation) -> Result<RunOutput, RunError> + Send + Sync + 'static {
+    move |inv: &Invocation| {
         let sub = inv.args.first().map(String::as_str);
         if inv.program == Program::Kubeadm && matches!(sub, Some("init") | Some("join")) {
             let cert = ca
@@ -144,7 +153,7 @@ fn stand_in(root: PathBuf, ca: pki::Ca, node: String) -> RecordingRunner {
             let _ = std::fs::remove_dir_all(root.join("etc/kubernetes/pki"));
         }
         Ok(RunOutput::default())
-    }))
+    }
 }
 
 struct Node {
@@ -534,6 +543,42 @@ async fn the_images_archive_is_imported_before_the_join() {
     );
     assert_eq!(calls.len(), 3);
     assert!(calls[2].files[0].1.contains("imagePullPolicy: Never"));
+}
+
+#[tokio::test]
+async fn the_state_shows_joining_while_kubeadm_runs() {
+    let c = cluster();
+    let root = tempfile::tempdir().unwrap();
+    image_manifest(root.path(), true);
+    // The stand-in reads the phase's state while "kubeadm" runs.
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<PhaseState>>> = Default::default();
+    let slot: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::watch::Receiver<PhaseState>>>> =
+        Default::default();
+    let effect = kubeadm_effect(
+        root.path().to_owned(),
+        c.pki.kubernetes_ca.clone(),
+        "worker-6".into(),
+    );
+    let (seen2, slot2) = (seen.clone(), slot.clone());
+    let runner = RecordingRunner::with_effect(Box::new(move |inv: &Invocation| {
+        if let Some(rx) = slot2.lock().unwrap().as_ref() {
+            seen2.lock().unwrap().push(rx.borrow().clone());
+        }
+        effect(inv)
+    }));
+    let mut phase = KubePhase::new(Paths::under(root.path()), runner, NoProbe, None);
+    let rx = phase.watch();
+    assert_eq!(*rx.borrow(), PhaseState::Pending);
+    *slot.lock().unwrap() = Some(phase.watch());
+    let ctx = worker(&c, "worker-6").ctx;
+    let s = phase.reconcile(&ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(*seen.lock().unwrap(), vec![PhaseState::Joining]);
+    assert_eq!(*rx.borrow(), PhaseState::Ready);
+    assert_eq!(
+        kubeadm::vip_health(&PhaseState::Joining, 6443),
+        kubeadm::VipHealth::EtcdAndApiServer { api_port: 6443 }
+    );
 }
 
 #[tokio::test]
