@@ -161,7 +161,12 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     images_imported: bool,
     image_manifest: PathBuf,
     state: tokio::sync::watch::Sender<PhaseState>,
+    last_token_check: Option<SystemTime>,
 }
+
+/// How often a master looks at the bootstrap token while nodes wait to
+/// join (each look runs `kubeadm token list`).
+pub const TOKEN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// containerd's socket path (for `ctr --address`).
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -181,6 +186,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             images_imported: false,
             image_manifest,
             state: tokio::sync::watch::Sender::new(PhaseState::Pending),
+            last_token_check: None,
         }
     }
 
@@ -418,7 +424,15 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 }
             }
         }
-        if ctx.joiners_waiting {
+        let due = match self.last_token_check {
+            None => true,
+            Some(t) => ctx
+                .now
+                .duration_since(t)
+                .map_or(true, |d| d >= TOKEN_CHECK_INTERVAL),
+        };
+        if ctx.joiners_waiting && due {
+            self.last_token_check = Some(ctx.now);
             if let Err(e) = self.maintain_token(ctx, &ctx.inputs.token).await {
                 tracing::warn!("kube phase: bootstrap token: {e}");
             }

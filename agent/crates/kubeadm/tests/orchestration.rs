@@ -681,9 +681,29 @@ async fn a_master_recreates_an_expired_token_for_a_late_joiner() {
             ],
         ]
     );
+    // Still waiting 10 s later: not looked at again before the interval.
+    m.runner.clear();
+    ctx.now += Duration::from_secs(10);
+    m.phase.reconcile(&ctx).await.unwrap();
+    assert!(m.runner.calls().is_empty(), "{:?}", m.runner.calls());
+    // After it: listed again (now valid, so only the listing runs).
+    ctx.now += kubeadm::phase::TOKEN_CHECK_INTERVAL;
+    m.runner.push_result(Ok(RunOutput {
+        stdout: format!(
+            "{{\"token\":\"{}\",\"expires\":\"2099-01-01T00:00:00Z\"}}",
+            c.token.expose()
+        ),
+        stderr: String::new(),
+    }));
+    m.phase.reconcile(&ctx).await.unwrap();
+    let got: Vec<Vec<String>> = m.runner.calls().iter().map(|r| r.args.clone()).collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0][1], "list");
     // Nobody waiting: the token is left alone.
     m.runner.clear();
-    let s = m.phase.reconcile(&m.ctx).await.unwrap();
+    let mut ctx = m.ctx.clone();
+    ctx.now += Duration::from_secs(3600);
+    let s = m.phase.reconcile(&ctx).await.unwrap();
     assert_eq!(s.phase, PhaseState::Ready);
     assert!(m.runner.calls().is_empty());
     assert_eq!(
