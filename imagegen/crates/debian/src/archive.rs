@@ -90,6 +90,14 @@ impl Archive {
         };
         let signed = keyring.verify_clearsigned(&raw, &inrelease_url)?;
         let release = Release::parse(&signed, &inrelease_url)?;
+        if !release.matches_suite(&spec.suite) {
+            return Err(Error::SuiteMismatch {
+                url: inrelease_url,
+                expected: spec.suite.clone(),
+                suite: release.suite.clone().unwrap_or_default(),
+                codename: release.codename.clone().unwrap_or_default(),
+            });
+        }
         if client.is_some() {
             cache.store_release(spec.base(), &spec.suite, &raw)?;
         }

@@ -95,8 +95,8 @@ pub fn http_client() -> Result<reqwest::blocking::Client, Error> {
         .timeout(Duration::from_secs(900))
         .build()
         .map_err(|e| Error::Http {
-            url: String::new(),
-            detail: format!("cannot build HTTP client: {e}"),
+            url: "(any URL)".into(),
+            detail: format!("cannot build the HTTP client: {e}"),
             hint: String::new(),
         })
 }

@@ -87,6 +87,18 @@ pub enum Error {
     /// Reading the host's apt sources failed.
     #[error(transparent)]
     Sources(#[from] SourcesError),
+    /// The signed Release is for another suite than the one requested.
+    #[error("{url} is signed for suite {suite:?} / codename {codename:?}, not {expected:?}")]
+    SuiteMismatch {
+        /// The InRelease URL.
+        url: String,
+        /// The requested suite.
+        expected: String,
+        /// The Release's `Suite`.
+        suite: String,
+        /// The Release's `Codename`.
+        codename: String,
+    },
     /// The Release file lists no `Packages` index for a component.
     #[error("{release} lists no Packages index for component {component:?}, architecture {architecture:?}")]
     NoPackagesIndex {

@@ -126,6 +126,17 @@ impl Release {
         })
     }
 
+    /// Whether this Release belongs to `suite` (its `Suite` or `Codename`).
+    /// A Release naming neither is accepted. Guards against a mirror serving
+    /// another suite's correctly signed Release (apt's "conflicting
+    /// distribution" check).
+    pub fn matches_suite(&self, suite: &str) -> bool {
+        match (&self.suite, &self.codename) {
+            (None, None) => true,
+            (s, c) => s.as_deref() == Some(suite) || c.as_deref() == Some(suite),
+        }
+    }
+
     /// The entry for `path`, if listed.
     pub fn file(&self, path: &str) -> Option<&ReleaseFile> {
         self.files.iter().find(|f| f.path == path)
@@ -184,6 +195,10 @@ SHA256:
         let c = r.packages_file("contrib", "amd64").unwrap();
         assert_eq!(c.path, "contrib/binary-amd64/Packages.gz");
         assert!(r.packages_file("non-free", "amd64").is_none());
+        assert!(r.matches_suite("bookworm"));
+        assert!(r.matches_suite("stable"));
+        assert!(!r.matches_suite("trixie"));
+        assert!(!r.matches_suite("bookworm-security"));
     }
 
     #[test]

@@ -366,6 +366,15 @@ fn wrong_keyring_or_tampered_inrelease_fails() {
             .is_none(),
         "bad InRelease not cached"
     );
+
+    // A correctly signed Release of another suite, served under this one.
+    fx.server
+        .set("/debian/dists/stable/InRelease", original.into_bytes());
+    let mut stable = fx.spec();
+    stable.suite = "stable".into();
+    let err = Archive::open(&stable, &cache, false).unwrap_err();
+    assert!(matches!(err, Error::SuiteMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("not \"stable\""), "{err}");
     drop(fx.key);
 }
 
