@@ -161,26 +161,14 @@ pub fn assemble(
     })
 }
 
-/// The kernel taken out of the tree.
-struct Kernel {
-    version: String,
-    vmlinuz: Vec<u8>,
-    kept_modules: Vec<String>,
-}
-
-// INTEGRATION POINT: the rootfs crate's kernel module selection is being
-// written in parallel (imagegen/crates/rootfs). Until it lands this stage
-// fails with a clear message instead of building an image that would not
-// boot.
-fn pending(what: &'static str) -> AssembleError {
-    AssembleError::Effect {
-        what,
-        message: "not available yet in the rootfs crate (imagegen/crates/rootfs)".into(),
-    }
-}
-
-fn take_kernel(_tree: &mut Tree, _modules: &[String]) -> Result<Kernel, AssembleError> {
-    Err(pending("taking the kernel and selecting modules"))
+fn take_kernel(
+    tree: &mut Tree,
+    modules: &[String],
+) -> Result<rootfs::kernel::Kernel, AssembleError> {
+    rootfs::kernel::take_kernel(tree, modules).map_err(|e| AssembleError::Effect {
+        what: "taking the kernel and selecting modules",
+        message: e.to_string(),
+    })
 }
 
 /// Users, groups and alternatives, as the maintainer scripts would have set

@@ -94,6 +94,11 @@ pub struct BuildArgs {
     /// else the profile's source_date_epoch; never the clock).
     #[arg(long, value_name = "N")]
     pub source_date_epoch: Option<u64>,
+    /// zstd compression level of the initramfs, 1-22 (higher: smaller and
+    /// much slower to build; the output stays reproducible for a level).
+    #[arg(long, value_name = "N", default_value_t = build::DEFAULT_ZSTD_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub zstd_level: i32,
     /// No progress bars (plain output, for logs and CI).
     #[arg(long)]
     pub no_progress: bool,
@@ -194,6 +199,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         source_date_epoch: a.source_date_epoch,
         env_source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         progress: !a.no_progress,
+        zstd_level: a.zstd_level,
     };
     let summary = build::build(&opts)?;
     print!("{}", build::summary_text(&summary));
