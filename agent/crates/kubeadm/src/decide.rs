@@ -158,6 +158,15 @@ pub fn next_step(role: Role, setup: &Setup, init: Option<&InitView>) -> Step {
     }
 }
 
+/// Whether a waiting master may take over from an init node whose
+/// liveness key it has not seen since `absent_since`. Pure.
+pub fn takeover_due(now: SystemTime, absent_since: Option<SystemTime>, grace: Duration) -> bool {
+    match absent_since {
+        None => false,
+        Some(since) => now.duration_since(since).is_ok_and(|d| d >= grace),
+    }
+}
+
 /// Exponential backoff between failed attempts. Pure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -445,6 +454,17 @@ mod tests {
                 "{role} {setup:?} {init:?}"
             );
         }
+    }
+
+    #[test]
+    fn takeover_only_after_the_grace() {
+        let g = Duration::from_secs(60);
+        assert!(!takeover_due(at(1000), None, g));
+        assert!(!takeover_due(at(1000), Some(at(1000)), g));
+        assert!(!takeover_due(at(1059), Some(at(1000)), g));
+        assert!(takeover_due(at(1060), Some(at(1000)), g));
+        // A clock that went backwards never triggers it.
+        assert!(!takeover_due(at(900), Some(at(1000)), g));
     }
 
     #[test]

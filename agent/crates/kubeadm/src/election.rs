@@ -18,6 +18,28 @@
 //!
 //! The init node writes `/kubeboot/kube/init-done` after `kubeadm init`
 //! succeeds; the other masters join only once it exists.
+//!
+//! Takeover of a dead init node: while it initialises, the winner holds
+//! `/kubeboot/kube/init-alive` on an etcd lease that it keeps alive
+//! ([`announce_alive`], [`keep_alive`]). A waiting master that has seen no
+//! such key for a grace period (its own clock, [`crate::decide::takeover_due`])
+//! replaces the winner with one transaction ([`take_over`]):
+//!
+//! ```text
+//! if mod_revision("/kubeboot/kube/init-node") == <the revision it read>
+//!    and create_revision("/kubeboot/kube/init-alive") == 0
+//!    and create_revision("/kubeboot/kube/init-done") == 0
+//! then put("/kubeboot/kube/init-node", <own id>)
+//! ```
+//!
+//! One taker wins (the revision check), never while the winner's lease is
+//! live, never after init succeeded. The announce is itself a transaction
+//! that requires the init-node key to still name the announcer, so a slow
+//! winner that was replaced cannot start `kubeadm init` afterwards. (If a
+//! winner loses its lease in the middle of `kubeadm init` — an etcd outage
+//! longer than the lease — two inits can overlap; both run against the same
+//! etcd with the same derived CAs, so they write the same cluster, never a
+//! second one.)
 
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use thiserror::Error;
@@ -26,6 +48,9 @@ use thiserror::Error;
 pub const INIT_NODE_KEY: &str = "/kubeboot/kube/init-node";
 /// Written by the init node once `kubeadm init` succeeded.
 pub const INIT_DONE_KEY: &str = "/kubeboot/kube/init-done";
+
+/// Held by the init node, on a lease, while it initialises.
+pub const INIT_ALIVE_KEY: &str = "/kubeboot/kube/init-alive";
 
 /// Errors talking to etcd; each names the operation and the key.
 #[derive(Debug, Error)]
@@ -89,6 +114,133 @@ pub async fn init_done(client: &mut Client) -> Result<Option<String>, ElectionEr
     Ok(r.kvs()
         .first()
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+}
+
+/// The election key's value and revision (for [`take_over`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitRecord {
+    /// The current winner.
+    pub winner: String,
+    /// The key's `mod_revision`.
+    pub mod_revision: i64,
+}
+
+/// Reads the election key.
+pub async fn read_init(client: &mut Client) -> Result<Option<InitRecord>, ElectionError> {
+    let r = client
+        .get(INIT_NODE_KEY, None)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "get",
+            key: INIT_NODE_KEY,
+            source,
+        })?;
+    Ok(r.kvs().first().map(|kv| InitRecord {
+        winner: String::from_utf8_lossy(kv.value()).into_owned(),
+        mod_revision: kv.mod_revision(),
+    }))
+}
+
+/// Whether the init node's liveness key exists.
+pub async fn init_alive(client: &mut Client) -> Result<bool, ElectionError> {
+    let r = client
+        .get(INIT_ALIVE_KEY, None)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "get",
+            key: INIT_ALIVE_KEY,
+            source,
+        })?;
+    Ok(!r.kvs().is_empty())
+}
+
+/// The winner announces that it is alive: grants a lease of `ttl_s`
+/// seconds and puts the liveness key on it, only if the election key still
+/// names `node_id`. Returns the lease id, or `None` if `node_id` is no
+/// longer the winner (the lease is then revoked).
+pub async fn announce_alive(
+    client: &mut Client,
+    node_id: &str,
+    ttl_s: i64,
+) -> Result<Option<i64>, ElectionError> {
+    let lease = client
+        .lease_grant(ttl_s, None)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "lease grant",
+            key: INIT_ALIVE_KEY,
+            source,
+        })?
+        .id();
+    let txn = Txn::new()
+        .when([Compare::value(INIT_NODE_KEY, CompareOp::Equal, node_id)])
+        .and_then([TxnOp::put(
+            INIT_ALIVE_KEY,
+            node_id,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )]);
+    let r = client
+        .txn(txn)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "txn",
+            key: INIT_ALIVE_KEY,
+            source,
+        })?;
+    if r.succeeded() {
+        Ok(Some(lease))
+    } else {
+        let _ = client.lease_revoke(lease).await;
+        Ok(None)
+    }
+}
+
+/// Keeps `lease` alive every `period` until the task is aborted or etcd
+/// stops answering (then the lease expires on its own).
+pub async fn keep_alive(mut client: Client, lease: i64, period: std::time::Duration) {
+    let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await else {
+        return;
+    };
+    loop {
+        if keeper.keep_alive().await.is_err() {
+            return;
+        }
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            _ => return,
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Gives up the liveness lease (after init, or when a step ends).
+pub async fn release_alive(client: &mut Client, lease: i64) {
+    let _ = client.lease_revoke(lease).await;
+}
+
+/// Replaces a winner that shows no liveness (see the module docs). Returns
+/// whether `node_id` is now the winner.
+pub async fn take_over(
+    client: &mut Client,
+    node_id: &str,
+    seen: &InitRecord,
+) -> Result<bool, ElectionError> {
+    let txn = Txn::new()
+        .when([
+            Compare::mod_revision(INIT_NODE_KEY, CompareOp::Equal, seen.mod_revision),
+            Compare::create_revision(INIT_ALIVE_KEY, CompareOp::Equal, 0),
+            Compare::create_revision(INIT_DONE_KEY, CompareOp::Equal, 0),
+        ])
+        .and_then([TxnOp::put(INIT_NODE_KEY, node_id, None)]);
+    let r = client
+        .txn(txn)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "txn (take over)",
+            key: INIT_NODE_KEY,
+            source,
+        })?;
+    Ok(r.succeeded())
 }
 
 /// Creates `key = value` if absent; returns the value the key holds after

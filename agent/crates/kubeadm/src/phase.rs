@@ -10,7 +10,9 @@
 //!      any master: recreate the token while joiners wait)
 //! inside the backoff after a failure ────────────────────────→ Retrying
 //! master: elect (etcd txn) → won, no cluster  → [reset] place PKI, init → Ready
+//!                            (holding the init-alive lease meanwhile)
 //!                          → lost, no cluster → WaitingForInit
+//!                            (no init-alive for the grace → take over → init)
 //!                          → cluster exists   → [reset] place PKI, join --config (controlPlane) → Ready
 //! worker:                                       [reset] join --config → Ready
 //!   (before any init/join: import the image's OCI archive of control-plane
@@ -162,7 +164,15 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     image_manifest: PathBuf,
     state: tokio::sync::watch::Sender<PhaseState>,
     last_token_check: Option<SystemTime>,
+    alive_absent_since: Option<SystemTime>,
+    takeover_grace: std::time::Duration,
 }
+
+/// Lifetime of the init node's liveness lease (kept alive every third of it).
+pub const INIT_ALIVE_TTL_S: i64 = 15;
+/// How long a waiting master must see no liveness from the init node
+/// before it takes over (well above the lease's TTL).
+pub const DEFAULT_TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often a master looks at the bootstrap token while nodes wait to
 /// join (each look runs `kubeadm token list`).
@@ -187,6 +197,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             image_manifest,
             state: tokio::sync::watch::Sender::new(PhaseState::Pending),
             last_token_check: None,
+            alive_absent_since: None,
+            takeover_grace: DEFAULT_TAKEOVER_GRACE,
         }
     }
 
@@ -196,6 +208,12 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
     /// for [`crate::vip_health`].
     pub fn watch(&self) -> tokio::sync::watch::Receiver<PhaseState> {
         self.state.subscribe()
+    }
+
+    /// Replaces the takeover grace (tests).
+    pub fn with_takeover_grace(mut self, grace: std::time::Duration) -> Self {
+        self.takeover_grace = grace;
+        self
     }
 
     /// Replaces the backoff schedule.
@@ -290,7 +308,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             status.phase = self.retrying_state(ctx.now);
             return Ok(status);
         }
-        let view = if ctx.role == Role::Master {
+        let mut view = if ctx.role == Role::Master {
             match self.init_view(&ctx.node_id).await {
                 Ok(v) => Some(v),
                 Err(e) => return Ok(self.fail(ctx, status, format!("init election: {e}"))),
@@ -298,6 +316,18 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         } else {
             None
         };
+        if let Some(v) = view.as_mut() {
+            if !v.is_self && !v.done {
+                match self.check_takeover(ctx).await {
+                    Ok(true) => {
+                        v.is_self = true;
+                        v.winner = ctx.node_id.clone();
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Ok(self.fail(ctx, status, format!("init takeover: {e}"))),
+                }
+            }
+        }
         if let Some(v) = &view {
             status.init_node = Some(v.winner.clone());
             status.is_init_node = v.is_self;
@@ -320,10 +350,40 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 } else {
                     PhaseState::Joining
                 });
+                // The init node holds its liveness lease for the whole step.
+                let lease = if step == Step::Init {
+                    match self.announce_alive(ctx).await {
+                        Ok(Some(lease)) => Some(lease),
+                        Ok(None) => {
+                            status.is_init_node = false;
+                            status.phase = PhaseState::WaitingForInit {
+                                init_node: String::new(),
+                            };
+                            return Ok(status);
+                        }
+                        Err(e) => return Ok(self.fail(ctx, status, format!("init liveness: {e}"))),
+                    }
+                } else {
+                    None
+                };
+                let keeper = match (lease, self.etcd.clone()) {
+                    (Some(lease), Some(client)) => Some(tokio::spawn(election::keep_alive(
+                        client,
+                        lease,
+                        std::time::Duration::from_secs((INIT_ALIVE_TTL_S / 3) as u64),
+                    ))),
+                    _ => None,
+                };
                 let result = match self.import_images(images_archive.as_deref()).await {
                     Ok(()) => self.run_step(&step, &setup, ctx, &inputs).await,
                     Err(e) => Err(e),
                 };
+                if let Some(k) = keeper {
+                    k.abort();
+                }
+                if let (Some(lease), Some(client)) = (lease, self.etcd.as_mut()) {
+                    election::release_alive(client, lease).await;
+                }
                 match result {
                     Ok(()) => {
                         self.retry = RetryState::default();
@@ -373,6 +433,46 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         );
         status.phase = self.retrying_state(ctx.now);
         status
+    }
+
+    /// A waiting master: takes over from an init node that has shown no
+    /// liveness for the grace period. Returns whether this node is now the
+    /// init node.
+    async fn check_takeover(&mut self, ctx: &KubeContext) -> Result<bool, ElectionError> {
+        let grace = self.takeover_grace;
+        let Some(client) = self.etcd.as_mut() else {
+            return Ok(false);
+        };
+        if election::init_alive(client).await? {
+            self.alive_absent_since = None;
+            return Ok(false);
+        }
+        let since = *self.alive_absent_since.get_or_insert(ctx.now);
+        if !decide::takeover_due(ctx.now, Some(since), grace) {
+            return Ok(false);
+        }
+        let Some(seen) = election::read_init(client).await? else {
+            return Ok(false);
+        };
+        if seen.winner == ctx.node_id {
+            return Ok(true);
+        }
+        let won = election::take_over(client, &ctx.node_id, &seen).await?;
+        if won {
+            tracing::warn!(
+                "kube phase: init node {} showed no liveness for {grace:?}: this node takes over",
+                seen.winner
+            );
+        }
+        self.alive_absent_since = None;
+        Ok(won)
+    }
+
+    async fn announce_alive(&mut self, ctx: &KubeContext) -> Result<Option<i64>, ElectionError> {
+        match self.etcd.as_mut() {
+            Some(client) => election::announce_alive(client, &ctx.node_id, INIT_ALIVE_TTL_S).await,
+            None => Ok(None),
+        }
     }
 
     async fn init_view(&mut self, node_id: &str) -> Result<InitView, ElectionError> {

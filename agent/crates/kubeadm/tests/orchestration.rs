@@ -784,3 +784,156 @@ async fn an_unreachable_etcd_is_retried_on_the_backoff_schedule() {
     assert!(m.runner.calls().is_empty());
     assert!(!m.root.path().join("etc/kubernetes/pki/ca.key").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_init_node_is_replaced_by_exactly_one_master_after_the_grace() {
+    let etcd = common::start_etcd("takeover").await;
+    let c = cluster();
+    let mut client = common::client(&etcd).await;
+    // "id-dead" won and never showed any liveness.
+    assert!(
+        kubeadm::election::elect_init_node(&mut client, "id-dead")
+            .await
+            .unwrap()
+            .won
+    );
+    let grace = Duration::from_secs(60);
+    let mut masters = vec![
+        master(&c, &etcd, 1).await,
+        master(&c, &etcd, 2).await,
+        master(&c, &etcd, 3).await,
+    ];
+    let t0 = SystemTime::now();
+    for m in masters.iter_mut() {
+        m.phase = KubePhase::new(
+            Paths::under(m.root.path()),
+            m.runner.clone(),
+            NoProbe,
+            Some(common::client(&etcd).await),
+        )
+        .with_takeover_grace(grace);
+        m.ctx.now = t0;
+    }
+    // Before the grace: everyone waits for the dead node.
+    let st = reconcile_all(&mut masters).await;
+    for s in &st {
+        assert_eq!(
+            s.phase,
+            PhaseState::WaitingForInit {
+                init_node: "id-dead".into()
+            }
+        );
+    }
+    for m in masters.iter_mut() {
+        m.ctx.now = t0 + grace - Duration::from_secs(1);
+    }
+    let st = reconcile_all(&mut masters).await;
+    assert!(st
+        .iter()
+        .all(|s| matches!(s.phase, PhaseState::WaitingForInit { .. })));
+    assert!(masters.iter().all(|m| m.runner.calls().is_empty()));
+    // After it: exactly one takes over and initialises.
+    for m in masters.iter_mut() {
+        m.ctx.now = t0 + grace;
+    }
+    let st = reconcile_all(&mut masters).await;
+    let inits: Vec<usize> = (0..3)
+        .filter(|i| {
+            masters[*i]
+                .runner
+                .calls()
+                .iter()
+                .any(|r| r.args.first().map(String::as_str) == Some("init"))
+        })
+        .collect();
+    assert_eq!(inits.len(), 1, "{st:?}");
+    let w = inits[0];
+    assert_eq!(st[w].phase, PhaseState::Ready);
+    assert!(st[w].is_init_node);
+    let rec = kubeadm::election::read_init(&mut client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.winner, masters[w].ctx.node_id);
+    assert_eq!(
+        kubeadm::election::init_done(&mut client).await.unwrap(),
+        Some(masters[w].ctx.node_id.clone())
+    );
+    // The liveness lease was given back after the init.
+    assert!(!kubeadm::election::init_alive(&mut client).await.unwrap());
+    // Next round: the others join.
+    let st = reconcile_all(&mut masters).await;
+    for (i, s) in st.iter().enumerate() {
+        assert_eq!(s.phase, PhaseState::Ready, "master {i}");
+        if i != w {
+            let calls = masters[i].runner.calls();
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            assert_eq!(args(&calls[0])[0], "join");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_live_init_node_is_not_replaced() {
+    let etcd = common::start_etcd("alive").await;
+    let c = cluster();
+    let mut client = common::client(&etcd).await;
+    assert!(
+        kubeadm::election::elect_init_node(&mut client, "id-live")
+            .await
+            .unwrap()
+            .won
+    );
+    // The live node holds its liveness key (30 s lease: enough for the test).
+    let lease = kubeadm::election::announce_alive(&mut client, "id-live", 30)
+        .await
+        .unwrap();
+    assert!(lease.is_some());
+    // Someone else cannot announce for the winner's role.
+    assert_eq!(
+        kubeadm::election::announce_alive(&mut client, "id-other", 30)
+            .await
+            .unwrap(),
+        None
+    );
+    let mut m = master(&c, &etcd, 1).await;
+    m.phase = KubePhase::new(
+        Paths::under(m.root.path()),
+        m.runner.clone(),
+        NoProbe,
+        Some(common::client(&etcd).await),
+    )
+    .with_takeover_grace(Duration::from_secs(60));
+    let t0 = SystemTime::now();
+    for dt in [0, 61, 200] {
+        let mut ctx = m.ctx.clone();
+        ctx.now = t0 + Duration::from_secs(dt);
+        let s = m.phase.reconcile(&ctx).await.unwrap();
+        assert_eq!(
+            s.phase,
+            PhaseState::WaitingForInit {
+                init_node: "id-live".into()
+            }
+        );
+    }
+    assert!(m.runner.calls().is_empty());
+    // A stale takeover (an old revision) fails even without liveness.
+    kubeadm::election::release_alive(&mut client, lease.unwrap()).await;
+    let seen = kubeadm::election::read_init(&mut client)
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = kubeadm::election::InitRecord {
+        mod_revision: seen.mod_revision - 1,
+        ..seen.clone()
+    };
+    assert!(!kubeadm::election::take_over(&mut client, "id-x", &stale)
+        .await
+        .unwrap());
+    assert!(kubeadm::election::take_over(&mut client, "id-x", &seen)
+        .await
+        .unwrap());
+    assert!(!kubeadm::election::take_over(&mut client, "id-y", &seen)
+        .await
+        .unwrap());
+}
