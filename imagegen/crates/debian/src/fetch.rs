@@ -113,8 +113,37 @@ pub(crate) fn offline_hint(cache: &Cache) -> String {
     }
 }
 
+/// Attempts per request: one retry after a transient failure.
+const ATTEMPTS: u32 = 2;
+
+/// Whether a failure may go away on retry: network errors, 5xx statuses,
+/// a connection dropped mid-body. Digest mismatches are never retried.
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::Http { .. } => true,
+        Error::HttpStatus { status, .. } => *status >= 500,
+        Error::Cache(crate::cache::CacheError::Source { .. }) => true,
+        _ => false,
+    }
+}
+
+/// Runs `op`, retrying once after a transient failure.
+fn with_retry<T>(url: &str, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 1;
+    loop {
+        match op() {
+            Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                tracing::warn!(url, error = %e, "transient failure; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// GETs `url`, failing on non-success statuses.
-pub(crate) fn get(
+fn get(
     client: &reqwest::blocking::Client,
     url: &str,
     cache: &Cache,
@@ -136,6 +165,15 @@ pub(crate) fn get(
 
 /// GETs a small text file (at most `limit` bytes).
 pub(crate) fn get_text(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    cache: &Cache,
+    limit: u64,
+) -> Result<String, Error> {
+    with_retry(url, || get_text_once(client, url, cache, limit))
+}
+
+fn get_text_once(
     client: &reqwest::blocking::Client,
     url: &str,
     cache: &Cache,
@@ -175,10 +213,12 @@ pub(crate) fn download(
     sha256: &str,
     size: u64,
     cache: &Cache,
-    progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64),
 ) -> Result<PathBuf, Error> {
-    let resp = get(client, url, cache)?;
-    Ok(cache.insert_verified(resp, sha256, size, url, progress)?)
+    with_retry(url, || {
+        let resp = get(client, url, cache)?;
+        Ok(cache.insert_verified(resp, sha256, size, url, &mut progress)?)
+    })
 }
 
 /// Makes every locked package available in the cache (see [`fetch_with`]).

@@ -21,6 +21,8 @@ type Files = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 struct Server {
     url: String,
     files: Files,
+    /// Paths answered with 503 once before being served.
+    fail_once: Arc<Mutex<Vec<String>>>,
     requests: Arc<Mutex<Vec<String>>>,
     server: Arc<tiny_http::Server>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -32,12 +34,21 @@ impl Server {
         let port = server.server_addr().to_ip().unwrap().port();
         let files: Files = Arc::new(Mutex::new(files));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let fail_once: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (server, files, requests) = (server.clone(), files.clone(), requests.clone());
+            let fail_once = fail_once.clone();
             std::thread::spawn(move || {
                 for rq in server.incoming_requests() {
                     let path = rq.url().to_string();
                     requests.lock().unwrap().push(path.clone());
+                    let mut failing = fail_once.lock().unwrap();
+                    if let Some(i) = failing.iter().position(|p| *p == path) {
+                        failing.remove(i);
+                        let _ = rq.respond(tiny_http::Response::empty(503));
+                        continue;
+                    }
+                    drop(failing);
                     let body = files.lock().unwrap().get(&path).cloned();
                     let _ = match body {
                         Some(b) => rq.respond(tiny_http::Response::from_data(b)),
@@ -49,6 +60,7 @@ impl Server {
         Server {
             url: format!("http://127.0.0.1:{port}/debian"),
             files,
+            fail_once,
             requests,
             server,
             thread: Some(thread),
@@ -424,4 +436,36 @@ fn unreachable_archive_names_url_and_suggests_offline() {
     assert!(msg.contains("--offline"), "{msg}");
     // And offline works from what was cached.
     assert!(Archive::open(&spec, &cache, true).is_ok());
+}
+
+#[test]
+fn transient_server_errors_are_retried_but_not_found_is_not() {
+    let fx = fixture();
+    let cache = fx.cache();
+    let archive = Archive::open(&fx.spec(), &cache, false).unwrap();
+    let res = resolve(archive.index(), &["libc6".to_string()], &[]).unwrap();
+    let lock = Lockfile::from_resolution(&archive, &res);
+    let path = "/debian/pool/main/libc6_2.36-9_amd64.deb";
+    fx.server.fail_once.lock().unwrap().push(path.into());
+    let fetched = fetch(lock.packages(), &lock.archive().url, &cache, false).unwrap();
+    assert_eq!(std::fs::read(&fetched[0].path).unwrap(), deb("libc6"));
+    let hits = fx.server.requests().iter().filter(|r| *r == path).count();
+    assert_eq!(hits, 2, "503 then success");
+
+    let mut gone = lock.packages().to_vec();
+    gone[0].filename = "pool/main/gone_1_amd64.deb".into();
+    gone[0].sha256 = sha(b"gone");
+    let err = fetch(&gone, &lock.archive().url, &cache, false).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/debian/pool/main/gone_1_amd64.deb: HTTP status 404"),
+        "{err}"
+    );
+    let hits = fx
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with("gone_1_amd64.deb"))
+        .count();
+    assert_eq!(hits, 1, "404 is not retried");
 }
