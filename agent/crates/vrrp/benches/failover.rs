@@ -181,16 +181,19 @@ fn trial(s: &mut Scenario) -> Result<Trial, String> {
     }
 
     let rest: Vec<usize> = ROUTERS.iter().copied().filter(|&i| i != holder).collect();
+    s.lab.cut(holder);
+    // Time from the moment the link is down (`ip` has returned): replies
+    // stamped before that came from the old holder while `ip` ran.
     let cut_at = SystemTime::now();
     let t0 = Instant::now();
-    s.lab.cut(holder);
     let mut failover = None;
     let mut samples = 0;
     let mut two = 0;
     let mut answered_at: Option<Instant> = None;
     while t0.elapsed() < Duration::from_secs(15) {
         while let Ok(t) = replies.try_recv() {
-            // Replies within 2 ms of the cut may have been sent before it.
+            // A reply stamped within 2 ms after the cut may have been on
+            // its way already.
             if failover.is_none() && t > cut_at + Duration::from_millis(2) {
                 failover = t.duration_since(cut_at).ok();
                 answered_at = Some(Instant::now());
