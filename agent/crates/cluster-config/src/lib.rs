@@ -407,7 +407,7 @@ impl ClusterSpec {
         if masters == 0 {
             return Err(invalid("cluster.masters", "must be at least 1"));
         }
-        if masters % 2 == 0 && !self.allow_even_masters.unwrap_or(false) {
+        if masters.is_multiple_of(2) && !self.allow_even_masters.unwrap_or(false) {
             return Err(invalid(
                 "cluster.masters",
                 format!(
@@ -507,18 +507,20 @@ impl ClusterSpec {
         }
 
         let kubernetes = Kubernetes {
-            pod_subnet: self
-                .kubernetes
-                .pod_subnet
-                .unwrap_or_else(|| Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default()),
-            service_subnet: self
-                .kubernetes
-                .service_subnet
-                .unwrap_or_else(|| Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default()),
+            pod_subnet: self.kubernetes.pod_subnet.unwrap_or_else(|| {
+                Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default()
+            }),
+            service_subnet: self.kubernetes.service_subnet.unwrap_or_else(|| {
+                Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default()
+            }),
             api_port: self.kubernetes.api_port.unwrap_or(6443),
         };
-        if kubernetes.pod_subnet.contains(&kubernetes.service_subnet.network())
-            || kubernetes.service_subnet.contains(&kubernetes.pod_subnet.network())
+        if kubernetes
+            .pod_subnet
+            .contains(&kubernetes.service_subnet.network())
+            || kubernetes
+                .service_subnet
+                .contains(&kubernetes.pod_subnet.network())
         {
             return Err(invalid(
                 "kubernetes.service_subnet",
@@ -581,7 +583,13 @@ mod tests {
         let mut s = master();
         s.masters = Some(4);
         let err = s.validate().unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "cluster.masters", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "cluster.masters",
+                ..
+            }
+        ));
         s.allow_even_masters = Some(true);
         assert_eq!(s.validate().unwrap().masters, 4);
     }
@@ -618,7 +626,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             s.validate().unwrap_err(),
-            ConfigError::Invalid { key: "network.vip", .. }
+            ConfigError::Invalid {
+                key: "network.vip",
+                ..
+            }
         ));
     }
 
@@ -632,7 +643,13 @@ mod tests {
     #[test]
     fn missing_role_names_key() {
         let err = ClusterSpec::default().validate().unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "cluster.role", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "cluster.role",
+                ..
+            }
+        ));
     }
 
     #[test]
