@@ -1,0 +1,74 @@
+//! Bootable disk images for kubeboot nodes.
+//!
+//! Turns an imagegen output directory (`vmlinuz`, `initramfs.img`,
+//! `manifest.json`) into a GPT disk image that boots under UEFI
+//! (systemd-boot) and legacy BIOS (syslinux), without root, loop devices or
+//! mounts: the FAT of the EFI system partition is built in memory
+//! ([`esp`]), the GPT is encoded by hand ([`gpt`]), both are written into a
+//! sparse file at their offsets ([`build`]), and syslinux's installer
+//! patches its boot sector through mtools. The raw image is then converted
+//! with `qemu-img` ([`convert`]) and described for AWS ([`aws`]).
+//!
+//! Pure modules: [`guid`], [`gpt`], [`layout`], [`esp`], [`aws`], the
+//! configuration renderers in [`boot`]; I/O lives in [`build`] and in the
+//! program runners of [`boot`] and [`convert`]. See README.md for the
+//! layout, partition types, A/B slots and reproducibility notes.
+#![warn(missing_docs)]
+
+pub mod aws;
+pub mod boot;
+pub mod build;
+pub mod convert;
+pub mod esp;
+pub mod gpt;
+pub mod guid;
+pub mod layout;
+
+use std::path::PathBuf;
+
+pub use build::{build, Built, Options};
+pub use convert::{Format, UnknownFormat};
+
+/// Errors of a disk build.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// File I/O failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// The operation.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image manifest is unreadable.
+    #[error("image manifest {path}: {detail}")]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The aws format needs NVMe and ENA drivers in the image.
+    #[error("the aws format needs the kernel modules {missing} in the image, but {manifest} does not list them under kernel.modules_kept: add them to the profile's [kernel] modules")]
+    AwsModules {
+        /// Missing module names.
+        missing: String,
+        /// The manifest read.
+        manifest: PathBuf,
+    },
+    /// Layout planning failed (disk too small).
+    #[error(transparent)]
+    Layout(#[from] layout::LayoutError),
+    /// Building the ESP failed.
+    #[error(transparent)]
+    Esp(#[from] esp::EspError),
+    /// A boot loader is missing or its installer failed.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// qemu-img is missing or failed.
+    #[error(transparent)]
+    Convert(#[from] convert::ConvertError),
+}
