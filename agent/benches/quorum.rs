@@ -21,18 +21,29 @@ use cluster_config::ClusterSecret;
 use common::{client_tls, in_netns, Agent, Net, SECRET};
 
 const CLUSTER: &str = "bench";
-const RUNS: usize = 3;
+const RUNS: usize = 5;
+const INTERVALS: [u64; 2] = [300, 1000];
 
 /// Milliseconds from `t0` until the three members are healthy.
-fn wait_healthy(ns: &str, t0: Instant, timeout: Duration) -> Option<u64> {
-    let urls: Vec<String> = (1..=3).map(|i| format!("https://10.77.0.{i}:2379")).collect();
+fn wait_healthy(
+    ns: &str,
+    t0: Instant,
+    timeout: Duration,
+    name_prefix: &'static str,
+) -> Option<u64> {
+    let urls: Vec<String> = (1..=3)
+        .map(|i| format!("https://10.77.0.{i}:2379"))
+        .collect();
     in_netns(ns, move |rt| {
         rt.block_on(async move {
             let tls = client_tls(CLUSTER);
             while t0.elapsed() < timeout {
                 let mut ok = true;
                 for u in &urls {
-                    let Ok(c) = Etcd::connect(std::slice::from_ref(u), &tls, Duration::from_millis(300)).await else {
+                    let Ok(c) =
+                        Etcd::connect(std::slice::from_ref(u), &tls, Duration::from_millis(300))
+                            .await
+                    else {
                         ok = false;
                         break;
                     };
@@ -44,7 +55,8 @@ fn wait_healthy(ns: &str, t0: Instant, timeout: Duration) -> Option<u64> {
                 if ok {
                     if let Ok(c) = Etcd::connect(&urls, &tls, Duration::from_millis(300)).await {
                         if let Ok(m) = c.members().await {
-                            if m.len() == 3 && m.iter().all(|m| !m.is_learner && !m.name.is_empty()) {
+                            if m.len() == 3 && m.iter().all(|m| !m.is_learner && !m.name.is_empty())
+                            {
                                 return Some(t0.elapsed().as_millis() as u64);
                             }
                         }
@@ -69,10 +81,34 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Kills everything in the namespaces and waits until they are empty, so
+/// the next measurement starts from nothing (ports free, no old cluster).
+fn quiesce(nss: &[String]) {
+    for _ in 0..100 {
+        let mut busy = false;
+        for ns in nss {
+            Net::kill_all_in(ns);
+            let out = Command::new("ip")
+                .args(["netns", "pids", ns])
+                .output()
+                .expect("ip netns pids");
+            busy |= !out.stdout.iter().all(u8::is_ascii_whitespace);
+        }
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("processes left in the bench namespaces");
+}
+
 /// One static (hand-configured) etcd cluster start; returns ms to healthy.
 fn static_run(net: &Net, nss: &[String]) -> u64 {
+    quiesce(nss);
     let secret = ClusterSecret::new(SECRET).expect("secret");
-    let initial: Vec<String> = (1..=3).map(|i| format!("static{i}=https://10.77.0.{i}:2380")).collect();
+    let initial: Vec<String> = (1..=3)
+        .map(|i| format!("static{i}=https://10.77.0.{i}:2380"))
+        .collect();
     let mut children: Vec<Child> = Vec::new();
     let mut launches = Vec::new();
     for i in 1..=3u8 {
@@ -80,7 +116,14 @@ fn static_run(net: &Net, nss: &[String]) -> u64 {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let ip = Ipv4Addr::new(10, 77, 0, i);
-        agent::run::write_pki(&dir.join("pki"), &secret, CLUSTER, &format!("static{i}"), ip).expect("pki");
+        agent::run::write_pki(
+            &dir.join("pki"),
+            &secret,
+            CLUSTER,
+            &format!("static{i}"),
+            ip,
+        )
+        .expect("pki");
         launches.push(Launch {
             binary: "/usr/bin/etcd".into(),
             name: format!("static{i}"),
@@ -116,16 +159,20 @@ fn static_run(net: &Net, nss: &[String]) -> u64 {
         );
     }
     let t0 = Instant::now();
-    let ms = wait_healthy(&nss[0], t0, Duration::from_secs(60)).expect("static etcd cluster never healthy");
+    let ms = wait_healthy(&nss[0], t0, Duration::from_secs(60), "static")
+        .expect("static etcd cluster never healthy");
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
     }
+    quiesce(nss);
     ms
 }
 
 /// One agent run with `interval_ms`; returns (ms to healthy, max idle RSS KiB).
 fn agent_run(agents: &mut [Agent], interval_ms: u64, measure_rss: bool) -> (u64, Option<u64>) {
+    let nss: Vec<String> = agents.iter().map(|a| a.ns.clone()).collect();
+    quiesce(&nss);
     for a in agents.iter_mut() {
         a.stop();
         let _ = std::fs::remove_dir_all(a.state_dir());
@@ -139,12 +186,16 @@ fn agent_run(agents: &mut [Agent], interval_ms: u64, measure_rss: bool) -> (u64,
         a.start();
     }
     let t0 = Instant::now();
-    let ms = wait_healthy(&agents[0].ns, t0, Duration::from_secs(90)).expect("agent cluster never healthy");
+    let ms = wait_healthy(&agents[0].ns, t0, Duration::from_secs(90), "master-")
+        .expect("agent cluster never healthy");
     let mut rss = None;
     if measure_rss {
         // Idle: the cluster is formed; let the agents settle.
         std::thread::sleep(Duration::from_secs(5));
-        rss = agents.iter().filter_map(|a| a.pid().and_then(rss_kib)).max();
+        rss = agents
+            .iter()
+            .filter_map(|a| a.pid().and_then(rss_kib))
+            .max();
     }
     (ms, rss)
 }
@@ -152,7 +203,9 @@ fn agent_run(agents: &mut [Agent], interval_ms: u64, measure_rss: bool) -> (u64,
 fn main() {
     common::require_programs();
     let mut net = Net::new("b");
-    let mut agents: Vec<Agent> = (1..=3).map(|i| Agent::new(&mut net, i, CLUSTER, SECRET)).collect();
+    let mut agents: Vec<Agent> = (1..=3)
+        .map(|i| Agent::new(&mut net, i, CLUSTER, SECRET))
+        .collect();
     let nss: Vec<String> = agents.iter().map(|a| a.ns.clone()).collect();
 
     let mut etcd_ms = Vec::new();
@@ -160,7 +213,7 @@ fn main() {
     let mut rss = 0u64;
     for run in 0..RUNS {
         etcd_ms.push(static_run(&net, &nss));
-        for interval in [200u64, 1000] {
+        for interval in INTERVALS {
             let (ms, r) = agent_run(&mut agents, interval, run == 0 && interval == 1000);
             if let Some(r) = r {
                 rss = rss.max(r);
@@ -177,8 +230,12 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     println!("| static etcd (hand-written config) | - | {etcd_median} | {etcd_median} | 0 | {etcd_ms:?} |");
     let mut json_agents = Vec::new();
-    for interval in [200u64, 1000] {
-        let runs: Vec<u64> = by_interval.iter().filter(|(i, _)| *i == interval).map(|(_, m)| *m).collect();
+    for interval in INTERVALS {
+        let runs: Vec<u64> = by_interval
+            .iter()
+            .filter(|(i, _)| *i == interval)
+            .map(|(_, m)| *m)
+            .collect();
         let total = median(&runs);
         let overhead = total.saturating_sub(etcd_median);
         println!("| agents (discovery interval {interval} ms) | {interval} | {total} | {etcd_median} | {overhead} | {runs:?} |");
@@ -191,7 +248,11 @@ fn main() {
             "goal_overhead_ms": 2000,
         }));
     }
-    println!("idle agent RSS: {} KiB ({:.1} MB; goal < 20 MB)", rss, rss as f64 / 1024.0);
+    println!(
+        "idle agent RSS: {} KiB ({:.1} MB; goal < 20 MB)",
+        rss,
+        rss as f64 / 1024.0
+    );
     let out = serde_json::json!({
         "bench": "quorum",
         "runs": RUNS,

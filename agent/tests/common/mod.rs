@@ -122,7 +122,8 @@ impl Net {
         ns
     }
 
-    fn kill_all_in(ns: &str) {
+    /// SIGKILLs every process in namespace `ns`.
+    pub fn kill_all_in(ns: &str) {
         if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
