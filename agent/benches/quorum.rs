@@ -55,7 +55,9 @@ fn wait_healthy(
                 if ok {
                     if let Ok(c) = Etcd::connect(&urls, &tls, Duration::from_millis(300)).await {
                         if let Ok(m) = c.members().await {
-                            if m.len() == 3 && m.iter().all(|m| !m.is_learner && !m.name.is_empty())
+                            if m.len() == 3
+                                && m.iter()
+                                    .all(|m| !m.is_learner && m.name.starts_with(name_prefix))
                             {
                                 return Some(t0.elapsed().as_millis() as u64);
                             }
