@@ -45,6 +45,33 @@ pub enum Command {
 pub enum Format {
     /// Kernel + initramfs for direct kernel boot (QEMU -kernel/-initrd, PXE).
     Initramfs,
+    /// GPT disk image booting under UEFI and legacy BIOS (disk.raw).
+    Raw,
+    /// disk.qcow2 (QEMU).
+    Qcow2,
+    /// disk.vmdk, monolithicSparse (VirtualBox, VMware).
+    Vmdk,
+    /// disk.vdi (VirtualBox).
+    Vdi,
+    /// disk.vhd, fixed (clouds that need VHD).
+    Vhd,
+    /// AMI-ready disk.raw plus aws-import.json.
+    Aws,
+}
+
+impl Format {
+    /// The disk crate's format, None for the initramfs output.
+    fn disk(self) -> Option<disk::Format> {
+        Some(match self {
+            Format::Initramfs => return None,
+            Format::Raw => disk::Format::Raw,
+            Format::Qcow2 => disk::Format::Qcow2,
+            Format::Vmdk => disk::Format::Vmdk,
+            Format::Vdi => disk::Format::Vdi,
+            Format::Vhd => disk::Format::Vhd,
+            Format::Aws => disk::Format::Aws,
+        })
+    }
 }
 
 /// Options shared by `build` and `lock`.
@@ -71,9 +98,15 @@ pub struct BuildArgs {
     /// temporary name and renamed when complete.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "initramfs")]
-    pub format: Format,
+    /// Output formats, comma-separated or repeated. The kernel + initramfs
+    /// are always written; disk formats (imagegen/crates/disk) add
+    /// disk.raw (built once) and its conversions in the same directory.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "initramfs")]
+    pub format: Vec<Format>,
+    /// Disk image size for the disk formats (for example 4G; default: the
+    /// OS slots plus a minimal data partition, which grows at first boot).
+    #[arg(long, value_name = "SIZE", value_parser = disk::convert::parse_size)]
+    pub disk_size: Option<u64>,
     /// Lockfile to build from (default: <profile dir>/<name>.lock when it
     /// exists; otherwise packages are resolved against the archive).
     #[arg(long, value_name = "PATH")]
@@ -179,7 +212,9 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {
-    let Format::Initramfs = a.format;
+    let mut disk_formats: Vec<disk::Format> = a.format.iter().filter_map(|f| f.disk()).collect();
+    disk_formats.sort();
+    disk_formats.dedup();
     let agent_bin = match a.agent_bin {
         Some(p) => p,
         None => workspace_root()
@@ -203,6 +238,18 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     };
     let summary = build::build(&opts)?;
     print!("{}", build::summary_text(&summary));
+    if !disk_formats.is_empty() {
+        let built = disk::build(&disk::Options {
+            image_dir: summary.out.clone(),
+            out_dir: summary.out.clone(),
+            formats: disk_formats,
+            disk_size: a.disk_size,
+        })
+        .with_context(|| format!("building disk images in {}", summary.out.display()))?;
+        for (path, size) in &built.files {
+            println!("  {} ({} MiB)", path.display(), size.div_ceil(1 << 20));
+        }
+    }
     Ok(())
 }
 

@@ -303,6 +303,10 @@ fn raw_under_uefi_grows_data_to_the_disk_and_keeps_a_file_across_reboot() {
         &format!("{first}/poweroff"),
     );
     assert_running("UEFI boot 1", &r1);
+    assert!(
+        console1.contains("BdsDxe: starting") && !console1.contains("SYSLINUX"),
+        "not booted by OVMF through systemd-boot"
+    );
     let mount = r1.get("data-mount").unwrap_or("");
     assert!(
         mount.starts_with("/dev/vda2") && mount.ends_with("ext4"),
@@ -347,7 +351,12 @@ fn raw_under_seabios_boots_to_multi_user_with_the_agent() {
     let raw = disk_image("disk.raw");
     let token = format!("bios-{}/poweroff", std::process::id());
     let (r, console) = boot("bios", Firmware::Bios, &raw, "raw", true, &token);
-    assert!(console.contains("SeaBIOS"), "not booted by SeaBIOS");
+    // SeaBIOS prints nothing on the serial port; syslinux (the BIOS path:
+    // gptmbr.bin -> ESP boot sector -> ldlinux.sys) does.
+    assert!(
+        console.contains("SYSLINUX 6.") && console.contains("Loading /kubeboot/a/initramfs.img"),
+        "not booted by syslinux"
+    );
     assert_running("SeaBIOS", &r);
     assert!(r.get("data-mount").unwrap_or("").starts_with("/dev/vda2"));
 }

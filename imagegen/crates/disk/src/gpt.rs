@@ -259,7 +259,7 @@ fn parse_header(img: &[u8], lba: u64, which: &'static str) -> Result<Header, Gpt
 /// cross references), identical entry arrays.
 pub fn parse(img: &[u8]) -> Result<Parsed, GptError> {
     let min = ((2 * (1 + ENTRY_SECTORS) + 1) * SECTOR) as usize;
-    if img.len() < min || img.len() % SECTOR as usize != 0 {
+    if img.len() < min || !img.len().is_multiple_of(SECTOR as usize) {
         return Err(GptError::TooSmall { len: img.len() });
     }
     if img[510] != 0x55 || img[511] != 0xAA {
