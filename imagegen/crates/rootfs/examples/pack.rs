@@ -1,5 +1,6 @@
 //! Unpack the given .deb files into one tree and write an initramfs, printing
 //! timings and sizes: `cargo run --release -p rootfs --example pack -- OUT LEVEL a.deb b.deb ...`
+//! With `ROOTFS_MODULES=a,b,c` the kernel is taken out, keeping those modules.
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +25,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tree.len(),
         tree.total_size()
     );
+    if let Ok(mods) = std::env::var("ROOTFS_MODULES") {
+        let t = Instant::now();
+        let mods: Vec<String> = mods.split(',').map(String::from).collect();
+        let k = rootfs::kernel::take_kernel(&mut tree, &mods)?;
+        println!(
+            "kernel {}: vmlinuz {} bytes, kept {:?}, builtin {:?} in {:?}; tree now {} entries, {} bytes",
+            k.version,
+            k.vmlinuz.len(),
+            k.kept_modules,
+            k.builtin,
+            t.elapsed(),
+            tree.len(),
+            tree.total_size()
+        );
+    }
     let t1 = Instant::now();
     let f = std::io::BufWriter::new(std::fs::File::create(out)?);
     let stats = rootfs::cpio::write_initramfs(&tree, 1_700_000_000, level.parse()?, f)?;

@@ -21,6 +21,7 @@
 pub mod cpio;
 pub mod deb;
 pub mod effects;
+pub mod kernel;
 pub mod overlay;
 pub mod tree;
 
