@@ -298,6 +298,32 @@ fn invalid_config_is_a_visible_failed_state_until_sighup() {
     let reason = failed.config.error.expect("reason");
     assert!(reason.contains("no-such-secret"), "{reason}");
     assert!(a.is_running(), "the agent exited instead of waiting");
+    // `agent status` (text and --json) shows the same reason.
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agent"));
+        cmd.arg("status").arg("--socket").arg(a.socket());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("agent status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(false);
+    assert!(
+        text.contains("config:    FAILED:") && text.contains("no-such-secret"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run(true)).expect("json");
+    assert_eq!(json["phase"], "failed");
+    assert!(json["config"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("no-such-secret"));
     // Provide the secret and send SIGHUP: it re-reads and goes on.
     std::fs::write(a.dir.join("no-such-secret"), SECRET).expect("secret");
     a.signal(nix::sys::signal::Signal::SIGHUP);
