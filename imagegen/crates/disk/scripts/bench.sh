@@ -2,7 +2,7 @@
 # bench-disk: disk image sizes and the time to build every disk format from
 # a built image (warm: the kernel + initramfs exist, as after `make image`).
 # Prints a table and writes bench/results/disk.json.
-#   OUT=out KUBEBOOT_DISK=target/release/kubeboot-disk imagegen/crates/disk/scripts/bench.sh
+#   OUT=out KUBEBOOT_DISK=target/release/kubeboot-disk [ROLES="master worker"] imagegen/crates/disk/scripts/bench.sh
 set -euo pipefail
 OUT=${OUT:-out}
 DISK_BIN=${KUBEBOOT_DISK:-target/release/kubeboot-disk}
@@ -14,7 +14,7 @@ command -v zstd >/dev/null || { echo "bench-disk: zstd missing: apt-get install 
 mkdir -p "$(dirname "$RESULTS")"
 rows=()
 json_images=()
-for role in master worker; do
+for role in ${ROLES:-master worker}; do
     img="$OUT/$role"
     [ -f "$img/initramfs.img" ] || { echo "bench-disk: $img/initramfs.img missing: make image" >&2; exit 1; }
     work=$(mktemp -d)
