@@ -152,7 +152,7 @@ bench-imagegen: deps build
 ## $(OUT)/<role>/ (the same code as `imagegen build --format ...`, without
 ## rebuilding the initramfs). test-disk: crate tests, QEMU boots (OVMF,
 ## SeaBIOS, qcow2/vmdk/vdi, data partition grown to 4 GiB and kept across a
-## reboot; ~5-8 min) and the bit-identical rebuild of raw, qcow2 and aws.
+## reboot; ~5-8 min) and the bit-identical rebuild of every disk format.
 ## Boot loaders come from the host: systemd-boot-efi (UEFI), syslinux +
 ## syslinux-common (BIOS, installer + gptmbr.bin), mtools (syslinux's
 ## installer writes the FAT through it).
@@ -168,7 +168,7 @@ disk-image: image
 test-disk-reproducible: disk-image
 	@rm -rf $(OUT)/disk-repro
 	$(DISK_BIN) $(OUT)/master --format $(DISK_FORMATS) --out $(OUT)/disk-repro
-	@for f in disk.raw disk.qcow2 aws-import.json; do \
+	@for f in disk.raw disk.qcow2 disk.vmdk disk.vdi disk.vhd aws-import.json; do \
 		a=$$(sha256sum < $(OUT)/master/$$f | cut -d' ' -f1); b=$$(sha256sum < $(OUT)/disk-repro/$$f | cut -d' ' -f1); \
 		if [ "$$a" != "$$b" ]; then echo "reproducibility: $$f differs: $$a vs $$b" >&2; exit 1; fi; \
 		echo "reproducible: $$f $$a"; \

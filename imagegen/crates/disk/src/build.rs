@@ -17,7 +17,7 @@ use crate::esp::{self, EspFile};
 use crate::gpt::{self, SECTOR};
 use crate::guid::Seed;
 use crate::layout::{self, Layout};
-use crate::{aws, Error};
+use crate::{aws, stamp, Error};
 
 /// File name of the AWS import manifest.
 pub const AWS_MANIFEST: &str = "aws-import.json";
@@ -183,6 +183,40 @@ pub fn write_raw(
     Ok(layout)
 }
 
+/// Replaces the random/time identity fields qemu-img wrote (see [`stamp`]).
+fn stamp_file(path: &Path, format: Format, info: &ImageInfo) -> Result<(), Error> {
+    let (at, len): (SeekFrom, usize) = match format {
+        Format::Vmdk => (SeekFrom::Start(0), 64 << 10),
+        Format::Vdi => (SeekFrom::Start(0), 512),
+        Format::Vhd => (SeekFrom::End(-512), 512),
+        _ => return Ok(()),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io("opening", path))?;
+    let start = f.seek(at).map_err(io("seeking", path))?;
+    let mut buf = Vec::with_capacity(len);
+    (&mut f)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(io("reading", path))?;
+    let stamped = match format {
+        Format::Vmdk => stamp::vmdk(&mut buf, &info.seed),
+        Format::Vdi => stamp::vdi(&mut buf, &info.seed),
+        _ => stamp::vhd(&mut buf, &info.seed, info.epoch),
+    };
+    stamped.map_err(|e| Error::Stamp {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    f.seek(SeekFrom::Start(start))
+        .map_err(io("seeking", path))?;
+    f.write_all(&buf).map_err(io("writing", path))?;
+    f.sync_all().map_err(io("syncing", path))
+}
+
 fn sha256_file(path: &Path) -> Result<String, Error> {
     let mut f = File::open(path).map_err(io("opening", path))?;
     let mut h = Sha256::new();
@@ -259,13 +293,21 @@ pub fn build(opts: &Options) -> Result<Built, Error> {
         };
         let t = Instant::now();
         let out = opts.out_dir.join(format.file_name());
-        let tmp = temp_in(&opts.out_dir, format.file_name())?;
+        // Converted under its final name inside a temporary directory:
+        // a VMDK descriptor records its own file name.
+        let dir = tempfile::Builder::new()
+            .prefix(".disk.partial-")
+            .tempdir_in(&opts.out_dir)
+            .map_err(io("creating a temporary directory in", &opts.out_dir))?;
+        let tmp = dir.path().join(format.file_name());
         convert::convert(qemu_img, &raw_tmp, format, &tmp)?;
-        tmp.persist(&out).map_err(|e| Error::Io {
-            what: "renaming into place",
-            path: out.clone(),
-            source: e.error,
-        })?;
+        stamp_file(&tmp, format, &info)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+                .map_err(io("setting the mode of", &tmp))?;
+        }
+        std::fs::rename(&tmp, &out).map_err(io("renaming into place", &out))?;
         timings.push((format.to_string(), t.elapsed().as_secs_f64()));
         info!(format = %format, "converted in {:.1}s", t.elapsed().as_secs_f64());
         let size = std::fs::metadata(&out).map_err(io("reading", &out))?.len();

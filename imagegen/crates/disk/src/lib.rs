@@ -9,7 +9,7 @@
 //! patches its boot sector through mtools. The raw image is then converted
 //! with `qemu-img` ([`convert`]) and described for AWS ([`aws`]).
 //!
-//! Pure modules: [`guid`], [`gpt`], [`layout`], [`esp`], [`aws`], the
+//! Pure modules: [`guid`], [`gpt`], [`layout`], [`esp`], [`aws`], [`stamp`], the
 //! configuration renderers in [`boot`]; I/O lives in [`build`] and in the
 //! program runners of [`boot`] and [`convert`]. See README.md for the
 //! layout, partition types, A/B slots and reproducibility notes.
@@ -23,6 +23,7 @@ pub mod esp;
 pub mod gpt;
 pub mod guid;
 pub mod layout;
+pub mod stamp;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,15 @@ pub enum Error {
     /// A boot loader is missing or its installer failed.
     #[error(transparent)]
     Boot(#[from] boot::BootError),
+    /// A converted image's header is not what qemu-img writes.
+    #[error("stamping deterministic ids into {path}: {source}")]
+    Stamp {
+        /// The converted file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: stamp::StampError,
+    },
     /// qemu-img is missing or failed.
     #[error(transparent)]
     Convert(#[from] convert::ConvertError),

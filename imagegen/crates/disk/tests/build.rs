@@ -130,7 +130,14 @@ fn builds_are_bit_identical_and_every_format_passes_qemu_img_info() {
     // Another second, another directory: nothing may depend on either.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     build(&image, &b, &ALL, None);
-    for name in ["disk.raw", "disk.qcow2", "aws-import.json"] {
+    for name in [
+        "disk.raw",
+        "disk.qcow2",
+        "disk.vmdk",
+        "disk.vdi",
+        "disk.vhd",
+        "aws-import.json",
+    ] {
         let x = std::fs::read(a.join(name)).unwrap();
         let y = std::fs::read(b.join(name)).unwrap();
         assert!(x == y, "{name} differs between two builds");
