@@ -63,9 +63,15 @@ fuzz: deps
 test: deps lint unit fuzz
 	@echo "make test: all passed"
 
+## bench: every area's benchmark; each prints its table and writes
+## bench/results/<area>.json; the summary lists them at the end.
 bench: deps
 	@mkdir -p bench/results
-	@echo "bench: see bench/results/"
+	$(MAKE) bench-imagegen
+	$(MAKE) bench-disk
+	$(MAKE) bench-quorum
+	$(MAKE) bench-vrrp
+	@echo; echo "bench: results in bench/results/:"; ls -l bench/results/*.json
 
 clean:
 	rm -rf $(OUT) target
