@@ -284,3 +284,18 @@ fn alternatives_and_machine_id() {
     let m = t.get("/etc/machine-id").unwrap();
     assert_eq!((m.mode, m.size()), (0o444, 0));
 }
+
+#[test]
+fn initramfs_basics_adds_console_and_mount_points() {
+    let mut t = Tree::new();
+    t.add_dir("/tmp", 0o1777, 0, 0).unwrap();
+    effects::initramfs_basics(&mut t).unwrap();
+    let c = t.get("/dev/console").unwrap();
+    assert_eq!(
+        (c.kind.clone(), c.mode),
+        (EntryKind::CharDevice { major: 5, minor: 1 }, 0o600)
+    );
+    assert_eq!(t.get("/proc").unwrap().mode, 0o555);
+    assert_eq!(t.get("/tmp").unwrap().mode, 0o1777);
+    assert!(t.get("/run").unwrap().is_dir());
+}

@@ -64,3 +64,32 @@ pub fn machine_id(tree: &mut Tree) -> Result<(), TreeError> {
     tree.add_file("/etc/machine-id", Vec::new(), 0o444, 0, 0)?;
     Ok(())
 }
+
+/// `/dev/console` (char 5:1, 0600 root) and the mount points systemd needs
+/// before anything is mounted (`/dev`, `/proc`, `/sys`, `/run`, `/tmp`).
+/// An initramfs needs its own `/dev/console`: the kernel opens it for
+/// init's stdin/stdout/stderr before running `/init`, and devtmpfs is not
+/// mounted yet at that point. Existing directories keep their metadata.
+pub fn initramfs_basics(tree: &mut Tree) -> Result<(), TreeError> {
+    use crate::tree::{Entry, EntryKind, ExistingDir};
+    for (dir, mode) in [
+        ("/dev", 0o755),
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/run", 0o755),
+        ("/tmp", 0o1777),
+    ] {
+        tree.insert(dir, Entry::dir(mode), ExistingDir::Keep)?;
+    }
+    tree.insert(
+        "/dev/console",
+        Entry {
+            kind: EntryKind::CharDevice { major: 5, minor: 1 },
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        },
+        ExistingDir::Keep,
+    )?;
+    Ok(())
+}
