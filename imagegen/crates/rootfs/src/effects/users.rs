@@ -51,6 +51,16 @@ pub enum UsersError {
         /// Where it came from.
         origin: String,
     },
+    /// A GECOS, home or shell value would break the colon-separated files.
+    #[error("{origin}: {field} {value:?} contains ':' or a line break")]
+    BadField {
+        /// Which field.
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// Where it came from.
+        origin: String,
+    },
     /// No free id was left in 100..=999.
     #[error("no free system id left in {ALLOC_MIN}..={ALLOC_MAX} for {name}")]
     Exhausted {
@@ -509,6 +519,19 @@ impl Accounts {
     }
 
     fn add_user(&mut self, req: UserReq, uid: u32) -> Result<(), UsersError> {
+        for (field, value) in [
+            ("GECOS", &req.gecos),
+            ("home", &req.home),
+            ("shell", &req.shell),
+        ] {
+            if value.contains([':', '\n', '\r']) {
+                return Err(UsersError::BadField {
+                    field,
+                    value: value.clone(),
+                    origin: req.origin.clone(),
+                });
+            }
+        }
         let gid = match &req.group {
             Some(g) => match g.parse::<u32>() {
                 Ok(gid) => gid,
