@@ -1,6 +1,8 @@
 //! Unpack the given .deb files into one tree and write an initramfs, printing
 //! timings and sizes: `cargo run --release -p rootfs --example pack -- OUT LEVEL a.deb b.deb ...`
-//! With `ROOTFS_MODULES=a,b,c` the kernel is taken out, keeping those modules.
+//! With `ROOTFS_MODULES=a,b,c` the kernel is taken out, keeping those modules
+//! (`ROOTFS_VMLINUZ_OUT=path` writes it); `ROOTFS_INIT=script` adds it as
+//! `/init` plus `/dev/console`, for a QEMU smoke boot.
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let mods: Vec<String> = mods.split(',').map(String::from).collect();
         let k = rootfs::kernel::take_kernel(&mut tree, &mods)?;
+        if let Ok(out) = std::env::var("ROOTFS_VMLINUZ_OUT") {
+            std::fs::write(out, &k.vmlinuz)?;
+        }
         println!(
             "kernel {}: vmlinuz {} bytes, kept {:?}, builtin {:?} in {:?}; tree now {} entries, {} bytes",
             k.version,
@@ -39,6 +44,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tree.len(),
             tree.total_size()
         );
+    }
+    if let Ok(init) = std::env::var("ROOTFS_INIT") {
+        tree.add_file("/init", std::fs::read(init)?, 0o755, 0, 0)?;
+        rootfs::effects::initramfs_basics(&mut tree)?;
     }
     let t1 = Instant::now();
     let f = std::io::BufWriter::new(std::fs::File::create(out)?);
