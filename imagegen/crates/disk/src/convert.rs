@@ -257,6 +257,14 @@ mod tests {
     }
 
     #[test]
+    fn missing_qemu_img_names_the_package() {
+        assert_eq!(
+            ConvertError::MissingQemuImg.to_string(),
+            "qemu-img not found in PATH: apt-get install qemu-utils"
+        );
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("4G").unwrap(), 4 << 30);
         assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
