@@ -50,64 +50,98 @@ impl Paragraph {
 /// Errors: a continuation line before any field, a line without `:`, an
 /// empty or malformed field name, or a field repeated in one paragraph.
 pub fn parse(text: &str) -> Result<Vec<Paragraph>, ControlError> {
-    let mut out = Vec::new();
-    let mut cur = Paragraph::default();
-    for (idx, raw) in text.lines().enumerate() {
-        let line_no = idx + 1;
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.trim().is_empty() {
-            if !cur.fields.is_empty() {
-                out.push(std::mem::take(&mut cur));
+    paragraphs(text).collect()
+}
+
+/// Parses deb822 text lazily, one paragraph at a time (whole archive
+/// indices are ~60 MB: collecting every paragraph first would triple peak
+/// memory). Stops after the first error.
+pub fn paragraphs(text: &str) -> Paragraphs<'_> {
+    Paragraphs {
+        lines: text.lines().enumerate(),
+        failed: false,
+    }
+}
+
+/// Iterator returned by [`paragraphs`].
+#[derive(Debug)]
+pub struct Paragraphs<'a> {
+    lines: std::iter::Enumerate<std::str::Lines<'a>>,
+    failed: bool,
+}
+
+impl Iterator for Paragraphs<'_> {
+    type Item = Result<Paragraph, ControlError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let result = self.next_paragraph();
+        if matches!(result, Some(Err(_))) {
+            self.failed = true;
+        }
+        result
+    }
+}
+
+impl Paragraphs<'_> {
+    fn next_paragraph(&mut self) -> Option<Result<Paragraph, ControlError>> {
+        let mut cur = Paragraph::default();
+        for (idx, raw) in self.lines.by_ref() {
+            let line_no = idx + 1;
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if line.trim().is_empty() {
+                if !cur.fields.is_empty() {
+                    return Some(Ok(cur));
+                }
+                continue;
             }
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            let Some((_, value)) = cur.fields.last_mut() else {
-                return Err(ControlError {
+            if line.starts_with('#') {
+                continue;
+            }
+            if line.starts_with([' ', '\t']) {
+                let Some((_, value)) = cur.fields.last_mut() else {
+                    return Some(Err(ControlError {
+                        line: line_no,
+                        message: "continuation line without a field before it".into(),
+                    }));
+                };
+                let cont = &line[1..];
+                value.push('\n');
+                // A lone "." stands for an empty line in multi-line values.
+                value.push_str(if cont.trim_end() == "." { "" } else { cont });
+                continue;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                return Some(Err(ControlError {
                     line: line_no,
-                    message: "continuation line without a field before it".into(),
-                });
+                    message: format!("expected `Field: value`, found {:?}", truncate(line)),
+                }));
             };
-            let cont = &line[1..];
-            value.push('\n');
-            // A lone "." stands for an empty line in multi-line values.
-            value.push_str(if cont.trim_end() == "." { "" } else { cont });
-            continue;
+            if name.is_empty()
+                || name.starts_with('-')
+                || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            {
+                return Some(Err(ControlError {
+                    line: line_no,
+                    message: format!("invalid field name {:?}", truncate(name)),
+                }));
+            }
+            if cur.get(name).is_some() {
+                return Some(Err(ControlError {
+                    line: line_no,
+                    message: format!("field {name:?} repeated in one paragraph"),
+                }));
+            }
+            if cur.fields.is_empty() {
+                cur.line = line_no;
+            }
+            cur.fields
+                .push((name.to_string(), value.trim().to_string()));
         }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(ControlError {
-                line: line_no,
-                message: format!("expected `Field: value`, found {:?}", truncate(line)),
-            });
-        };
-        if name.is_empty()
-            || name.starts_with('-')
-            || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-        {
-            return Err(ControlError {
-                line: line_no,
-                message: format!("invalid field name {:?}", truncate(name)),
-            });
-        }
-        if cur.get(name).is_some() {
-            return Err(ControlError {
-                line: line_no,
-                message: format!("field {name:?} repeated in one paragraph"),
-            });
-        }
-        if cur.fields.is_empty() {
-            cur.line = line_no;
-        }
-        cur.fields
-            .push((name.to_string(), value.trim().to_string()));
+        (!cur.fields.is_empty()).then_some(Ok(cur))
     }
-    if !cur.fields.is_empty() {
-        out.push(cur);
-    }
-    Ok(out)
 }
 
 fn truncate(s: &str) -> String {
@@ -132,6 +166,14 @@ mod tests {
         assert_eq!(ps[1].get("Missing"), None);
         let names: Vec<&str> = ps[0].fields().map(|(k, _)| k).collect();
         assert_eq!(names, ["Package", "Version", "Description"]);
+    }
+
+    #[test]
+    fn lazy_iterator_stops_after_an_error() {
+        let mut it = paragraphs("A: 1\n\nbad\n\nB: 2\n");
+        assert_eq!(it.next().unwrap().unwrap().get("A"), Some("1"));
+        assert_eq!(it.next().unwrap().unwrap_err().line, 3);
+        assert!(it.next().is_none());
     }
 
     #[test]

@@ -200,12 +200,17 @@ impl PackageIndex {
 
     /// Adds the packages of another `Packages` file (another component).
     pub fn add_text(&mut self, text: &str, source_name: &str) -> Result<(), IndexError> {
-        let paragraphs = control::parse(text).map_err(|source| IndexError::Syntax {
-            source_name: source_name.into(),
-            source,
-        })?;
-        for p in &paragraphs {
-            self.insert(Package::from_paragraph(p, source_name)?);
+        // Parse first, then commit: a malformed file leaves the index as it was.
+        let mut parsed = Vec::new();
+        for p in control::paragraphs(text) {
+            let p = p.map_err(|source| IndexError::Syntax {
+                source_name: source_name.into(),
+                source,
+            })?;
+            parsed.push(Package::from_paragraph(&p, source_name)?);
+        }
+        for package in parsed {
+            self.insert(package);
         }
         self.rebuild();
         Ok(())
