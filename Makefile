@@ -41,22 +41,28 @@ deps:
 		|| { echo "deps: the fuzz targets need a nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 
-build:
-	$(CARGO) build --release -p agent -p imagegen
+## build: every binary, release profile. `unit` tests in the same profile so
+## the dependencies compile once for both (CI's 2 cores care).
+build: deps
+	$(CARGO) build --release --workspace --bins
 
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit: deps
-	$(CARGO) test --workspace
+	$(CARGO) test --release --workspace
 
-## fuzz: every cargo-fuzz target under */crates/*/fuzz, bounded by FUZZ_RUNS.
+## fuzz: every cargo-fuzz target under */crates/*/fuzz and */fuzz, bounded by
+## FUZZ_RUNS and FUZZ_SECONDS per target. One shared target dir so the fuzz
+## crates compile their common dependencies once.
+FUZZ_SECONDS ?= 30
 fuzz: deps
 	@for dir in $$(ls -d agent/crates/*/fuzz imagegen/crates/*/fuzz imagegen/fuzz agent/fuzz 2>/dev/null); do \
 		for t in $$(cd $$dir/.. && $(CARGO) +nightly fuzz list); do \
-			echo "fuzz: $$dir $$t ($(FUZZ_RUNS) runs)"; \
-			(cd $$dir/.. && $(CARGO) +nightly fuzz run $$t -- -runs=$(FUZZ_RUNS) -max_total_time=120) ; \
+			echo "fuzz: $$dir $$t (up to $(FUZZ_RUNS) runs or $(FUZZ_SECONDS) s)"; \
+			(cd $$dir/.. && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz $(CARGO) +nightly fuzz run $$t -- \
+				-runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 		done; \
 	done
 
@@ -105,7 +111,7 @@ IMAGEGEN_CACHE ?= .cache
 IMAGEGEN_FLAGS ?= --without-kubernetes --no-progress
 .PHONY: test-imagegen test-reproducible bench-imagegen
 
-image: deps build
+image: build
 	@mkdir -p $(OUT)/locks
 	@for p in master worker; do \
 		$(IMAGEGEN) lock profiles/$$p.toml --lockfile $(OUT)/locks/$$p.lock --cache $(IMAGEGEN_CACHE) && \
@@ -168,7 +174,6 @@ DISK_FORMATS ?= raw,qcow2,vmdk,vdi,vhd,aws
 .PHONY: disk-image test-disk test-disk-reproducible bench-disk
 
 disk-image: image
-	$(CARGO) build --release -p disk
 	@for p in master worker; do $(DISK_BIN) $(OUT)/$$p --format $(DISK_FORMATS) || exit 1; done
 
 test-disk-reproducible: disk-image
