@@ -13,6 +13,7 @@ pub mod quorum;
 pub mod run;
 pub mod state;
 pub mod status;
+pub mod vip;
 pub mod wire;
 
 pub use cluster_config;

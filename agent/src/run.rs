@@ -24,6 +24,7 @@ use crate::plan::{Action, AgentPhase, Event, NodeFacts, Plan};
 use crate::quorum::{self, ClusterMember, JoinStep, PeerFacts, Timing};
 use crate::state::{hex16, StateDir};
 use crate::status::{self, StatusReport};
+use crate::vip::{self, Vip};
 use crate::wire;
 
 /// How etcd is supervised.
@@ -560,6 +561,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = String::new();
     let mut pending_launch: Option<Launch> = None;
+    let mut vip_instance: Option<Vip> = None;
     loop {
         if let Some(launch) = pending_launch.take() {
             if let Err(e) = supervisor.start(&launch.service_spec()).await {
@@ -642,9 +644,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                         });
                     }
                     Action::StartVip => {
-                        // The VIP runner (agent/crates/vrrp, issue 5) starts
-                        // here: the local etcd member is a healthy voter.
-                        tracing::info!("local etcd member healthy: VIP runner start point");
+                        // The local etcd member is a healthy voter: the VIP
+                        // may run (its tracker keeps checking quorum).
+                        if vip_instance.is_none() {
+                            let peers = vip::master_addresses(&disc.peers(now_ms()));
+                            match Vip::start(&cfg, &iface, &state.pki_dir(), &ctx.tls, peers).await
+                            {
+                                Ok(v) => vip_instance = v,
+                                Err(e) => {
+                                    tracing::error!("VIP not started: {e:#}");
+                                    report_tx.send_modify(|r| {
+                                        r.vip =
+                                            Some(serde_json::json!({ "error": format!("{e:#}") }));
+                                    });
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -662,6 +677,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
         let stats = disc.stats();
         let peers_now = disc.peer_reports(now_ms());
+        if let Some(v) = &vip_instance {
+            v.set_peers(vip::master_addresses(&disc.peers(now_ms())));
+            let vs = v.status_json();
+            report_tx.send_modify(|r| r.vip = Some(vs));
+        }
         report_tx.send_modify(|r| {
             r.phase = phase_name(plan.phase).to_owned();
             r.detail = plan.detail.clone();
@@ -685,6 +705,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: stopping");
+                if let Some(v) = vip_instance.take() {
+                    v.shutdown().await;
+                }
                 // Under systemd etcd keeps running (it is its own unit);
                 // children of the agent are stopped with it.
                 if let AnySupervisor::Process(p) = &supervisor {

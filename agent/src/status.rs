@@ -249,7 +249,14 @@ pub fn render(r: &StatusReport) -> String {
         ));
     }
     match &r.vip {
-        Some(v) => line(format!("vip:       {v}")),
+        // The VRRP instance's own rendering when the value is its status.
+        Some(v) => match serde_json::from_value::<vrrp::Status>(v.clone()) {
+            Ok(st) => line(format!(
+                "vip:       {}",
+                st.to_string().replace('\n', "\n           ")
+            )),
+            Err(_) => line(format!("vip:       {v}")),
+        },
         None => line("vip:       not started".to_owned()),
     }
     out
