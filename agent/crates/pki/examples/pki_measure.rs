@@ -1,5 +1,5 @@
 //! Prints how long deriving the cluster PKI and issuing an etcd member's
-//! certificates take: `cargo run --release -p pki --example measure`.
+//! certificates take: `cargo run --release -p pki --example pki_measure`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
