@@ -27,8 +27,14 @@ pub enum StampError {
 /// Seconds between the Unix epoch and the VHD epoch (2000-01-01T00:00:00Z).
 const VHD_EPOCH: u64 = 946_684_800;
 
-/// Replaces the 8 hex digits after `CID=` in a VMDK's embedded descriptor
-/// (`head` is the start of the file, at least the descriptor).
+/// Replaces the content id after `CID=` in a VMDK's embedded descriptor
+/// (`head` is the start of the file, at least the descriptor area).
+///
+/// qemu-img prints the random CID with `%x`, so it has one to eight digits.
+/// The replacement always has eight, and the rest of the descriptor text
+/// moves right into the zero padding of the descriptor area (bounded by the
+/// header's descriptor offset and size) so the output never depends on how
+/// many digits the random value happened to have.
 pub fn vmdk(head: &mut [u8], seed: &Seed) -> Result<(), StampError> {
     let err = |what| StampError::Unexpected {
         format: "vmdk",
@@ -37,18 +43,43 @@ pub fn vmdk(head: &mut [u8], seed: &Seed) -> Result<(), StampError> {
     if head.len() < 1024 || &head[0..4] != b"KDMV" {
         return Err(err("no KDMV sparse extent magic"));
     }
+    let sectors = |off: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[off..off + 8]);
+        usize::try_from(u64::from_le_bytes(b)).unwrap_or(usize::MAX)
+    };
+    // VMDK4 sparse header: descriptor offset and size (in sectors) at 28, 36.
+    let desc_start = sectors(28).saturating_mul(512);
+    let desc_end = desc_start
+        .saturating_add(sectors(36).saturating_mul(512))
+        .min(head.len());
+    let desc = head
+        .get(desc_start..desc_end)
+        .filter(|d| !d.is_empty())
+        .ok_or(err("descriptor area outside the header read"))?;
     let needle = b"\nCID=";
-    let at = head
+    let at = desc
         .windows(needle.len())
         .position(|w| w == needle)
         .ok_or(err("no CID= line in the descriptor"))?
         + needle.len();
-    let digits = head.get(at..at + 8).ok_or(err("CID= truncated"))?;
-    if !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(err("CID= is not 8 hex digits"));
+    let digits = desc[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    if !(1..=8).contains(&digits) || desc.get(at + digits) != Some(&b'\n') {
+        return Err(err("CID= is not 1 to 8 hex digits"));
     }
-    // CID ffffffff means "no parent"/invalid; avoid it.
-    let cid = seed.serial("vmdk-cid") & 0x7fff_ffff;
+    let text_end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
+    let grow = 8 - digits;
+    if text_end + grow > desc.len() {
+        return Err(err("no room in the descriptor area for an 8-digit CID"));
+    }
+    let (at, text_end) = (desc_start + at, desc_start + text_end);
+    head.copy_within(at + digits..text_end, at + 8);
+    // CID ffffffff means "no parent"/invalid; the top bit pattern 0x1..0x7
+    // keeps the value at exactly eight digits and away from it.
+    let cid = 0x1000_0000 | (seed.serial("vmdk-cid") % 0x7000_0000);
     head[at..at + 8].copy_from_slice(format!("{cid:08x}").as_bytes());
     Ok(())
 }
@@ -89,25 +120,46 @@ pub fn vhd(footer: &mut [u8], seed: &Seed, epoch: u64) -> Result<(), StampError>
 mod tests {
     use super::*;
 
-    #[test]
-    fn vmdk_cid_is_replaced_in_place() {
-        let mut h = vec![0u8; 2048];
+    /// A sparse header whose descriptor (sector 1, 20 sectors) says `cid`.
+    fn vmdk_head(cid: &str) -> Vec<u8> {
+        let mut h = vec![0u8; 64 << 10];
         h[0..4].copy_from_slice(b"KDMV");
-        let desc = b"# Disk DescriptorFile\nversion=1\nCID=f988e57b\nparentCID=ffffffff\n";
-        h[512..512 + desc.len()].copy_from_slice(desc);
-        let mut other = h.clone();
-        other[512 + 36..512 + 44].copy_from_slice(b"12345678");
-        vmdk(&mut h, &Seed([3; 32])).unwrap();
-        vmdk(&mut other, &Seed([3; 32])).unwrap();
-        assert_eq!(h, other);
-        let text = String::from_utf8_lossy(&h[512..512 + desc.len()]).into_owned();
-        assert!(text.contains("parentCID=ffffffff\n"), "{text}");
-        assert!(!text.contains("CID=f988e57b"), "{text}");
+        h[28..36].copy_from_slice(&1u64.to_le_bytes());
+        h[36..44].copy_from_slice(&20u64.to_le_bytes());
+        let desc = format!("# Disk DescriptorFile\nversion=1\nCID={cid}\nparentCID=ffffffff\n");
+        h[512..512 + desc.len()].copy_from_slice(desc.as_bytes());
+        h
+    }
+
+    #[test]
+    fn vmdk_cid_is_the_same_whatever_qemu_img_drew() {
+        let seed = Seed([3; 32]);
+        let mut outs = Vec::new();
+        for cid in ["f988e57b", "12345678", "abc", "0"] {
+            let mut h = vmdk_head(cid);
+            vmdk(&mut h, &seed).unwrap();
+            outs.push(h);
+        }
+        assert!(outs.windows(2).all(|w| w[0] == w[1]));
+        let text = String::from_utf8_lossy(&outs[0][512..1024]).into_owned();
+        let text = text.trim_end_matches('\0');
+        assert!(text.ends_with("\nparentCID=ffffffff\n"), "{text}");
+        let cid = text
+            .split("\nCID=")
+            .nth(1)
+            .unwrap()
+            .split('\n')
+            .next()
+            .unwrap();
+        assert_eq!(cid.len(), 8, "{text}");
+        assert_ne!(cid, "ffffffff");
         assert_eq!(
-            vmdk(&mut [0u8; 2048], &Seed([3; 32]))
-                .unwrap_err()
-                .to_string(),
+            vmdk(&mut [0u8; 2048], &seed).unwrap_err().to_string(),
             "vmdk header: no KDMV sparse extent magic"
+        );
+        assert_eq!(
+            vmdk(&mut vmdk_head("xyz"), &seed).unwrap_err().to_string(),
+            "vmdk header: CID= is not 1 to 8 hex digits"
         );
     }
 

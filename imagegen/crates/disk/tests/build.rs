@@ -155,6 +155,21 @@ fn builds_are_bit_identical_and_every_format_passes_qemu_img_info() {
             convert::info(&qemu_img, &a.join(f.file_name()), f).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(info["format"], want, "{f}: {info}");
         assert_eq!(info["virtual-size"], raw_size, "{f}: {info}");
+        // The stamped identity fields must not disturb the contents: the
+        // image converts back to the very same raw disk.
+        let back = tmp.path().join(format!("back-{want}.raw"));
+        let st = std::process::Command::new(&qemu_img)
+            .args(["convert", "-f", want, "-O", "raw"])
+            .arg(a.join(f.file_name()))
+            .arg(&back)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{f}: qemu-img convert back to raw failed");
+        assert!(
+            std::fs::read(&back).unwrap() == std::fs::read(a.join("disk.raw")).unwrap(),
+            "{f}: does not convert back to disk.raw"
+        );
+        std::fs::remove_file(&back).unwrap();
     }
     let aws: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a.join("aws-import.json")).unwrap()).unwrap();
