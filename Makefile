@@ -13,7 +13,7 @@ export CARGO_TERM_COLOR ?= never
 
 APT_PACKAGES := qemu-system-x86 qemu-utils ovmf protobuf-compiler etcd-server etcd-client \
 	keepalived containerd runc mmdebstrap debian-archive-keyring iproute2 iputils-ping \
-	arping tcpdump zstd cpio kmod e2fsprogs openssl socat
+	arping tcpdump zstd cpio kmod e2fsprogs openssl socat dnsmasq-base
 # supervisor tests (owner: agent/crates/supervisor): a private message bus and
 # `systemd-analyze verify` for the generated unit files.
 APT_PACKAGES += dbus-daemon systemd

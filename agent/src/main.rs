@@ -29,6 +29,11 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Keep printing, every SECONDS (with --json: one compact JSON
+        /// document per line, for a log or a virtio-serial port). An agent
+        /// that cannot be reached is reported on stderr and retried.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
         /// The agent's status socket.
         #[arg(long, default_value = status::DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -95,7 +100,11 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Some(Command::Status { json, socket }) => rt.block_on(async {
+        Some(Command::Status {
+            json,
+            watch: None,
+            socket,
+        }) => rt.block_on(async {
             let report = status::fetch(&socket).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -104,11 +113,38 @@ fn main() -> Result<()> {
             }
             Ok(())
         }),
+        Some(Command::Status {
+            json,
+            watch: Some(every),
+            socket,
+        }) => rt.block_on(watch_status(&socket, json, every)),
         Some(Command::Run(args)) => rt.block_on(agent::run::run(options(args))),
         None => {
             let args = RunArgs::parse_from(["agent"]);
             rt.block_on(agent::run::run(options(args)))
         }
+    }
+}
+
+/// `agent status --watch`: prints the status every `every` seconds until
+/// killed (or stdout goes away); an unreachable agent is not fatal.
+async fn watch_status(socket: &std::path::Path, json: bool, every: u64) -> Result<()> {
+    use std::io::Write;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
+    loop {
+        tick.tick().await;
+        let text = match status::fetch(socket).await {
+            Ok(report) if json => format!("{}\n", serde_json::to_string(&report)?),
+            Ok(report) => format!("{}\n", status::render(&report)),
+            Err(e) => {
+                eprintln!("agent status: {e}");
+                continue;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing the status")?;
     }
 }
 
