@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+pub mod cluster;
+pub mod net;
+pub mod proc;
+pub mod status;
+
 /// Prefix of the self-test report lines.
 pub const SELFTEST_PREFIX: &str = "KUBEBOOT-SELFTEST ";
 /// Name of the credential that turns the self-test on.
@@ -86,6 +91,32 @@ pub enum HarnessError {
         /// The console log.
         log: PathBuf,
     },
+    /// A cluster state file is missing or does not parse.
+    #[error("cluster state {}: {reason}", path.display())]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A cluster condition did not hold in time.
+    #[error("timed out after {}s waiting for {what}\nnodes:\n{nodes}\nlogs:\n{}", waited.as_secs(), logs.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n"))]
+    Wait {
+        /// The condition.
+        what: String,
+        /// How long we waited.
+        waited: Duration,
+        /// Every node's last status, one line each.
+        nodes: String,
+        /// Console logs and status streams.
+        logs: Vec<PathBuf>,
+    },
+    /// No node of that name in the cluster.
+    #[error("no node named {0:?} in this cluster")]
+    UnknownNode(String),
+    /// The cluster secret or the PKI derived from it is unusable.
+    #[error("cluster PKI: {0}")]
+    Pki(String),
     /// QEMU exited while we waited for a pattern.
     #[error("QEMU exited ({status}) while waiting for {pattern:?}; log: {}", log.display())]
     Exited {
@@ -213,6 +244,10 @@ pub struct VmConfig {
     pub log: PathBuf,
     /// Extra QEMU arguments (for example network devices).
     pub extra_args: Vec<String>,
+    /// Run QEMU in the background (`-daemonize`) with this pid file; the
+    /// serial console then goes straight to [`VmConfig::log`]
+    /// (`-serial file:`) instead of stdio. Used by [`cluster`].
+    pub daemon_pidfile: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -227,6 +262,7 @@ impl VmConfig {
             credentials: Vec::new(),
             log,
             extra_args: Vec::new(),
+            daemon_pidfile: None,
         }
     }
 
@@ -246,8 +282,6 @@ impl VmConfig {
             "-no-user-config",
             "-display",
             "none",
-            "-serial",
-            "stdio",
             "-monitor",
             "none",
             "-no-reboot",
@@ -255,6 +289,16 @@ impl VmConfig {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        match &self.daemon_pidfile {
+            None => a.extend(["-serial".into(), "stdio".into()]),
+            Some(pidfile) => a.extend([
+                "-serial".into(),
+                format!("file:{}", self.log.display()),
+                "-daemonize".into(),
+                "-pidfile".into(),
+                pidfile.display().to_string(),
+            ]),
+        }
         a.extend(["-m".into(), self.memory_mib.to_string()]);
         a.extend(["-smp".into(), self.cpus.to_string()]);
         a.extend(["-kernel".into(), self.image.kernel.display().to_string()]);

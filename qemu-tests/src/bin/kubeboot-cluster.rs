@@ -1,0 +1,483 @@
+//! `make cluster`, `make cluster-status`, `make cluster-down`: three masters
+//! (plus `--workers N`) from the same images on a private network under
+//! QEMU (TCG), left running in the background. Same library as the tests
+//! (`qemu_tests::cluster`).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use qemu_tests::cluster::{self, Cluster, ClusterOptions, Node, Role, VIP};
+use qemu_tests::net::Network;
+use qemu_tests::status::{self, Reading};
+
+/// Masters the images expect (`[cluster] masters`).
+const MASTERS: u8 = 3;
+/// First worker index (workers are 10.77.0.111 and up).
+const FIRST_WORKER: u8 = 11;
+
+#[derive(Parser)]
+#[command(about = "Boot a kubeboot cluster under QEMU on a private network")]
+struct Cli {
+    /// Where disks, console logs, status streams and pid files live.
+    #[arg(long, env = "RUN_DIR", default_value = "run/cluster", global = true)]
+    run_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot three masters (and workers), follow them to a healthy quorum.
+    Up {
+        /// Workers to boot after the masters.
+        #[arg(long, env = "WORKERS", default_value_t = 0)]
+        workers: u8,
+        /// The cluster secret file (default: generated once into
+        /// <run-dir>/secret, mode 0600).
+        #[arg(long, env = "SECRET_FILE")]
+        secret_file: Option<PathBuf>,
+        /// Seconds to wait for a healthy quorum and a VIP holder.
+        #[arg(long, env = "CLUSTER_TIMEOUT", default_value_t = 900)]
+        timeout: u64,
+        /// Guest memory, MiB.
+        #[arg(long, env = "MEMORY", default_value_t = 1536)]
+        memory: u32,
+        /// Seconds between two guests' power-on.
+        #[arg(long, default_value_t = 3)]
+        stagger: u64,
+    },
+    /// Print `agent status` of every node (from its status stream).
+    Status,
+    /// Stop the guests and remove the network; disks stay unless --purge.
+    Down {
+        /// Delete disks, logs and the secret too.
+        #[arg(long, env = "PURGE", value_parser = parse_flag, default_value = "0")]
+        purge: bool,
+    },
+}
+
+fn parse_flag(s: &str) -> Result<bool, String> {
+    match s {
+        "" | "0" | "false" | "no" => Ok(false),
+        "1" | "true" | "yes" => Ok(true),
+        _ => Err(format!("expected 0 or 1, got {s:?}")),
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Up {
+            workers,
+            secret_file,
+            timeout,
+            memory,
+            stagger,
+        } => up(
+            &cli.run_dir,
+            workers,
+            secret_file.as_deref(),
+            Duration::from_secs(timeout),
+            memory,
+            Duration::from_secs(stagger),
+        ),
+        Cmd::Status => status_cmd(&cli.run_dir),
+        Cmd::Down { purge } => down(&cli.run_dir, purge),
+    }
+}
+
+/// The secret from `file`, or the one generated once in `<run>/secret`.
+fn secret(run_dir: &Path, file: Option<&Path>) -> Result<String> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the secret file {}", f.display()))?;
+        return Ok(s.trim().to_owned());
+    }
+    let path = run_dir.join("secret");
+    if path.exists() {
+        let s = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(s.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{s}").with_context(|| format!("writing {}", path.display()))?;
+    println!("cluster: generated a cluster secret in {}", path.display());
+    Ok(s)
+}
+
+/// Phases of one node as `make cluster` reports them.
+#[derive(Default)]
+struct Progress {
+    booted: Option<Duration>,
+    multi_user: Option<Duration>,
+    peers: Option<Duration>,
+    member: Option<Duration>,
+    voter: Option<Duration>,
+    vip: Option<Duration>,
+    phase: String,
+}
+
+fn up(
+    run_dir: &Path,
+    workers: u8,
+    secret_file: Option<&Path>,
+    timeout: Duration,
+    memory: u32,
+    stagger: Duration,
+) -> Result<()> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    // A cluster already up: say so and show it.
+    if let Ok(state) = cluster::read_state(run_dir) {
+        let running: Vec<&Node> = state.nodes.values().filter(|n| n.running()).collect();
+        if !running.is_empty() {
+            println!(
+                "cluster: already running ({} guests in namespace {}); `make cluster-down` stops it",
+                running.len(),
+                state.netns
+            );
+            return status_cmd(run_dir);
+        }
+        if Network::exists(&state.netns) {
+            Network::open(&state.netns, run_dir)
+                .destroy()
+                .context("removing the previous cluster's network")?;
+        }
+    }
+    let secret = secret(run_dir, secret_file)?;
+    let mut opts = ClusterOptions::new(
+        run_dir.to_owned(),
+        format!("kb-c{}", std::process::id()),
+        secret,
+    );
+    opts.memory_mib = memory;
+    let mut c = Cluster::create(opts).context("creating the private network")?;
+    println!(
+        "cluster: private network 10.77.0.0/24 (namespace {}, bridge br0 10.77.0.1/24, DHCP .100-.199, VIP {VIP})",
+        c.options().netns
+    );
+    let t0 = Instant::now();
+    let mut names = Vec::new();
+    for i in 1..=MASTERS {
+        let name = format!("master-{i}");
+        let fresh = !run_dir.join(format!("{name}.qcow2")).exists();
+        let n = c.start(&name, Role::Master, i, None, false)?;
+        println!(
+            "[{:>6.1}s] {name}: powered on ({}, {} data disk {}), console {}",
+            t0.elapsed().as_secs_f64(),
+            n.ip(),
+            if fresh { "blank" } else { "existing" },
+            n.disk.display(),
+            n.console.display()
+        );
+        names.push(name);
+        std::thread::sleep(stagger);
+    }
+    for w in 0..workers {
+        let name = format!("worker-{}", w + 1);
+        let n = c.start(&name, Role::Worker, FIRST_WORKER + w, None, false)?;
+        println!(
+            "[{:>6.1}s] {name}: powered on ({}), console {}",
+            t0.elapsed().as_secs_f64(),
+            n.ip(),
+            n.console.display()
+        );
+        names.push(name);
+        std::thread::sleep(stagger);
+    }
+    // From here the guests run on their own; the network must outlive us.
+    c.keep();
+    let mut progress: BTreeMap<String, Progress> = BTreeMap::new();
+    let healthy_after = loop {
+        let snap = c.snapshot();
+        for (name, n) in c.nodes() {
+            let p = progress.entry(name.clone()).or_default();
+            report_progress(name, n, snap.get(name).and_then(Option::as_ref), p, t0);
+        }
+        if let Some(summary) = healthy(&c, &snap) {
+            break (t0.elapsed(), summary);
+        }
+        for n in c.nodes().values() {
+            if !n.running() {
+                bail!(
+                    "{}: QEMU exited during boot; console {}",
+                    n.name,
+                    n.console.display()
+                );
+            }
+        }
+        if t0.elapsed() > timeout {
+            eprintln!("{}", c.describe());
+            bail!(
+                "no healthy quorum with a VIP holder after {} s; the guests keep running \
+                 (`make cluster-status`, console logs in {}; `make cluster-down` stops them)",
+                timeout.as_secs(),
+                run_dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let (took, summary) = healthy_after;
+    println!();
+    println!(
+        "cluster: healthy after {:.0} s from the first power-on: {summary}",
+        took.as_secs_f64()
+    );
+    for (name, n) in c.nodes() {
+        let p = &progress[name];
+        let at =
+            |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.0}s", d.as_secs_f64()));
+        println!(
+            "  {name:<9} {:<12} multi-user {:>5}  etcd voter {:>5}  console {}",
+            n.ip(),
+            at(p.multi_user),
+            at(p.voter),
+            n.console.display()
+        );
+    }
+    let etcd = c.etcd()?;
+    println!(
+        "  status:  make cluster-status   (status streams: {}/<node>.status.jsonl)",
+        run_dir.display()
+    );
+    println!(
+        "  etcd:    {} --insecure-skip-tls-verify endpoint status -w table",
+        etcd.command_line(&format!("https://{VIP}:2379"))
+    );
+    println!("           (the VIP is not in the members' server certificates: skip the name check, or use a member's own address)");
+    println!(
+        "  stop:    make cluster-down   (disks kept in {}; PURGE=1 deletes them)",
+        run_dir.display()
+    );
+    Ok(())
+}
+
+/// Prints the phases `n` reached since the last call.
+fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, t0: Instant) {
+    let now = t0.elapsed();
+    let say = |what: &str| println!("[{:>6.1}s] {name}: {what}", now.as_secs_f64());
+    if p.multi_user.is_none() && console_has(&n.console, "Reached target multi-user.target") {
+        p.multi_user = Some(now);
+        say("systemd reached multi-user.target");
+    }
+    let Some(r) = r else { return };
+    let s = &r.report;
+    if p.booted.is_none() {
+        p.booted = Some(now);
+        say(&format!(
+            "booted: status stream up, agent node {} at {}",
+            s.node.name,
+            status::address(s).unwrap_or("(no address yet)")
+        ));
+    }
+    if s.phase != p.phase {
+        p.phase = s.phase.clone();
+        say(&format!("agent phase {} ({})", s.phase, s.detail));
+    }
+    let want_peers = match n.role {
+        Role::Master => usize::from(MASTERS - 1),
+        Role::Worker => 1,
+    };
+    if p.peers.is_none() && s.discovery.peers.len() >= want_peers {
+        p.peers = Some(now);
+        let names: Vec<&str> = s.discovery.peers.iter().map(|x| x.name.as_str()).collect();
+        say(&format!("peers discovered: {}", names.join(", ")));
+    }
+    if p.member.is_none() {
+        if let Some(id) = &s.etcd.member_id {
+            p.member = Some(now);
+            say(&format!(
+                "etcd member {id}{}",
+                if s.etcd.learner { " (learner)" } else { "" }
+            ));
+        }
+    }
+    if p.voter.is_none() && s.etcd.member_id.is_some() && !s.etcd.learner {
+        p.voter = Some(now);
+        say(&format!(
+            "etcd voter, cluster {}, {} members",
+            s.etcd.cluster_id.as_deref().unwrap_or("?"),
+            s.etcd.members.len()
+        ));
+    }
+    if p.vip.is_none() && status::holds_vip(s) {
+        p.vip = Some(now);
+        say(&format!("VIP holder ({VIP})"));
+    } else if p.vip.is_some() && !status::holds_vip(s) {
+        p.vip = None;
+        say(&format!(
+            "gave up the VIP (vrrp {})",
+            status::vip_state(s).unwrap_or("off")
+        ));
+    }
+}
+
+/// Whether the console log contains `pattern` (colours do not split it).
+fn console_has(path: &Path, pattern: &str) -> bool {
+    std::fs::read(path)
+        .map(|b| {
+            let mut state = qemu_tests::AnsiState::default();
+            let mut text = String::new();
+            qemu_tests::strip_ansi(&b, &mut state, &mut text);
+            text.contains(pattern)
+        })
+        .unwrap_or(false)
+}
+
+/// The summary once every master is a healthy voter of one 3-member
+/// cluster, exactly one holds the VIP and every worker reports.
+fn healthy(c: &Cluster, snap: &BTreeMap<String, Option<Reading>>) -> Option<String> {
+    let mut cluster_ids = Vec::new();
+    let mut holders = Vec::new();
+    let mut leader = None;
+    for (name, n) in c.nodes() {
+        let r = snap.get(name)?.as_ref()?;
+        if n.role == Role::Worker {
+            continue;
+        }
+        if !status::healthy_voter_of(&r.report, usize::from(MASTERS)) {
+            return None;
+        }
+        cluster_ids.push(r.report.etcd.cluster_id.clone());
+        leader = r.report.etcd.leader.clone();
+        if status::holds_vip(&r.report) {
+            holders.push(name.clone());
+        }
+    }
+    cluster_ids.dedup();
+    if cluster_ids.len() != 1 || holders.len() != 1 {
+        return None;
+    }
+    let leader = leader.unwrap_or_default();
+    let leader_name = snap
+        .iter()
+        .find_map(|(name, r)| {
+            let r = r.as_ref()?;
+            (r.report.etcd.member_id.as_deref() == Some(leader.as_str())).then(|| name.clone())
+        })
+        .unwrap_or_default();
+    let any = snap.values().flatten().next()?;
+    let members: Vec<String> = any
+        .report
+        .etcd
+        .members
+        .iter()
+        .map(|m| format!("{} {}", m.id, m.name))
+        .collect();
+    Some(format!(
+        "one etcd cluster {} with 3 voters [{}], leader {leader} ({leader_name}), VIP {VIP} on {}",
+        cluster_ids[0].clone().unwrap_or_default(),
+        members.join(", "),
+        holders[0]
+    ))
+}
+
+fn status_cmd(run_dir: &Path) -> Result<()> {
+    let state = match cluster::read_state(run_dir) {
+        Ok(s) => s,
+        Err(_) => {
+            println!(
+                "cluster: none in {} (`make cluster` starts one)",
+                run_dir.display()
+            );
+            return Ok(());
+        }
+    };
+    println!(
+        "cluster: namespace {} ({}), {} nodes",
+        state.netns,
+        if Network::exists(&state.netns) {
+            "up"
+        } else {
+            "gone"
+        },
+        state.nodes.len()
+    );
+    for n in state.nodes.values() {
+        println!();
+        let running = n.pid();
+        println!(
+            "== {} ({:?}, {}) {}; console {}",
+            n.name,
+            n.role,
+            n.ip(),
+            match running {
+                Some(pid) => format!("running, pid {pid}, up {} s", n.uptime().as_secs()),
+                None => "powered off".to_owned(),
+            },
+            n.console.display()
+        );
+        if running.is_none() {
+            continue;
+        }
+        match n.status() {
+            Some(r) => {
+                if r.age > Duration::from_secs(5) {
+                    println!("(last report {} s old)", r.age.as_secs());
+                }
+                print!("{}", status::render(&r.report));
+            }
+            None => println!("no status yet (the guest is booting)"),
+        }
+    }
+    Ok(())
+}
+
+fn down(run_dir: &Path, purge: bool) -> Result<()> {
+    match Cluster::open(run_dir, None) {
+        Ok(mut c) => {
+            let running: Vec<String> = c
+                .nodes()
+                .values()
+                .filter(|n| n.running())
+                .map(|n| n.name.clone())
+                .collect();
+            c.destroy().context("stopping the cluster")?;
+            println!(
+                "cluster: stopped {} and removed namespace {}",
+                if running.is_empty() {
+                    "no running guest".to_owned()
+                } else {
+                    running.join(", ")
+                },
+                c.options().netns
+            );
+        }
+        Err(_) => println!("cluster: none in {}", run_dir.display()),
+    }
+    if purge && run_dir.exists() {
+        std::fs::remove_dir_all(run_dir)
+            .with_context(|| format!("removing {}", run_dir.display()))?;
+        println!(
+            "cluster: removed {} (disks, logs, secret)",
+            run_dir.display()
+        );
+    } else if run_dir.exists() {
+        println!(
+            "cluster: disks and logs kept in {} (`make cluster-down PURGE=1` deletes them)",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,710 @@
+//! A cluster of QEMU guests on a private network ([`crate::net`]): the
+//! one implementation behind `make cluster` (binary `kubeboot-cluster`) and
+//! `tests/cluster.rs`.
+//!
+//! Every guest boots the master or worker image by direct kernel boot
+//! ([`VmConfig`]), 1 vCPU, with its own persistent qcow2 data disk, the
+//! cluster secret as the systemd credential `kubeboot.secret`, a virtio NIC
+//! on its own tap (deterministic MAC, so a DHCP lease pinned to it), its
+//! serial console in `<run>/<node>.console.log` and the agent's status
+//! stream (virtio-serial port `org.kubeboot.status`) in
+//! `<run>/<node>.status.jsonl`. QEMU runs in the background (`-daemonize`,
+//! pid file `<run>/<node>.pid`); [`Cluster::power_off`] is a SIGKILL, a
+//! power cut with no shutdown.
+//!
+//! `<run>/cluster.json` records the namespace and the nodes so a later
+//! command ([`Cluster::open`]) can show their status or stop them.
+//! Dropping a [`Cluster`] kills every guest and removes the network, unless
+//! [`Cluster::keep`] was called.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::Network;
+use crate::proc::{kill_pidfile, pidfile_process, run};
+use crate::status::{self, Reading};
+use crate::{create_disk, find_image, require_program, HarnessError, VmConfig};
+
+/// The image's virtual IP (profiles/base.toml `[cluster.network] vip`).
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+/// The cluster name baked into the images (`[cluster] name`); the etcd CA
+/// is derived from the secret and this name.
+pub const DEFAULT_CLUSTER_NAME: &str = "kubeboot";
+/// The credential carrying the cluster secret.
+pub const SECRET_CREDENTIAL: &str = "kubeboot.secret";
+/// The virtio-serial port the guest writes its status to.
+pub const STATUS_PORT: &str = "org.kubeboot.status";
+/// etcd's client port in the guests.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// The state file inside the run directory.
+pub const STATE_FILE: &str = "cluster.json";
+/// Highest node index (addresses 10.77.0.101-199).
+pub const MAX_INDEX: u8 = 99;
+
+/// A node's role: which image it boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The master image.
+    Master,
+    /// The worker image.
+    Worker,
+}
+
+impl Role {
+    /// The image directory name (`master`, `worker`).
+    pub fn image(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// One guest: its name in the harness, its files and its fixed addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The harness's name (`master-1`); the agent picks its own node name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Index 1..=99: MAC `52:54:00:77:00:<index>`, address 10.77.0.(100+index).
+    pub index: u8,
+    /// Persistent data disk (qcow2).
+    pub disk: PathBuf,
+    /// Serial console log.
+    pub console: PathBuf,
+    /// The agent's status stream (one JSON report a line).
+    pub status: PathBuf,
+    /// QEMU's pid file.
+    pub pidfile: PathBuf,
+    /// When QEMU was last started (milliseconds since the Unix epoch).
+    pub powered_on_unix_ms: u64,
+}
+
+impl Node {
+    /// The NIC's MAC address (deterministic per index).
+    pub fn mac(&self) -> String {
+        mac_for(self.index)
+    }
+
+    /// The address dnsmasq leases to this node.
+    pub fn ip(&self) -> Ipv4Addr {
+        ip_for(self.index)
+    }
+
+    /// The tap device in the namespace.
+    pub fn tap(&self) -> String {
+        format!("tap{}", self.index)
+    }
+
+    /// etcd's client URL on this node.
+    pub fn etcd_endpoint(&self) -> String {
+        format!("https://{}:{ETCD_CLIENT_PORT}", self.ip())
+    }
+
+    /// QEMU's pid while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        pidfile_process(&self.pidfile)
+    }
+
+    /// Whether QEMU runs.
+    pub fn running(&self) -> bool {
+        self.pid().is_some()
+    }
+
+    /// The last report of the status stream (see [`crate::status::read`]).
+    pub fn status(&self) -> Option<Reading> {
+        status::read(&self.status)
+    }
+
+    /// Time since QEMU was started.
+    pub fn uptime(&self) -> Duration {
+        let now = unix_ms(SystemTime::now());
+        Duration::from_millis(now.saturating_sub(self.powered_on_unix_ms))
+    }
+}
+
+/// MAC of node `index`.
+pub fn mac_for(index: u8) -> String {
+    format!("52:54:00:77:00:{index:02x}")
+}
+
+/// Leased address of node `index`.
+pub fn ip_for(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 100 + index.min(MAX_INDEX))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How to build a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where disks, logs, status streams and pid files go.
+    pub run_dir: PathBuf,
+    /// Network namespace name (carries a pid so parallel runs never clash).
+    pub netns: String,
+    /// The cluster secret (at least `cluster_config::MIN_SECRET_LEN` bytes).
+    pub secret: String,
+    /// The cluster name baked into the image (for the etcd client PKI).
+    pub cluster_name: String,
+    /// Guest memory, MiB.
+    pub memory_mib: u32,
+    /// vCPUs per guest.
+    pub cpus: u32,
+    /// Size of a new data disk (`qemu-img` syntax).
+    pub disk_size: String,
+}
+
+impl ClusterOptions {
+    /// Defaults: 1 vCPU, 1536 MiB, 8G sparse disks, cluster `kubeboot`.
+    pub fn new(run_dir: PathBuf, netns: String, secret: String) -> Self {
+        ClusterOptions {
+            run_dir,
+            netns,
+            secret,
+            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
+            memory_mib: 1536,
+            cpus: 1,
+            disk_size: "8G".to_owned(),
+        }
+    }
+}
+
+/// What `<run>/cluster.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// The namespace.
+    pub netns: String,
+    /// The cluster name.
+    pub cluster_name: String,
+    /// Nodes by harness name.
+    pub nodes: BTreeMap<String, Node>,
+}
+
+/// The guests and their network.
+pub struct Cluster {
+    opts: ClusterOptions,
+    net: Network,
+    nodes: BTreeMap<String, Node>,
+    keep: bool,
+}
+
+impl Cluster {
+    /// Creates the network (namespace, bridge, DHCP with a lease pinned to
+    /// every node index) in `opts.run_dir`. No guest runs yet.
+    pub fn create(opts: ClusterOptions) -> Result<Cluster, HarnessError> {
+        require_program("qemu-system-x86_64", "qemu-system-x86")?;
+        require_program("qemu-img", "qemu-utils")?;
+        crate::proc::become_subreaper();
+        cluster_config::ClusterSecret::new(opts.secret.clone())
+            .map_err(|e| HarnessError::Pki(e.to_string()))?;
+        let leases: Vec<(String, Ipv4Addr)> =
+            (1..=MAX_INDEX).map(|i| (mac_for(i), ip_for(i))).collect();
+        let net = Network::create(&opts.netns, &opts.run_dir, &leases)?;
+        let c = Cluster {
+            opts,
+            net,
+            nodes: BTreeMap::new(),
+            keep: false,
+        };
+        c.save()?;
+        Ok(c)
+    }
+
+    /// Opens the cluster recorded in `run_dir` (its namespace may be gone).
+    /// The secret is not needed to show status or stop guests; pass it to
+    /// boot more.
+    pub fn open(run_dir: &Path, secret: Option<String>) -> Result<Cluster, HarnessError> {
+        let state = read_state(run_dir)?;
+        let mut opts = ClusterOptions::new(
+            run_dir.to_owned(),
+            state.netns.clone(),
+            secret.unwrap_or_default(),
+        );
+        opts.cluster_name = state.cluster_name;
+        Ok(Cluster {
+            net: Network::open(&state.netns, run_dir),
+            opts,
+            nodes: state.nodes,
+            // Opening never destroys by accident: call destroy() for that.
+            keep: true,
+        })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.opts
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// Leaves guests and network running when this value is dropped.
+    pub fn keep(&mut self) {
+        self.keep = true;
+        self.net.keep();
+    }
+
+    /// Every node, by name.
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
+    }
+
+    /// One node.
+    pub fn node(&self, name: &str) -> Result<&Node, HarnessError> {
+        self.nodes
+            .get(name)
+            .ok_or_else(|| HarnessError::UnknownNode(name.to_owned()))
+    }
+
+    fn save(&self) -> Result<(), HarnessError> {
+        let state = State {
+            netns: self.opts.netns.clone(),
+            cluster_name: self.opts.cluster_name.clone(),
+            nodes: self.nodes.clone(),
+        };
+        let path = self.opts.run_dir.join(STATE_FILE);
+        let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| HarnessError::Io {
+                what: "writing",
+                path,
+                source,
+            })
+    }
+
+    /// Powers on node `name` (new or known) with `role` and `index`:
+    /// creates its data disk when missing (`blank` deletes an existing one
+    /// first), its tap, and starts QEMU in the background. `secret`
+    /// overrides the cluster secret (an intruder). Returns once QEMU runs.
+    pub fn start(
+        &mut self,
+        name: &str,
+        role: Role,
+        index: u8,
+        secret: Option<&str>,
+        blank: bool,
+    ) -> Result<&Node, HarnessError> {
+        if index == 0 || index > MAX_INDEX {
+            return Err(HarnessError::UnknownNode(format!(
+                "{name}: index {index} outside 1..={MAX_INDEX}"
+            )));
+        }
+        if let Some(n) = self.nodes.get(name) {
+            if n.running() {
+                return Err(HarnessError::Command {
+                    command: format!("start {name}"),
+                    detail: format!("already running (pid file {})", n.pidfile.display()),
+                });
+            }
+        }
+        let dir = &self.opts.run_dir;
+        let mut node = Node {
+            name: name.to_owned(),
+            role,
+            index,
+            disk: dir.join(format!("{name}.qcow2")),
+            console: dir.join(format!("{name}.console.log")),
+            status: dir.join(format!("{name}.status.jsonl")),
+            pidfile: dir.join(format!("{name}.pid")),
+            powered_on_unix_ms: 0,
+        };
+        if blank {
+            match std::fs::remove_file(&node.disk) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(HarnessError::Io {
+                        what: "removing",
+                        path: node.disk.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        if !node.disk.exists() {
+            create_disk(&node.disk, &self.opts.disk_size)?;
+        }
+        let image = find_image(role.image())?;
+        self.net.add_tap(&node.tap())?;
+        let mut config = VmConfig::new(image, node.console.clone());
+        config.memory_mib = self.opts.memory_mib;
+        config.cpus = self.opts.cpus;
+        config.disks.push(node.disk.clone());
+        config.credentials.push((
+            SECRET_CREDENTIAL.to_owned(),
+            secret.unwrap_or(&self.opts.secret).to_owned(),
+        ));
+        config.daemon_pidfile = Some(node.pidfile.clone());
+        config.extra_args = node_args(&node);
+        // A stale stream from the previous boot must not look current.
+        let _ = std::fs::remove_file(&node.status);
+        let args = config.args();
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(SECRET_CREDENTIAL) {
+                    format!("type=11,value=io.systemd.credential:{SECRET_CREDENTIAL}=<secret>")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let _ = std::fs::write(
+            dir.join(format!("{name}.qemu-args")),
+            format!("qemu-system-x86_64 {}\n", shown.join(" ")),
+        );
+        let mut cmd = self.net.command("qemu-system-x86_64");
+        cmd.args(&args);
+        node.powered_on_unix_ms = unix_ms(SystemTime::now());
+        run(&mut cmd)?;
+        tracing::debug!("{name}: QEMU started, pid {:?}", node.pid());
+        self.nodes.insert(name.to_owned(), node);
+        self.save()?;
+        self.node(name)
+    }
+
+    /// Starts a known node again with its disk (after [`Cluster::power_off`]).
+    pub fn restart(&mut self, name: &str) -> Result<&Node, HarnessError> {
+        let n = self.node(name)?.clone();
+        self.start(name, n.role, n.index, None, false)
+    }
+
+    /// Power cut: SIGKILL of QEMU, no shutdown. The disk stays.
+    pub fn power_off(&mut self, name: &str) -> Result<(), HarnessError> {
+        let n = self.node(name)?;
+        kill_pidfile(&n.pidfile, &format!("QEMU of {name}"))
+    }
+
+    /// Partitions node `name` from the others (its tap leaves the bridge).
+    pub fn cut(&self, name: &str) -> Result<(), HarnessError> {
+        self.net.cut(&self.node(name)?.tap())
+    }
+
+    /// Ends the partition of node `name`.
+    pub fn heal(&self, name: &str) -> Result<(), HarnessError> {
+        self.net.heal(&self.node(name)?.tap())
+    }
+
+    /// Forgets node `name` (powered off for good): removes its tap.
+    pub fn remove(&mut self, name: &str) -> Result<(), HarnessError> {
+        self.power_off(name)?;
+        if let Some(n) = self.nodes.remove(name) {
+            let _ = self.net.remove_tap(&n.tap());
+        }
+        self.save()
+    }
+
+    /// The last status of every node (None: no report yet or powered off).
+    pub fn snapshot(&self) -> BTreeMap<String, Option<Reading>> {
+        self.nodes
+            .iter()
+            .map(|(name, n)| (name.clone(), n.running().then(|| n.status()).flatten()))
+            .collect()
+    }
+
+    /// One line per node for progress and failure messages.
+    pub fn describe(&self) -> String {
+        let snap = self.snapshot();
+        self.nodes
+            .values()
+            .map(|n| describe_node(n, snap.get(&n.name).and_then(Option::as_ref)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Polls the nodes every `every` until `check` returns `Some`, up to
+    /// `timeout`; the error names `what` and shows every node.
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut check: impl FnMut(&BTreeMap<String, Option<Reading>>) -> Option<T>,
+    ) -> Result<T, HarnessError> {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check(&self.snapshot()) {
+                return Ok(v);
+            }
+            if start.elapsed() >= timeout {
+                return Err(HarnessError::Wait {
+                    what: what.to_owned(),
+                    waited: start.elapsed(),
+                    nodes: self.describe(),
+                    logs: self.log_paths(),
+                });
+            }
+            std::thread::sleep(every);
+        }
+    }
+
+    /// Console logs and status streams of every node.
+    pub fn log_paths(&self) -> Vec<PathBuf> {
+        self.nodes
+            .values()
+            .flat_map(|n| [n.console.clone(), n.status.clone()])
+            .collect()
+    }
+
+    /// An etcd client (etcdctl in the namespace) with a client certificate
+    /// minted from the cluster secret, files under `<run>/etcd-client/`.
+    pub fn etcd(&self) -> Result<EtcdClient, HarnessError> {
+        EtcdClient::mint(
+            &self.opts.secret,
+            &self.opts.cluster_name,
+            &self.opts.run_dir.join("etcd-client"),
+            &self.opts.netns,
+        )
+    }
+
+    /// Kills every guest, then dnsmasq, and deletes the namespace. Disks,
+    /// logs and the state file stay.
+    pub fn destroy(&mut self) -> Result<(), HarnessError> {
+        self.keep = true;
+        let mut first_err = None;
+        for n in self.nodes.values() {
+            if let Err(e) = kill_pidfile(&n.pidfile, &format!("QEMU of {}", n.name)) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.net.destroy() {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Err(e) = self.destroy() {
+            eprintln!("cluster cleanup: {e}");
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "cluster: console logs and status streams kept in {}",
+                self.opts.run_dir.display()
+            );
+        }
+    }
+}
+
+/// Reads `<run_dir>/cluster.json`.
+pub fn read_state(run_dir: &Path) -> Result<State, HarnessError> {
+    let path = run_dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| HarnessError::Io {
+        what: "reading",
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| HarnessError::State {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// QEMU arguments of a node besides the image, disk and credentials: the
+/// NIC on its tap and the status port. Pure.
+pub fn node_args(n: &Node) -> Vec<String> {
+    [
+        "-name".to_owned(),
+        format!("kubeboot-{}", n.name),
+        "-netdev".to_owned(),
+        format!("tap,id=n0,ifname={},script=no,downscript=no", n.tap()),
+        "-device".to_owned(),
+        format!("virtio-net-pci,netdev=n0,mac={}", n.mac()),
+        "-device".to_owned(),
+        "virtio-serial-pci".to_owned(),
+        "-chardev".to_owned(),
+        format!(
+            "file,id=kbstatus,path={}",
+            crate::qemu_escape(&n.status.display().to_string())
+        ),
+        "-device".to_owned(),
+        format!("virtserialport,chardev=kbstatus,name={STATUS_PORT}"),
+    ]
+    .to_vec()
+}
+
+/// One line about a node: harness name, address, agent's node name, phase,
+/// etcd and VIP. Pure.
+pub fn describe_node(n: &Node, r: Option<&Reading>) -> String {
+    let head = format!("{:<9} {:<12}", n.name, n.ip());
+    let Some(r) = r else {
+        return format!(
+            "{head} {}",
+            if n.running() {
+                "powered on, no status yet"
+            } else {
+                "powered off"
+            }
+        );
+    };
+    let s = &r.report;
+    let e = &s.etcd;
+    let etcd = match &e.member_id {
+        Some(id) => format!(
+            "member {id} {}, {} members ({} voters), leader {}",
+            if e.learner { "learner" } else { "voter" },
+            e.members.len(),
+            e.members.iter().filter(|m| !m.learner).count(),
+            e.leader.as_deref().unwrap_or("-")
+        ),
+        None => "no member".to_owned(),
+    };
+    format!(
+        "{head} {} phase {} | peers {} | {etcd} | vip {}{}",
+        s.node.name,
+        s.phase,
+        s.discovery.peers.len(),
+        status::vip_state(s).unwrap_or("off"),
+        if r.age > Duration::from_secs(5) {
+            format!(" | status {} s old", r.age.as_secs())
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// etcdctl run inside the namespace with a client certificate from the
+/// cluster's etcd CA (derived from the secret, like the agents do).
+#[derive(Debug, Clone)]
+pub struct EtcdClient {
+    netns: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca_pin: String,
+}
+
+impl EtcdClient {
+    /// Derives the etcd CA from `secret` and `cluster_name`, issues a
+    /// client certificate and writes CA, certificate and key (0600) in
+    /// `dir`.
+    pub fn mint(
+        secret: &str,
+        cluster_name: &str,
+        dir: &Path,
+        netns: &str,
+    ) -> Result<EtcdClient, HarnessError> {
+        require_program("etcdctl", "etcd-client")?;
+        let secret = cluster_config::ClusterSecret::new(secret.to_owned())
+            .map_err(|e| HarnessError::Pki(e.to_string()))?;
+        let pki = pki::ClusterPki::derive(&secret, cluster_name)
+            .map_err(|e| HarnessError::Pki(e.to_string()))?;
+        let leaf = pki
+            .etcd_ca
+            .issue(&pki::LeafRequest {
+                common_name: "kubeboot-harness".to_owned(),
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                usage: pki::Usage::Client,
+                organization: None,
+            })
+            .map_err(|e| HarnessError::Pki(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
+            what: "creating",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let c = EtcdClient {
+            netns: netns.to_owned(),
+            ca: dir.join("ca.crt"),
+            cert: dir.join("client.crt"),
+            key: dir.join("client.key"),
+            ca_pin: pki.etcd_ca.spki_pin(),
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| HarnessError::Io {
+                what: "writing",
+                path,
+                source,
+            }
+        };
+        pki::write_cert_file(&c.ca, &pki.etcd_ca.cert_pem).map_err(io(&c.ca))?;
+        pki::write_cert_file(&c.cert, &leaf.cert_pem).map_err(io(&c.cert))?;
+        pki::write_key_file(&c.key, &leaf.key_pem).map_err(io(&c.key))?;
+        Ok(c)
+    }
+
+    /// The SPKI pin of the etcd CA (compare with a guest's `pki.etcd_ca_pin`).
+    pub fn ca_pin(&self) -> &str {
+        &self.ca_pin
+    }
+
+    /// The etcdctl command line prefix (for people: copy and paste).
+    pub fn command_line(&self, endpoint: &str) -> String {
+        format!(
+            "ip netns exec {} env ETCDCTL_API=3 etcdctl --endpoints {endpoint} --cacert {} --cert {} --key {}",
+            self.netns,
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+
+    /// Runs etcdctl against `endpoint`. `verify_name` false skips the
+    /// server name check (the VIP is not in the members' certificates);
+    /// the client certificate is presented either way.
+    pub fn etcdctl(
+        &self,
+        endpoint: &str,
+        verify_name: bool,
+        args: &[&str],
+    ) -> Result<String, HarnessError> {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, "etcdctl"])
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .arg(format!("--cacert={}", self.ca.display()))
+            .arg(format!("--cert={}", self.cert.display()))
+            .arg(format!("--key={}", self.key.display()))
+            .args(["--dial-timeout=5s", "--command-timeout=10s"]);
+        if !verify_name {
+            cmd.arg("--insecure-skip-tls-verify");
+        }
+        cmd.args(args);
+        run(&mut cmd)
+    }
+
+    /// `put key value`.
+    pub fn put(
+        &self,
+        endpoint: &str,
+        verify_name: bool,
+        key: &str,
+        value: &str,
+    ) -> Result<(), HarnessError> {
+        self.etcdctl(endpoint, verify_name, &["put", key, value])
+            .map(drop)
+    }
+
+    /// `get key` from the member's own store (serializable read: what this
+    /// member has, without asking the leader); `None` when absent.
+    pub fn get_local(&self, endpoint: &str, key: &str) -> Result<Option<String>, HarnessError> {
+        let out = self.etcdctl(
+            endpoint,
+            true,
+            &["get", key, "--consistency=s", "--print-value-only"],
+        )?;
+        let v = out.trim_end_matches('\n');
+        Ok((!out.is_empty()).then(|| v.to_owned()))
+    }
+}

@@ -1,0 +1,335 @@
+//! A guest's status as the agent reports it on the virtio-serial port
+//! `org.kubeboot.status`: `agent status --json --watch 1` writes one compact
+//! JSON [`StatusReport`] per line, every second; QEMU copies the port into a
+//! file (`-chardev file`). The last complete line is the node's current
+//! status; the file's modification time says how fresh it is.
+//!
+//! [`StatusReport`] mirrors the part of the agent's `agent::status::
+//! StatusReport` the harness reads, every field defaulted and unknown
+//! fields ignored: a guest built from an older or newer agent still
+//! parses, and this crate does not rebuild with every agent change.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+/// The agent's status report (the fields the harness uses).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct StatusReport {
+    /// The agent's phase.
+    pub phase: String,
+    /// Detail of the phase.
+    pub detail: String,
+    /// This node.
+    pub node: NodeReport,
+    /// Discovery.
+    pub discovery: DiscoveryReport,
+    /// PKI.
+    pub pki: PkiReport,
+    /// etcd.
+    pub etcd: EtcdReport,
+    /// The VRRP instance's status (`state`, `holder`, `quorum`, ...).
+    pub vip: Option<serde_json::Value>,
+    /// Everything else the agent reports, as is.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// This node.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct NodeReport {
+    /// Node id (hex).
+    pub id: String,
+    /// Node name the agent chose.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Cluster addresses.
+    pub addresses: Vec<String>,
+}
+
+/// One peer discovery sees.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct PeerReport {
+    /// Node id (hex).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Announced phase.
+    pub phase: String,
+    /// Addresses.
+    pub addresses: Vec<String>,
+}
+
+/// Discovery.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct DiscoveryReport {
+    /// Live peers.
+    pub peers: Vec<PeerReport>,
+    /// Accepted messages.
+    pub accepted: u64,
+    /// Rejected messages by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// PKI.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct PkiReport {
+    /// Certificates written.
+    pub ready: bool,
+    /// The etcd CA's SPKI pin.
+    pub etcd_ca_pin: Option<String>,
+}
+
+/// One etcd member.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct MemberReport {
+    /// Member id (hex).
+    pub id: String,
+    /// Name (empty while unstarted).
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Learner (else voter).
+    pub learner: bool,
+    /// Answered at its client URL.
+    pub healthy: bool,
+}
+
+/// etcd.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct EtcdReport {
+    /// The service runs.
+    pub running: bool,
+    /// Cluster id (hex).
+    pub cluster_id: Option<String>,
+    /// Own member id (hex).
+    pub member_id: Option<String>,
+    /// Leader id (hex).
+    pub leader: Option<String>,
+    /// Own member is a learner.
+    pub learner: bool,
+    /// Members.
+    pub members: Vec<MemberReport>,
+    /// Last error.
+    pub error: Option<String>,
+}
+
+/// How much of the end of the file is read to find the last line (one
+/// report is 2-6 KiB).
+const TAIL_BYTES: u64 = 128 * 1024;
+
+/// The last complete line of `text` (ends with `\n`), trimmed; `None` when
+/// there is none. Pure.
+pub fn last_complete_line(text: &[u8]) -> Option<&[u8]> {
+    let end = text.iter().rposition(|&b| b == b'\n')?;
+    let body = &text[..end];
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let line = &body[start..];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (!line.is_empty()).then_some(line)
+}
+
+/// One reading of a guest's status stream.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// The report.
+    pub report: StatusReport,
+    /// How long ago the stream last wrote (file modification time).
+    pub age: Duration,
+    /// How many lines the stream holds (reports since power-on).
+    pub lines: usize,
+}
+
+/// Reads the last complete report in `path`; `None` while the guest has not
+/// written one (not booted yet) or when the last line does not parse.
+pub fn read(path: &Path) -> Option<Reading> {
+    let mut f = File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    let len = meta.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.read_to_end(&mut buf).ok()?;
+    let line = last_complete_line(&buf)?;
+    let report: StatusReport = serde_json::from_slice(line).ok()?;
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .unwrap_or_default();
+    // Lines are counted in the tail only past the first 128 KiB; good
+    // enough for "has it started".
+    let lines = buf.iter().filter(|&&b| b == b'\n').count();
+    Some(Reading { report, age, lines })
+}
+
+/// The VRRP state in a report (`master`, `backup`, `fault`,
+/// `initialize`), or `None` before the VIP runner starts.
+pub fn vip_state(r: &StatusReport) -> Option<&str> {
+    r.vip.as_ref()?.get("state")?.as_str()
+}
+
+/// Whether the report says this node holds the VIP (VRRP master).
+pub fn holds_vip(r: &StatusReport) -> bool {
+    vip_state(r) == Some("master")
+}
+
+/// Whether the node is a voting etcd member of a cluster with `n` voters,
+/// all of them healthy.
+pub fn healthy_voter_of(r: &StatusReport, n: usize) -> bool {
+    let e = &r.etcd;
+    e.member_id.is_some()
+        && !e.learner
+        && e.cluster_id.is_some()
+        && e.members.len() == n
+        && e.members.iter().all(|m| !m.learner && m.healthy)
+}
+
+/// Renders a report for people, like `agent status` (phase, node,
+/// discovery, etcd members, VIP, and any other section as JSON). Pure.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = Vec::new();
+    out.push(format!("phase:     {} ({})", r.phase, r.detail));
+    out.push(format!(
+        "node:      {} {} id {} addresses {}",
+        r.node.role,
+        r.node.name,
+        r.node.id,
+        r.node.addresses.join(", ")
+    ));
+    let rejected: Vec<String> = r
+        .discovery
+        .rejected
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    out.push(format!(
+        "discovery: {} peers, {} accepted, rejected: {}",
+        r.discovery.peers.len(),
+        r.discovery.accepted,
+        if rejected.is_empty() {
+            "none".to_owned()
+        } else {
+            rejected.join(", ")
+        }
+    ));
+    for p in &r.discovery.peers {
+        out.push(format!(
+            "  {} {} {} {}",
+            p.name,
+            p.role,
+            p.phase,
+            p.addresses.join(",")
+        ));
+    }
+    let e = &r.etcd;
+    out.push(format!(
+        "etcd:      {}{}{}{}{}",
+        if e.running { "running" } else { "not running" },
+        e.member_id
+            .as_ref()
+            .map(|m| format!(", member {m}"))
+            .unwrap_or_default(),
+        if e.learner { " (learner)" } else { "" },
+        e.cluster_id
+            .as_ref()
+            .map(|c| format!(", cluster {c}"))
+            .unwrap_or_default(),
+        e.leader
+            .as_ref()
+            .map(|l| format!(", leader {l}"))
+            .unwrap_or_default(),
+    ));
+    if let Some(err) = &e.error {
+        out.push(format!("  error: {err}"));
+    }
+    for m in &e.members {
+        out.push(format!(
+            "  {} {} {} {} {}",
+            m.id,
+            if m.name.is_empty() {
+                "(unstarted)"
+            } else {
+                &m.name
+            },
+            if m.learner { "learner" } else { "voter" },
+            if m.healthy { "healthy" } else { "unhealthy" },
+            m.peer_urls.join(",")
+        ));
+    }
+    match &r.vip {
+        Some(v) => out.push(format!(
+            "vip:       {} {}, holder {}, priority {}, quorum {}",
+            v.get("vip").and_then(|x| x.as_str()).unwrap_or("?"),
+            v.get("state").and_then(|x| x.as_str()).unwrap_or("?"),
+            v.get("holder").and_then(|x| x.as_str()).unwrap_or("-"),
+            v.get("priority").map_or("?".to_owned(), |x| x.to_string()),
+            v.get("quorum").map_or("?".to_owned(), |x| x.to_string()),
+        )),
+        None => out.push("vip:       not started".to_owned()),
+    }
+    for (k, v) in &r.other {
+        if !matches!(k.as_str(), "config") {
+            out.push(format!("{k}: {v}"));
+        }
+    }
+    out.push(String::new());
+    out.join("\n")
+}
+
+/// The node's cluster address (first of `node.addresses`).
+pub fn address(r: &StatusReport) -> Option<&str> {
+    r.node.addresses.first().map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_ignores_a_partial_one() {
+        assert_eq!(last_complete_line(b""), None);
+        assert_eq!(last_complete_line(b"{\"a\":1"), None);
+        assert_eq!(
+            last_complete_line(b"{\"a\":1}\n{\"a\":2}\n{\"a\":"),
+            Some(&b"{\"a\":2}"[..])
+        );
+        assert_eq!(last_complete_line(b"x\r\n"), Some(&b"x"[..]));
+        assert_eq!(last_complete_line(b"one\n"), Some(&b"one"[..]));
+    }
+
+    #[test]
+    fn reads_the_latest_report_and_vip_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        assert!(read(&p).is_none());
+        let mut r = StatusReport {
+            phase: "joining".into(),
+            ..Default::default()
+        };
+        let mut text = serde_json::to_string(&r).unwrap() + "\n";
+        r.phase = "ready".into();
+        r.vip = Some(serde_json::json!({"state": "master", "holder": "10.77.0.101"}));
+        text += &(serde_json::to_string(&r).unwrap() + "\n{\"phase\":");
+        std::fs::write(&p, text).unwrap();
+        let got = read(&p).unwrap();
+        assert_eq!(got.report.phase, "ready");
+        assert!(holds_vip(&got.report));
+        assert_eq!(got.lines, 2);
+        assert!(!healthy_voter_of(&got.report, 3));
+    }
+}

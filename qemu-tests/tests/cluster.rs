@@ -1,0 +1,478 @@
+//! End-to-end scenarios of issue 6 on three masters booted once from the
+//! same image, in a private network namespace (qemu_tests::cluster), run in
+//! sequence because every TCG boot costs minutes:
+//!
+//! 1. self-assembly: one etcd cluster of three voters over TLS, exactly one
+//!    VIP holder, a key written through the VIP readable on every member;
+//! 2. failover: SIGKILL of the VIP holder's QEMU, another master holds the
+//!    VIP and writes through the VIP succeed with two members;
+//! 3. rejoin: the killed master boots again with its disk: same member id,
+//!    its data, three healthy voters;
+//! 6. intruder: a guest with a wrong secret never becomes a member and does
+//!    not move the VIP, while the masters count its messages as rejected;
+//! 5. partition: the VIP holder's tap is cut: it gives the VIP up, the other
+//!    two keep quorum and the VIP; healed, all converge to three voters;
+//! 4. replacement: a master gone for good is replaced by a blank one: the
+//!    stale member is removed, the new one added and promoted.
+//!
+//! Needs `make image` (out/master), root (network namespaces), QEMU, dnsmasq
+//! and etcdctl. Console logs and status streams:
+//! `target/qemu-logs/cluster-<pid>/` (kept; paths printed on failure).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use qemu_tests::cluster::{Cluster, ClusterOptions, EtcdClient, Role, VIP};
+use qemu_tests::status::{self, Reading};
+use qemu_tests::{logs_dir, HarnessError};
+
+/// Three TCG guests on two cores: kernel + systemd + etcd start in 1-4 min.
+const ASSEMBLY_TIMEOUT: Duration = Duration::from_secs(600);
+/// The agent's VRRP failover bound is 722 ms (20 cs adverts, priority 100);
+/// etcd must also elect a leader again when the holder led it. Under TCG a
+/// second of guest time can take several on the host: generous slack.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(480);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+const INTRUDER_WATCH: Duration = Duration::from_secs(45);
+const PARTITION_TIMEOUT: Duration = Duration::from_secs(180);
+/// Dead-member grace (30 s) + boot + join as learner + promotion.
+const REPLACE_TIMEOUT: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_secs(1);
+const FAST_POLL: Duration = Duration::from_millis(250);
+
+struct Timeline(Instant);
+
+impl Timeline {
+    fn log(&self, msg: impl AsRef<str>) {
+        eprintln!(
+            "[{:>6.1}s] {}",
+            self.0.elapsed().as_secs_f64(),
+            msg.as_ref()
+        );
+    }
+}
+
+trait OrPanic<T> {
+    fn or_panic(self, what: &str) -> T;
+}
+
+impl<T> OrPanic<T> for Result<T, HarnessError> {
+    fn or_panic(self, what: &str) -> T {
+        self.unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+}
+
+/// What a converged cluster looks like.
+#[derive(Debug, Clone)]
+struct Converged {
+    cluster_id: String,
+    holder: String,
+    /// Harness node name -> etcd member id.
+    members: BTreeMap<String, String>,
+    leader: String,
+}
+
+/// `names` are all healthy voters of one 3-member cluster and exactly one of
+/// them holds the VIP.
+fn converged(snap: &BTreeMap<String, Option<Reading>>, names: &[&str]) -> Option<Converged> {
+    let mut ids = BTreeSet::new();
+    let mut holders = Vec::new();
+    let mut members = BTreeMap::new();
+    let mut leader = String::new();
+    for name in names {
+        let r = &snap.get(*name)?.as_ref()?.report;
+        if !status::healthy_voter_of(r, 3) {
+            return None;
+        }
+        ids.insert(r.etcd.cluster_id.clone()?);
+        members.insert(name.to_string(), r.etcd.member_id.clone()?);
+        leader = r.etcd.leader.clone().unwrap_or_default();
+        if status::holds_vip(r) {
+            holders.push(name.to_string());
+        }
+        // Every member list names exactly the members we see.
+        let listed: BTreeSet<&str> = r.etcd.members.iter().map(|m| m.id.as_str()).collect();
+        if listed.len() != names.len() {
+            return None;
+        }
+    }
+    let seen: BTreeSet<&str> = members.values().map(String::as_str).collect();
+    let listed: BTreeSet<&str> = snap
+        .get(names[0])?
+        .as_ref()?
+        .report
+        .etcd
+        .members
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    if ids.len() != 1 || holders.len() != 1 || seen != listed {
+        return None;
+    }
+    Some(Converged {
+        cluster_id: ids.into_iter().next()?,
+        holder: holders.remove(0),
+        members,
+        leader,
+    })
+}
+
+/// Nodes among `names` that report holding the VIP.
+fn holders(snap: &BTreeMap<String, Option<Reading>>, names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| {
+            snap.get(**n)
+                .and_then(Option::as_ref)
+                .is_some_and(|r| status::holds_vip(&r.report))
+        })
+        .map(|n| n.to_string())
+        .collect()
+}
+
+/// Retries a write through the VIP until it succeeds; returns how long.
+fn put_via_vip(etcd: &EtcdClient, key: &str, value: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    let endpoint = format!("https://{VIP}:2379");
+    loop {
+        // The VIP is not a SAN of the members' server certificates: the
+        // CA and the client certificate are still checked, not the name.
+        match etcd.put(&endpoint, false, key, value) {
+            Ok(()) => return start.elapsed(),
+            Err(e) if start.elapsed() > timeout => {
+                panic!("write of {key} through the VIP {endpoint} failed for {timeout:?}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Reads `key` from the local store of `node` (serializable), retrying while
+/// the member catches up.
+fn read_local(c: &Cluster, etcd: &EtcdClient, node: &str, key: &str, want: &str) {
+    let endpoint = c.node(node).or_panic("node").etcd_endpoint();
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        match etcd.get_local(&endpoint, key) {
+            Ok(Some(v)) if v == want => return,
+            Ok(v) => last = format!("got {v:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("{key} not readable on {node} ({endpoint}) as {want:?}: {last}");
+}
+
+#[test]
+fn three_masters_assemble_and_survive_faults() {
+    let pid = std::process::id();
+    let tl = Timeline(Instant::now());
+    let run_dir = logs_dir().join(format!("cluster-{pid}"));
+    let secret = format!("qemu-tests-cluster-secret-{pid}");
+    let wrong_secret = format!("an-intruder-with-another-secret-{pid}");
+    let opts = ClusterOptions::new(run_dir.clone(), format!("kb-t{pid}"), secret);
+    let mut c = Cluster::create(opts).or_panic("creating the private network");
+    let etcd = c.etcd().or_panic("minting the etcd client certificate");
+    tl.log(format!(
+        "network namespace kb-t{pid}; logs and status streams in {}",
+        run_dir.display()
+    ));
+
+    // 1. Self-assembly.
+    for i in 1..=3u8 {
+        let name = format!("master-{i}");
+        let n = c
+            .start(&name, Role::Master, i, None, false)
+            .or_panic("starting a master");
+        tl.log(format!(
+            "{name}: powered on ({}), console {}",
+            n.ip(),
+            n.console.display()
+        ));
+        if i < 3 {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+    }
+    let mut masters: Vec<String> = (1..=3).map(|i| format!("master-{i}")).collect();
+    let names = |m: &[String]| m.iter().map(String::clone).collect::<Vec<_>>();
+    let m = names(&masters);
+    let refs: Vec<&str> = m.iter().map(String::as_str).collect();
+    let mut booted = BTreeSet::new();
+    let a = c
+        .wait(
+            "three healthy voters of one cluster and one VIP holder",
+            ASSEMBLY_TIMEOUT,
+            POLL,
+            |snap| {
+                for (name, r) in snap {
+                    if let Some(r) = r {
+                        if booted.insert(name.clone()) {
+                            tl.log(format!(
+                                "{name}: status stream up, phase {}",
+                                r.report.phase
+                            ));
+                        }
+                    }
+                }
+                converged(snap, &refs)
+            },
+        )
+        .or_panic("self-assembly");
+    tl.log(format!(
+        "1. assembled: cluster {}, members {:?}, leader {}, VIP on {}",
+        a.cluster_id, a.members, a.leader, a.holder
+    ));
+    for name in &refs {
+        let r = c.node(name).or_panic("node").status().expect("status");
+        assert_eq!(
+            r.report.pki.etcd_ca_pin.as_deref(),
+            Some(etcd.ca_pin()),
+            "{name}: etcd CA differs from the one derived from the secret"
+        );
+    }
+    let took = put_via_vip(
+        &etcd,
+        "/kubeboot-test/one",
+        "written-through-the-vip",
+        Duration::from_secs(60),
+    );
+    tl.log(format!(
+        "1. wrote /kubeboot-test/one through the VIP ({:.1}s)",
+        took.as_secs_f64()
+    ));
+    for name in &refs {
+        read_local(
+            &c,
+            &etcd,
+            name,
+            "/kubeboot-test/one",
+            "written-through-the-vip",
+        );
+    }
+    tl.log("1. self-assembly: PASS (key readable from every member's own endpoint)");
+
+    // 2. Failover.
+    let victim = a.holder.clone();
+    let others: Vec<&str> = refs.iter().copied().filter(|n| *n != victim).collect();
+    c.power_off(&victim).or_panic("power cut");
+    let cut_at = Instant::now();
+    tl.log(format!("2. power cut of the VIP holder {victim}"));
+    let mut double = 0;
+    let new_holder = c
+        .wait(
+            "another master to hold the VIP",
+            FAILOVER_TIMEOUT,
+            FAST_POLL,
+            |snap| {
+                let h = holders(snap, &others);
+                double = if h.len() > 1 { double + 1 } else { 0 };
+                assert!(double < 12, "two VIP holders for 3 s: {h:?}");
+                (h.len() == 1).then(|| h[0].clone())
+            },
+        )
+        .or_panic("failover");
+    let status_failover = cut_at.elapsed();
+    let write = put_via_vip(
+        &etcd,
+        "/kubeboot-test/two",
+        "after-failover",
+        FAILOVER_TIMEOUT,
+    );
+    tl.log(format!(
+        "2. failover: {new_holder} reports holding the VIP {:.1}s after the power cut; \
+         first write through the VIP succeeded {:.1}s after it ({:.1}s of retries)",
+        status_failover.as_secs_f64(),
+        cut_at.elapsed().as_secs_f64(),
+        write.as_secs_f64()
+    ));
+    tl.log("2. failover: PASS");
+
+    // 3. Rejoin with the same disk.
+    let old_id = a.members[&victim].clone();
+    c.restart(&victim).or_panic("restarting the killed master");
+    tl.log(format!("3. {victim} powered on again with its disk"));
+    let r3 = c
+        .wait(
+            &format!("{victim} back as member {old_id} with three healthy voters"),
+            REJOIN_TIMEOUT,
+            POLL,
+            |snap| {
+                let conv = converged(snap, &refs)?;
+                (conv.members[&victim] == old_id).then_some(conv)
+            },
+        )
+        .or_panic("rejoin");
+    read_local(
+        &c,
+        &etcd,
+        &victim,
+        "/kubeboot-test/one",
+        "written-through-the-vip",
+    );
+    read_local(&c, &etcd, &victim, "/kubeboot-test/two", "after-failover");
+    tl.log(format!(
+        "3. rejoin: PASS ({victim} is member {old_id} again with its data; VIP on {})",
+        r3.holder
+    ));
+
+    // 6. Intruder with a wrong secret.
+    let rejected = |c: &Cluster| -> u64 {
+        refs.iter()
+            .filter_map(|n| c.node(n).ok()?.status())
+            .map(|r| r.report.discovery.rejected.values().sum::<u64>())
+            .sum()
+    };
+    let rejected_before = rejected(&c);
+    c.start("intruder", Role::Master, 9, Some(&wrong_secret), true)
+        .or_panic("starting the intruder");
+    tl.log("6. intruder powered on with a wrong secret");
+    c.wait("the intruder's status stream", BOOT_TIMEOUT, POLL, |snap| {
+        snap.get("intruder")?.as_ref().map(drop)
+    })
+    .or_panic("intruder boot");
+    tl.log(format!(
+        "6. intruder booted; watching for {}s",
+        INTRUDER_WATCH.as_secs()
+    ));
+    let watch_start = Instant::now();
+    while watch_start.elapsed() < INTRUDER_WATCH {
+        let snap = c.snapshot();
+        let now = converged(&snap, &refs).unwrap_or_else(|| {
+            panic!(
+                "the masters stopped being a converged 3-voter cluster with the intruder up:\n{}",
+                c.describe()
+            )
+        });
+        assert_eq!(
+            now.members, r3.members,
+            "member set changed with the intruder up"
+        );
+        assert_eq!(now.holder, r3.holder, "the VIP moved with the intruder up");
+        if let Some(Some(i)) = snap.get("intruder") {
+            assert_ne!(
+                i.report.etcd.cluster_id.as_deref(),
+                Some(r3.cluster_id.as_str()),
+                "the intruder joined the cluster"
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+    let rejected_after = rejected(&c);
+    assert!(
+        rejected_after > rejected_before,
+        "the masters rejected no message while the intruder ran ({rejected_before} -> {rejected_after}): was it on the network?\n{}",
+        c.describe()
+    );
+    c.remove("intruder").or_panic("removing the intruder");
+    tl.log(format!(
+        "6. intruder: PASS (never a member, VIP stayed on {}, masters rejected {} messages)",
+        r3.holder,
+        rejected_after - rejected_before
+    ));
+
+    // 5. Partition of the VIP holder.
+    let cut = r3.holder.clone();
+    let rest: Vec<&str> = refs.iter().copied().filter(|n| *n != cut).collect();
+    c.cut(&cut).or_panic("cutting the tap");
+    let cut_at = Instant::now();
+    tl.log(format!("5. cut {cut} (VIP holder) off the network"));
+    let (gave_up, taken) = c
+        .wait(
+            &format!("{cut} to give up the VIP and one of {rest:?} to hold it"),
+            PARTITION_TIMEOUT,
+            FAST_POLL,
+            |snap| {
+                let cut_state = snap
+                    .get(&cut)?
+                    .as_ref()
+                    .and_then(|r| status::vip_state(&r.report).map(str::to_owned))?;
+                let h = holders(snap, &rest);
+                (cut_state != "master" && h.len() == 1).then(|| (cut_state, h[0].clone()))
+            },
+        )
+        .or_panic("partition");
+    tl.log(format!(
+        "5. {cut} reports vrrp {gave_up}, {taken} holds the VIP ({:.1}s after the cut)",
+        cut_at.elapsed().as_secs_f64()
+    ));
+    put_via_vip(
+        &etcd,
+        "/kubeboot-test/three",
+        "during-partition",
+        PARTITION_TIMEOUT,
+    );
+    tl.log("5. the two others keep quorum: write through the VIP succeeded");
+    c.heal(&cut).or_panic("healing the tap");
+    let healed_at = Instant::now();
+    let r5 = c
+        .wait(
+            "all three to converge after the heal",
+            REJOIN_TIMEOUT,
+            POLL,
+            |snap| converged(snap, &refs),
+        )
+        .or_panic("heal");
+    read_local(&c, &etcd, &cut, "/kubeboot-test/three", "during-partition");
+    tl.log(format!(
+        "5. partition: PASS (converged {:.1}s after the heal, VIP on {})",
+        healed_at.elapsed().as_secs_f64(),
+        r5.holder
+    ));
+
+    // 4. Replacement of a master gone for good by a blank one.
+    let gone = rest
+        .iter()
+        .copied()
+        .find(|n| *n != r5.holder)
+        .unwrap_or(rest[0])
+        .to_owned();
+    let gone_id = r5.members[&gone].clone();
+    c.remove(&gone).or_panic("removing a master for good");
+    masters.retain(|n| *n != gone);
+    masters.push("master-4".to_owned());
+    c.start("master-4", Role::Master, 4, None, true)
+        .or_panic("starting the replacement");
+    let replaced_at = Instant::now();
+    tl.log(format!(
+        "4. {gone} (member {gone_id}) powered off for good; master-4 powered on with a blank disk"
+    ));
+    let m = names(&masters);
+    let refs4: Vec<&str> = m.iter().map(String::as_str).collect();
+    let r4 = c
+        .wait(
+            &format!("member {gone_id} removed and master-4 a healthy voter"),
+            REPLACE_TIMEOUT,
+            POLL,
+            |snap| {
+                let conv = converged(snap, &refs4)?;
+                (!conv.members.values().any(|id| *id == gone_id)).then_some(conv)
+            },
+        )
+        .or_panic("replacement");
+    read_local(
+        &c,
+        &etcd,
+        "master-4",
+        "/kubeboot-test/one",
+        "written-through-the-vip",
+    );
+    tl.log(format!(
+        "4. replacement: PASS ({:.1}s; members {:?}, VIP on {})",
+        replaced_at.elapsed().as_secs_f64(),
+        r4.members,
+        r4.holder
+    ));
+
+    drop(c);
+    // Success: the disks go, the logs stay (small) for the curious.
+    if let Ok(entries) = std::fs::read_dir(&run_dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "qcow2") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    tl.log("all scenarios passed");
+}
