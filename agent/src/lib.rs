@@ -3,11 +3,13 @@
 //!
 //! Pure modules ([`plan`], [`quorum`], the flag rendering in [`etcd`], the
 //! layering in [`config`]) take data and `now` and return data; the shell
-//! ([`run`]) does the I/O and feeds results back as events.
+//! ([`run`]) does the I/O and feeds results back as events. [`kube`] wires
+//! the Kubernetes phase (crate `kubeadm`) into the loop.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod etcd;
+pub mod kube;
 pub mod plan;
 pub mod quorum;
 pub mod run;

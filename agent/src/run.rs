@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Loaded};
 use crate::etcd::{self, ClientTls, ClusterState, Etcd, Launch, TlsFiles};
+use crate::kube::{self, Kube};
 use crate::plan::{Action, AgentPhase, Event, NodeFacts, Plan};
 use crate::quorum::{self, ClusterMember, JoinStep, PeerFacts, Timing};
 use crate::state::{hex16, StateDir};
@@ -536,6 +537,24 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         SupervisorKind::Process => ProcessSupervisor::new(state.root().join("logs")).into(),
     };
 
+    // The Kubernetes phase: skipped at once when the image has none;
+    // otherwise a task that waits for its gate (see `kube::gate`).
+    let mut kube = Kube::start(
+        kube::KubeSetup {
+            cfg: cfg.clone(),
+            secret: loaded.secret.clone(),
+            node_id: hex16(&node_id),
+            name: name.clone(),
+            ip,
+            tls: ctx.tls.clone(),
+            pki_dir: state.pki_dir(),
+            own_client_url: ctx.own_client_url(),
+            paths: kubeadm::paths::Paths::node(),
+            systemd: opts.supervisor == SupervisorKind::Systemd,
+        },
+        report_tx.clone(),
+    );
+
     let timing = Timing::from_interval(cfg.discovery.interval_ms);
     let mut plan = Plan::new(
         NodeFacts {
@@ -664,20 +683,44 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
         }
+        // The kube phase: gate and facts from discovery (never waits).
+        let kube_peers = disc.kube_peers();
+        let mut etcd_endpoints = member_endpoints(&disc.peers(now_ms()), cfg.etcd.client_port);
+        if master {
+            etcd_endpoints.push(ctx.own_client_url());
+            etcd_endpoints.sort();
+            etcd_endpoints.dedup();
+        }
+        kube.update(
+            kube::gate(role, plan.phase, kube.already_set_up(), &kube_peers),
+            kube::Feed {
+                master_ips: kube::master_ips(master.then_some(ip), &kube_peers),
+                etcd_endpoints,
+                joiners_waiting: kube::joiners_waiting(&kube_peers),
+            },
+        );
         // Announce and report the current phase.
         disc.announce(wire::OwnState {
             phase: plan.phase,
             proposal: plan.proposal.clone(),
             membership: plan.membership(),
+            kube: Some(kube.wire_state()),
         });
-        let line = format!("{}: {}", phase_name(plan.phase), plan.detail);
+        let mut line = format!("{}: {}", phase_name(plan.phase), plan.detail);
+        if let Some(k) = kube::status_suffix(&report_tx.borrow().kube) {
+            line = format!("{line}; {k}");
+        }
         if line != last_status {
             notify_status(&line);
             last_status = line;
         }
         let stats = disc.stats();
         let peers_now = disc.peer_reports(now_ms());
-        if let Some(v) = &vip_instance {
+        if let Some(v) = &mut vip_instance {
+            // The hand-off: /readyz joins the checks once the kube phase runs.
+            if let Err(e) = v.set_health(kube.vip_health(cfg.kubernetes.api_port), kube.ca_pem()) {
+                tracing::error!("VIP health checks: {e:#}");
+            }
             v.set_peers(vip::master_addresses(&disc.peers(now_ms())));
             let vs = v.status_json();
             report_tx.send_modify(|r| r.vip = Some(vs));
@@ -696,6 +739,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = tick.tick() => pending.push(Event::Peers { peers: disc.peers(now_ms()) }),
             _ = disc.changed() => pending.push(Event::Peers { peers: disc.peers(now_ms()) }),
             Some(ev) = events.recv() => pending.push(ev),
+            _ = kube.changed() => {}
             _ = hup.recv() => {
                 match load_config(&opts).await {
                     Ok(l) if l.config == cfg => tracing::info!("SIGHUP: configuration unchanged"),

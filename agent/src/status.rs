@@ -3,11 +3,14 @@
 //!
 //! Protocol: connect, read one JSON document ([`StatusReport`]) until EOF.
 //! `agent status --json` prints it as is; without `--json` it is rendered
-//! by [`render`], one section per phase (config, discovery, PKI, etcd, VIP).
+//! by [`render`], one section per phase (config, discovery, PKI, etcd, VIP,
+//! Kubernetes).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use kubeadm::phase::{ApiHealth, KubeletState};
+use kubeadm::PhaseState;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +39,120 @@ pub struct StatusReport {
     pub etcd: EtcdReport,
     /// The VIP runner's status, once it is wired in (free-form JSON).
     pub vip: Option<serde_json::Value>,
+    /// The Kubernetes (kubeadm) phase. Absent in reports of agents that
+    /// predate it (then: pending).
+    #[serde(default)]
+    pub kube: KubeReport,
+}
+
+/// The Kubernetes phase as `agent status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KubeReport {
+    /// Where the phase is: pending, skipped (with the reason),
+    /// waiting-for-init, initialising, joining, retrying (with the last
+    /// error), ready.
+    pub phase: PhaseState,
+    /// While pending: what the phase waits for.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
+    /// A configuration error that stops the phase (not retried until the
+    /// agent restarts with another configuration or image).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The elected init node's id (hex), once known (masters).
+    #[serde(default)]
+    pub init_node: Option<String>,
+    /// This node is the init node.
+    #[serde(default)]
+    pub is_init_node: bool,
+    /// kubeadm init/join completed on this node.
+    #[serde(default)]
+    pub joined: bool,
+    /// The kubelet unit's state.
+    pub kubelet: KubeletState,
+    /// The local API server's `/readyz`.
+    pub api_server: ApiHealth,
+}
+
+impl Default for KubeReport {
+    fn default() -> Self {
+        Self {
+            phase: PhaseState::Pending,
+            waiting_for: None,
+            error: None,
+            init_node: None,
+            is_init_node: false,
+            joined: false,
+            kubelet: KubeletState::Unknown,
+            api_server: ApiHealth::Unknown,
+        }
+    }
+}
+
+impl KubeReport {
+    /// The one-line summary (the `kube:` line of [`render`], and the
+    /// suffix of the `STATUS=` line sent to systemd). `peers` names the
+    /// init node when discovery knows it.
+    pub fn summary(&self, peers: &[PeerStatus]) -> String {
+        let name_of = |id: &str| -> String {
+            if id.is_empty() {
+                return "(not elected yet)".to_owned();
+            }
+            let short = id.get(..6).unwrap_or(id);
+            match peers.iter().find(|p| p.id == id) {
+                Some(p) if !p.name.is_empty() => format!("{} ({short})", p.name),
+                _ => short.to_owned(),
+            }
+        };
+        if let Some(e) = &self.error {
+            return format!("failed: {e}");
+        }
+        match &self.phase {
+            PhaseState::Pending => match &self.waiting_for {
+                Some(w) => format!("pending: waiting for {w}"),
+                None => "pending".to_owned(),
+            },
+            PhaseState::Skipped { reason } => format!("skipped: {reason}"),
+            PhaseState::WaitingForInit { init_node } => {
+                format!("waiting for init node {}", name_of(init_node))
+            }
+            PhaseState::Initialising => "initialising (kubeadm init on this node)".to_owned(),
+            PhaseState::Joining => "joining (kubeadm join)".to_owned(),
+            PhaseState::Retrying {
+                failures,
+                last_error,
+                next_attempt_in_s,
+            } => format!(
+                "retrying in {next_attempt_in_s} s after {failures} failure{}: {last_error}",
+                if *failures == 1 { "" } else { "s" }
+            ),
+            PhaseState::Ready => "ready".to_owned(),
+        }
+    }
+
+    /// Whether the phase shows anything beyond its summary (it started).
+    fn started(&self) -> bool {
+        !matches!(self.phase, PhaseState::Pending | PhaseState::Skipped { .. })
+            && self.error.is_none()
+    }
+}
+
+fn kubelet_name(k: KubeletState) -> &'static str {
+    match k {
+        KubeletState::Unknown => "unknown",
+        KubeletState::Active => "active",
+        KubeletState::Inactive => "inactive",
+        KubeletState::Failed => "failed",
+    }
+}
+
+fn api_health_text(a: &ApiHealth) -> String {
+    match a {
+        ApiHealth::Unknown => "unknown".to_owned(),
+        ApiHealth::NotApplicable => "none (worker)".to_owned(),
+        ApiHealth::Ready => "ready".to_owned(),
+        ApiHealth::NotReady { reason } => format!("not ready ({reason})"),
+    }
 }
 
 /// This node.
@@ -81,6 +198,9 @@ pub struct PeerStatus {
     pub addresses: Vec<String>,
     /// etcd cluster id, if it reports one (hex).
     pub cluster_id: Option<String>,
+    /// Its announced kube phase state, if it announces one.
+    #[serde(default)]
+    pub kube: Option<String>,
     /// Milliseconds since its announcement last changed.
     pub last_seen_ms_ago: u64,
     /// Milliseconds since it was first heard.
@@ -192,7 +312,7 @@ pub fn render(r: &StatusReport) -> String {
     }
     for p in &r.discovery.peers {
         line(format!(
-            "  {} {} {} {} {}{} (changed {} ms ago)",
+            "  {} {} {} {} {}{}{} (changed {} ms ago)",
             p.id.get(..6).unwrap_or(&p.id),
             p.name,
             p.role,
@@ -201,6 +321,10 @@ pub fn render(r: &StatusReport) -> String {
             p.cluster_id
                 .as_ref()
                 .map(|c| format!(" cluster {c}"))
+                .unwrap_or_default(),
+            p.kube
+                .as_ref()
+                .map(|k| format!(" kube {k}"))
                 .unwrap_or_default(),
             p.last_seen_ms_ago
         ));
@@ -258,6 +382,21 @@ pub fn render(r: &StatusReport) -> String {
             Err(_) => line(format!("vip:       {v}")),
         },
         None => line("vip:       not started".to_owned()),
+    }
+    let k = &r.kube;
+    line(format!("kube:      {}", k.summary(&r.discovery.peers)));
+    if k.started() {
+        let init = match (&k.init_node, k.is_init_node) {
+            (_, true) => "this node".to_owned(),
+            (Some(id), false) => id.get(..6).unwrap_or(id).to_owned(),
+            (None, false) => "-".to_owned(),
+        };
+        line(format!(
+            "  init node {init}, {}, kubelet {}, API server {}",
+            if k.joined { "joined" } else { "not joined" },
+            kubelet_name(k.kubelet),
+            api_health_text(&k.api_server)
+        ));
     }
     out
 }
@@ -367,6 +506,7 @@ mod tests {
             phase: "ready".into(),
             addresses: vec!["10.0.0.2".into()],
             cluster_id: Some("2a".into()),
+            kube: Some("waiting-for-init".into()),
             last_seen_ms_ago: 12,
             first_seen_ms_ago: 100,
         });
@@ -400,12 +540,148 @@ mod tests {
             "master-123456 voter healthy",
             "leader 9",
             "vip:       not started",
+            "kube waiting-for-init",
+            "kube:      pending",
         ] {
             assert!(text.contains(needle), "{needle:?} missing in\n{text}");
         }
         let mut failed = sample();
         failed.config.error = Some("no cluster secret".into());
         assert!(render(&failed).contains("config:    FAILED: no cluster secret"));
+    }
+
+    fn kube_text(k: KubeReport) -> String {
+        let mut r = sample();
+        r.discovery.peers[0].id = "abcdef0123456789abcdef0123456789".into();
+        r.kube = k;
+        let text = render(&r);
+        text.lines()
+            .skip_while(|l| !l.starts_with("kube:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn render_every_kube_state() {
+        let base = KubeReport::default();
+        assert_eq!(kube_text(base.clone()), "kube:      pending");
+        assert_eq!(
+            kube_text(KubeReport {
+                waiting_for: Some("the local etcd member to be a healthy voter".into()),
+                ..base.clone()
+            }),
+            "kube:      pending: waiting for the local etcd member to be a healthy voter"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
+                phase: PhaseState::Skipped {
+                    reason: "built with --without-kubernetes".into()
+                },
+                ..base.clone()
+            }),
+            "kube:      skipped: built with --without-kubernetes"
+        );
+        let id = "abcdef0123456789abcdef0123456789".to_owned();
+        assert_eq!(
+            kube_text(KubeReport {
+                phase: PhaseState::WaitingForInit {
+                    init_node: id.clone()
+                },
+                init_node: Some(id.clone()),
+                kubelet: KubeletState::Inactive,
+                ..base.clone()
+            }),
+            "kube:      waiting for init node master-abcdef (abcdef)\n  \
+             init node abcdef, not joined, kubelet inactive, API server unknown"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
+                phase: PhaseState::Initialising,
+                init_node: Some("me".into()),
+                is_init_node: true,
+                ..base.clone()
+            }),
+            "kube:      initialising (kubeadm init on this node)\n  \
+             init node this node, not joined, kubelet unknown, API server unknown"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
+                phase: PhaseState::Joining,
+                api_server: ApiHealth::NotApplicable,
+                ..base.clone()
+            }),
+            "kube:      joining (kubeadm join)\n  \
+             init node -, not joined, kubelet unknown, API server none (worker)"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
+                phase: PhaseState::Retrying {
+                    failures: 2,
+                    last_error: "kubeadm join: exit 1".into(),
+                    next_attempt_in_s: 9
+                },
+                ..base.clone()
+            }),
+            "kube:      retrying in 9 s after 2 failures: kubeadm join: exit 1\n  \
+             init node -, not joined, kubelet unknown, API server unknown"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
+                phase: PhaseState::Ready,
+                init_node: Some(id.clone()),
+                joined: true,
+                kubelet: KubeletState::Active,
+                api_server: ApiHealth::NotReady {
+                    reason: "GET https://127.0.0.1:6443/readyz: 500".into()
+                },
+                ..base.clone()
+            }),
+            "kube:      ready\n  \
+             init node abcdef, joined, kubelet active, \
+             API server not ready (GET https://127.0.0.1:6443/readyz: 500)"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
+                phase: PhaseState::Ready,
+                joined: true,
+                is_init_node: true,
+                kubelet: KubeletState::Failed,
+                api_server: ApiHealth::Ready,
+                ..base.clone()
+            }),
+            "kube:      ready\n  \
+             init node this node, joined, kubelet failed, API server ready"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
+                error: Some("network.vip is not set".into()),
+                ..base
+            }),
+            "kube:      failed: network.vip is not set"
+        );
+    }
+
+    #[test]
+    fn reports_without_a_kube_section_still_parse() {
+        // An agent that predates the kube phase (or a newer client).
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut().unwrap().remove("kube");
+        v["discovery"]["peers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("kube");
+        let r: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(r.kube, KubeReport::default());
+        // The skipped state in JSON: tagged, with the reason.
+        let mut s = sample();
+        s.kube.phase = PhaseState::Skipped {
+            reason: "built with --without-kubernetes".into(),
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v["kube"]["phase"],
+            serde_json::json!({"state": "skipped", "reason": "built with --without-kubernetes"})
+        );
     }
 
     #[tokio::test]

@@ -6,13 +6,42 @@
 //! Started once the local etcd member is a healthy voter
 //! ([`crate::plan::Action::StartVip`]); the quorum rule itself lives in the
 //! `vrrp` crate (no quorum = Fault: never hold or claim the VIP).
+//!
+//! Health hand-off ([`Vip::set_health`], from [`kubeadm::vip_health`]):
+//! before the kube phase (and when it is skipped) only the etcd quorum
+//! check runs; from the kube phase's first step on, the local API server's
+//! `/readyz` is added as a priority weight ([`APISERVER_WEIGHT`]). etcd
+//! stays the hard quorum check. The two checks run in two trackers whose
+//! health is combined ([`combine`]) into the one channel VRRP reads, so
+//! adding or removing the `/readyz` check never restarts the etcd check
+//! (whose verdict starts as "no quorum").
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cluster_config::ClusterConfig;
+use kubeadm::VipHealth;
 use tokio::sync::watch;
+use vrrp::Health;
+
+/// How much a failing local `/readyz` lowers this master's VRRP priority
+/// (floored at 1 by `vrrp`): enough that a master with a working API server
+/// (default priority 100) wins the VIP over one without.
+pub const APISERVER_WEIGHT: u8 = 50;
+
+/// The health VRRP sees: quorum only when the etcd check (and the API
+/// check, which never reports a quorum loss itself) says so; the penalties
+/// add up. Pure.
+pub fn combine(etcd: Health, api: Option<Health>) -> Health {
+    match api {
+        None => etcd,
+        Some(a) => Health {
+            quorum: etcd.quorum && a.quorum,
+            penalty: etcd.penalty.saturating_add(a.penalty),
+        },
+    }
+}
 
 use crate::etcd::ClientTls;
 use crate::quorum::PeerFacts;
@@ -23,6 +52,50 @@ pub struct Vip {
     // Kept alive for the instance's lifetime: dropping it stops the checks.
     _tracker: vrrp::Tracker,
     peers: watch::Sender<Vec<Ipv4Addr>>,
+    pki_dir: PathBuf,
+    /// The `/readyz` tracker while the kube phase runs.
+    api: Option<vrrp::Tracker>,
+    /// Hands the combiner the `/readyz` health (or none).
+    api_tx: watch::Sender<Option<watch::Receiver<Health>>>,
+    health: VipHealth,
+    combiner: tokio::task::JoinHandle<()>,
+}
+
+/// Feeds VRRP the combined health of the etcd check and, when present, the
+/// `/readyz` check. Ends (closing `out`, which VRRP treats as no quorum)
+/// when the etcd tracker or the [`Vip`] goes away.
+async fn combiner(
+    mut etcd: watch::Receiver<Health>,
+    mut api_sel: watch::Receiver<Option<watch::Receiver<Health>>>,
+    out: watch::Sender<Health>,
+) {
+    let mut api: Option<watch::Receiver<Health>> = None;
+    loop {
+        let e = *etcd.borrow_and_update();
+        let a = api.as_mut().map(|r| *r.borrow_and_update());
+        let next = combine(e, a);
+        out.send_if_modified(|h| {
+            if *h == next {
+                false
+            } else {
+                *h = next;
+                true
+            }
+        });
+        tokio::select! {
+            r = etcd.changed() => if r.is_err() { return },
+            r = api_sel.changed() => match r {
+                Ok(()) => api = api_sel.borrow_and_update().clone(),
+                Err(_) => return,
+            },
+            r = async {
+                match api.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => if r.is_err() { api = None },
+        }
+    }
 }
 
 /// The unicast peers (other masters' addresses) in a discovery snapshot.
@@ -81,9 +154,17 @@ impl Vip {
         let config =
             vrrp::VrrpConfig::new(&cfg.vrrp, vip, interface).context("VIP configuration")?;
         let (peers_tx, peers_rx) = watch::channel(peers);
-        let handle = vrrp::Vrrp::spawn(config, tracker.health(), peers_rx)
-            .await
-            .with_context(|| format!("starting VRRP for {vip} on {interface}"))?;
+        let etcd_health = tracker.health();
+        let (health_tx, health_rx) = watch::channel(*etcd_health.borrow());
+        let (api_tx, api_rx) = watch::channel(None);
+        let combiner = tokio::spawn(combiner(etcd_health, api_rx, health_tx));
+        let handle = match vrrp::Vrrp::spawn(config, health_rx, peers_rx).await {
+            Ok(h) => h,
+            Err(e) => {
+                combiner.abort();
+                return Err(e).with_context(|| format!("starting VRRP for {vip} on {interface}"));
+            }
+        };
         tracing::info!(
             "VIP {vip} on {interface}: VRRPv3 router {} every {} cs",
             cfg.vrrp.router_id,
@@ -93,7 +174,61 @@ impl Vip {
             handle,
             _tracker: tracker,
             peers: peers_tx,
+            pki_dir: pki_dir.to_owned(),
+            api: None,
+            api_tx,
+            health: VipHealth::Etcd,
+            combiner,
         }))
+    }
+
+    /// Switches the health checks to `health` (see the module docs); a
+    /// no-op when they are already that. `kubernetes_ca_pem` is the
+    /// cluster's Kubernetes CA, the only one the `/readyz` check trusts
+    /// (written next to the etcd client files). A failure is returned once:
+    /// the requested checks are recorded either way, so a caller calling
+    /// on every tick does not retry (or log) in a loop.
+    pub fn set_health(&mut self, health: VipHealth, kubernetes_ca_pem: &str) -> Result<()> {
+        if health == self.health {
+            return Ok(());
+        }
+        self.health = health;
+        match health {
+            VipHealth::Etcd => {
+                self.api = None;
+                self.api_tx.send_replace(None);
+                tracing::info!("VIP health: etcd quorum only");
+                Ok(())
+            }
+            VipHealth::EtcdAndApiServer { api_port } => {
+                let ca = self.pki_dir.join("kubernetes-ca.crt");
+                pki::write_cert_file(&ca, kubernetes_ca_pem)
+                    .with_context(|| format!("writing {}", ca.display()))?;
+                let check = vrrp::CheckSpec::apiserver_readyz(
+                    api_port,
+                    APISERVER_WEIGHT,
+                    vrrp::TlsFiles {
+                        ca: Some(ca),
+                        cert: None,
+                        key: None,
+                    },
+                );
+                let tracker = vrrp::tracker::spawn(vec![check])
+                    .context("starting the VIP's /readyz check")?;
+                self.api_tx.send_replace(Some(tracker.health()));
+                self.api = Some(tracker);
+                tracing::info!(
+                    "VIP health: etcd quorum, and the local API server's /readyz \
+                     (port {api_port}) as a priority weight of {APISERVER_WEIGHT}"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// The health checks in use.
+    pub fn health(&self) -> VipHealth {
+        self.health
     }
 
     /// Feeds the current unicast peers (used in unicast mode only).
@@ -118,6 +253,7 @@ impl Vip {
         if let Err(e) = self.handle.shutdown().await {
             tracing::warn!("stopping the VIP: {e}");
         }
+        self.combiner.abort();
     }
 }
 
@@ -138,6 +274,87 @@ mod tests {
             proposal: vec![],
             last_seen_ms: 0,
         }
+    }
+
+    #[test]
+    fn combined_health_keeps_etcd_as_the_quorum_rule() {
+        let ok = Health {
+            quorum: true,
+            penalty: 0,
+        };
+        let no_quorum = Health {
+            quorum: false,
+            penalty: 0,
+        };
+        let api_failing = Health {
+            quorum: true,
+            penalty: APISERVER_WEIGHT,
+        };
+        // Before the kube phase: etcd alone.
+        assert_eq!(combine(ok, None), ok);
+        assert_eq!(combine(no_quorum, None), no_quorum);
+        // A failing /readyz lowers the priority, never faults.
+        assert_eq!(combine(ok, Some(api_failing)), api_failing);
+        // No etcd quorum stays a fault whatever the API server says.
+        assert!(!combine(no_quorum, Some(ok)).quorum);
+        // Penalties add up without overflowing.
+        let big = Health {
+            quorum: true,
+            penalty: 250,
+        };
+        assert_eq!(combine(big, Some(big)).penalty, 255);
+    }
+
+    #[tokio::test]
+    async fn combiner_follows_both_checks_and_the_hand_off() {
+        let ok = Health {
+            quorum: true,
+            penalty: 0,
+        };
+        let (etcd_tx, etcd_rx) = watch::channel(ok);
+        let (api_sel_tx, api_sel_rx) = watch::channel(None);
+        let (out_tx, mut out) = watch::channel(Health {
+            quorum: false,
+            penalty: 0,
+        });
+        let task = tokio::spawn(combiner(etcd_rx, api_sel_rx, out_tx));
+        let next = |out: &mut watch::Receiver<Health>| {
+            let mut out = out.clone();
+            async move {
+                tokio::time::timeout(std::time::Duration::from_secs(2), out.changed())
+                    .await
+                    .expect("combined health changes")
+                    .expect("combiner alive");
+                *out.borrow_and_update()
+            }
+        };
+        assert_eq!(next(&mut out).await, ok);
+        // Hand-off: the /readyz check arrives, failing.
+        let (api_tx, api_rx) = watch::channel(Health {
+            quorum: true,
+            penalty: APISERVER_WEIGHT,
+        });
+        out.borrow_and_update();
+        api_sel_tx.send_replace(Some(api_rx));
+        assert_eq!(next(&mut out).await.penalty, APISERVER_WEIGHT);
+        // The API server answers: penalty gone.
+        out.borrow_and_update();
+        api_tx.send_replace(ok);
+        assert_eq!(next(&mut out).await, ok);
+        // etcd loses quorum: fault, whatever /readyz says.
+        out.borrow_and_update();
+        etcd_tx.send_replace(Health {
+            quorum: false,
+            penalty: 0,
+        });
+        assert!(!next(&mut out).await.quorum);
+        // The etcd tracker goes away: the combiner ends (VRRP then sees a
+        // closed channel = no quorum).
+        drop(etcd_tx);
+        tokio::time::timeout(std::time::Duration::from_secs(2), task)
+            .await
+            .expect("combiner ends")
+            .unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use anyhow::{Context, Result};
 use cluster_config::{ClusterConfig, ClusterSecret, DiscoveryMode, Role};
 use discovery::{
-    Announcement, Discovery, DiscoveryHandle, DiscoveryKeys, DiscoveryOptions, EtcdInfo,
+    Announcement, Discovery, DiscoveryHandle, DiscoveryKeys, DiscoveryOptions, EtcdInfo, KubeState,
     MulticastOptions, MulticastSource, NodeId, Phase, StaticPeersSource,
 };
 use tokio::sync::watch;
@@ -28,6 +28,21 @@ pub struct OwnState {
     pub proposal: Vec<Id>,
     /// etcd membership, once known.
     pub membership: Option<Membership>,
+    /// The kube phase's state (see [`crate::kube::wire_state`]).
+    pub kube: Option<KubeState>,
+}
+
+/// What one peer announces about its kube phase (for the kube wiring).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubePeer {
+    /// The peer's node id (hex).
+    pub id: String,
+    /// A master.
+    pub master: bool,
+    /// Its addresses.
+    pub addresses: Vec<Ipv4Addr>,
+    /// Its kube phase state; `None` from agents that predate it.
+    pub kube: Option<KubeState>,
 }
 
 /// The wire phase of a plan phase.
@@ -93,6 +108,7 @@ pub async fn start(
         phase: Phase::Starting,
         etcd: None,
         proposal: Vec::new(),
+        kube: None,
     });
     let mut options = DiscoveryOptions::new(cfg.discovery.interval_ms);
     let handle = match cfg.discovery.mode {
@@ -161,14 +177,35 @@ impl Wire {
                 cluster_id: m.cluster_id,
                 member_id: m.member_id,
             });
-            if a.phase == next_phase && a.proposal == next_proposal && a.etcd == next_etcd {
+            if a.phase == next_phase
+                && a.proposal == next_proposal
+                && a.etcd == next_etcd
+                && a.kube == s.kube
+            {
                 return false;
             }
             a.phase = next_phase;
             a.proposal = next_proposal;
             a.etcd = next_etcd;
+            a.kube = s.kube;
             true
         });
+    }
+
+    /// The live peers' kube phase announcements.
+    pub fn kube_peers(&self) -> Vec<KubePeer> {
+        self.handle
+            .peers
+            .borrow()
+            .peers
+            .iter()
+            .map(|p| KubePeer {
+                id: hex16(&p.announcement.node_id.0),
+                master: p.announcement.role == Role::Master,
+                addresses: p.announcement.addresses.clone(),
+                kube: p.announcement.kube,
+            })
+            .collect()
     }
 
     /// Accepted messages and rejections by reason.
@@ -211,6 +248,11 @@ impl Wire {
                         .unwrap_or_default(),
                     addresses: a.addresses.iter().map(|i| i.to_string()).collect(),
                     cluster_id: a.etcd.map(|e| format!("{:x}", e.cluster_id)),
+                    kube: a.kube.and_then(|k| {
+                        serde_json::to_value(k)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                    }),
                     last_seen_ms_ago: now_ms.saturating_sub(p.last_seen_ms),
                     first_seen_ms_ago: now_ms.saturating_sub(p.first_seen_ms),
                 }
@@ -232,6 +274,7 @@ mod tests {
             phase,
             etcd,
             proposal: vec![NodeId([1; 16])],
+            kube: None,
         }
     }
 

@@ -24,12 +24,14 @@ fn main() {
             member_id: u64::MAX,
         }),
         proposal: (0..3).map(|_| NodeId::random()).collect(),
+        kube: None,
     };
     let worker = Announcement {
         role: Role::Worker,
         name: "worker-0123456789ab".to_owned(),
         etcd: None,
         proposal: vec![],
+        kube: None,
         phase: Phase::Ready,
         ..master.clone()
     };

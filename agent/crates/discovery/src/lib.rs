@@ -27,7 +27,7 @@ pub mod runner;
 pub mod source;
 
 pub use message::{
-    open, parse_frame, seal, seal_body, Announcement, DiscoveryKeys, EtcdInfo, NodeId,
+    open, parse_frame, seal, seal_body, Announcement, DiscoveryKeys, EtcdInfo, KubeState, NodeId,
     ParseNodeIdError, Phase, Rejected, ReplayGuard,
 };
 pub use peers::{Observed, Peer, PeerSnapshot, PeerTable};

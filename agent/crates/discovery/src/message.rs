@@ -160,6 +160,54 @@ pub struct Announcement {
     pub etcd: Option<EtcdInfo>,
     /// The initial member set it proposes while assembling (else empty).
     pub proposal: Vec<NodeId>,
+    /// Where it is in the Kubernetes phase (absent from nodes that predate
+    /// it: the field is optional on the wire both ways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeState>,
+}
+
+/// Where a node is in the Kubernetes (kubeadm) phase, on the wire
+/// (kebab-case). Masters use it to tell whether some node still waits to
+/// join (and so needs the bootstrap token); workers use a master's `ready`
+/// as the sign that the API server behind the VIP exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeState {
+    /// Not started yet (masters: etcd not a healthy voter yet; workers: no
+    /// master with a ready API server seen yet).
+    Pending,
+    /// The image has no Kubernetes components.
+    Skipped,
+    /// A master waiting for the init node.
+    WaitingForInit,
+    /// Running `kubeadm init`.
+    Initialising,
+    /// Running `kubeadm join`.
+    Joining,
+    /// A step failed and is retried.
+    Retrying,
+    /// Stopped on a configuration error.
+    Failed,
+    /// Initialised or joined.
+    Ready,
+    /// A state this node does not know (sent by a newer node).
+    #[serde(other)]
+    Unknown,
+}
+
+impl KubeState {
+    /// Whether a node in this state still has to init or join (it may need
+    /// the bootstrap token). `Unknown` counts as not waiting.
+    pub fn waits_to_join(self) -> bool {
+        matches!(
+            self,
+            KubeState::Pending
+                | KubeState::WaitingForInit
+                | KubeState::Initialising
+                | KubeState::Joining
+                | KubeState::Retrying
+        )
+    }
 }
 
 /// Why [`open`] refused a message. Every variant is counted by the runner.
@@ -455,6 +503,7 @@ mod tests {
                 member_id: 7,
             }),
             proposal: vec![NodeId([1; 16]), NodeId([2; 16]), NodeId([3; 16])],
+            kube: None,
         }
     }
 
@@ -566,6 +615,31 @@ mod tests {
         );
         assert!(open(&at(NOW - 30_000, 3), &k, NOW, &mut g).is_ok());
         assert!(open(&at(NOW + 30_000, 4), &k, NOW, &mut g).is_ok());
+    }
+
+    #[test]
+    fn kube_state_is_optional_and_forward_compatible() {
+        // A body from a node that predates the field parses, with no state.
+        let mut old = serde_json::to_value(ann(1)).unwrap();
+        assert!(old.get("kube").is_none(), "None is not sent: {old}");
+        let parsed: Announcement = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(parsed.kube, None);
+        // A state this node knows round-trips in kebab-case.
+        let mut a = ann(1);
+        a.kube = Some(KubeState::WaitingForInit);
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["kube"], "waiting-for-init");
+        assert_eq!(serde_json::from_value::<Announcement>(v).unwrap(), a);
+        // A newer node's state is Unknown, not a malformed message.
+        old["kube"] = serde_json::json!("some-future-state");
+        let parsed: Announcement = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.kube, Some(KubeState::Unknown));
+        assert!(!KubeState::Unknown.waits_to_join());
+        assert!(!KubeState::Ready.waits_to_join());
+        assert!(!KubeState::Skipped.waits_to_join());
+        assert!(!KubeState::Failed.waits_to_join());
+        assert!(KubeState::Joining.waits_to_join());
+        assert!(KubeState::Pending.waits_to_join());
     }
 
     #[test]

@@ -171,6 +171,7 @@ mod tests {
             phase,
             etcd: None,
             proposal: vec![],
+            kube: None,
         }
     }
 

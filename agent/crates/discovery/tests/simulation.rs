@@ -93,6 +93,7 @@ fn simulate(workers: usize, seed: u64) -> Report {
                     phase: Phase::Discovering,
                     etcd: None,
                     proposal: vec![],
+                    kube: None,
                 },
                 boot_ms,
                 table: PeerTable::new(BASE_MS),

@@ -32,6 +32,7 @@ fn ann(id: u8, role: Role) -> Announcement {
         phase: Phase::Discovering,
         etcd: None,
         proposal: vec![],
+        kube: None,
     }
 }
 

@@ -1,0 +1,831 @@
+//! The agent's Kubernetes phase: wires the `kubeadm` crate's reconciler
+//! ([`kubeadm::KubePhase`]) into the run loop.
+//!
+//! - At start the image's record (`/usr/lib/kubeboot/kubernetes.toml`) is
+//!   read once. An image without Kubernetes makes the phase `skipped` with
+//!   the record's reason (logged once, shown in `agent status` and in the
+//!   `STATUS=` line) and nothing else Kubernetes-related ever happens.
+//! - Otherwise one task owns the reconciler and runs one reconcile at a
+//!   time, every few seconds, once the [`gate`] opens (masters: the local
+//!   etcd member is a healthy voter; workers: a master announces a ready
+//!   control plane, or this worker was joined before). The run loop only
+//!   hands it the latest [`Feed`] through a watch channel and never waits
+//!   for it; the task writes the `kube` section of the status report and
+//!   the state this node announces.
+//! - The token, the CA pin and (masters) the shared CA material are derived
+//!   from the cluster secret ([`kubeadm::DerivedMaterial::derive`]); a
+//!   worker gets the VIP from its configuration and the masters' addresses
+//!   from authenticated announcements, so nothing secret crosses the wire.
+//!
+//! The decisions ([`gate`], [`joiners_waiting`], [`wire_state`],
+//! [`master_ips`], [`status_suffix`], [`kubelet_state`]) are pure.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use cluster_config::{ClusterConfig, ClusterSecret, Role};
+use discovery::KubeState;
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use kubeadm::decide::{judge_setup, Setup};
+use kubeadm::image::{ImageKubernetes, ImageVerdict, IMAGE_KUBERNETES_PATH};
+use kubeadm::paths::Paths;
+use kubeadm::phase::{ApiHealth, KubeletState, Probe};
+use kubeadm::probe::ReadyzCheck;
+use kubeadm::{DerivedMaterial, KubeContext, KubePhase, KubeadmInputs, PhaseState, ProcessRunner};
+use supervisor::{ServiceState, Supervisor, SystemdSupervisor};
+use tokio::sync::watch;
+
+use crate::etcd::ClientTls;
+use crate::plan::AgentPhase;
+use crate::status::{KubeReport, StatusReport};
+use crate::wire::KubePeer;
+
+/// Time between two reconciles once the node is set up (each one reads
+/// the election key, probes the kubelet and `/readyz`).
+pub const READY_INTERVAL: Duration = Duration::from_secs(5);
+/// Time between two reconciles before that (a reconcile inside the
+/// backoff after a failure returns at once).
+pub const BUSY_INTERVAL: Duration = Duration::from_secs(2);
+/// Time before a reconcile that stopped on a configuration error is tried
+/// again (it fails the same way until the configuration changes, so the
+/// error is logged only when its text changes).
+pub const CONFIG_ERROR_INTERVAL: Duration = Duration::from_secs(60);
+/// Timeout of one `/readyz` probe.
+pub const READYZ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a master waits for before the kube phase starts.
+pub const MASTER_WAITS_FOR: &str = "the local etcd member to be a healthy voter";
+/// What a worker waits for before the kube phase starts.
+pub const WORKER_WAITS_FOR: &str = "a master announcing a ready Kubernetes control plane";
+
+/// Whether the kube phase may take its first step. Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// It may.
+    Open,
+    /// Not yet.
+    Closed {
+        /// What it waits for (shown in `agent status`).
+        waiting_for: String,
+    },
+}
+
+/// The gate: a master once its etcd member is a healthy voter (the plan's
+/// `Ready`; the election needs etcd); a worker once some master announces
+/// a ready control plane (`kubeadm join` needs an API server behind the
+/// VIP), or at once when it was already joined before (a restart). Pure.
+pub fn gate(role: Role, phase: AgentPhase, already_set_up: bool, peers: &[KubePeer]) -> Gate {
+    let open = match role {
+        Role::Master => phase == AgentPhase::Ready,
+        Role::Worker => {
+            already_set_up
+                || peers
+                    .iter()
+                    .any(|p| p.master && p.kube == Some(KubeState::Ready))
+        }
+    };
+    if open {
+        Gate::Open
+    } else {
+        Gate::Closed {
+            waiting_for: match role {
+                Role::Master => MASTER_WAITS_FOR,
+                Role::Worker => WORKER_WAITS_FOR,
+            }
+            .to_owned(),
+        }
+    }
+}
+
+/// Some authenticated peer announces that it has not joined yet (so a
+/// master keeps the bootstrap token alive). Agents that predate the kube
+/// field, and skipped or ready nodes, do not count. Pure.
+pub fn joiners_waiting(peers: &[KubePeer]) -> bool {
+    peers
+        .iter()
+        .any(|p| p.kube.is_some_and(KubeState::waits_to_join))
+}
+
+/// Every master's cluster address: this node's (when it is a master) and
+/// each announcing master's first address, sorted (the certificate SANs
+/// of `kubeadm init`). Pure.
+pub fn master_ips(own: Option<Ipv4Addr>, peers: &[KubePeer]) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = own
+        .into_iter()
+        .chain(
+            peers
+                .iter()
+                .filter(|p| p.master)
+                .filter_map(|p| p.addresses.first().copied()),
+        )
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The state this node announces for its kube report. Pure.
+pub fn wire_state(k: &KubeReport) -> KubeState {
+    if k.error.is_some() {
+        return KubeState::Failed;
+    }
+    match k.phase {
+        PhaseState::Pending => KubeState::Pending,
+        PhaseState::Skipped { .. } => KubeState::Skipped,
+        PhaseState::WaitingForInit { .. } => KubeState::WaitingForInit,
+        PhaseState::Initialising => KubeState::Initialising,
+        PhaseState::Joining => KubeState::Joining,
+        PhaseState::Retrying { .. } => KubeState::Retrying,
+        PhaseState::Ready => KubeState::Ready,
+    }
+}
+
+/// The kube part of the `STATUS=` line sent to systemd (`None` while
+/// pending, so the line is unchanged before the phase matters). Stable
+/// between reconciles: no countdown in it. Pure.
+pub fn status_suffix(k: &KubeReport) -> Option<String> {
+    if let Some(e) = &k.error {
+        return Some(format!("kube failed: {e}"));
+    }
+    Some(match &k.phase {
+        PhaseState::Pending => return None,
+        PhaseState::Skipped { reason } => format!("kube skipped: {reason}"),
+        PhaseState::WaitingForInit { init_node } => format!(
+            "kube waiting for init node {}",
+            init_node.get(..6).unwrap_or(init_node)
+        ),
+        PhaseState::Initialising => "kube initialising".to_owned(),
+        PhaseState::Joining => "kube joining".to_owned(),
+        PhaseState::Retrying {
+            failures,
+            last_error,
+            ..
+        } => format!("kube retrying ({failures} failures): {last_error}"),
+        PhaseState::Ready => "kube ready".to_owned(),
+    })
+}
+
+/// The kubelet state of the supervisor's view of `kubelet.service`. Pure.
+pub fn kubelet_state(s: &ServiceState) -> KubeletState {
+    match s {
+        ServiceState::Active | ServiceState::Activating => KubeletState::Active,
+        ServiceState::Inactive | ServiceState::Deactivating => KubeletState::Inactive,
+        ServiceState::Failed { .. } => KubeletState::Failed,
+    }
+}
+
+/// The agent's probe: the kubelet's unit state over D-Bus (when the agent
+/// runs under systemd) and the local `/readyz` (masters).
+struct NodeProbe {
+    systemd: Option<SystemdSupervisor>,
+    readyz: Option<ReadyzCheck>,
+}
+
+impl Probe for NodeProbe {
+    async fn kubelet(&self) -> KubeletState {
+        match &self.systemd {
+            None => KubeletState::Unknown,
+            Some(s) => match s.state("kubelet").await {
+                Ok(st) => kubelet_state(&st),
+                Err(e) => {
+                    tracing::debug!("kubelet state: {e}");
+                    KubeletState::Unknown
+                }
+            },
+        }
+    }
+    async fn api_server(&self) -> ApiHealth {
+        match &self.readyz {
+            Some(c) => c.check().await,
+            None => ApiHealth::Unknown,
+        }
+    }
+}
+
+/// What the run loop learns from discovery and hands the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    /// Every master's address ([`master_ips`]).
+    pub master_ips: Vec<Ipv4Addr>,
+    /// The etcd members' client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// [`joiners_waiting`].
+    pub joiners_waiting: bool,
+}
+
+/// Everything the kube phase needs from the agent at start.
+pub struct KubeSetup {
+    /// The validated cluster configuration.
+    pub cfg: ClusterConfig,
+    /// The cluster secret.
+    pub secret: ClusterSecret,
+    /// This node's id (hex; the init election's value).
+    pub node_id: String,
+    /// This node's name.
+    pub name: String,
+    /// This node's cluster address.
+    pub ip: Ipv4Addr,
+    /// The agent's etcd client certificate (masters).
+    pub tls: ClientTls,
+    /// The agent's PKI directory (holds `apiserver-etcd-client.{crt,key}`).
+    pub pki_dir: PathBuf,
+    /// The local etcd member's client URL.
+    pub own_client_url: String,
+    /// Where kubeadm's files are (`Paths::node()` on a node).
+    pub paths: Paths,
+    /// Read the kubelet's state over D-Bus (the agent runs under systemd).
+    pub systemd: bool,
+}
+
+enum Mode {
+    /// Skipped, or stopped on an error before any task: nothing to do.
+    Off,
+    /// The task runs; `opened` once the gate first opened.
+    Active {
+        feed: watch::Sender<Option<Feed>>,
+        opened: bool,
+    },
+}
+
+/// The kube phase as the run loop holds it.
+pub struct Kube {
+    mode: Mode,
+    report: watch::Sender<StatusReport>,
+    state: watch::Receiver<KubeState>,
+    already_set_up: bool,
+    ca_pem: String,
+}
+
+impl Kube {
+    /// Reads the image's record and, when Kubernetes is in the image,
+    /// starts the (gated) reconcile task. Never fails: problems are shown
+    /// in the report's `kube` section and logged once.
+    pub fn start(setup: KubeSetup, report: watch::Sender<StatusReport>) -> Kube {
+        let (state_tx, state) = watch::channel(KubeState::Pending);
+        let mut kube = Kube {
+            mode: Mode::Off,
+            report,
+            state,
+            already_set_up: false,
+            ca_pem: String::new(),
+        };
+        let record_path = setup.paths.host(IMAGE_KUBERNETES_PATH);
+        let shown = record_path.display().to_string();
+        let (verdict, components) = match std::fs::read_to_string(&record_path) {
+            Ok(text) => match ImageKubernetes::from_toml(&shown, &text) {
+                Ok(r) => (r.verdict(&shown), r.components),
+                Err(e) => (Err(e), Vec::new()),
+            },
+            // Missing: skipped with a reason naming the file; other errors.
+            Err(_) => (kubeadm::image::read_verdict(&record_path), Vec::new()),
+        };
+        match verdict {
+            Ok(ImageVerdict::Skip { reason }) => {
+                tracing::info!("kube phase skipped: {reason}");
+                kube.finish(
+                    &state_tx,
+                    KubeReport {
+                        phase: PhaseState::Skipped { reason },
+                        ..KubeReport::default()
+                    },
+                );
+                return kube;
+            }
+            Err(e) => {
+                kube.fail(&state_tx, format!("{e}"));
+                return kube;
+            }
+            Ok(ImageVerdict::Present { version, .. }) => {
+                tracing::info!("kube phase: Kubernetes {version} in the image");
+            }
+        }
+        let material = match derive_material(&setup) {
+            Ok(m) => m,
+            Err(e) => {
+                kube.fail(&state_tx, e);
+                return kube;
+            }
+        };
+        if let Some(shared) = &material.shared_pki {
+            kube.ca_pem = shared.ca_crt.clone();
+        }
+        let facts = kubeadm::facts::gather(&setup.paths);
+        kube.already_set_up =
+            judge_setup(setup.cfg.role, &facts, SystemTime::now()) == Setup::Complete;
+        let (feed_tx, feed_rx) = watch::channel(None);
+        tokio::spawn(reconcile_task(
+            setup,
+            material,
+            components,
+            feed_rx,
+            kube.report.clone(),
+            state_tx,
+        ));
+        kube.mode = Mode::Active {
+            feed: feed_tx,
+            opened: false,
+        };
+        kube
+    }
+
+    fn finish(&self, state_tx: &watch::Sender<KubeState>, k: KubeReport) {
+        state_tx.send_replace(wire_state(&k));
+        self.report.send_modify(|r| r.kube = k);
+    }
+
+    fn fail(&self, state_tx: &watch::Sender<KubeState>, error: String) {
+        tracing::error!("kube phase stopped: {error}");
+        self.finish(
+            state_tx,
+            KubeReport {
+                error: Some(error),
+                ..KubeReport::default()
+            },
+        );
+    }
+
+    /// Whether kubeadm's files were complete when the agent started.
+    pub fn already_set_up(&self) -> bool {
+        self.already_set_up
+    }
+
+    /// Hands the task the gate and the latest facts (cheap; never waits).
+    /// Once the gate has opened it stays open: the reconciler itself
+    /// retries whatever is transient.
+    pub fn update(&mut self, gate: Gate, feed: Feed) {
+        let Mode::Active { feed: tx, opened } = &mut self.mode else {
+            return;
+        };
+        match gate {
+            Gate::Open => {
+                if !*opened {
+                    tracing::info!("kube phase: starting");
+                    self.report.send_modify(|r| r.kube.waiting_for = None);
+                }
+                *opened = true;
+                tx.send_if_modified(|f| {
+                    if f.as_ref() == Some(&feed) {
+                        false
+                    } else {
+                        *f = Some(feed);
+                        true
+                    }
+                });
+            }
+            Gate::Closed { waiting_for } if !*opened => {
+                self.report.send_if_modified(|r| {
+                    if r.kube.waiting_for.as_deref() == Some(waiting_for.as_str()) {
+                        false
+                    } else {
+                        r.kube.waiting_for = Some(waiting_for);
+                        true
+                    }
+                });
+            }
+            Gate::Closed { .. } => {
+                // Keep the task's facts current while it runs.
+                tx.send_if_modified(|f| match f {
+                    Some(old) if *old != feed => {
+                        *old = feed;
+                        true
+                    }
+                    _ => false,
+                });
+            }
+        }
+    }
+
+    /// The state to announce.
+    pub fn wire_state(&self) -> KubeState {
+        *self.state.borrow()
+    }
+
+    /// Resolves when the announced state changed (never, once the task
+    /// ended or for a skipped phase).
+    pub async fn changed(&mut self) {
+        if self.state.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The VIP's health checks for the current state ([`kubeadm::vip_health`]).
+    pub fn vip_health(&self, api_port: u16) -> kubeadm::VipHealth {
+        kubeadm::vip_health(&self.report.borrow().kube.phase, api_port)
+    }
+
+    /// The cluster's Kubernetes CA certificate (masters; empty otherwise).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+}
+
+/// Derives the token, the pin and (masters) the shared CA material with
+/// the agent's `apiserver-etcd-client` certificate from its PKI directory.
+fn derive_material(s: &KubeSetup) -> Result<DerivedMaterial, String> {
+    let apiserver_client = match s.cfg.role {
+        Role::Master => {
+            let read = |name: &str| {
+                let p = s.pki_dir.join(name);
+                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
+            };
+            Some(pki::Issued {
+                cert_pem: read("apiserver-etcd-client.crt")?,
+                key_pem: read("apiserver-etcd-client.key")?,
+            })
+        }
+        Role::Worker => None,
+    };
+    DerivedMaterial::derive(
+        &s.secret,
+        &s.cfg.name,
+        s.cfg.role,
+        apiserver_client.as_ref(),
+    )
+    .map_err(|e| format!("deriving the kubeadm token and CA material: {e}"))
+}
+
+/// An etcd client for the init election (masters), with the agent's
+/// client certificate; endpoints: the local member first.
+async fn etcd_client(s: &KubeSetup, endpoints: &[String]) -> Result<etcd_client::Client, String> {
+    let mut eps = vec![s.own_client_url.clone()];
+    eps.extend(
+        endpoints
+            .iter()
+            .filter(|e| **e != s.own_client_url)
+            .cloned(),
+    );
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(s.tls.ca_pem.as_bytes()))
+        .identity(Identity::from_pem(
+            s.tls.cert_pem.as_bytes(),
+            s.tls.key_pem.as_bytes(),
+        ));
+    let opts = ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5));
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        etcd_client::Client::connect(&eps, Some(opts)),
+    )
+    .await
+    {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!("connecting to etcd at {}: {e}", eps.join(","))),
+        Err(_) => Err(format!(
+            "connecting to etcd at {}: timed out",
+            eps.join(",")
+        )),
+    }
+}
+
+/// The task: waits for the gate, then reconciles one step at a time.
+async fn reconcile_task(
+    setup: KubeSetup,
+    material: DerivedMaterial,
+    components: Vec<kubeadm::image::InstalledComponent>,
+    mut feed_rx: watch::Receiver<Option<Feed>>,
+    report: watch::Sender<StatusReport>,
+    state_tx: watch::Sender<KubeState>,
+) {
+    let publish = |k: KubeReport| {
+        state_tx.send_if_modified(|s| {
+            let next = wire_state(&k);
+            if *s == next {
+                false
+            } else {
+                *s = next;
+                true
+            }
+        });
+        report.send_modify(|r| r.kube = k);
+    };
+    // The gate.
+    let mut feed = loop {
+        if let Some(f) = feed_rx.borrow_and_update().clone() {
+            break f;
+        }
+        if feed_rx.changed().await.is_err() {
+            return;
+        }
+    };
+    let master = setup.cfg.role == Role::Master;
+    let etcd = if master {
+        let mut logged = false;
+        loop {
+            match etcd_client(&setup, &feed.etcd_endpoints).await {
+                Ok(c) => break Some(c),
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!("kube phase: {e} (retrying)");
+                        logged = true;
+                    }
+                    report.send_modify(|r| r.kube.waiting_for = Some(e.clone()));
+                    tokio::time::sleep(BUSY_INTERVAL).await;
+                }
+            }
+        }
+    } else {
+        None
+    };
+    let systemd = if setup.systemd {
+        match SystemdSupervisor::connect().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("kube phase: kubelet state unknown (D-Bus: {e})");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let readyz = match (&material.shared_pki, master) {
+        (Some(shared), true) => match ReadyzCheck::local(
+            setup.cfg.kubernetes.api_port,
+            shared.ca_crt.as_bytes(),
+            READYZ_TIMEOUT,
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("kube phase: API server health unknown: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let runner = ProcessRunner::default().with_components(&components);
+    let mut phase = KubePhase::new(
+        setup.paths.clone(),
+        runner,
+        NodeProbe { systemd, readyz },
+        etcd,
+    );
+    // While a step runs (minutes), show Initialising/Joining.
+    let mut watch_phase = phase.watch();
+    let forward_report = report.clone();
+    let forward_state = state_tx.clone();
+    tokio::spawn(async move {
+        while watch_phase.changed().await.is_ok() {
+            let p = watch_phase.borrow_and_update().clone();
+            forward_report.send_modify(|r| r.kube.phase = p);
+            let next = wire_state(&forward_report.borrow().kube);
+            forward_state.send_if_modified(|s| {
+                if *s == next {
+                    false
+                } else {
+                    *s = next;
+                    true
+                }
+            });
+        }
+    });
+    let mut last_error: Option<String> = None;
+    loop {
+        if let Some(f) = feed_rx.borrow_and_update().clone() {
+            feed = f;
+        }
+        let inputs = KubeadmInputs::from_cluster(
+            &setup.cfg,
+            None,
+            &setup.name,
+            setup.ip,
+            feed.master_ips.clone(),
+            feed.etcd_endpoints.clone(),
+            material.token.clone(),
+            material.pin.clone(),
+        );
+        let result = match inputs {
+            Ok(inputs) => {
+                let ctx = KubeContext {
+                    now: SystemTime::now(),
+                    role: setup.cfg.role,
+                    node_id: setup.node_id.clone(),
+                    inputs,
+                    shared_pki: material.shared_pki.clone(),
+                    joiners_waiting: feed.joiners_waiting,
+                };
+                phase.reconcile(&ctx).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let pause = match result {
+            Ok(st) => {
+                last_error = None;
+                let pause = if st.phase == PhaseState::Ready {
+                    READY_INTERVAL
+                } else {
+                    BUSY_INTERVAL
+                };
+                publish(KubeReport {
+                    phase: st.phase,
+                    waiting_for: None,
+                    error: None,
+                    init_node: st.init_node,
+                    is_init_node: st.is_init_node,
+                    joined: st.joined,
+                    kubelet: st.kubelet,
+                    api_server: st.api_server,
+                });
+                pause
+            }
+            Err(e) => {
+                if last_error.as_deref() != Some(e.as_str()) {
+                    tracing::error!("kube phase stopped (configuration): {e}");
+                    last_error = Some(e.clone());
+                }
+                publish(KubeReport {
+                    error: Some(e),
+                    ..KubeReport::default()
+                });
+                CONFIG_ERROR_INTERVAL
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(master: bool, ip: [u8; 4], kube: Option<KubeState>) -> KubePeer {
+        KubePeer {
+            id: "00".repeat(16),
+            master,
+            addresses: vec![Ipv4Addr::from(ip)],
+            kube,
+        }
+    }
+
+    #[test]
+    fn masters_start_once_their_etcd_member_is_a_healthy_voter() {
+        for phase in [
+            AgentPhase::Starting,
+            AgentPhase::Discovering,
+            AgentPhase::Bootstrapping,
+            AgentPhase::Joining,
+            AgentPhase::EtcdMember,
+            AgentPhase::Failed,
+        ] {
+            assert_eq!(
+                gate(Role::Master, phase, false, &[]),
+                Gate::Closed {
+                    waiting_for: MASTER_WAITS_FOR.into()
+                },
+                "{phase:?}"
+            );
+        }
+        assert_eq!(
+            gate(Role::Master, AgentPhase::Ready, false, &[]),
+            Gate::Open
+        );
+    }
+
+    #[test]
+    fn workers_start_once_a_master_announces_a_ready_control_plane() {
+        let closed = Gate::Closed {
+            waiting_for: WORKER_WAITS_FOR.into(),
+        };
+        // Workers never reach the plan's Ready: their plan phase is ignored.
+        let w = |peers: &[KubePeer], set_up: bool| {
+            gate(Role::Worker, AgentPhase::Discovering, set_up, peers)
+        };
+        assert_eq!(w(&[], false), closed);
+        // Masters without Kubernetes yet, an old master, a ready worker.
+        let not_yet = [
+            peer(true, [10, 0, 0, 1], Some(KubeState::Initialising)),
+            peer(true, [10, 0, 0, 2], None),
+            peer(false, [10, 0, 0, 9], Some(KubeState::Ready)),
+        ];
+        assert_eq!(w(&not_yet, false), closed);
+        let mut ready = not_yet.to_vec();
+        ready.push(peer(true, [10, 0, 0, 3], Some(KubeState::Ready)));
+        assert_eq!(w(&ready, false), Gate::Open);
+        // A worker joined before a restart does not wait for anyone.
+        assert_eq!(w(&[], true), Gate::Open);
+    }
+
+    #[test]
+    fn joiners_waiting_means_a_peer_that_has_not_joined_yet() {
+        assert!(!joiners_waiting(&[]));
+        let settled = [
+            peer(true, [10, 0, 0, 1], Some(KubeState::Ready)),
+            peer(false, [10, 0, 0, 9], Some(KubeState::Skipped)),
+            peer(false, [10, 0, 0, 8], None),
+            peer(false, [10, 0, 0, 7], Some(KubeState::Failed)),
+            peer(false, [10, 0, 0, 6], Some(KubeState::Unknown)),
+        ];
+        assert!(!joiners_waiting(&settled));
+        for s in [
+            KubeState::Pending,
+            KubeState::WaitingForInit,
+            KubeState::Joining,
+            KubeState::Retrying,
+        ] {
+            let mut v = settled.to_vec();
+            v.push(peer(false, [10, 0, 0, 5], Some(s)));
+            assert!(joiners_waiting(&v), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn master_ips_are_the_masters_first_addresses() {
+        let peers = [
+            peer(true, [10, 0, 0, 3], None),
+            peer(false, [10, 0, 0, 9], None),
+            peer(true, [10, 0, 0, 2], Some(KubeState::Ready)),
+            peer(true, [10, 0, 0, 2], None),
+        ];
+        assert_eq!(
+            master_ips(Some(Ipv4Addr::new(10, 0, 0, 4)), &peers),
+            vec![
+                Ipv4Addr::new(10, 0, 0, 2),
+                Ipv4Addr::new(10, 0, 0, 3),
+                Ipv4Addr::new(10, 0, 0, 4)
+            ]
+        );
+        // A worker is not a master.
+        assert_eq!(master_ips(None, &peers).len(), 2);
+    }
+
+    #[test]
+    fn every_report_state_has_a_wire_state_and_a_status_suffix() {
+        let r = |phase: PhaseState| KubeReport {
+            phase,
+            ..KubeReport::default()
+        };
+        let cases = [
+            (r(PhaseState::Pending), KubeState::Pending, None),
+            (
+                r(PhaseState::Skipped {
+                    reason: "built with --without-kubernetes".into(),
+                }),
+                KubeState::Skipped,
+                Some("kube skipped: built with --without-kubernetes"),
+            ),
+            (
+                r(PhaseState::WaitingForInit {
+                    init_node: "abcdef0123".into(),
+                }),
+                KubeState::WaitingForInit,
+                Some("kube waiting for init node abcdef"),
+            ),
+            (
+                r(PhaseState::Initialising),
+                KubeState::Initialising,
+                Some("kube initialising"),
+            ),
+            (
+                r(PhaseState::Joining),
+                KubeState::Joining,
+                Some("kube joining"),
+            ),
+            (
+                r(PhaseState::Retrying {
+                    failures: 3,
+                    last_error: "kubeadm join: exit 1".into(),
+                    next_attempt_in_s: 17,
+                }),
+                KubeState::Retrying,
+                Some("kube retrying (3 failures): kubeadm join: exit 1"),
+            ),
+            (r(PhaseState::Ready), KubeState::Ready, Some("kube ready")),
+            (
+                KubeReport {
+                    error: Some("network.vip is not set".into()),
+                    ..KubeReport::default()
+                },
+                KubeState::Failed,
+                Some("kube failed: network.vip is not set"),
+            ),
+        ];
+        for (report, wire, suffix) in cases {
+            assert_eq!(wire_state(&report), wire, "{report:?}");
+            assert_eq!(status_suffix(&report).as_deref(), suffix, "{report:?}");
+        }
+    }
+
+    #[test]
+    fn kubelet_state_from_the_supervisor() {
+        assert_eq!(kubelet_state(&ServiceState::Active), KubeletState::Active);
+        assert_eq!(
+            kubelet_state(&ServiceState::Activating),
+            KubeletState::Active
+        );
+        assert_eq!(
+            kubelet_state(&ServiceState::Inactive),
+            KubeletState::Inactive
+        );
+        assert_eq!(
+            kubelet_state(&ServiceState::Deactivating),
+            KubeletState::Inactive
+        );
+        assert_eq!(
+            kubelet_state(&ServiceState::Failed {
+                reason: "exit-code".into()
+            }),
+            KubeletState::Failed
+        );
+    }
+}
