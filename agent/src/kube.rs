@@ -806,6 +806,193 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "kube-wiring-test-secret-0123456789";
+
+    fn setup(root: &std::path::Path, role: &str) -> KubeSetup {
+        let cfg = cluster_config::ClusterSpec::from_toml(
+            "test",
+            &format!(
+                "name = \"kt\"\nrole = \"{role}\"\nmasters = 3\n\
+                 [network]\nvip = \"10.0.0.100/24\"\n"
+            ),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        KubeSetup {
+            cfg,
+            secret: ClusterSecret::new(SECRET).unwrap(),
+            node_id: "11".repeat(16),
+            name: format!("{role}-111111"),
+            ip: Ipv4Addr::new(10, 0, 0, 21),
+            tls: ClientTls {
+                ca_pem: String::new(),
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+            pki_dir: root.join("pki"),
+            own_client_url: "https://10.0.0.21:2379".into(),
+            paths: Paths::under(root),
+            systemd: false,
+        }
+    }
+
+    fn write_record(root: &std::path::Path, text: &str) {
+        let p = root.join(IMAGE_KUBERNETES_PATH.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn feed() -> Feed {
+        Feed {
+            master_ips: vec![Ipv4Addr::new(10, 0, 0, 11)],
+            etcd_endpoints: vec!["https://10.0.0.11:2379".into()],
+            joiners_waiting: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_image_without_kubernetes_is_skipped_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        write_record(
+            dir.path(),
+            "present = false\nreason = \"built with --without-kubernetes\"\n",
+        );
+        let (report, rx) = watch::channel(StatusReport::default());
+        let mut kube = Kube::start(setup(dir.path(), "master"), report);
+        let k = rx.borrow().kube.clone();
+        assert_eq!(
+            k.phase,
+            PhaseState::Skipped {
+                reason: "built with --without-kubernetes".into()
+            }
+        );
+        assert_eq!(kube.wire_state(), KubeState::Skipped);
+        assert_eq!(
+            status_suffix(&k).as_deref(),
+            Some("kube skipped: built with --without-kubernetes")
+        );
+        // Nothing else happens: the gate and the feed are ignored, the VIP
+        // keeps its etcd-only check, the report does not change.
+        kube.update(Gate::Open, feed());
+        assert_eq!(rx.borrow().kube, k);
+        assert_eq!(kube.vip_health(6443), kubeadm::VipHealth::Etcd);
+        // No record at all (an image from before it existed): skipped too,
+        // and the reason names the file.
+        let empty = tempfile::tempdir().unwrap();
+        let (report, rx) = watch::channel(StatusReport::default());
+        let kube = Kube::start(setup(empty.path(), "worker"), report);
+        match &rx.borrow().kube.phase {
+            PhaseState::Skipped { reason } => {
+                assert!(reason.contains("kubernetes.toml"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(kube.wire_state(), KubeState::Skipped);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_record_is_a_visible_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        write_record(dir.path(), "present = true\nversoin = \"v1.31.4\"\n");
+        let (report, rx) = watch::channel(StatusReport::default());
+        let kube = Kube::start(setup(dir.path(), "worker"), report);
+        let k = rx.borrow().kube.clone();
+        let e = k.error.clone().expect("an error");
+        assert!(
+            e.contains("versoin") && e.contains("kubernetes.toml"),
+            "{e}"
+        );
+        assert_eq!(kube.wire_state(), KubeState::Failed);
+    }
+
+    /// A worker with Kubernetes in its (test) image: waits for a ready
+    /// master, then runs `kubeadm join` once the gate opens. kubeadm is a
+    /// stand-in script that records its arguments (it creates no files,
+    /// so every later reconcile joins again: enough to see the wiring).
+    #[tokio::test]
+    async fn a_worker_waits_for_the_control_plane_then_joins() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let calls = root.join("calls");
+        let standin = root.join("kubeadm");
+        std::fs::write(
+            &standin,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&standin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_record(
+            root,
+            &format!(
+                "present = true\nversion = \"v1.31.4\"\n[[components]]\nname = \"kubeadm\"\n\
+                 path = \"{}\"\nsha256 = \"00\"\n",
+                standin.display()
+            ),
+        );
+        let (report, mut rx) = watch::channel(StatusReport::default());
+        let mut kube = Kube::start(setup(root, "worker"), report);
+        assert!(!kube.already_set_up());
+        let peers = [peer(true, [10, 0, 0, 11], Some(KubeState::Initialising))];
+        kube.update(
+            gate(Role::Worker, AgentPhase::Discovering, false, &peers),
+            feed(),
+        );
+        assert_eq!(
+            rx.borrow().kube.waiting_for.as_deref(),
+            Some(WORKER_WAITS_FOR)
+        );
+        assert_eq!(kube.wire_state(), KubeState::Pending);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!calls.exists(), "kubeadm ran before the gate opened");
+        let peers = [peer(true, [10, 0, 0, 11], Some(KubeState::Ready))];
+        kube.update(
+            gate(Role::Worker, AgentPhase::Discovering, false, &peers),
+            feed(),
+        );
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if rx.borrow_and_update().kube.phase == PhaseState::Ready {
+                    break;
+                }
+                rx.changed().await.unwrap();
+            }
+        })
+        .await;
+        assert!(ready.is_ok(), "not ready: {:?}", rx.borrow().kube);
+        let k = rx.borrow().kube.clone();
+        assert!(
+            k.joined && k.error.is_none() && k.waiting_for.is_none(),
+            "{k:?}"
+        );
+        assert_eq!(k.api_server, ApiHealth::NotApplicable);
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap().lines().next(),
+            Some("join --config /var/lib/kubeboot/kubeadm/join.yaml")
+        );
+        // The join configuration: the VIP endpoint, the derived token and
+        // the pin, no control-plane section.
+        let yaml =
+            std::fs::read_to_string(root.join("var/lib/kubeboot/kubeadm/join.yaml")).unwrap();
+        let material = DerivedMaterial::derive(
+            &ClusterSecret::new(SECRET).unwrap(),
+            "kt",
+            Role::Worker,
+            None,
+        )
+        .unwrap();
+        assert!(
+            yaml.contains("apiServerEndpoint: 10.0.0.100:6443"),
+            "{yaml}"
+        );
+        assert!(yaml.contains(&material.token.expose()), "{yaml}");
+        assert!(yaml.contains(material.pin.as_str()), "{yaml}");
+        assert!(!yaml.contains("controlPlane"), "{yaml}");
+        kube.changed().await;
+        assert_eq!(kube.wire_state(), KubeState::Ready);
+    }
+
     #[test]
     fn kubelet_state_from_the_supervisor() {
         assert_eq!(kubelet_state(&ServiceState::Active), KubeletState::Active);

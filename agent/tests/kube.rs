@@ -1,0 +1,126 @@
+//! The kube phase on a machine without Kubernetes components (what every
+//! image built `--without-kubernetes` is, and what this development machine
+//! is: it has no `/usr/lib/kubeboot/kubernetes.toml`): three masters and a
+//! worker, in network namespaces with real etcd, report the phase as
+//! skipped with the reason — in `agent status` (JSON and text) and in their
+//! announcements — and log it once, not in a loop.
+//!
+//! Needs root, iproute2 and etcd (`etcd-server`), like `tests/quorum.rs`.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use agent::status::StatusReport;
+use common::{wait_for, Agent, Net, SECRET};
+use kubeadm::PhaseState;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn dump(agents: &[Agent], rt: &tokio::runtime::Runtime) -> String {
+    let mut out = String::new();
+    for a in agents {
+        match a.status(rt) {
+            Some(s) => out.push_str(&format!("agent {}: {}\n", a.i, agent::status::render(&s))),
+            None => out.push_str(&format!("agent {}: no status\n", a.i)),
+        }
+        out.push_str(&a.logs());
+    }
+    out
+}
+
+fn skipped_reason(s: &StatusReport) -> Option<String> {
+    match &s.kube.phase {
+        PhaseState::Skipped { reason } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn without_kubernetes_the_kube_phase_is_skipped_and_said_once() {
+    assert!(
+        !std::path::Path::new(kubeadm::image::IMAGE_KUBERNETES_PATH).exists(),
+        "this test expects a machine without {} (an image without Kubernetes)",
+        kubeadm::image::IMAGE_KUBERNETES_PATH
+    );
+    let rt = runtime();
+    let mut net = Net::new("k");
+    let mut agents: Vec<Agent> = (1..=4)
+        .map(|i| Agent::new(&mut net, i, "ktest", SECRET))
+        .collect();
+    // Agent 4 is a worker.
+    fs::write(
+        agents[3].dir.join("cluster.toml"),
+        "name = \"ktest\"\nrole = \"worker\"\nmasters = 3\n[discovery]\ninterval_ms = 200\n",
+    )
+    .expect("worker config");
+    for a in &mut agents {
+        a.start();
+    }
+    // The masters form their etcd cluster (the kube phase never blocks it).
+    let ready = wait_for(Duration::from_secs(60), || {
+        agents[..3]
+            .iter()
+            .all(|a| a.status(&rt).is_some_and(|s| s.phase == "ready"))
+            .then_some(())
+    });
+    assert!(ready.is_some(), "masters not ready\n{}", dump(&agents, &rt));
+    // Every node, worker included, reports skipped with the reason, and
+    // every peer announces it.
+    let all_skipped = wait_for(Duration::from_secs(20), || {
+        agents
+            .iter()
+            .all(|a| {
+                a.status(&rt).is_some_and(|s| {
+                    skipped_reason(&s).is_some()
+                        && s.discovery.peers.len() == 3
+                        && s.discovery
+                            .peers
+                            .iter()
+                            .all(|p| p.kube.as_deref() == Some("skipped"))
+                })
+            })
+            .then_some(())
+    });
+    assert!(
+        all_skipped.is_some(),
+        "not all skipped\n{}",
+        dump(&agents, &rt)
+    );
+    for a in &agents {
+        let s = a.status(&rt).expect("status");
+        let reason = skipped_reason(&s).expect("skipped");
+        assert!(
+            reason.contains("kubernetes.toml") && reason.contains("without Kubernetes"),
+            "{reason}"
+        );
+        assert!(s.kube.error.is_none() && !s.kube.joined, "{:?}", s.kube);
+        // JSON: the tagged state with the reason.
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["kube"]["phase"]["state"], "skipped");
+        assert_eq!(json["kube"]["phase"]["reason"], reason.as_str());
+        // Text: one line, nothing else about Kubernetes.
+        let text = agent::status::render(&s);
+        assert!(
+            text.contains(&format!("kube:      skipped: {reason}\n")),
+            "{text}"
+        );
+    }
+    // Said once: a few more seconds of running add no kube log lines.
+    std::thread::sleep(Duration::from_secs(3));
+    for a in &agents {
+        let log = fs::read_to_string(a.dir.join("agent.1.log")).expect("log");
+        let kube_lines: Vec<&str> = log.lines().filter(|l| l.contains("kube phase")).collect();
+        assert_eq!(kube_lines.len(), 1, "agent {}: {kube_lines:#?}", a.i);
+        assert!(
+            kube_lines[0].contains("kube phase skipped"),
+            "{kube_lines:?}"
+        );
+    }
+}
