@@ -53,6 +53,21 @@ enum Cmd {
     },
     /// Print `agent status` of every node (from its status stream).
     Status,
+    /// Measure power-on to a healthy quorum (three masters powered on at
+    /// once) and VIP failover inside the guests, `--runs` times, each in a
+    /// fresh cluster under <run-dir>/bench-<n>; print a table and write
+    /// JSON. TCG: guest time runs several times slower than on hardware.
+    Bench {
+        /// Runs (the medians need at least 3).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Machine-readable results.
+        #[arg(long, default_value = "bench/results/cluster.json")]
+        out: PathBuf,
+        /// Seconds to wait for a healthy quorum per run.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+    },
     /// Stop the guests and remove the network; disks stay unless --purge.
     Down {
         /// Delete disks, logs and the secret too.
@@ -94,6 +109,9 @@ fn main() -> Result<()> {
             Duration::from_secs(stagger),
         ),
         Cmd::Status => status_cmd(&cli.run_dir),
+        Cmd::Bench { runs, out, timeout } => {
+            bench(&cli.run_dir, runs, &out, Duration::from_secs(timeout))
+        }
         Cmd::Down { purge } => down(&cli.run_dir, purge),
     }
 }
@@ -137,6 +155,7 @@ struct Progress {
     voter: Option<Duration>,
     vip: Option<Duration>,
     phase: String,
+    print: bool,
 }
 
 fn up(
@@ -208,37 +227,14 @@ fn up(
     }
     // From here the guests run on their own; the network must outlive us.
     c.keep();
-    let mut progress: BTreeMap<String, Progress> = BTreeMap::new();
-    let healthy_after = loop {
-        let snap = c.snapshot();
-        for (name, n) in c.nodes() {
-            let p = progress.entry(name.clone()).or_default();
-            report_progress(name, n, snap.get(name).and_then(Option::as_ref), p, t0);
-        }
-        if let Some(summary) = healthy(&c, &snap) {
-            break (t0.elapsed(), summary);
-        }
-        for n in c.nodes().values() {
-            if !n.running() {
-                bail!(
-                    "{}: QEMU exited during boot; console {}",
-                    n.name,
-                    n.console.display()
-                );
-            }
-        }
-        if t0.elapsed() > timeout {
-            eprintln!("{}", c.describe());
-            bail!(
-                "no healthy quorum with a VIP holder after {} s; the guests keep running \
-                 (`make cluster-status`, console logs in {}; `make cluster-down` stops them)",
-                timeout.as_secs(),
-                run_dir.display()
-            );
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    };
-    let (took, summary) = healthy_after;
+    let healthy_after = follow(&c, t0, timeout, true).with_context(|| {
+        format!(
+            "the guests keep running (`make cluster-status`, console logs in {}; \
+             `make cluster-down` stops them)",
+            run_dir.display()
+        )
+    })?;
+    let (took, summary, progress) = healthy_after;
     println!();
     println!(
         "cluster: healthy after {:.0} s from the first power-on: {summary}",
@@ -273,10 +269,55 @@ fn up(
     Ok(())
 }
 
+/// Follows every node until the cluster is healthy (see [`healthy`]),
+/// printing phases when `print`; returns the time, the summary and each
+/// node's phase times.
+fn follow(
+    c: &Cluster,
+    t0: Instant,
+    timeout: Duration,
+    print: bool,
+) -> Result<(Duration, String, BTreeMap<String, Progress>)> {
+    let mut progress: BTreeMap<String, Progress> = BTreeMap::new();
+    loop {
+        let snap = c.snapshot();
+        for (name, n) in c.nodes() {
+            let p = progress.entry(name.clone()).or_default();
+            p.print = print;
+            report_progress(name, n, snap.get(name).and_then(Option::as_ref), p, t0);
+        }
+        if let Some(summary) = healthy(c, &snap) {
+            return Ok((t0.elapsed(), summary, progress));
+        }
+        for n in c.nodes().values() {
+            if !n.running() {
+                bail!(
+                    "{}: QEMU exited during boot; console {}",
+                    n.name,
+                    n.console.display()
+                );
+            }
+        }
+        if t0.elapsed() > timeout {
+            eprintln!("{}", c.describe());
+            bail!(
+                "no healthy quorum with a VIP holder after {} s",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Prints the phases `n` reached since the last call.
 fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, t0: Instant) {
     let now = t0.elapsed();
-    let say = |what: &str| println!("[{:>6.1}s] {name}: {what}", now.as_secs_f64());
+    let print = p.print;
+    let say = |what: &str| {
+        if print {
+            println!("[{:>6.1}s] {name}: {what}", now.as_secs_f64())
+        }
+    };
     if p.multi_user.is_none() && console_has(&n.console, "Reached target multi-user.target") {
         p.multi_user = Some(now);
         say("systemd reached multi-user.target");
@@ -479,5 +520,164 @@ fn down(run_dir: &Path, purge: bool) -> Result<()> {
             run_dir.display()
         );
     }
+    Ok(())
+}
+
+/// One bench run, seconds.
+#[derive(Debug, Clone, serde::Serialize)]
+struct BenchRun {
+    /// Power-on of the three masters to a healthy 3-voter quorum with one
+    /// VIP holder.
+    power_on_to_quorum_s: f64,
+    /// Power-on to the last master's multi-user.target (guest boot).
+    power_on_to_multi_user_s: f64,
+    /// The rest: agent + etcd (quorum minus boot).
+    agent_and_etcd_s: f64,
+    /// SIGKILL of the VIP holder to another master reporting it holds the
+    /// VIP (status stream: 1 s resolution).
+    failover_status_s: f64,
+    /// SIGKILL of the VIP holder to the first successful etcd write through
+    /// the VIP.
+    failover_write_s: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn bench(run_dir: &Path, runs: u32, out: &Path, timeout: Duration) -> Result<()> {
+    let mut rows: Vec<BenchRun> = Vec::new();
+    println!(
+        "bench: {runs} runs of three masters powered on at once (TCG, 1 vCPU each), then a power cut of the VIP holder"
+    );
+    for i in 1..=runs {
+        let dir = run_dir.join(format!("bench-{i}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        let pid = std::process::id();
+        let opts = ClusterOptions::new(
+            dir.clone(),
+            format!("kb-b{pid}"),
+            format!("kubeboot-bench-secret-{pid}-{i}"),
+        );
+        let mut c = Cluster::create(opts).context("creating the private network")?;
+        let t0 = Instant::now();
+        for m in 1..=MASTERS {
+            c.start(&format!("master-{m}"), Role::Master, m, None, false)?;
+        }
+        let (quorum, _, progress) = follow(&c, t0, timeout, false)
+            .with_context(|| format!("run {i}: console logs in {}", dir.display()))?;
+        let boot = progress
+            .values()
+            .filter_map(|p| p.multi_user)
+            .max()
+            .unwrap_or_default();
+        let holder = c
+            .snapshot()
+            .iter()
+            .find_map(|(name, r)| {
+                r.as_ref()
+                    .is_some_and(|r| status::holds_vip(&r.report))
+                    .then(|| name.clone())
+            })
+            .context("no VIP holder")?;
+        let others: Vec<String> = c
+            .nodes()
+            .keys()
+            .filter(|n| **n != holder)
+            .cloned()
+            .collect();
+        let etcd = c.etcd()?;
+        c.power_off(&holder)?;
+        let cut = Instant::now();
+        c.wait(
+            "another VIP holder",
+            Duration::from_secs(300),
+            Duration::from_millis(100),
+            |snap| {
+                others
+                    .iter()
+                    .any(|n| {
+                        snap.get(n)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|r| status::holds_vip(&r.report))
+                    })
+                    .then_some(())
+            },
+        )?;
+        let failover_status = cut.elapsed();
+        let vip = format!("https://{VIP}:2379");
+        while etcd
+            .put(&vip, false, "/kubeboot-bench/failover", "ok")
+            .is_err()
+        {
+            if cut.elapsed() > Duration::from_secs(300) {
+                bail!("run {i}: no write through the VIP 300 s after the power cut");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let row = BenchRun {
+            power_on_to_quorum_s: quorum.as_secs_f64(),
+            power_on_to_multi_user_s: boot.as_secs_f64(),
+            agent_and_etcd_s: quorum.saturating_sub(boot).as_secs_f64(),
+            failover_status_s: failover_status.as_secs_f64(),
+            failover_write_s: cut.elapsed().as_secs_f64(),
+        };
+        println!(
+            "run {i}: quorum {:.1}s (boot {:.1}s + agent/etcd {:.1}s), failover {:.1}s (status) / {:.1}s (write through the VIP)",
+            row.power_on_to_quorum_s,
+            row.power_on_to_multi_user_s,
+            row.agent_and_etcd_s,
+            row.failover_status_s,
+            row.failover_write_s
+        );
+        rows.push(row);
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let col = |f: fn(&BenchRun) -> f64| median(rows.iter().map(f).collect());
+    let med = BenchRun {
+        power_on_to_quorum_s: col(|r| r.power_on_to_quorum_s),
+        power_on_to_multi_user_s: col(|r| r.power_on_to_multi_user_s),
+        agent_and_etcd_s: col(|r| r.agent_and_etcd_s),
+        failover_status_s: col(|r| r.failover_status_s),
+        failover_write_s: col(|r| r.failover_write_s),
+    };
+    println!();
+    println!("| median of {runs} (TCG, 2 host cores) | seconds |");
+    println!("|---|---|");
+    println!(
+        "| power-on to healthy quorum + VIP | {:.1} |",
+        med.power_on_to_quorum_s
+    );
+    println!(
+        "| power-on to multi-user.target (last master) | {:.1} |",
+        med.power_on_to_multi_user_s
+    );
+    println!("| agent + etcd (the rest) | {:.1} |", med.agent_and_etcd_s);
+    println!("| VIP failover, status | {:.1} |", med.failover_status_s);
+    println!(
+        "| VIP failover, first write through the VIP | {:.1} |",
+        med.failover_write_s
+    );
+    let doc = serde_json::json!({
+        "bench": "cluster",
+        "accel": "tcg",
+        "note": "QEMU TCG on a shared 2-core host: guest time runs several times slower than under KVM or on hardware",
+        "runs": rows,
+        "median": med,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("bench: wrote {}", out.display());
     Ok(())
 }
