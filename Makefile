@@ -119,14 +119,41 @@ image: build
 			--cache $(IMAGEGEN_CACHE) $(IMAGEGEN_FLAGS) || exit 1; \
 	done
 
+## cluster (owner: qemu-tests/): three masters (plus WORKERS=N workers) from
+## $(OUT) in a private network namespace under QEMU (TCG), left running in
+## the background; disks, console logs and status streams in $(CLUSTER_DIR)
+## (kept by cluster-down, deleted by cluster-down PURGE=1). SECRET_FILE=...
+## gives the cluster secret (default: generated once into $(CLUSTER_DIR)/secret).
+CLUSTER_BIN := target/release/kubeboot-cluster
+CLUSTER_DIR ?= run/cluster
+WORKERS ?= 0
+PURGE ?= 0
+.PHONY: test-cluster bench-cluster
+
 cluster: image
-	OUT=$(OUT) qemu-tests/scripts/cluster.sh up
+	KUBEBOOT_IMAGES=$(OUT) $(CLUSTER_BIN) --run-dir $(CLUSTER_DIR) up --workers $(WORKERS)
 
 cluster-status:
-	@OUT=$(OUT) qemu-tests/scripts/cluster.sh status
+	@test -x $(CLUSTER_BIN) || $(CARGO) build --release -p qemu-tests --bin kubeboot-cluster
+	@$(CLUSTER_BIN) --run-dir $(CLUSTER_DIR) status
 
 cluster-down:
-	@OUT=$(OUT) qemu-tests/scripts/cluster.sh down
+	@test -x $(CLUSTER_BIN) || $(CARGO) build --release -p qemu-tests --bin kubeboot-cluster
+	@PURGE=$(PURGE) $(CLUSTER_BIN) --run-dir $(CLUSTER_DIR) down
+
+## test-cluster: the end-to-end scenarios alone (also part of `unit`):
+## assembly, failover, rejoin, intruder, partition, replacement (~10-15 min).
+test-cluster: image
+	KUBEBOOT_IMAGES=$(OUT) $(CARGO) test --release -p qemu-tests --test cluster -- --nocapture
+
+## bench-cluster: power-on to healthy quorum (three masters at once) split
+## into guest boot and agent + etcd, and VIP failover inside the guests;
+## BENCH_RUNS fresh clusters (~5 min each under TCG); prints a table and
+## writes bench/results/cluster.json. The lead wires it into `bench`.
+BENCH_RUNS ?= 3
+bench-cluster: deps image
+	@mkdir -p bench/results
+	KUBEBOOT_IMAGES=$(OUT) $(CLUSTER_BIN) --run-dir target/qemu-bench bench --runs $(BENCH_RUNS) --out bench/results/cluster.json
 
 # `cargo test --workspace` (unit) runs the QEMU smoke test, which boots
 # $(OUT)/master: build the images first.

@@ -38,6 +38,8 @@ const INTRUDER_WATCH: Duration = Duration::from_secs(45);
 const PARTITION_TIMEOUT: Duration = Duration::from_secs(180);
 /// Dead-member grace (30 s) + boot + join as learner + promotion.
 const REPLACE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long an agent may report phase `failed` during assembly.
+const FAILED_GRACE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_secs(1);
 const FAST_POLL: Duration = Duration::from_millis(250);
 
@@ -200,6 +202,7 @@ fn three_masters_assemble_and_survive_faults() {
     let m = names(&masters);
     let refs: Vec<&str> = m.iter().map(String::as_str).collect();
     let mut booted = BTreeSet::new();
+    let mut failed_since: BTreeMap<String, Instant> = BTreeMap::new();
     let a = c
         .wait(
             "three healthy voters of one cluster and one VIP holder",
@@ -207,13 +210,28 @@ fn three_masters_assemble_and_survive_faults() {
             POLL,
             |snap| {
                 for (name, r) in snap {
-                    if let Some(r) = r {
-                        if booted.insert(name.clone()) {
-                            tl.log(format!(
-                                "{name}: status stream up, phase {}",
-                                r.report.phase
-                            ));
-                        }
+                    let Some(r) = r else { continue };
+                    if booted.insert(name.clone()) {
+                        tl.log(format!(
+                            "{name}: status stream up, phase {}",
+                            r.report.phase
+                        ));
+                    }
+                    // A failed agent (bad configuration, no secret) stays
+                    // failed: say why now instead of after the timeout.
+                    if r.report.phase == "failed" {
+                        let since = *failed_since
+                            .entry(name.clone())
+                            .or_insert_with(Instant::now);
+                        assert!(
+                            since.elapsed() < FAILED_GRACE,
+                            "{name}: the agent reports phase failed for {}s: {}\nlogs in {}",
+                            FAILED_GRACE.as_secs(),
+                            r.report.detail,
+                            run_dir.display()
+                        );
+                    } else {
+                        failed_since.remove(name);
                     }
                 }
                 converged(snap, &refs)

@@ -257,11 +257,16 @@ fn up(
         "  status:  make cluster-status   (status streams: {}/<node>.status.jsonl)",
         run_dir.display()
     );
+    let endpoints: Vec<String> = c
+        .nodes()
+        .values()
+        .filter(|n| n.role == Role::Master)
+        .map(Node::etcd_endpoint)
+        .collect();
     println!(
-        "  etcd:    {} --insecure-skip-tls-verify endpoint status -w table",
-        etcd.command_line(&format!("https://{VIP}:2379"))
+        "  etcd:    {} endpoint status -w table",
+        etcd.command_line(&endpoints.join(","))
     );
-    println!("           (the VIP is not in the members' server certificates: skip the name check, or use a member's own address)");
     println!(
         "  stop:    make cluster-down   (disks kept in {}; PURGE=1 deletes them)",
         run_dir.display()
@@ -334,7 +339,13 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
     }
     if s.phase != p.phase {
         p.phase = s.phase.clone();
-        say(&format!("agent phase {} ({})", s.phase, s.detail));
+        let detail: String = s.detail.chars().take(110).collect();
+        let more = if detail.len() < s.detail.len() {
+            "..."
+        } else {
+            ""
+        };
+        say(&format!("agent phase {} ({detail}{more})", s.phase));
     }
     let want_peers = match n.role {
         Role::Master => usize::from(MASTERS - 1),
