@@ -124,6 +124,7 @@ fn static_run(net: &Net, nss: &[String]) -> u64 {
             CLUSTER,
             &format!("static{i}"),
             ip,
+            None,
         )
         .expect("pki");
         launches.push(Launch {

@@ -9,8 +9,9 @@
 //!    is an EC2 instance ([`is_ec2`]); a TOML `ClusterSpec` fragment (a user
 //!    data document starting with `#!` or `#cloud-config` belongs to other
 //!    tools and is ignored);
-//! 3. systemd credentials in `$CREDENTIALS_DIRECTORY`: `kubeboot.config` (a
-//!    TOML fragment) and `kubeboot.secret` (the secret);
+//! 3. systemd credentials in `$CREDENTIALS_DIRECTORY` (else the system
+//!    credentials, [`SYSTEM_CREDENTIALS_DIR`]): `kubeboot.config` (a TOML
+//!    fragment) and `kubeboot.secret` (the secret);
 //! 4. command-line flags: `--config FILE` and `--secret-file FILE`.
 //!
 //! Within one layer a dedicated secret source (`kubeboot.secret`,
@@ -94,12 +95,27 @@ pub struct Loaded {
     pub sources: Vec<String>,
 }
 
+/// Where systemd puts the credentials the hypervisor (SMBIOS type 11) or the
+/// kernel command line (`systemd.set_credential=`) passed to the system.
+pub const SYSTEM_CREDENTIALS_DIR: &str = "/run/credentials/@system";
+
+/// The credentials directory: the service's own `$CREDENTIALS_DIRECTORY`
+/// (`env`) when systemd set one, else the system credentials directory when
+/// it exists. The fallback is why agent.service needs no `LoadCredential=`:
+/// systemd 252 (Debian 12) refuses to start a unit whose `LoadCredential=`
+/// names a credential nobody passed, and a node without its secret must
+/// still run and say so in `agent status`.
+pub fn credentials_dir(env: Option<std::ffi::OsString>, system: &Path) -> Option<PathBuf> {
+    env.map(PathBuf::from)
+        .or_else(|| system.is_dir().then(|| system.to_owned()))
+}
+
 /// Where [`gather`] looks. Paths are parameters so tests use temporary dirs.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// The image configuration (normally [`cluster_config::IMAGE_CONFIG_PATH`]).
     pub image_path: PathBuf,
-    /// `$CREDENTIALS_DIRECTORY`, if set.
+    /// The credentials directory ([`credentials_dir`]), if any.
     pub credentials_dir: Option<PathBuf>,
     /// `--config FILE`.
     pub cli_config: Option<PathBuf>,
@@ -544,5 +560,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ImdsError::Token { .. }), "{err}");
+    }
+
+    #[test]
+    fn credentials_dir_prefers_the_service_then_the_system() {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = std::ffi::OsString::from("/run/credentials/agent.service");
+        assert_eq!(
+            credentials_dir(Some(own), tmp.path()),
+            Some(PathBuf::from("/run/credentials/agent.service"))
+        );
+        assert_eq!(
+            credentials_dir(None, tmp.path()),
+            Some(tmp.path().to_owned())
+        );
+        assert_eq!(credentials_dir(None, &tmp.path().join("absent")), None);
     }
 }

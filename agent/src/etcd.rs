@@ -138,7 +138,11 @@ impl Launch {
     pub fn argv(&self) -> Vec<String> {
         let d = |p: &Path| p.display().to_string();
         let client = client_url(self.ip, self.client_port);
-        let local_client = format!("https://127.0.0.1:{}", self.client_port);
+        // Every local address, not just the node's: the VIP (added and
+        // removed by VRRP while etcd runs) must answer too, so a client can
+        // always reach the cluster at one address. Client TLS with
+        // certificate authentication applies on every one of them.
+        let any_client = format!("https://0.0.0.0:{}", self.client_port);
         let peer = peer_url(self.ip, self.peer_port);
         let (initial_cluster, state, token) = match &self.state {
             ClusterState::New {
@@ -154,7 +158,7 @@ impl Launch {
             d(&self.binary),
             format!("--name={}", self.name),
             format!("--data-dir={}", d(&self.data_dir)),
-            format!("--listen-client-urls={client},{local_client}"),
+            format!("--listen-client-urls={any_client}"),
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
@@ -491,6 +495,7 @@ mod tests {
             "--peer-client-cert-auth=true",
             "--listen-peer-urls=https://10.0.0.1:2380",
             "--advertise-client-urls=https://10.0.0.1:2379",
+            "--listen-client-urls=https://0.0.0.0:2379",
             "--trusted-ca-file=/var/lib/kubeboot/pki/etcd-ca.crt",
             "--peer-key-file=/var/lib/kubeboot/pki/etcd-peer.key",
         ] {

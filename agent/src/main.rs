@@ -152,7 +152,10 @@ fn options(a: RunArgs) -> RunOptions {
     RunOptions {
         load: agent::config::LoadOptions {
             image_path: a.image_config,
-            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            credentials_dir: agent::config::credentials_dir(
+                std::env::var_os("CREDENTIALS_DIRECTORY"),
+                std::path::Path::new(agent::config::SYSTEM_CREDENTIALS_DIR),
+            ),
             cli_config: a.config,
             cli_secret: a.secret_file,
         },

@@ -141,10 +141,14 @@ pub fn write_pki(
     cluster: &str,
     name: &str,
     ip: Ipv4Addr,
+    vip: Option<Ipv4Addr>,
 ) -> Result<(ClientTls, String)> {
     let cluster_pki =
         pki::ClusterPki::derive(secret, cluster).context("deriving the cluster PKI")?;
-    let certs = pki::etcd_member_certs(&cluster_pki.etcd_ca, name, &[IpAddr::V4(ip)])
+    // The VIP is a name of every master's etcd (it listens on all local
+    // addresses), so clients reaching it verify the certificate like any.
+    let ips: Vec<IpAddr> = std::iter::once(ip).chain(vip).map(IpAddr::V4).collect();
+    let certs = pki::etcd_member_certs(&cluster_pki.etcd_ca, name, &ips)
         .context("issuing the etcd member certificates")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let f = TlsFiles::under(dir);
@@ -502,7 +506,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let master = role == Role::Master;
     let tls = if master {
         notify_status("writing certificates");
-        let (tls, pin) = write_pki(&state.pki_dir(), &loaded.secret, &cfg.name, &name, ip)?;
+        let (tls, pin) = write_pki(
+            &state.pki_dir(),
+            &loaded.secret,
+            &cfg.name,
+            &name,
+            ip,
+            cfg.network.vip.map(|v| v.addr()),
+        )?;
         report_tx.send_modify(|r| {
             r.pki.ready = true;
             r.pki.etcd_ca_pin = Some(pin);
