@@ -624,10 +624,7 @@ fn bench(run_dir: &Path, runs: u32, out: &Path, timeout: Duration) -> Result<()>
         )?;
         let failover_status = cut.elapsed();
         let vip = format!("https://{VIP}:2379");
-        while etcd
-            .put(&vip, false, "/kubeboot-bench/failover", "ok")
-            .is_err()
-        {
+        while etcd.put(&vip, "/kubeboot-bench/failover", "ok").is_err() {
             if cut.elapsed() > Duration::from_secs(300) {
                 bail!("run {i}: no write through the VIP 300 s after the power cut");
             }
