@@ -505,6 +505,45 @@ impl Drop for Cluster {
     }
 }
 
+/// Stops what earlier runs left behind when their process died before it
+/// could clean up (killed by a timeout or SIGKILL, so no Drop ran): for
+/// every `<logs>/<prefix><pid>/cluster.json` whose `<pid>` no longer runs
+/// and whose guests, dnsmasq or namespace still exist, kills them and
+/// deletes the namespace ([`Cluster::destroy`]). Returns the run
+/// directories cleaned; failures are logged and skipped.
+pub fn reap_abandoned(logs: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return Vec::new();
+    };
+    let mut cleaned = Vec::new();
+    for e in entries.flatten() {
+        let dir = e.path();
+        let owner = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|pid| pid.parse::<i32>().ok());
+        let Some(owner) = owner else { continue };
+        if crate::proc::alive(owner) || !dir.join(STATE_FILE).is_file() {
+            continue;
+        }
+        let Ok(mut c) = Cluster::open(&dir, None) else {
+            continue;
+        };
+        let left = c.nodes.values().any(Node::running)
+            || c.net.dnsmasq_pid().is_some()
+            || Network::exists(c.net.name());
+        if !left {
+            continue;
+        }
+        match c.destroy() {
+            Ok(()) => cleaned.push(dir),
+            Err(e) => tracing::warn!("cleaning up {}: {e}", dir.display()),
+        }
+    }
+    cleaned
+}
+
 /// Reads `<run_dir>/cluster.json`.
 pub fn read_state(run_dir: &Path) -> Result<State, HarnessError> {
     let path = run_dir.join(STATE_FILE);

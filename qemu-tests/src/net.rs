@@ -143,6 +143,11 @@ impl Network {
         self.dir.join("dnsmasq.pid")
     }
 
+    /// dnsmasq's pid while it runs.
+    pub fn dnsmasq_pid(&self) -> Option<i32> {
+        crate::proc::pidfile_process(&self.dnsmasq_pidfile())
+    }
+
     /// `ip -n <ns> args...`.
     pub fn ip(&self, args: &[&str]) -> Result<String, HarnessError> {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
