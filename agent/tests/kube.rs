@@ -60,6 +60,30 @@ fn without_kubernetes_the_kube_phase_is_skipped_and_said_once() {
         "name = \"ktest\"\nrole = \"worker\"\nmasters = 3\n[discovery]\ninterval_ms = 200\n",
     )
     .expect("worker config");
+    // sd_notify: every agent sends its STATUS= lines to this socket (a
+    // file-system socket is reachable from every network namespace).
+    let notify_path = net.dir.path().join("notify.sock");
+    // Drained all the time like systemd does: a full queue would block the
+    // agents' sends.
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = {
+        let (received, stop) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = notify.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    received.lock().expect("lock").push(text);
+                }
+            }
+        })
+    };
+    std::env::set_var("NOTIFY_SOCKET", &notify_path);
     for a in &mut agents {
         a.start();
     }
@@ -112,6 +136,20 @@ fn without_kubernetes_the_kube_phase_is_skipped_and_said_once() {
             "{text}"
         );
     }
+    // The STATUS= lines say it too: a ready master's and the worker's.
+    let lines = received.lock().expect("lock").clone();
+    let skipped = |prefix: &str| {
+        lines.iter().any(|l| {
+            l.lines().any(|f| {
+                f.starts_with(prefix)
+                    && f.contains(
+                        "; kube skipped: the image has no /usr/lib/kubeboot/kubernetes.toml",
+                    )
+            })
+        })
+    };
+    assert!(skipped("STATUS=ready: "), "{lines:#?}");
+    assert!(skipped("STATUS=discovering: worker"), "{lines:#?}");
     // Said once: a few more seconds of running add no kube log lines.
     std::thread::sleep(Duration::from_secs(3));
     for a in &agents {
@@ -123,4 +161,6 @@ fn without_kubernetes_the_kube_phase_is_skipped_and_said_once() {
             "{kube_lines:?}"
         );
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drain.join().expect("drain thread");
 }
