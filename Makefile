@@ -142,7 +142,7 @@ cluster-down:
 	@PURGE=$(PURGE) $(CLUSTER_BIN) --run-dir $(CLUSTER_DIR) down
 
 ## test-cluster: the end-to-end scenarios alone (also part of `unit`):
-## assembly, failover, rejoin, intruder, partition, replacement (~10-15 min).
+## assembly, failover, rejoin, intruder, partition, replacement (7-8 min measured under load).
 test-cluster: image
 	KUBEBOOT_IMAGES=$(OUT) $(CARGO) test --release -p qemu-tests --test cluster -- --nocapture
 

@@ -331,11 +331,12 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
     let s = &r.report;
     if p.booted.is_none() {
         p.booted = Some(now);
-        say(&format!(
-            "booted: status stream up, agent node {} at {}",
-            s.node.name,
-            status::address(s).unwrap_or("(no address yet)")
-        ));
+        say(&match (s.node.name.as_str(), status::address(s)) {
+            (name, Some(ip)) if !name.is_empty() => {
+                format!("booted: status stream up, agent node {name} at {ip}")
+            }
+            _ => "booted: status stream up, no cluster address yet".to_owned(),
+        });
     }
     if s.phase != p.phase {
         p.phase = s.phase.clone();
@@ -365,7 +366,13 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
             ));
         }
     }
-    if p.voter.is_none() && s.etcd.member_id.is_some() && !s.etcd.learner {
+    // The member list comes from a separate etcd call: wait for it so the
+    // line does not say "0 members".
+    if p.voter.is_none()
+        && s.etcd.member_id.is_some()
+        && !s.etcd.learner
+        && !s.etcd.members.is_empty()
+    {
         p.voter = Some(now);
         say(&format!(
             "etcd voter, cluster {}, {} members",
