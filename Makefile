@@ -56,7 +56,7 @@ unit: deps
 ## fuzz: every cargo-fuzz target under */crates/*/fuzz and */fuzz, bounded by
 ## FUZZ_RUNS and FUZZ_SECONDS per target. One shared target dir so the fuzz
 ## crates compile their common dependencies once.
-FUZZ_SECONDS ?= 30
+FUZZ_SECONDS ?= 15
 fuzz: deps
 	@for dir in $$(ls -d agent/crates/*/fuzz imagegen/crates/*/fuzz imagegen/fuzz agent/fuzz 2>/dev/null); do \
 		for t in $$(cd $$dir/.. && $(CARGO) +nightly fuzz list); do \
