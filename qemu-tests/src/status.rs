@@ -313,6 +313,26 @@ mod tests {
     }
 
     #[test]
+    fn tolerates_sections_and_fields_it_does_not_know() {
+        // A line as the 99432dd agent writes it, plus a field no agent has
+        // yet: the kube section lands in `other`, unknown fields are
+        // ignored, and rendering shows the section.
+        let line = br#"{"phase":"ready","detail":"voting member 1 of cluster 2","node":{"id":"ab","name":"master-ab","role":"master","addresses":["10.77.0.101"],"future":1},"config":{"ok":true},"discovery":{"mode":"multicast","peers":[],"accepted":3,"rejected":{"bad-mac":2},"proposal":[]},"pki":{"ready":true,"etcd_ca_pin":"sha256:x","error":null},"etcd":{"running":true,"cluster_id":"2","member_id":"1","leader":"1","learner":false,"members":[{"id":"1","name":"m","peer_urls":[],"learner":false,"healthy":true}],"error":null},"vip":{"state":"master","holder":"10.77.0.101","vip":"10.77.0.10/24"},"kube":{"phase":{"state":"skipped","reason":"built with --without-kubernetes"},"joined":false,"api_server":{"health":"unknown"}},"next":{"x":[1]}}"#;
+        let r: StatusReport = serde_json::from_slice(line).unwrap();
+        assert_eq!(r.node.addresses, ["10.77.0.101"]);
+        assert_eq!(r.discovery.rejected["bad-mac"], 2);
+        assert!(holds_vip(&r));
+        assert!(healthy_voter_of(&r, 1));
+        assert_eq!(r.other["kube"]["phase"]["state"], "skipped");
+        assert!(r.other.contains_key("next"));
+        assert!(render(&r).contains("built with --without-kubernetes"));
+        // A report from an agent without most sections still parses.
+        let old: StatusReport = serde_json::from_slice(br#"{"phase":"starting"}"#).unwrap();
+        assert_eq!(old.phase, "starting");
+        assert!(old.vip.is_none() && !holds_vip(&old));
+    }
+
+    #[test]
     fn reads_the_latest_report_and_vip_state() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.jsonl");

@@ -13,7 +13,10 @@
 //! 5. partition: the VIP holder's tap is cut: it gives the VIP up, the other
 //!    two keep quorum and the VIP; healed, all converge to three voters;
 //! 4. replacement: a master gone for good is replaced by a blank one: the
-//!    stale member is removed, the new one added and promoted.
+//!    stale member is removed, the new one added and promoted;
+//! 8. worker (booted with the replacement): sees every master through
+//!    discovery, is no etcd member, reports the Kubernetes join skipped
+//!    with the reason (images built without Kubernetes).
 //!
 //! Needs `make image` (out/master), root (network namespaces), QEMU, dnsmasq
 //! and etcdctl. Console logs and status streams:
@@ -467,6 +470,10 @@ fn three_masters_assemble_and_survive_faults() {
     tl.log(format!(
         "4. {gone} (member {gone_id}) powered off for good; master-4 powered on with a blank disk"
     ));
+    // 8 (worker) shares this boot: the worker image powers on now.
+    c.start("worker-1", Role::Worker, 21, None, true)
+        .or_panic("starting the worker");
+    tl.log("8. worker-1 powered on (boots during the replacement)");
     let m = names(&masters);
     let refs4: Vec<&str> = m.iter().map(String::as_str).collect();
     let r4 = c
@@ -492,6 +499,68 @@ fn three_masters_assemble_and_survive_faults() {
         replaced_at.elapsed().as_secs_f64(),
         r4.members,
         r4.holder
+    ));
+
+    // 8. Worker: finds every live master through discovery, is no etcd
+    // member, and reports the Kubernetes join as skipped with the reason
+    // (these images are built without Kubernetes components; the join
+    // material is derived from the secret, see agent/README.md).
+    let master_ips: BTreeSet<String> = refs4
+        .iter()
+        .map(|n| c.node(n).or_panic("node").ip().to_string())
+        .collect();
+    let (kube_state, reason) = c
+        .wait(
+            "worker-1 to see every master and report its kube phase",
+            BOOT_TIMEOUT,
+            POLL,
+            |snap| {
+                let w = &snap.get("worker-1")?.as_ref()?.report;
+                let seen: BTreeSet<String> = w
+                    .discovery
+                    .peers
+                    .iter()
+                    .filter(|p| p.role == "master")
+                    .flat_map(|p| p.addresses.iter().cloned())
+                    .collect();
+                let phase = w.other.get("kube")?.get("phase")?;
+                let state = phase.get("state")?.as_str()?.to_owned();
+                let reason = phase
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                (seen.is_superset(&master_ips) && state != "pending").then_some((state, reason))
+            },
+        )
+        .or_panic("worker");
+    let w = c
+        .node("worker-1")
+        .or_panic("node")
+        .status()
+        .expect("worker status");
+    assert_eq!(w.report.node.role, "worker", "worker-1 reports its role");
+    assert_eq!(
+        w.report.etcd.member_id, None,
+        "the worker must not be an etcd member"
+    );
+    assert!(
+        kube_state == "skipped" && !reason.is_empty(),
+        "worker-1: kube phase {kube_state:?} ({reason:?}); these images have no Kubernetes, \
+         so the join must be reported as skipped with the reason"
+    );
+    let after = converged(&c.snapshot(), &refs4).unwrap_or_else(|| {
+        panic!(
+            "the masters stopped being a converged 3-voter cluster with the worker up:\n{}",
+            c.describe()
+        )
+    });
+    assert_eq!(
+        after.members, r4.members,
+        "member set changed with the worker up"
+    );
+    tl.log(format!(
+        "8. worker: PASS (sees masters {master_ips:?}, no etcd member, kube {kube_state}: {reason})"
     ));
 
     tl.log(format!(
