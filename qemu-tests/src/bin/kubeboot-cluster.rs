@@ -92,7 +92,11 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // dnsmasq and QEMU daemonize (and change to `/`), so every path handed
+    // to them must be absolute: `make cluster` passes a relative run dir.
+    cli.run_dir = std::path::absolute(&cli.run_dir)
+        .with_context(|| format!("resolving {}", cli.run_dir.display()))?;
     match cli.command {
         Cmd::Up {
             workers,
