@@ -77,6 +77,7 @@ bench: deps
 	$(MAKE) bench-disk
 	$(MAKE) bench-quorum
 	$(MAKE) bench-vrrp
+	$(MAKE) bench-cluster
 	@echo; echo "bench: results in bench/results/:"; ls -l bench/results/*.json
 
 clean:
@@ -149,7 +150,7 @@ test-cluster: image
 ## bench-cluster: power-on to healthy quorum (three masters at once) split
 ## into guest boot and agent + etcd, and VIP failover inside the guests;
 ## BENCH_RUNS fresh clusters (~5 min each under TCG); prints a table and
-## writes bench/results/cluster.json. The lead wires it into `bench`.
+## writes bench/results/cluster.json. Part of `make bench`.
 BENCH_RUNS ?= 3
 bench-cluster: deps image
 	@mkdir -p bench/results
