@@ -13,27 +13,8 @@ use std::fs;
 use std::time::Duration;
 
 use agent::status::StatusReport;
-use common::{wait_for, Agent, Net, SECRET};
+use common::{dump, runtime, wait_for, Agent, Net, SECRET};
 use kubeadm::PhaseState;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn dump(agents: &[Agent], rt: &tokio::runtime::Runtime) -> String {
-    let mut out = String::new();
-    for a in agents {
-        match a.status(rt) {
-            Some(s) => out.push_str(&format!("agent {}: {}\n", a.i, agent::status::render(&s))),
-            None => out.push_str(&format!("agent {}: no status\n", a.i)),
-        }
-        out.push_str(&a.logs());
-    }
-    out
-}
 
 fn skipped_reason(s: &StatusReport) -> Option<String> {
     match &s.kube.phase {

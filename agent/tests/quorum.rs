@@ -7,26 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{client_tls, in_netns, wait_for, Agent, Net, SECRET};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn dump(agents: &[&Agent], rt: &tokio::runtime::Runtime) -> String {
-    let mut out = String::new();
-    for a in agents {
-        match a.status(rt) {
-            Some(s) => out.push_str(&format!("agent {}: {}\n", a.i, agent::status::render(&s))),
-            None => out.push_str(&format!("agent {}: no status\n", a.i)),
-        }
-        out.push_str(&a.logs());
-    }
-    out
-}
+use common::{client_tls, dump, in_netns, runtime, wait_for, Agent, Net, SECRET};
 
 /// (member id, name, learner) of every member, via a client cert, from
 /// inside namespace `ns`.

@@ -377,3 +377,24 @@ pub fn wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Op
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A current-thread runtime for the tests' etcd and status clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Every agent's rendered status and logs, for a failure message.
+pub fn dump(agents: &[impl std::borrow::Borrow<Agent>], rt: &tokio::runtime::Runtime) -> String {
+    let mut out = String::new();
+    for a in agents.iter().map(std::borrow::Borrow::borrow) {
+        match a.status(rt) {
+            Some(s) => out.push_str(&format!("agent {}: {}\n", a.i, agent::status::render(&s))),
+            None => out.push_str(&format!("agent {}: no status\n", a.i)),
+        }
+        out.push_str(&a.logs());
+    }
+    out
+}
