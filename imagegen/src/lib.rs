@@ -24,4 +24,5 @@ pub mod components;
 pub mod manifest;
 pub mod output;
 pub mod packages;
-pub mod profile;
+/// Profiles: parsing, merge and validation (the `profile` crate).
+pub use ::profile;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use imagegen::profile::{ChainFile, Profile, ProfileSpec};
+use profile::{ChainFile, Profile, ProfileSpec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1127,7 +1127,7 @@ mod tests {
 
     #[test]
     fn repository_profiles_load() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../profiles");
         for (file, role, has_etcd) in [
             ("master.toml", Role::Master, true),
             ("worker.toml", Role::Worker, false),
