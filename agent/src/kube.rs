@@ -16,6 +16,13 @@
 //!   from the cluster secret ([`kubeadm::DerivedMaterial::derive`]); a
 //!   worker gets the VIP from its configuration and the masters' addresses
 //!   from authenticated announcements, so nothing secret crosses the wire.
+//! - Join material: masters announce the API endpoint (`<VIP>:<port>`)
+//!   and the CA pin in their (HMAC-authenticated) announcements; a worker
+//!   takes both from there, cross-checks them against its own derivation
+//!   and refuses a mismatch ([`resolve_join`]). The token is derived on
+//!   every node and never sent. The `kube.join` section of the status
+//!   report shows the material (token id only) whether or not the image
+//!   has Kubernetes.
 //!
 //! The decisions ([`gate`], [`joiners_waiting`], [`wire_state`],
 //! [`master_ips`], [`status_suffix`], [`kubelet_state`]) are pure.
@@ -38,7 +45,7 @@ use tokio::sync::watch;
 
 use crate::etcd::ClientTls;
 use crate::plan::AgentPhase;
-use crate::status::{KubeReport, StatusReport};
+use crate::status::{JoinReport, JoinSource, KubeReport, StatusReport};
 use crate::wire::KubePeer;
 
 /// Time between two reconciles once the node is set up (each one reads
@@ -57,7 +64,8 @@ pub const READYZ_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a master waits for before the kube phase starts.
 pub const MASTER_WAITS_FOR: &str = "the local etcd member to be a healthy voter";
 /// What a worker waits for before the kube phase starts.
-pub const WORKER_WAITS_FOR: &str = "a master announcing a ready Kubernetes control plane";
+pub const WORKER_WAITS_FOR: &str =
+    "a master announcing a ready Kubernetes control plane and its join material";
 
 /// Whether the kube phase may take its first step. Pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,15 +82,24 @@ pub enum Gate {
 /// The gate: a master once its etcd member is a healthy voter (the plan's
 /// `Ready`; the election needs etcd); a worker once some master announces
 /// a ready control plane (`kubeadm join` needs an API server behind the
-/// VIP), or at once when it was already joined before (a restart). Pure.
-pub fn gate(role: Role, phase: AgentPhase, already_set_up: bool, peers: &[KubePeer]) -> Gate {
+/// VIP) and it holds join material checked by [`resolve_join`]
+/// (`join_known`), or at once when it was already joined before (a
+/// restart). Pure.
+pub fn gate(
+    role: Role,
+    phase: AgentPhase,
+    already_set_up: bool,
+    join_known: bool,
+    peers: &[KubePeer],
+) -> Gate {
     let open = match role {
         Role::Master => phase == AgentPhase::Ready,
         Role::Worker => {
             already_set_up
-                || peers
-                    .iter()
-                    .any(|p| p.master && p.kube == Some(KubeState::Ready))
+                || (join_known
+                    && peers
+                        .iter()
+                        .any(|p| p.master && p.kube == Some(KubeState::Ready)))
         }
     };
     if open {
@@ -123,6 +140,114 @@ pub fn master_ips(own: Option<Ipv4Addr>, peers: &[KubePeer]) -> Vec<Ipv4Addr> {
     v.sort();
     v.dedup();
     v
+}
+
+/// This node's own join material, derived from the cluster secret and
+/// configuration (the same on every node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedJoin {
+    /// `<VIP>:<API port>`.
+    pub api_endpoint: String,
+    /// The Kubernetes CA pin.
+    pub ca_pin: String,
+    /// The bootstrap token's id.
+    pub token_id: String,
+}
+
+/// Derives [`DerivedJoin`]: the token id and the pin from the secret (the
+/// CA is derived in memory), the endpoint from `network.vip`.
+pub fn derive_join(cfg: &ClusterConfig, secret: &ClusterSecret) -> Result<DerivedJoin, String> {
+    let vip = cfg
+        .network
+        .vip
+        .ok_or("network.vip is not set: the join endpoint is the VIP")?;
+    let m = DerivedMaterial::derive(secret, &cfg.name, Role::Worker, None)
+        .map_err(|e| format!("deriving the kubeadm token and CA pin: {e}"))?;
+    Ok(DerivedJoin {
+        api_endpoint: format!("{}:{}", vip.addr(), cfg.kubernetes.api_port),
+        ca_pin: m.pin.as_str().to_owned(),
+        token_id: m.token.id().to_owned(),
+    })
+}
+
+/// The join material this node reports and uses. Pure.
+///
+/// A master uses its own derivation (`source: derived`). A worker takes the
+/// endpoint and the pin from authenticated master announcements (`source:
+/// discovery`): `Ok(None)` while no master announced any; an error when
+/// masters announce different material, when the pin is not a valid
+/// `sha256:` pin, or when either differs from the worker's own derivation
+/// (then it does not join).
+pub fn resolve_join(
+    role: Role,
+    own: &DerivedJoin,
+    peers: &[KubePeer],
+) -> Result<Option<JoinReport>, String> {
+    let report = |api_endpoint: &str, ca_pin: &str, source| JoinReport {
+        api_endpoint: api_endpoint.to_owned(),
+        ca_pin: ca_pin.to_owned(),
+        token_id: own.token_id.clone(),
+        source,
+    };
+    if role == Role::Master {
+        return Ok(Some(report(
+            &own.api_endpoint,
+            &own.ca_pin,
+            JoinSource::Derived,
+        )));
+    }
+    let mut announced: Vec<&discovery::KubeJoinInfo> = peers
+        .iter()
+        .filter(|p| p.master)
+        .filter_map(|p| p.join.as_ref())
+        .collect();
+    announced.sort_by(|a, b| (&a.api_endpoint, &a.ca_pin).cmp(&(&b.api_endpoint, &b.ca_pin)));
+    announced.dedup();
+    let got = match announced.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .map(|j| format!("{} {}", j.api_endpoint, j.ca_pin))
+                .collect();
+            return Err(format!(
+                "masters announce different join material ({}): refusing to join",
+                list.join("; ")
+            ));
+        }
+    };
+    kubeadm::pin::CaPin::parse(&got.ca_pin, "the CA pin masters announce")
+        .map_err(|e| format!("{e}: refusing to join"))?;
+    if got.ca_pin != own.ca_pin {
+        return Err(format!(
+            "the CA pin masters announce ({}) differs from the one derived from \
+             the cluster secret ({}): refusing to join",
+            got.ca_pin, own.ca_pin
+        ));
+    }
+    if got.api_endpoint != own.api_endpoint {
+        return Err(format!(
+            "the API endpoint masters announce ({}) differs from this node's \
+             VIP endpoint ({}): refusing to join",
+            got.api_endpoint, own.api_endpoint
+        ));
+    }
+    Ok(Some(report(
+        &got.api_endpoint,
+        &got.ca_pin,
+        JoinSource::Discovery,
+    )))
+}
+
+/// Replaces the report's kube section with `k`, keeping the join
+/// material (owned by [`Kube::observe_join`], not by the reconciler).
+fn set_kube(r: &mut StatusReport, k: KubeReport) {
+    r.kube = KubeReport {
+        join: r.kube.join.take(),
+        join_error: r.kube.join_error.take(),
+        ..k
+    };
 }
 
 /// The state this node announces for its kube report. Pure.
@@ -212,6 +337,9 @@ pub struct Feed {
     pub etcd_endpoints: Vec<String>,
     /// [`joiners_waiting`].
     pub joiners_waiting: bool,
+    /// Workers: the CA pin taken from master announcements
+    /// ([`resolve_join`]); the join configuration uses it.
+    pub ca_pin: Option<String>,
 }
 
 /// Everything the kube phase needs from the agent at start.
@@ -255,6 +383,9 @@ pub struct Kube {
     state: watch::Receiver<KubeState>,
     already_set_up: bool,
     ca_pem: String,
+    role: Role,
+    derived_join: Result<DerivedJoin, String>,
+    join: Option<JoinReport>,
 }
 
 impl Kube {
@@ -269,7 +400,12 @@ impl Kube {
             state,
             already_set_up: false,
             ca_pem: String::new(),
+            role: setup.cfg.role,
+            derived_join: derive_join(&setup.cfg, &setup.secret),
+            join: None,
         };
+        // Masters show (and announce) their material from the start.
+        kube.observe_join(&[]);
         let record_path = setup.paths.host(IMAGE_KUBERNETES_PATH);
         let shown = record_path.display().to_string();
         let (verdict, components) = match std::fs::read_to_string(&record_path) {
@@ -331,7 +467,7 @@ impl Kube {
 
     fn finish(&self, state_tx: &watch::Sender<KubeState>, k: KubeReport) {
         state_tx.send_replace(wire_state(&k));
-        self.report.send_modify(|r| r.kube = k);
+        self.report.send_modify(|r| set_kube(r, k));
     }
 
     fn fail(&self, state_tx: &watch::Sender<KubeState>, error: String) {
@@ -343,6 +479,67 @@ impl Kube {
                 ..KubeReport::default()
             },
         );
+    }
+
+    /// Updates the join material from the latest peers ([`resolve_join`])
+    /// and the report's `kube.join`/`kube.join_error` when they changed
+    /// (a refusal is logged once per new text). Cheap; call it on every
+    /// run-loop turn, also when the phase is skipped.
+    pub fn observe_join(&mut self, peers: &[KubePeer]) {
+        let (join, error) = match &self.derived_join {
+            Err(e) => (None, Some(format!("no join material: {e}"))),
+            Ok(own) => match resolve_join(self.role, own, peers) {
+                Ok(j) => (j, None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        self.join = join.clone();
+        self.report.send_if_modified(|r| {
+            if r.kube.join == join && r.kube.join_error == error {
+                return false;
+            }
+            if let Some(e) = &error {
+                if r.kube.join_error.as_ref() != Some(e) {
+                    tracing::error!("kube phase: {e}");
+                }
+            } else if let Some(j) = &join {
+                tracing::info!(
+                    "kube phase: join material {} {} (token id {}, from {})",
+                    j.api_endpoint,
+                    j.ca_pin,
+                    j.token_id,
+                    j.source.name()
+                );
+            }
+            r.kube.join = join;
+            r.kube.join_error = error;
+            true
+        });
+    }
+
+    /// Whether this node holds checked join material (the worker gate).
+    pub fn join_known(&self) -> bool {
+        self.join.is_some()
+    }
+
+    /// Workers: the CA pin taken from master announcements.
+    pub fn discovered_pin(&self) -> Option<String> {
+        self.join
+            .as_ref()
+            .filter(|j| j.source == JoinSource::Discovery)
+            .map(|j| j.ca_pin.clone())
+    }
+
+    /// What this node announces as join material: masters their derived
+    /// endpoint and pin (never the token); workers nothing.
+    pub fn announced_join(&self) -> Option<discovery::KubeJoinInfo> {
+        match (&self.role, &self.derived_join) {
+            (Role::Master, Ok(own)) => Some(discovery::KubeJoinInfo {
+                api_endpoint: own.api_endpoint.clone(),
+                ca_pin: own.ca_pin.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// Whether kubeadm's files were complete when the agent started.
@@ -499,7 +696,7 @@ async fn reconcile_task(
                 true
             }
         });
-        report.send_modify(|r| r.kube = k);
+        report.send_modify(|r| set_kube(r, k));
     };
     // The gate.
     let mut feed = loop {
@@ -585,16 +782,26 @@ async fn reconcile_task(
         if let Some(f) = feed_rx.borrow_and_update().clone() {
             feed = f;
         }
-        let inputs = KubeadmInputs::from_cluster(
-            &setup.cfg,
-            None,
-            &setup.name,
-            setup.ip,
-            feed.master_ips.clone(),
-            feed.etcd_endpoints.clone(),
-            material.token.clone(),
-            material.pin.clone(),
-        );
+        // Workers join with the pin masters announced (checked against
+        // the derived one by `resolve_join` before the gate opened).
+        let pin = match (master, &feed.ca_pin) {
+            (false, Some(p)) => kubeadm::pin::CaPin::parse(p, "the announced CA pin"),
+            _ => Ok(material.pin.clone()),
+        };
+        let inputs = match pin {
+            Ok(pin) => KubeadmInputs::from_cluster(
+                &setup.cfg,
+                None,
+                &setup.name,
+                setup.ip,
+                feed.master_ips.clone(),
+                feed.etcd_endpoints.clone(),
+                material.token.clone(),
+                pin,
+            )
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         let result = match inputs {
             Ok(inputs) => {
                 let ctx = KubeContext {
@@ -607,7 +814,7 @@ async fn reconcile_task(
                 };
                 phase.reconcile(&ctx).await.map_err(|e| e.to_string())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         let pause = match result {
             Ok(st) => {
@@ -626,6 +833,7 @@ async fn reconcile_task(
                     joined: st.joined,
                     kubelet: st.kubelet,
                     api_server: st.api_server,
+                    ..KubeReport::default()
                 });
                 pause
             }
@@ -655,6 +863,7 @@ mod tests {
             master,
             addresses: vec![Ipv4Addr::from(ip)],
             kube,
+            join: None,
         }
     }
 
@@ -669,7 +878,7 @@ mod tests {
             AgentPhase::Failed,
         ] {
             assert_eq!(
-                gate(Role::Master, phase, false, &[]),
+                gate(Role::Master, phase, false, false, &[]),
                 Gate::Closed {
                     waiting_for: MASTER_WAITS_FOR.into()
                 },
@@ -677,7 +886,7 @@ mod tests {
             );
         }
         assert_eq!(
-            gate(Role::Master, AgentPhase::Ready, false, &[]),
+            gate(Role::Master, AgentPhase::Ready, false, false, &[]),
             Gate::Open
         );
     }
@@ -689,7 +898,7 @@ mod tests {
         };
         // Workers never reach the plan's Ready: their plan phase is ignored.
         let w = |peers: &[KubePeer], set_up: bool| {
-            gate(Role::Worker, AgentPhase::Discovering, set_up, peers)
+            gate(Role::Worker, AgentPhase::Discovering, set_up, true, peers)
         };
         assert_eq!(w(&[], false), closed);
         // Masters without Kubernetes yet, an old master, a ready worker.
@@ -702,6 +911,11 @@ mod tests {
         let mut ready = not_yet.to_vec();
         ready.push(peer(true, [10, 0, 0, 3], Some(KubeState::Ready)));
         assert_eq!(w(&ready, false), Gate::Open);
+        // Without checked join material a ready master is not enough.
+        assert_eq!(
+            gate(Role::Worker, AgentPhase::Discovering, false, false, &ready),
+            closed
+        );
         // A worker joined before a restart does not wait for anyone.
         assert_eq!(w(&[], true), Gate::Open);
     }
@@ -848,6 +1062,7 @@ mod tests {
             master_ips: vec![Ipv4Addr::new(10, 0, 0, 11)],
             etcd_endpoints: vec!["https://10.0.0.11:2379".into()],
             joiners_waiting: false,
+            ca_pin: None,
         }
     }
 
@@ -868,6 +1083,30 @@ mod tests {
             }
         );
         assert_eq!(kube.wire_state(), KubeState::Skipped);
+        // The join material is there all the same (masters: derived) and
+        // announced; the token itself appears nowhere.
+        let material = DerivedMaterial::derive(
+            &ClusterSecret::new(SECRET).unwrap(),
+            "kt",
+            Role::Worker,
+            None,
+        )
+        .unwrap();
+        let join = k.join.clone().expect("join material on a skipped master");
+        assert_eq!(join.api_endpoint, "10.0.0.100:6443");
+        assert_eq!(join.ca_pin, material.pin.as_str());
+        assert_eq!(join.token_id, material.token.id());
+        assert_eq!(join.source, JoinSource::Derived);
+        assert_eq!(
+            kube.announced_join(),
+            Some(discovery::KubeJoinInfo {
+                api_endpoint: join.api_endpoint.clone(),
+                ca_pin: join.ca_pin.clone(),
+            })
+        );
+        let json = serde_json::to_value(&*rx.borrow()).unwrap();
+        assert_eq!(json["kube"]["join"]["source"], "derived");
+        assert!(!json.to_string().contains(&material.token.expose()));
         assert_eq!(
             status_suffix(&k).as_deref(),
             Some("kube skipped: built with --without-kubernetes")
@@ -881,7 +1120,7 @@ mod tests {
         // and the reason names the file.
         let empty = tempfile::tempdir().unwrap();
         let (report, rx) = watch::channel(StatusReport::default());
-        let kube = Kube::start(setup(empty.path(), "worker"), report);
+        let mut kube = Kube::start(setup(empty.path(), "worker"), report);
         match &rx.borrow().kube.phase {
             PhaseState::Skipped { reason } => {
                 assert!(reason.contains("kubernetes.toml"), "{reason}")
@@ -889,6 +1128,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(kube.wire_state(), KubeState::Skipped);
+        // A skipped worker still takes the join material from masters.
+        assert_eq!(rx.borrow().kube.join, None);
+        assert_eq!(kube.announced_join(), None);
+        let mut m = peer(true, [10, 0, 0, 11], Some(KubeState::Skipped));
+        m.join = Some(discovery::KubeJoinInfo {
+            api_endpoint: join.api_endpoint.clone(),
+            ca_pin: join.ca_pin.clone(),
+        });
+        kube.observe_join(&[m]);
+        let got = rx.borrow().kube.join.clone().expect("join from discovery");
+        assert_eq!(got.source, JoinSource::Discovery);
+        assert_eq!(got.ca_pin, join.ca_pin);
     }
 
     #[tokio::test]
@@ -934,10 +1185,38 @@ mod tests {
         let (report, mut rx) = watch::channel(StatusReport::default());
         let mut kube = Kube::start(setup(root, "worker"), report);
         assert!(!kube.already_set_up());
-        let peers = [peer(true, [10, 0, 0, 11], Some(KubeState::Initialising))];
+        let own = derive_join(
+            &setup(root, "worker").cfg,
+            &ClusterSecret::new(SECRET).unwrap(),
+        )
+        .unwrap();
+        let announced = discovery::KubeJoinInfo {
+            api_endpoint: own.api_endpoint.clone(),
+            ca_pin: own.ca_pin.clone(),
+        };
+        let with_join = |mut p: KubePeer| {
+            p.join = Some(announced.clone());
+            p
+        };
+        let peers = [with_join(peer(
+            true,
+            [10, 0, 0, 11],
+            Some(KubeState::Initialising),
+        ))];
+        kube.observe_join(&peers);
+        assert!(kube.join_known());
         kube.update(
-            gate(Role::Worker, AgentPhase::Discovering, false, &peers),
-            feed(),
+            gate(
+                Role::Worker,
+                AgentPhase::Discovering,
+                false,
+                kube.join_known(),
+                &peers,
+            ),
+            Feed {
+                ca_pin: kube.discovered_pin(),
+                ..feed()
+            },
         );
         assert_eq!(
             rx.borrow().kube.waiting_for.as_deref(),
@@ -946,10 +1225,24 @@ mod tests {
         assert_eq!(kube.wire_state(), KubeState::Pending);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!calls.exists(), "kubeadm ran before the gate opened");
-        let peers = [peer(true, [10, 0, 0, 11], Some(KubeState::Ready))];
+        let peers = [with_join(peer(
+            true,
+            [10, 0, 0, 11],
+            Some(KubeState::Ready),
+        ))];
+        kube.observe_join(&peers);
         kube.update(
-            gate(Role::Worker, AgentPhase::Discovering, false, &peers),
-            feed(),
+            gate(
+                Role::Worker,
+                AgentPhase::Discovering,
+                false,
+                kube.join_known(),
+                &peers,
+            ),
+            Feed {
+                ca_pin: kube.discovered_pin(),
+                ..feed()
+            },
         );
         let ready = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -989,8 +1282,152 @@ mod tests {
         assert!(yaml.contains(&material.token.expose()), "{yaml}");
         assert!(yaml.contains(material.pin.as_str()), "{yaml}");
         assert!(!yaml.contains("controlPlane"), "{yaml}");
+        // The report shows the material taken from discovery, kept across
+        // the reconciler's reports.
+        assert_eq!(
+            k.join,
+            Some(JoinReport {
+                api_endpoint: "10.0.0.100:6443".into(),
+                ca_pin: material.pin.as_str().to_owned(),
+                token_id: material.token.id().to_owned(),
+                source: JoinSource::Discovery,
+            })
+        );
+        assert!(!serde_json::to_string(&k)
+            .unwrap()
+            .contains(&material.token.expose()));
         kube.changed().await;
         assert_eq!(kube.wire_state(), KubeState::Ready);
+    }
+
+    #[test]
+    fn workers_take_checked_join_material_from_masters() {
+        let own = DerivedJoin {
+            api_endpoint: "10.77.0.10:6443".into(),
+            ca_pin: format!("sha256:{}", "ab".repeat(32)),
+            token_id: "abc123".into(),
+        };
+        let info = |ep: &str, pin: &str| discovery::KubeJoinInfo {
+            api_endpoint: ep.into(),
+            ca_pin: pin.into(),
+        };
+        let with = |master: bool, j: Option<discovery::KubeJoinInfo>| {
+            let mut p = peer(master, [10, 77, 0, 11], Some(KubeState::Ready));
+            p.join = j;
+            p
+        };
+        let good = info(&own.api_endpoint, &own.ca_pin);
+        // Masters: their own derivation, whatever peers say.
+        let m = resolve_join(Role::Master, &own, &[with(true, Some(info("x", "y")))])
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.source, JoinSource::Derived);
+        assert_eq!(
+            (m.api_endpoint.as_str(), m.ca_pin.as_str()),
+            (own.api_endpoint.as_str(), own.ca_pin.as_str())
+        );
+        // Workers: nothing until a master announces it; old masters and
+        // workers' announcements do not count.
+        assert_eq!(resolve_join(Role::Worker, &own, &[]), Ok(None));
+        assert_eq!(
+            resolve_join(
+                Role::Worker,
+                &own,
+                &[with(true, None), with(false, Some(good.clone()))]
+            ),
+            Ok(None)
+        );
+        let w = resolve_join(
+            Role::Worker,
+            &own,
+            &[
+                with(true, Some(good.clone())),
+                with(true, Some(good.clone())),
+                with(true, None),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            w,
+            JoinReport {
+                api_endpoint: "10.77.0.10:6443".into(),
+                ca_pin: own.ca_pin.clone(),
+                token_id: "abc123".into(),
+                source: JoinSource::Discovery,
+            }
+        );
+        // A pin that differs from the derived one is refused, naming both.
+        let other_pin = format!("sha256:{}", "cd".repeat(32));
+        let e = resolve_join(
+            Role::Worker,
+            &own,
+            &[with(true, Some(info(&own.api_endpoint, &other_pin)))],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(&other_pin) && e.contains(&own.ca_pin) && e.contains("refusing to join"),
+            "{e}"
+        );
+        // So is another endpoint, a malformed pin, and masters that disagree.
+        let e = resolve_join(
+            Role::Worker,
+            &own,
+            &[with(true, Some(info("10.77.0.99:6443", &own.ca_pin)))],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("10.77.0.99:6443") && e.contains("refusing"),
+            "{e}"
+        );
+        let e = resolve_join(
+            Role::Worker,
+            &own,
+            &[with(true, Some(info(&own.api_endpoint, "md5:00")))],
+        )
+        .unwrap_err();
+        assert!(e.contains("refusing"), "{e}");
+        let e = resolve_join(
+            Role::Worker,
+            &own,
+            &[
+                with(true, Some(good.clone())),
+                with(true, Some(info(&own.api_endpoint, &other_pin))),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("masters announce different"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_worker_refuses_a_mismatching_pin_and_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, rx) = watch::channel(StatusReport::default());
+        let mut kube = Kube::start(setup(dir.path(), "worker"), report);
+        let mut m = peer(true, [10, 0, 0, 11], Some(KubeState::Ready));
+        m.join = Some(discovery::KubeJoinInfo {
+            api_endpoint: "10.0.0.100:6443".into(),
+            ca_pin: format!("sha256:{}", "cd".repeat(32)),
+        });
+        kube.observe_join(std::slice::from_ref(&m));
+        assert!(!kube.join_known());
+        assert_eq!(kube.discovered_pin(), None);
+        let k = rx.borrow().kube.clone();
+        assert_eq!(k.join, None);
+        let e = k.join_error.clone().expect("a reported refusal");
+        assert!(e.contains("differs from the one derived"), "{e}");
+        assert!(crate::status::render(&rx.borrow()).contains("  join refused: "));
+        // The gate stays closed: no join with a pin that does not match.
+        assert_ne!(
+            gate(
+                Role::Worker,
+                AgentPhase::Discovering,
+                false,
+                kube.join_known(),
+                &[m]
+            ),
+            Gate::Open
+        );
     }
 
     #[test]

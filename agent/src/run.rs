@@ -702,12 +702,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             etcd_endpoints.sort();
             etcd_endpoints.dedup();
         }
+        kube.observe_join(&kube_peers);
         kube.update(
-            kube::gate(role, plan.phase, kube.already_set_up(), &kube_peers),
+            kube::gate(
+                role,
+                plan.phase,
+                kube.already_set_up(),
+                kube.join_known(),
+                &kube_peers,
+            ),
             kube::Feed {
                 master_ips: kube::master_ips(master.then_some(ip), &kube_peers),
                 etcd_endpoints,
                 joiners_waiting: kube::joiners_waiting(&kube_peers),
+                ca_pin: kube.discovered_pin(),
             },
         );
         // Announce and report the current phase.
@@ -716,6 +724,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             proposal: plan.proposal.clone(),
             membership: plan.membership(),
             kube: Some(kube.wire_state()),
+            kube_join: kube.announced_join(),
         });
         let mut line = format!("{}: {}", phase_name(plan.phase), plan.detail);
         if let Some(k) = kube::status_suffix(&report_tx.borrow().kube) {

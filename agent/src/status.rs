@@ -72,6 +72,49 @@ pub struct KubeReport {
     pub kubelet: KubeletState,
     /// The local API server's `/readyz`.
     pub api_server: ApiHealth,
+    /// The join material this node uses (present whether or not the image
+    /// has Kubernetes; `null` on a worker until a master announced it).
+    #[serde(default)]
+    pub join: Option<JoinReport>,
+    /// Why a worker refuses the join material masters announce (a pin or
+    /// endpoint that differs from its own derivation, or masters that
+    /// disagree); `null` otherwise.
+    #[serde(default)]
+    pub join_error: Option<String>,
+}
+
+/// The Kubernetes join material of a node, as `agent status` shows it.
+/// The bootstrap token itself is never shown, only its public id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReport {
+    /// `<VIP>:<API port>` (`kubeadm join`'s endpoint).
+    pub api_endpoint: String,
+    /// `sha256:<hex>` of the Kubernetes CA's SubjectPublicKeyInfo.
+    pub ca_pin: String,
+    /// The bootstrap token's id (the 6 characters before the dot).
+    pub token_id: String,
+    /// Where the endpoint and the pin come from.
+    pub source: JoinSource,
+}
+
+/// Where a node took its join material from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JoinSource {
+    /// Authenticated master announcements (workers).
+    Discovery,
+    /// Derived from the cluster secret and configuration (masters).
+    Derived,
+}
+
+impl JoinSource {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JoinSource::Discovery => "discovery",
+            JoinSource::Derived => "derived",
+        }
+    }
 }
 
 impl Default for KubeReport {
@@ -85,6 +128,8 @@ impl Default for KubeReport {
             joined: false,
             kubelet: KubeletState::Unknown,
             api_server: ApiHealth::Unknown,
+            join: None,
+            join_error: None,
         }
     }
 }
@@ -127,6 +172,21 @@ impl KubeReport {
                 if *failures == 1 { "" } else { "s" }
             ),
             PhaseState::Ready => "ready".to_owned(),
+        }
+    }
+
+    /// The `join` line of [`render`].
+    pub fn join_line(&self) -> String {
+        match (&self.join, &self.join_error) {
+            (_, Some(e)) => format!("refused: {e}"),
+            (Some(j), None) => format!(
+                "{} CA pin {} token id {} (from {})",
+                j.api_endpoint,
+                j.ca_pin,
+                j.token_id,
+                j.source.name()
+            ),
+            (None, None) => "not known yet (no master announced it)".to_owned(),
         }
     }
 
@@ -398,6 +458,7 @@ pub fn render(r: &StatusReport) -> String {
             api_health_text(&k.api_server)
         ));
     }
+    line(format!("  join {}", k.join_line()));
     out
 }
 
@@ -557,6 +618,7 @@ mod tests {
         let text = render(&r);
         text.lines()
             .skip_while(|l| !l.starts_with("kube:"))
+            .take_while(|l| !l.starts_with("  join "))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -682,6 +744,62 @@ mod tests {
             v["kube"]["phase"],
             serde_json::json!({"state": "skipped", "reason": "built with --without-kubernetes"})
         );
+    }
+
+    #[test]
+    fn join_material_in_json_and_text() {
+        let pin = format!("sha256:{}", "0f".repeat(32));
+        let mut r = sample();
+        r.kube.phase = PhaseState::Skipped {
+            reason: "built with --without-kubernetes".into(),
+        };
+        r.kube.join = Some(JoinReport {
+            api_endpoint: "10.77.0.10:6443".into(),
+            ca_pin: pin.clone(),
+            token_id: "abc123".into(),
+            source: JoinSource::Discovery,
+        });
+        // The field names the QEMU test asserts on a worker.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["kube"]["join"],
+            serde_json::json!({
+                "api_endpoint": "10.77.0.10:6443",
+                "ca_pin": pin,
+                "token_id": "abc123",
+                "source": "discovery",
+            })
+        );
+        assert_eq!(v["kube"]["join_error"], serde_json::Value::Null);
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        let text = render(&r);
+        assert!(
+            text.contains(&format!(
+                "\n  join 10.77.0.10:6443 CA pin {pin} token id abc123 (from discovery)\n"
+            )),
+            "{text}"
+        );
+        // Masters: derived.
+        r.kube.join.as_mut().unwrap().source = JoinSource::Derived;
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["kube"]["join"]["source"],
+            "derived"
+        );
+        assert!(render(&r).contains("(from derived)"));
+        // A refusal wins over material, and is shown.
+        r.kube.join = None;
+        r.kube.join_error = Some("pin mismatch".into());
+        assert!(render(&r).contains("\n  join refused: pin mismatch\n"));
+        r.kube.join_error = None;
+        assert!(render(&r).contains("\n  join not known yet (no master announced it)\n"));
+        // Reports of agents that predate the fields parse.
+        let mut v = serde_json::to_value(sample()).unwrap();
+        let k = v["kube"].as_object_mut().unwrap();
+        k.remove("join");
+        k.remove("join_error");
+        let parsed: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(parsed.kube.join, None);
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use anyhow::{Context, Result};
 use cluster_config::{ClusterConfig, ClusterSecret, DiscoveryMode, Role};
 use discovery::{
-    Announcement, Discovery, DiscoveryHandle, DiscoveryKeys, DiscoveryOptions, EtcdInfo, KubeState,
-    MulticastOptions, MulticastSource, NodeId, Phase, StaticPeersSource,
+    Announcement, Discovery, DiscoveryHandle, DiscoveryKeys, DiscoveryOptions, EtcdInfo,
+    KubeJoinInfo, KubeState, MulticastOptions, MulticastSource, NodeId, Phase, StaticPeersSource,
 };
 use tokio::sync::watch;
 
@@ -30,6 +30,9 @@ pub struct OwnState {
     pub membership: Option<Membership>,
     /// The kube phase's state (see [`crate::kube::wire_state`]).
     pub kube: Option<KubeState>,
+    /// Masters: the public join material (API endpoint, CA pin) workers
+    /// take from authenticated announcements (see [`crate::kube::Kube::announced_join`]).
+    pub kube_join: Option<KubeJoinInfo>,
 }
 
 /// What one peer announces about its kube phase (for the kube wiring).
@@ -43,6 +46,9 @@ pub struct KubePeer {
     pub addresses: Vec<Ipv4Addr>,
     /// Its kube phase state; `None` from agents that predate it.
     pub kube: Option<KubeState>,
+    /// The join material it announces (masters); `None` from agents that
+    /// predate it.
+    pub join: Option<KubeJoinInfo>,
 }
 
 /// The wire phase of a plan phase.
@@ -109,6 +115,7 @@ pub async fn start(
         etcd: None,
         proposal: Vec::new(),
         kube: None,
+        kube_join: None,
     });
     let mut options = DiscoveryOptions::new(cfg.discovery.interval_ms);
     let handle = match cfg.discovery.mode {
@@ -181,6 +188,7 @@ impl Wire {
                 && a.proposal == next_proposal
                 && a.etcd == next_etcd
                 && a.kube == s.kube
+                && a.kube_join == s.kube_join
             {
                 return false;
             }
@@ -188,6 +196,7 @@ impl Wire {
             a.proposal = next_proposal;
             a.etcd = next_etcd;
             a.kube = s.kube;
+            a.kube_join = s.kube_join;
             true
         });
     }
@@ -204,6 +213,7 @@ impl Wire {
                 master: p.announcement.role == Role::Master,
                 addresses: p.announcement.addresses.clone(),
                 kube: p.announcement.kube,
+                join: p.announcement.kube_join.clone(),
             })
             .collect()
     }
@@ -275,6 +285,7 @@ mod tests {
             etcd,
             proposal: vec![NodeId([1; 16])],
             kube: None,
+            kube_join: None,
         }
     }
 

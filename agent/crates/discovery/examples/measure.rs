@@ -24,14 +24,19 @@ fn main() {
             member_id: u64::MAX,
         }),
         proposal: (0..3).map(|_| NodeId::random()).collect(),
-        kube: None,
+        kube: Some(discovery::KubeState::Ready),
+        kube_join: Some(discovery::KubeJoinInfo {
+            api_endpoint: "255.255.255.255:65535".to_owned(),
+            ca_pin: format!("sha256:{}", "0".repeat(64)),
+        }),
     };
     let worker = Announcement {
         role: Role::Worker,
         name: "worker-0123456789ab".to_owned(),
         etcd: None,
         proposal: vec![],
-        kube: None,
+        kube: Some(discovery::KubeState::Joining),
+        kube_join: None,
         phase: Phase::Ready,
         ..master.clone()
     };

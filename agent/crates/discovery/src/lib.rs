@@ -27,8 +27,8 @@ pub mod runner;
 pub mod source;
 
 pub use message::{
-    open, parse_frame, seal, seal_body, Announcement, DiscoveryKeys, EtcdInfo, KubeState, NodeId,
-    ParseNodeIdError, Phase, Rejected, ReplayGuard,
+    open, parse_frame, seal, seal_body, Announcement, DiscoveryKeys, EtcdInfo, KubeJoinInfo,
+    KubeState, NodeId, ParseNodeIdError, Phase, Rejected, ReplayGuard,
 };
 pub use peers::{Observed, Peer, PeerSnapshot, PeerTable};
 pub use rate::announce_interval;

@@ -164,6 +164,23 @@ pub struct Announcement {
     /// it: the field is optional on the wire both ways).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube: Option<KubeState>,
+    /// What a worker needs to join the Kubernetes cluster (masters only;
+    /// absent from nodes that predate it, ignored by them: optional on the
+    /// wire both ways). Never carries the bootstrap token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_join: Option<KubeJoinInfo>,
+}
+
+/// The public Kubernetes join material a master announces: the API
+/// endpoint on the VIP and the CA public key pin. Authenticated like the
+/// rest of the announcement (HMAC with the cluster's key), so a worker can
+/// trust the pin; the token stays derived from the secret on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KubeJoinInfo {
+    /// `<VIP>:<API port>`, e.g. `10.77.0.10:6443`.
+    pub api_endpoint: String,
+    /// `sha256:<hex>` of the Kubernetes CA's SubjectPublicKeyInfo.
+    pub ca_pin: String,
 }
 
 /// Where a node is in the Kubernetes (kubeadm) phase, on the wire
@@ -504,6 +521,7 @@ mod tests {
             }),
             proposal: vec![NodeId([1; 16]), NodeId([2; 16]), NodeId([3; 16])],
             kube: None,
+            kube_join: None,
         }
     }
 
@@ -640,6 +658,38 @@ mod tests {
         assert!(!KubeState::Failed.waits_to_join());
         assert!(KubeState::Joining.waits_to_join());
         assert!(KubeState::Pending.waits_to_join());
+    }
+
+    #[test]
+    fn kube_join_is_optional_and_authenticated() {
+        // A body from a node that predates the field parses, without it.
+        let old = serde_json::to_value(ann(1)).unwrap();
+        assert!(old.get("kube_join").is_none(), "None is not sent: {old}");
+        let parsed: Announcement = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.kube_join, None);
+        // A master's join material round-trips through seal/open.
+        let mut a = ann(1);
+        a.kube = Some(KubeState::Ready);
+        a.kube_join = Some(KubeJoinInfo {
+            api_endpoint: "10.77.0.10:6443".into(),
+            ca_pin: format!("sha256:{}", "ab".repeat(32)),
+        });
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["kube_join"]["api_endpoint"], "10.77.0.10:6443");
+        assert_eq!(
+            v["kube_join"]["ca_pin"],
+            format!("sha256:{}", "ab".repeat(32))
+        );
+        let k = keys("0123456789abcdef-secret", "c1");
+        let mut g = ReplayGuard::new(30_000);
+        let msg = seal(&a, &k, NOW, [9; 16]);
+        assert!(msg.len() <= MAX_MESSAGE_LEN, "{} bytes", msg.len());
+        assert_eq!(open(&msg, &k, NOW, &mut g), Ok(a.clone()));
+        // A body from a newer node with more fields in it still parses.
+        let mut newer = v.clone();
+        newer["kube_join"]["future_field"] = serde_json::json!(1);
+        let parsed: Announcement = serde_json::from_value(newer).unwrap();
+        assert_eq!(parsed.kube_join, a.kube_join);
     }
 
     #[test]

@@ -172,6 +172,7 @@ mod tests {
             etcd: None,
             proposal: vec![],
             kube: None,
+            kube_join: None,
         }
     }
 

@@ -94,6 +94,7 @@ fn simulate(workers: usize, seed: u64) -> Report {
                     etcd: None,
                     proposal: vec![],
                     kube: None,
+                    kube_join: None,
                 },
                 boot_ms,
                 table: PeerTable::new(BASE_MS),

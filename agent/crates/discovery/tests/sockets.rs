@@ -33,6 +33,7 @@ fn ann(id: u8, role: Role) -> Announcement {
         etcd: None,
         proposal: vec![],
         kube: None,
+        kube_join: None,
     }
 }
 
