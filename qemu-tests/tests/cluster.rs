@@ -4,6 +4,11 @@
 //!
 //! 1. self-assembly: one etcd cluster of three voters over TLS, exactly one
 //!    VIP holder, a key written through the VIP readable on every member;
+//!    7a. power cut during assembly: one master (seeded choice) is killed
+//!    at a seeded point 5-90 s after its power-on (kernel, systemd,
+//!    discovery, etcd start or bootstrap) and booted again with its disk;
+//!    the masters must still converge, and no snapshot may ever show two
+//!    etcd cluster ids ("never two clusters");
 //! 2. failover: SIGKILL of the VIP holder's QEMU, another master holds the
 //!    VIP and writes through the VIP succeed with two members;
 //! 3. rejoin: the killed master boots again with its disk: same member id,
@@ -14,9 +19,20 @@
 //!    two keep quorum and the VIP; healed, all converge to three voters;
 //! 4. replacement: a master gone for good is replaced by a blank one: the
 //!    stale member is removed, the new one added and promoted;
+//!    7b. power cut during the join: the blank master-4 is killed at a
+//!    seeded point 5-90 s after its power-on and booted again with the
+//!    same (half-written) disk; the replacement must still converge;
 //! 8. worker (booted with the replacement): sees every master through
 //!    discovery, is no etcd member, reports the Kubernetes join skipped
-//!    with the reason (images built without Kubernetes).
+//!    with the reason (images built without Kubernetes), and reports the
+//!    join material it got from discovery: API endpoint on the VIP, the
+//!    Kubernetes CA pin and the token id the harness derives itself from
+//!    the secret (never the token secret).
+//!
+//! The power cuts are seeded: `KUBEBOOT_SEED=<n>` replays a run (the seed
+//! is printed at the start and with every panic); without it the seed
+//! comes from the clock. `make test-power-cut SEEDS="1 2 3"` runs the test
+//! once per seed.
 //!
 //! Needs `make image` (out/master), root (network namespaces), QEMU, dnsmasq
 //! and etcdctl. Console logs and status streams:
@@ -38,7 +54,14 @@ const ASSEMBLY_TIMEOUT: Duration = Duration::from_secs(600);
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
 const REJOIN_TIMEOUT: Duration = Duration::from_secs(480);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
-const INTRUDER_WATCH: Duration = Duration::from_secs(45);
+/// Long enough for several discovery rounds of the intruder (its messages
+/// must be counted as rejected), short enough not to cost CI time.
+const INTRUDER_WATCH: Duration = Duration::from_secs(25);
+/// Power cuts (7) happen this many seconds after the victim's power-on:
+/// from kernel boot to etcd bootstrap/join under TCG.
+const CUT_WINDOW: std::ops::RangeInclusive<u64> = 5..=90;
+/// How long a cut guest stays off before it powers on again.
+const CUT_PAUSE: Duration = Duration::from_secs(3);
 const PARTITION_TIMEOUT: Duration = Duration::from_secs(180);
 /// Dead-member grace (30 s) + boot + join as learner + promotion.
 const REPLACE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -46,6 +69,76 @@ const REPLACE_TIMEOUT: Duration = Duration::from_secs(600);
 const FAILED_GRACE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_secs(1);
 const FAST_POLL: Duration = Duration::from_millis(250);
+
+/// SplitMix64: a tiny deterministic PRNG, enough to pick power-cut points
+/// reproducibly from a seed (the workspace's `rand` versions are not
+/// qemu-tests dependencies; this avoids adding one for three numbers).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `range` (modulo bias is irrelevant here).
+    fn in_range(&mut self, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let span = range.end() - range.start() + 1;
+        range.start() + self.next() % span
+    }
+}
+
+/// The seed of this run: `KUBEBOOT_SEED` or the clock. Every panic message
+/// is followed by the line that replays the run.
+fn seed() -> u64 {
+    let seed = match std::env::var("KUBEBOOT_SEED") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("KUBEBOOT_SEED={v:?} is not a u64: {e}")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000)
+            .unwrap_or(0),
+    };
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!(
+            "*** power-cut seed {seed}: reproduce with KUBEBOOT_SEED={seed} make test-cluster ***"
+        );
+    }));
+    seed
+}
+
+/// The etcd cluster ids the nodes in `names` report (stale reports of a
+/// powered-off node are not in the snapshot).
+fn cluster_ids(snap: &BTreeMap<String, Option<Reading>>, names: &[&str]) -> BTreeSet<String> {
+    names
+        .iter()
+        .filter_map(|n| snap.get(*n)?.as_ref()?.report.etcd.cluster_id.clone())
+        .collect()
+}
+
+/// Where a node is at a power cut: its reported phase, or "no status yet".
+fn phase_of(snap: &BTreeMap<String, Option<Reading>>, name: &str) -> String {
+    match snap.get(name).and_then(Option::as_ref) {
+        Some(r) => format!(
+            "phase {}{}",
+            r.report.phase,
+            r.report
+                .etcd
+                .member_id
+                .as_ref()
+                .map(|m| format!(", etcd member {m}"))
+                .unwrap_or_default()
+        ),
+        None => "no status yet (kernel/systemd)".to_owned(),
+    }
+}
 
 struct Timeline(Instant);
 
@@ -171,6 +264,16 @@ fn read_local(c: &Cluster, etcd: &EtcdClient, node: &str, key: &str, want: &str)
     panic!("{key} not readable on {node} ({endpoint}) as {want:?}: {last}");
 }
 
+/// The Kubernetes CA pin and bootstrap token id the agents derive from
+/// `secret` (same crates, same derivation).
+fn join_material(secret: &str) -> (String, String) {
+    let secret = cluster_config::ClusterSecret::new(secret.to_owned()).expect("test secret");
+    let name = qemu_tests::cluster::DEFAULT_CLUSTER_NAME;
+    let pki = pki::ClusterPki::derive(&secret, name).expect("deriving the PKI");
+    let token = kubeadm::BootstrapToken::derive(&secret, name).expect("deriving the token");
+    (pki.kubernetes_ca.spki_pin(), token.id().to_owned())
+}
+
 #[test]
 fn three_masters_assemble_and_survive_faults() {
     let pid = std::process::id();
@@ -186,6 +289,19 @@ fn three_masters_assemble_and_survive_faults() {
             dir.display()
         ));
     }
+    let seed = seed();
+    let mut rng = SplitMix64(seed);
+    let cut_a_index = rng.in_range(1..=3) as u8;
+    let cut_a_after = Duration::from_secs(rng.in_range(CUT_WINDOW));
+    let cut_b_after = Duration::from_secs(rng.in_range(CUT_WINDOW));
+    tl.log(format!(
+        "*** power-cut seed {seed} (KUBEBOOT_SEED={seed} replays it): \
+         7a cuts master-{cut_a_index} {}s after its power-on, \
+         7b cuts master-4 {}s after its power-on ***",
+        cut_a_after.as_secs(),
+        cut_b_after.as_secs()
+    ));
+    let join_secret = secret.clone();
     let opts = ClusterOptions::new(run_dir.clone(), format!("kb-t{pid}"), secret);
     let mut c = Cluster::create(opts).or_panic("creating the private network");
     let etcd = c.etcd().or_panic("minting the etcd client certificate");
@@ -194,7 +310,8 @@ fn three_masters_assemble_and_survive_faults() {
         run_dir.display()
     ));
 
-    // 1. Self-assembly.
+    // 1. Self-assembly, with the power cut of 7a.
+    let mut cut_a_at = Instant::now();
     for i in 1..=3u8 {
         let name = format!("master-{i}");
         let n = c
@@ -205,6 +322,9 @@ fn three_masters_assemble_and_survive_faults() {
             n.ip(),
             n.console.display()
         ));
+        if i == cut_a_index {
+            cut_a_at = Instant::now() + cut_a_after;
+        }
         if i < 3 {
             std::thread::sleep(Duration::from_secs(4));
         }
@@ -215,41 +335,82 @@ fn three_masters_assemble_and_survive_faults() {
     let refs: Vec<&str> = m.iter().map(String::as_str).collect();
     let mut booted = BTreeSet::new();
     let mut failed_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let cut_a = format!("master-{cut_a_index}");
+    // Every snapshot of the assembly: at most one etcd cluster id, and a
+    // failed agent says why now instead of after the timeout.
+    let mut watch = |snap: &BTreeMap<String, Option<Reading>>| {
+        let ids = cluster_ids(snap, &refs);
+        assert!(
+            ids.len() <= 1,
+            "two etcd clusters during the assembly: {ids:?}\n{}",
+            snap.keys()
+                .map(|n| format!("{n}: {}", phase_of(snap, n)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        for (name, r) in snap {
+            let Some(r) = r else { continue };
+            if booted.insert(name.clone()) {
+                tl.log(format!(
+                    "{name}: status stream up, phase {}",
+                    r.report.phase
+                ));
+            }
+            // A failed agent (bad configuration, no secret) stays
+            // failed: say why now instead of after the timeout.
+            if r.report.phase == "failed" {
+                let since = *failed_since
+                    .entry(name.clone())
+                    .or_insert_with(Instant::now);
+                assert!(
+                    since.elapsed() < FAILED_GRACE,
+                    "{name}: the agent reports phase failed for {}s: {}\nlogs in {}",
+                    FAILED_GRACE.as_secs(),
+                    r.report.detail,
+                    run_dir.display()
+                );
+            } else {
+                failed_since.remove(name);
+            }
+        }
+    };
+    // 7a. The power cut: unless the cluster converged before the cut point
+    // (it cannot under TCG in 90 s, but then the cut still happens).
+    let at_cut = c
+        .wait(
+            &format!("the power-cut point of {cut_a}"),
+            cut_a_after + Duration::from_secs(30),
+            POLL,
+            |snap| {
+                watch(snap);
+                (Instant::now() >= cut_a_at).then(|| phase_of(snap, &cut_a))
+            },
+        )
+        .or_panic("waiting for the power-cut point");
+    c.power_off(&cut_a).or_panic("power cut during assembly");
+    tl.log(format!(
+        "7a. power cut of {cut_a} {}s after its power-on ({at_cut})",
+        cut_a_after.as_secs()
+    ));
+    std::thread::sleep(CUT_PAUSE);
+    c.restart(&cut_a)
+        .or_panic("powering the cut master on again");
+    tl.log(format!("7a. {cut_a} powered on again with its disk"));
     let a = c
         .wait(
             "three healthy voters of one cluster and one VIP holder",
             ASSEMBLY_TIMEOUT,
             POLL,
             |snap| {
-                for (name, r) in snap {
-                    let Some(r) = r else { continue };
-                    if booted.insert(name.clone()) {
-                        tl.log(format!(
-                            "{name}: status stream up, phase {}",
-                            r.report.phase
-                        ));
-                    }
-                    // A failed agent (bad configuration, no secret) stays
-                    // failed: say why now instead of after the timeout.
-                    if r.report.phase == "failed" {
-                        let since = *failed_since
-                            .entry(name.clone())
-                            .or_insert_with(Instant::now);
-                        assert!(
-                            since.elapsed() < FAILED_GRACE,
-                            "{name}: the agent reports phase failed for {}s: {}\nlogs in {}",
-                            FAILED_GRACE.as_secs(),
-                            r.report.detail,
-                            run_dir.display()
-                        );
-                    } else {
-                        failed_since.remove(name);
-                    }
-                }
+                watch(snap);
                 converged(snap, &refs)
             },
         )
         .or_panic("self-assembly");
+    tl.log(format!(
+        "7a. power cut during assembly: PASS (one cluster {} despite the cut of {cut_a}; never two cluster ids)",
+        a.cluster_id
+    ));
     tl.log(format!(
         "1. assembled: cluster {}, members {:?}, leader {}, VIP on {}",
         a.cluster_id, a.members, a.leader, a.holder
@@ -476,12 +637,36 @@ fn three_masters_assemble_and_survive_faults() {
     tl.log("8. worker-1 powered on (boots during the replacement)");
     let m = names(&masters);
     let refs4: Vec<&str> = m.iter().map(String::as_str).collect();
+    // 7b. Power cut of the joining master at the seeded point.
+    let at_cut = c
+        .wait(
+            "the power-cut point of master-4",
+            cut_b_after + Duration::from_secs(30),
+            POLL,
+            |snap| {
+                let ids = cluster_ids(snap, &refs4);
+                assert!(ids.len() <= 1, "two etcd clusters during the join: {ids:?}");
+                (replaced_at.elapsed() >= cut_b_after).then(|| phase_of(snap, "master-4"))
+            },
+        )
+        .or_panic("waiting for the power-cut point");
+    c.power_off("master-4")
+        .or_panic("power cut during the join");
+    tl.log(format!(
+        "7b. power cut of master-4 {}s after its power-on ({at_cut})",
+        cut_b_after.as_secs()
+    ));
+    std::thread::sleep(CUT_PAUSE);
+    c.restart("master-4").or_panic("powering master-4 on again");
+    tl.log("7b. master-4 powered on again with its (half-written) disk");
     let r4 = c
         .wait(
             &format!("member {gone_id} removed and master-4 a healthy voter"),
             REPLACE_TIMEOUT,
             POLL,
             |snap| {
+                let ids = cluster_ids(snap, &refs4);
+                assert!(ids.len() <= 1, "two etcd clusters during the join: {ids:?}");
                 let conv = converged(snap, &refs4)?;
                 (!conv.members.values().any(|id| *id == gone_id)).then_some(conv)
             },
@@ -500,6 +685,7 @@ fn three_masters_assemble_and_survive_faults() {
         r4.members,
         r4.holder
     ));
+    tl.log("7b. power cut during the join: PASS");
 
     // 8. Worker: finds every live master through discovery, is no etcd
     // member, and reports the Kubernetes join as skipped with the reason
@@ -549,6 +735,54 @@ fn three_masters_assemble_and_survive_faults() {
         "worker-1: kube phase {kube_state:?} ({reason:?}); these images have no Kubernetes, \
          so the join must be reported as skipped with the reason"
     );
+    // The join material the worker got from authenticated discovery: the
+    // API endpoint on the VIP, the Kubernetes CA pin and the token id, all
+    // equal to what the harness derives itself from the secret.
+    let (want_pin, want_token_id) = join_material(&join_secret);
+    let join = c
+        .wait(
+            "worker-1 to report the join material",
+            Duration::from_secs(60),
+            POLL,
+            |snap| {
+                let w = &snap.get("worker-1")?.as_ref()?.report;
+                w.other.get("kube")?.get("join").cloned()
+            },
+        )
+        .or_panic("worker join material");
+    let field = |k: &str| join.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    assert_eq!(
+        field("api_endpoint"),
+        format!("{VIP}:6443"),
+        "worker-1: join API endpoint is not on the VIP: {join}"
+    );
+    assert_eq!(
+        field("ca_pin"),
+        want_pin,
+        "worker-1: join CA pin differs from the Kubernetes CA derived from the secret: {join}"
+    );
+    assert_eq!(
+        field("token_id"),
+        want_token_id,
+        "worker-1: join token id differs from the one derived from the secret: {join}"
+    );
+    assert_eq!(
+        field("source"),
+        "discovery",
+        "worker-1: the join material must come from discovery: {join}"
+    );
+    let derived = kubeadm::BootstrapToken::derive(
+        &cluster_config::ClusterSecret::new(join_secret.clone()).expect("test secret"),
+        qemu_tests::cluster::DEFAULT_CLUSTER_NAME,
+    )
+    .expect("deriving the token");
+    assert!(
+        !join.to_string().contains(&derived.expose()[7..]),
+        "worker-1 reports the token secret in its status: never allowed"
+    );
+    tl.log(format!(
+        "8. worker join material from discovery: {VIP}:6443, CA pin matches, token id {want_token_id}"
+    ));
     let after = converged(&c.snapshot(), &refs4).unwrap_or_else(|| {
         panic!(
             "the masters stopped being a converged 3-voter cluster with the worker up:\n{}",
