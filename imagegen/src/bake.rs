@@ -14,6 +14,8 @@ use crate::profile::Profile;
 
 /// Where the Kubernetes presence record is baked.
 pub const KUBERNETES_RECORD_PATH: &str = "/usr/lib/kubeboot/kubernetes.toml";
+/// Where the CNI manifest is baked (`<dir>/<name>.yaml`).
+pub const CNI_DIR: &str = "/usr/lib/kubeboot/cni";
 /// Where the profile's sysctls are written.
 pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-kubeboot.conf";
 /// Where the boot-time module list is written.
@@ -63,6 +65,15 @@ pub struct KubernetesRecord {
     /// Why they are absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The baked OCI archive of container images, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_archive: Option<String>,
+    /// The baked CNI manifest, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_manifest: Option<String>,
+    /// The pod CIDR as written in the CNI manifest (the agent replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_pod_cidr: Option<String>,
     /// Installed components: name, path, sha256.
     pub components: Vec<InstalledComponent>,
 }
@@ -85,6 +96,9 @@ impl KubernetesRecord {
             present: false,
             version,
             reason: Some(WITHOUT_KUBERNETES_REASON.to_owned()),
+            images_archive: None,
+            cni_manifest: None,
+            cni_pod_cidr: None,
             components: Vec::new(),
         }
     }
@@ -100,6 +114,15 @@ impl KubernetesRecord {
         }
         if let Some(r) = &self.reason {
             let _ = writeln!(s, "reason = {}", toml_str(r));
+        }
+        for (key, value) in [
+            ("images_archive", &self.images_archive),
+            ("cni_manifest", &self.cni_manifest),
+            ("cni_pod_cidr", &self.cni_pod_cidr),
+        ] {
+            if let Some(v) = value {
+                let _ = writeln!(s, "{key} = {}", toml_str(v));
+            }
         }
         for c in &self.components {
             let _ = write!(

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::assemble::{self, Deb, AGENT_PATH};
 use crate::bake::{self, InstalledComponent, KubernetesRecord};
 use crate::components::{self, sha256_hex, Sources};
+use crate::images;
 use crate::manifest::{
     KernelRecord, Manifest, PackageRecord, Sizes, FORMAT_VERSION, INITRAMFS_FILE, KERNEL_FILE,
     MANIFEST_FILE,
@@ -143,7 +144,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             opts.agent_bin.display()
         )
     })?;
-    let (kubernetes, component_files) = kubernetes_components(&profile, opts)?;
+    let (kubernetes, component_files, data_files) = kubernetes_components(&profile, opts, epoch)?;
 
     // Packages.
     let cache = packages::open_cache(&opts.cache)?;
@@ -186,7 +187,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         .collect();
 
     // Root filesystem.
-    let generated = bake::generated(&profile, &kubernetes);
+    let mut generated = bake::generated(&profile, &kubernetes);
+    generated.extend(data_files);
+    generated.sort_by(|a, b| a.path().cmp(b.path()));
     let pb = bar(opts.progress, debs.len() as u64, "unpacking");
     let mut executables = vec![(AGENT_PATH.to_owned(), agent.clone())];
     executables.extend(component_files);
@@ -277,11 +280,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     })
 }
 
-/// The Kubernetes record and the component files to install.
+/// The Kubernetes record, the component files to install (executable) and
+/// the data files (images archive, CNI manifest).
 fn kubernetes_components(
     profile: &Profile,
     opts: &BuildOptions,
-) -> Result<(KubernetesRecord, Vec<assemble::Executable>)> {
+    epoch: u64,
+) -> Result<(
+    KubernetesRecord,
+    Vec<assemble::Executable>,
+    Vec<bake::Entry>,
+)> {
     if opts.without_kubernetes {
         eprintln!(
             "imagegen: --without-kubernetes: not fetching {} (recorded in the image)",
@@ -295,6 +304,7 @@ fn kubernetes_components(
         return Ok((
             KubernetesRecord::absent(profile.kubernetes_version.clone()),
             Vec::new(),
+            Vec::new(),
         ));
     }
     let sources = Sources {
@@ -306,21 +316,68 @@ fn kubernetes_components(
     let mut installed = Vec::new();
     for c in &profile.components {
         let data = components::obtain(c, &sources)?;
-        installed.push(InstalledComponent {
-            name: c.name.clone(),
-            path: c.path.clone(),
-            sha256: c.sha256.clone(),
+        for (path, bytes) in components::install_files(c, &data)? {
+            installed.push(InstalledComponent {
+                name: c.name.clone(),
+                sha256: sha256_hex(&bytes),
+                path: path.clone(),
+            });
+            files.push((path, bytes));
+        }
+    }
+    let mut data_files = Vec::new();
+    let mut images_archive = None;
+    if !profile.images.is_empty() {
+        let Some(dir) = opts.components_dir.as_deref() else {
+            return Err(images::ImagesError::NoDirectory {
+                count: profile.images.len(),
+                first: format!("{}@{}", profile.images[0].name, profile.images[0].digest),
+            }
+            .into());
+        };
+        let tar = images::collect(dir, &profile.images, epoch)?;
+        eprintln!(
+            "imagegen: {} container images verified, archive {} MiB",
+            profile.images.len(),
+            tar.len() / (1024 * 1024)
+        );
+        data_files.push(bake::Entry::File {
+            path: images::IMAGES_ARCHIVE_PATH.to_owned(),
+            mode: 0o644,
+            data: tar,
         });
-        files.push((c.path.clone(), data));
+        images_archive = Some(images::IMAGES_ARCHIVE_PATH.to_owned());
+    }
+    let mut cni_manifest = None;
+    if let Some(cni) = &profile.cni {
+        let path = format!("{}/{}.yaml", bake::CNI_DIR, cni.name);
+        let as_component = crate::profile::Component {
+            name: format!("{}.yaml", cni.name),
+            url: cni.url.clone(),
+            sha256: cni.sha256.clone(),
+            path: path.clone(),
+            unpack_to: None,
+        };
+        let data = components::obtain(&as_component, &sources)?;
+        data_files.push(bake::Entry::File {
+            path: path.clone(),
+            mode: 0o644,
+            data,
+        });
+        cni_manifest = Some(path);
     }
     Ok((
         KubernetesRecord {
             present: true,
             version: profile.kubernetes_version.clone(),
             reason: None,
+            images_archive,
+            cni_manifest,
+            cni_pod_cidr: profile.cni.as_ref().and_then(|c| c.pod_cidr.clone()),
             components: installed,
         },
         files,
+        data_files,
     ))
 }
 
@@ -392,6 +449,170 @@ pub fn summary_text(s: &BuildSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A components directory made here: kubelet and a crictl tarball whose
+    /// SHA256 the profile pins, two images in OCI archives, a CNI manifest.
+    fn components_fixture(
+        pin_other_digest: bool,
+    ) -> (tempfile::TempDir, Profile, BuildOptions, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("components");
+        std::fs::create_dir_all(c.join("images")).unwrap();
+        std::fs::write(c.join("kubelet"), b"fake kubelet").unwrap();
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(11);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "crictl", &b"fake crictl"[..])
+            .unwrap();
+        let tgz = b.into_inner().unwrap().finish().unwrap();
+        std::fs::write(c.join("crictl-v1.30.1-linux-amd64.tar.gz"), &tgz).unwrap();
+        let (pause, pause_digest) = images::tiny_archive("registry.k8s.io/pause:3.9", 1).unwrap();
+        std::fs::write(c.join("images/pause.tar"), pause).unwrap();
+        let (dns, dns_digest) =
+            images::tiny_archive("registry.k8s.io/coredns/coredns:v1.11.1", 2).unwrap();
+        std::fs::write(c.join("images/coredns.tar"), dns).unwrap();
+        let manifest = "net-conf.json: |\n  { \"Network\": \"10.244.0.0/16\" }\n";
+        std::fs::write(c.join("kube-flannel.yml"), manifest).unwrap();
+        let dns_pin = if pin_other_digest {
+            format!("sha256:{}", "1".repeat(64))
+        } else {
+            dns_digest
+        };
+        let text = format!(
+            "[kubernetes]\nversion = \"v1.30.4\"\n\
+             images = [\"registry.k8s.io/pause:3.9@{pause_digest}\", \
+             \"registry.k8s.io/coredns/coredns:v1.11.1@{dns_pin}\"]\n\
+             [kubernetes.components.kubelet]\nurl = \"https://example.invalid/kubelet\"\n\
+             sha256 = \"{}\"\n\
+             [kubernetes.components.crictl]\n\
+             url = \"https://example.invalid/crictl-v1.30.1-linux-amd64.tar.gz\"\n\
+             sha256 = \"{}\"\nunpack_to = \"/usr/bin\"\n\
+             [kubernetes.cni]\nname = \"flannel\"\n\
+             url = \"https://example.invalid/kube-flannel.yml\"\nsha256 = \"{}\"\n\
+             pod_cidr = \"10.244.0.0/16\"\n[cluster]\nrole = \"master\"\n",
+            sha256_hex(b"fake kubelet"),
+            sha256_hex(&tgz),
+            sha256_hex(manifest.as_bytes()),
+        );
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, text).unwrap();
+        let profile = profile::load(&path).unwrap();
+        let opts = BuildOptions {
+            profile: path,
+            out: None,
+            lockfile: None,
+            offline: true,
+            archive: None,
+            cache: dir.path().join("cache"),
+            agent_bin: PathBuf::from("/nonexistent"),
+            without_kubernetes: false,
+            components_dir: Some(c),
+            source_date_epoch: None,
+            env_source_date_epoch: None,
+            progress: false,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+        };
+        (dir, profile, opts, manifest.to_owned())
+    }
+
+    #[test]
+    fn components_dir_bakes_record_archive_and_cni_manifest() {
+        let (_dir, profile, opts, manifest) = components_fixture(false);
+        let (record, files, data) = kubernetes_components(&profile, &opts, 9).unwrap();
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/usr/bin/crictl", "/usr/bin/kubelet"]);
+        assert_eq!(files[0].1, b"fake crictl");
+        let parsed: toml::Table = record.to_toml().parse().unwrap();
+        assert_eq!(parsed["present"].as_bool(), Some(true));
+        assert_eq!(
+            parsed["images_archive"].as_str(),
+            Some(images::IMAGES_ARCHIVE_PATH)
+        );
+        assert_eq!(
+            parsed["cni_manifest"].as_str(),
+            Some("/usr/lib/kubeboot/cni/flannel.yaml")
+        );
+        assert_eq!(parsed["cni_pod_cidr"].as_str(), Some("10.244.0.0/16"));
+        let data_of = |p: &str| match data.iter().find(|e| e.path() == p) {
+            Some(bake::Entry::File { data, mode, .. }) => {
+                assert_eq!(*mode, 0o644);
+                data.clone()
+            }
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(
+            data_of("/usr/lib/kubeboot/cni/flannel.yaml"),
+            manifest.as_bytes()
+        );
+        let archive = data_of(images::IMAGES_ARCHIVE_PATH);
+        let mut t = tar::Archive::new(&archive[..]);
+        let mut index = None;
+        for e in t.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some("index.json") {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+                index = Some(s);
+            }
+        }
+        let index: serde_json::Value = serde_json::from_str(&index.unwrap()).unwrap();
+        let names: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                m["annotations"]["io.containerd.image.name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "registry.k8s.io/pause:3.9",
+                "registry.k8s.io/coredns/coredns:v1.11.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn mismatching_image_digest_fails_with_both_digests() {
+        let (_dir, profile, opts, _) = components_fixture(true);
+        let err = kubernetes_components(&profile, &opts, 9)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("registry.k8s.io/coredns/coredns:v1.11.1"),
+            "{err}"
+        );
+        assert!(err.contains(&"1".repeat(64)), "{err}");
+        assert!(err.contains("refusing"), "{err}");
+    }
+
+    #[test]
+    fn images_without_components_dir_name_the_flag() {
+        let (_dir, profile, mut opts, _) = components_fixture(false);
+        opts.components_dir = None;
+        let cache = opts.cache.join("components");
+        std::fs::create_dir_all(&cache).unwrap();
+        // The binaries are cached so only the images are left to fail.
+        for c in &profile.components {
+            let src = _dir
+                .path()
+                .join("components")
+                .join(c.url.rsplit('/').next().unwrap());
+            std::fs::copy(src, cache.join(&c.sha256)).unwrap();
+        }
+        let err = kubernetes_components(&profile, &opts, 9)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--components-dir"), "{err}");
+        assert!(err.contains("does not pull"), "{err}");
+    }
 
     #[test]
     fn epoch_precedence_is_cli_env_profile_default() {

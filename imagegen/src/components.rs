@@ -166,6 +166,40 @@ pub fn obtain(c: &Component, sources: &Sources<'_>) -> Result<Vec<u8>, Component
     Ok(data)
 }
 
+/// The files a verified component installs: the artifact itself at its
+/// path, or, for a `unpack_to` tarball (`.tar.gz`), each regular file by
+/// its file name in that directory (sorted).
+pub fn install_files(c: &Component, data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ComponentError> {
+    let Some(dir) = &c.unpack_to else {
+        return Ok(vec![(c.path.clone(), data.to_vec())]);
+    };
+    let bad = |source: std::io::Error| ComponentError::Io {
+        what: "unpacking",
+        path: PathBuf::from(&c.url),
+        source,
+    };
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(data));
+    let mut out = Vec::new();
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().map_err(bad)?;
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(bad)?;
+        out.push((format!("{}/{name}", dir.trim_end_matches('/')), bytes));
+    }
+    if out.is_empty() {
+        return Err(bad(std::io::Error::other("the tarball holds no file")));
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn download(c: &Component) -> Result<Vec<u8>, ComponentError> {
     let unreachable = |reason: String| ComponentError::Unreachable {
         name: c.name.clone(),
@@ -198,6 +232,7 @@ mod tests {
             url: "http://127.0.0.1:9/v1/kubelet".into(),
             sha256: sha256_hex(data),
             path: "/usr/bin/kubelet".into(),
+            unpack_to: None,
         }
     }
 
@@ -262,6 +297,24 @@ mod tests {
             .join("components")
             .join(sha256_hex(b"x"))
             .exists());
+    }
+
+    #[test]
+    fn tarball_component_unpacks_into_its_directory() {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "./bridge", &b"elf"[..]).unwrap();
+        let tgz = b.into_inner().unwrap().finish().unwrap();
+        let mut c = component(&tgz);
+        c.unpack_to = Some("/opt/cni/bin".into());
+        let files = install_files(&c, &tgz).unwrap();
+        assert_eq!(files, [("/opt/cni/bin/bridge".to_owned(), b"elf".to_vec())]);
+        assert!(install_files(&c, b"not gzip").is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod bake;
 pub mod build;
 pub mod cli;
 pub mod components;
+pub mod images;
 pub mod manifest;
 pub mod output;
 pub mod packages;

@@ -230,6 +230,26 @@ pub struct ComponentSpec {
     pub sha256: Option<String>,
     /// Install path in the image (default `/usr/bin/<name>`).
     pub path: Option<String>,
+    /// The artifact is a gzip-compressed tarball: its regular files are
+    /// installed (executable, by file name) into this directory instead of
+    /// the artifact itself at `path` (crictl into `/usr/bin`, the CNI
+    /// plugins into `/opt/cni/bin`).
+    pub unpack_to: Option<String>,
+}
+
+/// `[kubernetes.cni]`: the CNI manifest applied after `kubeadm init`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniSpec {
+    /// Name (`flannel`): the manifest is baked as `<name>.yaml`.
+    pub name: Option<String>,
+    /// Upstream download URL of the manifest.
+    pub url: Option<String>,
+    /// Lowercase hex SHA256 of the manifest.
+    pub sha256: Option<String>,
+    /// The pod CIDR as written in the manifest (the agent replaces it with
+    /// the cluster's).
+    pub pod_cidr: Option<String>,
 }
 
 /// `[kubernetes]`: components fetched from upstream, not from Debian.
@@ -241,6 +261,12 @@ pub struct KubernetesSpec {
     /// Components by name (`kubelet`, `kubeadm`, `kubectl`).
     #[serde(default)]
     pub components: BTreeMap<String, ComponentSpec>,
+    /// Container images shipped in the image's OCI archive, each pinned by
+    /// digest: `registry/name:tag@sha256:<64 hex>`. Lists append.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// The CNI manifest.
+    pub cni: Option<CniSpec>,
 }
 
 /// One profile file as written (user input, every field optional).
@@ -463,6 +489,46 @@ impl ProfileSpec {
                     ));
                 }
             }
+            if let Some(dir) = &c.unpack_to {
+                if !dir.starts_with('/') {
+                    return Err(bad(
+                        &["kubernetes", "components", name, "unpack_to"],
+                        format!("{dir:?} must be absolute"),
+                    ));
+                }
+            }
+        }
+        for image in &self.kubernetes.images {
+            if ImageRef::parse(image).is_none() {
+                return Err(bad(
+                    &["kubernetes", "images"],
+                    format!(
+                        "{image:?} is not pinned by digest: write name:tag@sha256:<64 lowercase hex>"
+                    ),
+                ));
+            }
+        }
+        if let Some(cni) = &self.kubernetes.cni {
+            if let Some(sha) = &cni.sha256 {
+                if !is_sha256(sha) {
+                    return Err(bad(
+                        &["kubernetes", "cni", "sha256"],
+                        format!("{sha:?} is not 64 lowercase hex digits"),
+                    ));
+                }
+            }
+            if let Some(name) = &cni.name {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(bad(
+                        &["kubernetes", "cni", "name"],
+                        format!("{name:?}: use letters, digits, '-' and '_' (it names a file)"),
+                    ));
+                }
+            }
         }
         if let Some(url) = &self.archive.url {
             if !(url.starts_with("http://")
@@ -503,6 +569,7 @@ impl ProfileSpec {
                     url: pick(&base.url, &c.url),
                     sha256: pick(&base.sha256, &c.sha256),
                     path: pick(&base.path, &c.path),
+                    unpack_to: pick(&base.unpack_to, &c.unpack_to),
                 },
             );
         }
@@ -558,6 +625,16 @@ impl ProfileSpec {
             kubernetes: KubernetesSpec {
                 version: pick(&self.kubernetes.version, &child.kubernetes.version),
                 components,
+                images: union(&self.kubernetes.images, &child.kubernetes.images),
+                cni: match (&self.kubernetes.cni, &child.kubernetes.cni) {
+                    (Some(a), Some(b)) => Some(CniSpec {
+                        name: pick(&a.name, &b.name),
+                        url: pick(&a.url, &b.url),
+                        sha256: pick(&a.sha256, &b.sha256),
+                        pod_cidr: pick(&a.pod_cidr, &b.pod_cidr),
+                    }),
+                    (a, b) => b.clone().or_else(|| a.clone()),
+                },
             },
             cluster: match (&self.cluster, &child.cluster) {
                 (Some(a), Some(b)) => Some(a.merge(b)),
@@ -655,6 +732,46 @@ pub struct Component {
     pub sha256: String,
     /// Install path in the image.
     pub path: String,
+    /// A `.tar.gz` whose regular files go into this directory.
+    pub unpack_to: Option<String>,
+}
+
+/// A container image reference pinned by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageRef {
+    /// The reference without the digest (`registry.k8s.io/pause:3.9`), as
+    /// an OCI archive names it (`org.opencontainers.image.ref.name` /
+    /// `io.containerd.image.name`).
+    pub name: String,
+    /// The manifest (or index) digest, `sha256:<64 hex>`.
+    pub digest: String,
+}
+
+impl ImageRef {
+    /// Parses `name@sha256:<64 lowercase hex>`; `None` if it is not pinned.
+    pub fn parse(text: &str) -> Option<ImageRef> {
+        let (name, hex) = text.split_once("@sha256:")?;
+        if name.is_empty() || name.contains(char::is_whitespace) || !is_sha256(hex) {
+            return None;
+        }
+        Some(ImageRef {
+            name: name.to_owned(),
+            digest: format!("sha256:{hex}"),
+        })
+    }
+}
+
+/// The validated CNI manifest declaration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cni {
+    /// Name: the manifest is baked as `<name>.yaml`.
+    pub name: String,
+    /// Upstream URL.
+    pub url: String,
+    /// Expected SHA256 (lowercase hex).
+    pub sha256: String,
+    /// The pod CIDR as written in the manifest, if declared.
+    pub pod_cidr: Option<String>,
 }
 
 /// The validated, merged profile.
@@ -692,6 +809,10 @@ pub struct Profile {
     pub kubernetes_version: Option<String>,
     /// Kubernetes components.
     pub components: Vec<Component>,
+    /// Container images for the OCI archive, pinned by digest.
+    pub images: Vec<ImageRef>,
+    /// The CNI manifest, if declared.
+    pub cni: Option<Cni>,
     /// The cluster configuration to bake (validated, role set).
     pub cluster: ClusterSpec,
     /// The node role.
@@ -807,8 +928,35 @@ impl Profile {
                     .path
                     .clone()
                     .unwrap_or_else(|| format!("/usr/bin/{cname}")),
+                unpack_to: c.unpack_to.clone(),
             });
         }
+        // Validated by ProfileSpec::validate: every entry parses.
+        let images: Vec<ImageRef> = merged
+            .kubernetes
+            .images
+            .iter()
+            .filter_map(|i| ImageRef::parse(i))
+            .collect();
+        let cni = match &merged.kubernetes.cni {
+            None => None,
+            Some(c) => {
+                let need = |v: &Option<String>, key: &str| {
+                    v.clone().ok_or_else(|| {
+                        bad(
+                            &["kubernetes", "cni", key],
+                            format!("the CNI declares no {key}"),
+                        )
+                    })
+                };
+                Some(Cni {
+                    name: need(&c.name, "name")?,
+                    url: need(&c.url, "url")?,
+                    sha256: need(&c.sha256, "sha256")?,
+                    pod_cidr: c.pod_cidr.clone(),
+                })
+            }
+        };
         if !components.is_empty() && merged.kubernetes.version.is_none() {
             return Err(bad(
                 &["kubernetes", "version"],
@@ -880,6 +1028,8 @@ impl Profile {
             system: merged.system.clone(),
             kubernetes_version: merged.kubernetes.version.clone(),
             components,
+            images,
+            cni,
             cluster: cluster_spec,
             role,
         })
@@ -1093,6 +1243,48 @@ mod tests {
         )]);
         let err = Profile::from_chain(&c).unwrap_err();
         assert!(err.to_string().contains("no sha256"), "{err}");
+    }
+
+    #[test]
+    fn image_without_digest_is_refused_with_the_key() {
+        let err = parse("[kubernetes]\nimages = [\"registry.k8s.io/pause:3.9\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kubernetes.images"), "{err}");
+        assert!(err.contains("not pinned by digest"), "{err}");
+    }
+
+    #[test]
+    fn images_append_and_cni_merges_field_by_field() {
+        let d1 = "a".repeat(64);
+        let d2 = "b".repeat(64);
+        let parent = format!(
+            "[kubernetes]\nimages = [\"r/pause:3.9@sha256:{d1}\"]\n\
+             [kubernetes.cni]\nname = \"flannel\"\nurl = \"https://example.invalid/f.yml\"\n\
+             sha256 = \"{d1}\"\npod_cidr = \"10.244.0.0/16\"\n"
+        );
+        let child = format!(
+            "extends = \"p.toml\"\n[kubernetes]\nimages = [\"r/dns:v1@sha256:{d2}\"]\n\
+             [kubernetes.cni]\nsha256 = \"{d2}\"\n[cluster]\nrole = \"master\"\n"
+        );
+        let p = Profile::from_chain(&chain(&[("p.toml", &parent), ("m.toml", &child)])).unwrap();
+        let names: Vec<&str> = p.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["r/pause:3.9", "r/dns:v1"]);
+        assert_eq!(p.images[1].digest, format!("sha256:{d2}"));
+        let cni = p.cni.unwrap();
+        assert_eq!(cni.name, "flannel");
+        assert_eq!(cni.sha256, d2);
+        assert_eq!(cni.pod_cidr.as_deref(), Some("10.244.0.0/16"));
+    }
+
+    #[test]
+    fn cni_without_url_is_refused() {
+        let c = chain(&[(
+            "m.toml",
+            "[kubernetes.cni]\nname = \"flannel\"\n[cluster]\nrole = \"master\"\n",
+        )]);
+        let err = Profile::from_chain(&c).unwrap_err().to_string();
+        assert!(err.contains("kubernetes.cni.url"), "{err}");
     }
 
     #[test]
