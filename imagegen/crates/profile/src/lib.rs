@@ -1333,7 +1333,12 @@ mod tests {
             );
             assert!(p.include.iter().any(|x| x == "containerd"), "{file}");
             assert!(p.modules.iter().any(|m| m == "br_netfilter"), "{file}");
-            assert_eq!(p.components.len(), 3, "{file}");
+            let names: Vec<&str> = p.components.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names, ["crictl", "kubeadm", "kubectl", "kubelet"], "{file}");
+            assert!(p
+                .images
+                .iter()
+                .any(|i| i.name == "registry.k8s.io/pause:3.9"));
             assert!(
                 p.overlays.iter().all(|o| o.is_dir()),
                 "{file}: {:?}",
