@@ -486,11 +486,13 @@ impl Kube {
     /// (a refusal is logged once per new text). Cheap; call it on every
     /// run-loop turn, also when the phase is skipped.
     pub fn observe_join(&mut self, peers: &[KubePeer]) {
-        let (join, error) = match &self.derived_join {
-            Err(e) => (None, Some(format!("no join material: {e}"))),
+        // Without material of its own (no VIP) the report says why; only
+        // a refusal of announced material is logged.
+        let (join, error, log) = match &self.derived_join {
+            Err(e) => (None, Some(format!("no join material: {e}")), false),
             Ok(own) => match resolve_join(self.role, own, peers) {
-                Ok(j) => (j, None),
-                Err(e) => (None, Some(e)),
+                Ok(j) => (j, None, true),
+                Err(e) => (None, Some(e), true),
             },
         };
         self.join = join.clone();
@@ -498,7 +500,7 @@ impl Kube {
             if r.kube.join == join && r.kube.join_error == error {
                 return false;
             }
-            if let Some(e) = &error {
+            if let Some(e) = error.as_ref().filter(|_| log) {
                 if r.kube.join_error.as_ref() != Some(e) {
                     tracing::error!("kube phase: {e}");
                 }

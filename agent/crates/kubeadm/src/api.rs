@@ -78,6 +78,18 @@ pub struct ClusterConfiguration {
     /// API server settings.
     #[serde(rename = "apiServer")]
     pub api_server: ApiServer,
+    /// Controller manager settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_manager: Option<ControlPlaneComponent>,
+}
+
+/// `ControlPlaneComponent` (the controller manager's settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlaneComponent {
+    /// Extra flags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<Arg>,
 }
 
 /// `JoinConfiguration`: settings of `kubeadm join` (control plane or worker).
@@ -289,4 +301,6 @@ pub struct KubeletConfiguration {
     pub cgroup_driver: String,
     /// containerd's CRI socket.
     pub container_runtime_endpoint: String,
+    /// FlexVolume plugin directory (writable: `/usr` is read-only).
+    pub volume_plugin_dir: String,
 }

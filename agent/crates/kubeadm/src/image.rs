@@ -63,6 +63,12 @@ pub struct ImageKubernetes {
     /// The CNI manifest baked into the image, applied after init.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_manifest: Option<String>,
+    /// The pod CIDR written in the CNI manifest as shipped (for example
+    /// flannel's `10.244.0.0/16`). When set and different from the
+    /// cluster's pod subnet, the agent applies a copy of the manifest with
+    /// that string replaced ([`cni_manifest_for_cluster`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_pod_cidr: Option<String>,
     /// The installed upstream components (imagegen's `[[components]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub components: Vec<InstalledComponent>,
@@ -89,6 +95,8 @@ pub enum ImageVerdict {
         version: String,
         /// The CNI manifest to apply after init, if the image has one.
         cni_manifest: Option<String>,
+        /// The pod CIDR written in that manifest, if recorded.
+        cni_pod_cidr: Option<String>,
         /// The OCI archive of control-plane images to import first.
         images_archive: Option<String>,
     },
@@ -97,6 +105,21 @@ pub enum ImageVerdict {
         /// Shown in `agent status`.
         reason: String,
     },
+}
+
+/// The CNI manifest's text for a cluster whose pod subnet is `pod_subnet`:
+/// `None` when the manifest can be applied as shipped (no recorded CIDR, or
+/// the same one), else the text with every occurrence of `shipped_cidr`
+/// replaced by `pod_subnet`. Pure.
+pub fn cni_manifest_for_cluster(
+    text: &str,
+    shipped_cidr: Option<&str>,
+    pod_subnet: &str,
+) -> Option<String> {
+    match shipped_cidr {
+        Some(c) if !c.is_empty() && c != pod_subnet => Some(text.replace(c, pod_subnet)),
+        _ => None,
+    }
 }
 
 impl ImageKubernetes {
@@ -124,6 +147,7 @@ impl ImageKubernetes {
             (true, Some(v), _) if !v.is_empty() => Ok(ImageVerdict::Present {
                 version: v.clone(),
                 cni_manifest: self.cni_manifest.clone(),
+                cni_pod_cidr: self.cni_pod_cidr.clone(),
                 images_archive: self.images_archive.clone(),
             }),
             (true, _, _) => Err(invalid("present = true needs version = \"v1.x.y\"")),
@@ -180,6 +204,7 @@ mod tests {
             ImageVerdict::Present {
                 version: "v1.31.4".into(),
                 cni_manifest: None,
+                cni_pod_cidr: None,
                 images_archive: None,
             }
         );
@@ -221,6 +246,40 @@ mod tests {
     }
 
     #[test]
+    fn cni_pod_cidr_is_optional_and_rewrites_the_manifest() {
+        let with = "present = true\nversion = \"v1.31.4\"\n\
+            cni_manifest = \"/usr/lib/kubeboot/cni/flannel.yaml\"\n\
+            cni_pod_cidr = \"10.244.0.0/16\"\n";
+        let m = ImageKubernetes::from_toml("k.toml", with).unwrap();
+        assert_eq!(m.cni_pod_cidr.as_deref(), Some("10.244.0.0/16"));
+        assert_eq!(ImageKubernetes::from_toml("k", &m.to_toml()).unwrap(), m);
+        match m.verdict("k.toml").unwrap() {
+            ImageVerdict::Present { cni_pod_cidr, .. } => {
+                assert_eq!(cni_pod_cidr.as_deref(), Some("10.244.0.0/16"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Records written before the field parse, without it.
+        let without = "present = true\nversion = \"v1.31.4\"\n";
+        let m = ImageKubernetes::from_toml("k.toml", without).unwrap();
+        assert_eq!(m.cni_pod_cidr, None);
+        assert!(!m.to_toml().contains("cni_pod_cidr"));
+        let manifest = "net-conf.json: |\n  { \"Network\": \"10.244.0.0/16\" }\n";
+        assert_eq!(
+            cni_manifest_for_cluster(manifest, Some("10.244.0.0/16"), "10.32.0.0/16").as_deref(),
+            Some("net-conf.json: |\n  { \"Network\": \"10.32.0.0/16\" }\n")
+        );
+        assert_eq!(
+            cni_manifest_for_cluster(manifest, Some("10.244.0.0/16"), "10.244.0.0/16"),
+            None
+        );
+        assert_eq!(
+            cni_manifest_for_cluster(manifest, None, "10.32.0.0/16"),
+            None
+        );
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_the_path() {
         let err = ImageKubernetes::from_toml(
             "/usr/lib/kubeboot/kubernetes.toml",
@@ -243,6 +302,7 @@ mod tests {
             version: Some("v1.31.4".into()),
             images_archive: Some("/usr/lib/kubeboot/images.oci.tar".into()),
             cni_manifest: None,
+            cni_pod_cidr: None,
             components: vec![InstalledComponent {
                 name: "kubeadm".into(),
                 path: "/usr/bin/kubeadm".into(),

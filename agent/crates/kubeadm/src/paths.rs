@@ -5,6 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// The kubelet's (and the controller manager's) FlexVolume plugin
+/// directory: the upstream default under `/usr/libexec` is read-only on
+/// kubeboot images, `/var/lib` is the persistent data disk.
+pub const VOLUME_PLUGIN_DIR: &str = "/var/lib/kubelet/volumeplugins";
 /// kubeadm's certificate directory.
 pub const PKI_DIR: &str = "/etc/kubernetes/pki";
 /// Kubernetes CA certificate.

@@ -146,6 +146,10 @@ pub struct KubeContext {
     pub joiners_waiting: bool,
 }
 
+/// The file name of the CNI manifest copy with the cluster's pod CIDR
+/// (under [`config_path`]'s directory), when the shipped one differs.
+pub const CNI_MANIFEST_COPY: &str = "cni.yaml";
+
 /// The rendered configuration file, as kubeadm sees it.
 pub fn config_path(name: &str) -> String {
     format!("{}/{name}", standard(KUBEADM_CONFIG_DIR))
@@ -249,7 +253,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 ApiHealth::Unknown
             },
         };
-        let (version, cni_manifest, images_archive) =
+        let (version, cni_manifest, cni_pod_cidr, images_archive) =
             match image::read_verdict(&self.image_manifest)? {
                 ImageVerdict::Skip { reason } => {
                     status.phase = PhaseState::Skipped { reason };
@@ -258,8 +262,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 ImageVerdict::Present {
                     version,
                     cni_manifest,
+                    cni_pod_cidr,
                     images_archive,
-                } => (version, cni_manifest, images_archive),
+                } => (version, cni_manifest, cni_pod_cidr, images_archive),
             };
         let mut inputs = ctx.inputs.clone();
         // The kubeadm in the image decides the version (and so the
@@ -293,7 +298,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                     Ok(v) => {
                         status.init_node = Some(v.winner.clone());
                         status.is_init_node = v.is_self;
-                        self.maintain(ctx, &v, cni_manifest.as_deref()).await;
+                        self.maintain(ctx, &v, cni_manifest.as_deref(), cni_pod_cidr.as_deref())
+                            .await;
                     }
                     Err(e) => tracing::warn!("kube phase: reading the init election: {e}"),
                 }
@@ -391,7 +397,13 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                         status.phase = PhaseState::Ready;
                         if step == Step::Init {
                             if let Some(v) = &view {
-                                self.maintain(ctx, v, cni_manifest.as_deref()).await;
+                                self.maintain(
+                                    ctx,
+                                    v,
+                                    cni_manifest.as_deref(),
+                                    cni_pod_cidr.as_deref(),
+                                )
+                                .await;
                             }
                         }
                         Ok(self.probed(status).await)
@@ -493,7 +505,13 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
 
     /// Housekeeping of a set-up master: the init-done marker, the CNI and
     /// the token. Failures are logged and tried again on the next call.
-    async fn maintain(&mut self, ctx: &KubeContext, view: &InitView, cni_manifest: Option<&str>) {
+    async fn maintain(
+        &mut self,
+        ctx: &KubeContext,
+        view: &InitView,
+        cni_manifest: Option<&str>,
+        cni_pod_cidr: Option<&str>,
+    ) {
         if view.is_self && !view.done {
             if let Some(client) = self.etcd.as_mut() {
                 if let Err(e) = election::mark_init_done(client, &ctx.node_id).await {
@@ -505,6 +523,39 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             match cni_manifest {
                 None => self.cni_applied = true,
                 Some(manifest) => {
+                    // The manifest as shipped, or a copy whose pod CIDR is
+                    // the cluster's (kubeadm's podSubnet).
+                    let pod_subnet = ctx.inputs.pod_subnet.to_string();
+                    let (path, files) = match cni_pod_cidr.filter(|c| *c != pod_subnet) {
+                        None => (manifest.to_owned(), vec![]),
+                        Some(_) => {
+                            let host = self.paths.host(manifest);
+                            match std::fs::read_to_string(&host) {
+                                Ok(text) => match image::cni_manifest_for_cluster(
+                                    &text,
+                                    cni_pod_cidr,
+                                    &pod_subnet,
+                                ) {
+                                    Some(copy) => (
+                                        config_path(CNI_MANIFEST_COPY),
+                                        vec![FileSpec {
+                                            path: self.paths.config_file(CNI_MANIFEST_COPY),
+                                            contents: copy,
+                                            mode: 0o644,
+                                        }],
+                                    ),
+                                    None => (manifest.to_owned(), vec![]),
+                                },
+                                Err(e) => {
+                                    tracing::warn!(
+                                        "kube phase: reading the CNI manifest {}: {e}",
+                                        host.display()
+                                    );
+                                    return;
+                                }
+                            }
+                        }
+                    };
                     let inv = Invocation {
                         program: Program::Kubectl,
                         args: vec![
@@ -512,9 +563,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                             standard(ADMIN_CONF),
                             "apply".into(),
                             "-f".into(),
-                            manifest.to_owned(),
+                            path,
                         ],
-                        files: vec![],
+                        files,
                         redact: vec![],
                     };
                     match self.runner.run(&inv).await {

@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::api::*;
 use crate::paths::{
     standard, APISERVER_ETCD_CLIENT_CRT, APISERVER_ETCD_CLIENT_KEY, ETCD_CA_CRT, PKI_DIR,
+    VOLUME_PLUGIN_DIR,
 };
 use crate::pin::CaPin;
 use crate::token::{go_duration, BootstrapToken, TOKEN_DESCRIPTION};
@@ -273,6 +274,14 @@ impl KubeadmInputs {
                 cert_sans: self.cert_sans(),
                 extra_args: Vec::new(),
             },
+            // kubeadm mounts this directory into the controller manager's
+            // pod (creating it): the default under /usr is read-only.
+            controller_manager: Some(ControlPlaneComponent {
+                extra_args: vec![Arg {
+                    name: "flex-volume-plugin-dir".to_owned(),
+                    value: VOLUME_PLUGIN_DIR.to_owned(),
+                }],
+            }),
         }
     }
 
@@ -283,6 +292,7 @@ impl KubeadmInputs {
             kind: "KubeletConfiguration".to_owned(),
             cgroup_driver: CGROUP_DRIVER.to_owned(),
             container_runtime_endpoint: CRI_SOCKET.to_owned(),
+            volume_plugin_dir: VOLUME_PLUGIN_DIR.to_owned(),
         }
     }
 
@@ -436,6 +446,14 @@ fn down_init(init: &mut serde_yaml_ng::Value, cluster: &mut serde_yaml_ng::Value
         .and_then(|t| t.get("controlPlaneComponentHealthCheck").cloned());
     if let Some(m) = cluster.as_mapping_mut() {
         m.shift_remove("encryptionAlgorithm");
+    }
+    if let Some(cm) = cluster
+        .get_mut("controllerManager")
+        .and_then(|c| c.as_mapping_mut())
+    {
+        if let Some(args) = cm.get("extraArgs").map(args_to_map) {
+            cm.insert(key("extraArgs"), args);
+        }
     }
     if let (Some(t), Some(api)) = (
         timeout,

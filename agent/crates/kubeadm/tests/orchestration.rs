@@ -78,6 +78,7 @@ fn image_manifest(root: &Path, present: bool) {
             version: Some("v1.31.4".into()),
             images_archive: None,
             cni_manifest: Some(CNI.into()),
+            cni_pod_cidr: None,
             components: vec![],
         }
     } else {
@@ -87,6 +88,7 @@ fn image_manifest(root: &Path, present: bool) {
             version: None,
             images_archive: None,
             cni_manifest: None,
+            cni_pod_cidr: None,
             components: vec![],
         }
     };
@@ -498,6 +500,7 @@ async fn the_images_archive_is_imported_before_the_join() {
         version: Some("v1.31.4".into()),
         images_archive: Some(archive.into()),
         cni_manifest: None,
+        cni_pod_cidr: None,
         components: vec![],
     };
     write(

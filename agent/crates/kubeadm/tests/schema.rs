@@ -260,6 +260,8 @@ struct KubeletConfiguration {
     rotate_certificates: Option<bool>,
     server_tls_bootstrap: Option<bool>,
     fail_swap_on: Option<bool>,
+    /// `VolumePluginDir string \`json:"volumePluginDir,omitempty"\``.
+    volume_plugin_dir: Option<String>,
 }
 
 #[derive(Deserialize)]
