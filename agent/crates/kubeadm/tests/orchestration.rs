@@ -402,6 +402,25 @@ async fn three_masters_and_a_worker_form_one_cluster() {
 
     // A new agent process on the init node (in-memory state lost): still
     // no kubeadm, the CNI is applied again (idempotent kubectl apply).
+    // This image records that its manifest ships another pod CIDR than
+    // the cluster's: a copy with the cluster's CIDR is applied instead.
+    let root = masters[w].root.path();
+    let pod_subnet = masters[w].ctx.inputs.pod_subnet.to_string();
+    write(
+        root,
+        CNI.trim_start_matches('/'),
+        "net-conf.json: |\n  {\"Network\": \"10.99.0.0/16\"}\n",
+    );
+    let record = ImageKubernetes {
+        present: true,
+        reason: None,
+        version: Some("v1.31.4".into()),
+        images_archive: None,
+        cni_manifest: Some(CNI.into()),
+        cni_pod_cidr: Some("10.99.0.0/16".into()),
+        components: vec![],
+    };
+    write(root, "usr/lib/kubeboot/kubernetes.toml", &record.to_toml());
     let again_runner = masters[w].runner.clone();
     let client = common::client(&etcd).await;
     let mut restarted = KubePhase::new(
@@ -415,6 +434,25 @@ async fn three_masters_and_a_worker_form_one_cluster() {
     let calls = again_runner.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].program, Program::Kubectl);
+    assert_eq!(
+        args(&calls[0]),
+        vec![
+            "--kubeconfig",
+            "/etc/kubernetes/admin.conf",
+            "apply",
+            "-f",
+            "/var/lib/kubeboot/kubeadm/cni.yaml"
+        ]
+    );
+    assert_ne!(pod_subnet, "10.99.0.0/16");
+    assert_eq!(
+        calls[0].files,
+        vec![(
+            root.join("var/lib/kubeboot/kubeadm/cni.yaml"),
+            format!("net-conf.json: |\n  {{\"Network\": \"{pod_subnet}\"}}\n"),
+            0o644
+        )]
+    );
 
     // The worker: no election, no PKI, `kubeadm join` with token and pin.
     let mut wk = worker(&c, "worker-1");
