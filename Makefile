@@ -55,13 +55,18 @@ unit: deps
 
 ## fuzz: every cargo-fuzz target under */crates/*/fuzz and */fuzz, bounded by
 ## FUZZ_RUNS and FUZZ_SECONDS per target. One shared target dir so the fuzz
-## crates compile their common dependencies once.
+## crates compile their common dependencies once. FUZZ_SANITIZER=none by
+## default: the targets are safe Rust (a panic is what libFuzzer catches),
+## and AddressSanitizer instrumentation of every dependency costs minutes of
+## CI compile time and halves the executions per second; FUZZ_SANITIZER=address
+## for a deeper local run.
 FUZZ_SECONDS ?= 15
+FUZZ_SANITIZER ?= none
 fuzz: deps
 	@for dir in $$(ls -d agent/crates/*/fuzz imagegen/crates/*/fuzz imagegen/fuzz agent/fuzz 2>/dev/null); do \
 		for t in $$(cd $$dir/.. && $(CARGO) +nightly fuzz list); do \
 			echo "fuzz: $$dir $$t (up to $(FUZZ_RUNS) runs or $(FUZZ_SECONDS) s)"; \
-			(cd $$dir/.. && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz $(CARGO) +nightly fuzz run $$t -- \
+			(cd $$dir/.. && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz $(CARGO) +nightly fuzz run --sanitizer $(FUZZ_SANITIZER) $$t -- \
 				-runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 		done; \
 	done

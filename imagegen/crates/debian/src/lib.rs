@@ -21,25 +21,31 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "network")]
 pub mod archive;
 pub mod cache;
 pub mod control;
+#[cfg(feature = "network")]
 pub mod fetch;
 pub mod index;
 pub mod lockfile;
 pub mod relation;
 pub mod release;
 pub mod resolve;
+#[cfg(feature = "network")]
 pub mod signature;
 pub mod sources;
 pub mod version;
 
+#[cfg(feature = "network")]
 pub use archive::{Archive, ArchiveSpec, DEFAULT_KEYRING};
 pub use cache::{Cache, CacheError};
+#[cfg(feature = "network")]
 pub use fetch::{fetch, fetch_with, FetchOptions, FetchedDeb, MissingFile, Progress};
 pub use index::{Package, PackageIndex};
 pub use lockfile::{LockedArchive, LockedPackage, Lockfile};
 pub use resolve::{resolve, Problem, Resolution, ResolveError, SkippedDep};
+#[cfg(feature = "network")]
 pub use signature::{Keyring, SignatureError};
 pub use sources::SourcesError;
 pub use version::Version;
@@ -76,6 +82,7 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// `InRelease` signature verification failed.
+    #[cfg(feature = "network")]
     #[error(transparent)]
     Signature(#[from] SignatureError),
     /// The Release text is malformed.
@@ -128,6 +135,7 @@ pub enum Error {
         cache: PathBuf,
     },
     /// Offline, and files are missing from the cache.
+    #[cfg(feature = "network")]
     #[error("offline: {} file(s) missing from cache {}:\n{}", missing.len(), cache.display(), missing.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
     OfflineMissing {
         /// The cache directory.

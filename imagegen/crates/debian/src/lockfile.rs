@@ -6,8 +6,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "network")]
 use crate::archive::Archive;
 use crate::index::{is_sha256_hex, Package};
+#[cfg(feature = "network")]
 use crate::resolve::Resolution;
 use crate::Error;
 
@@ -87,6 +89,7 @@ impl Lockfile {
     }
 
     /// Pins a resolution made against `archive`.
+    #[cfg(feature = "network")]
     pub fn from_resolution(archive: &Archive, resolution: &Resolution) -> Self {
         let spec = archive.spec();
         Self::new(
@@ -117,6 +120,7 @@ impl Lockfile {
     }
 
     /// Whether `archive` is the same index the lockfile was made from.
+    #[cfg(feature = "network")]
     pub fn matches_release(&self, archive: &Archive) -> bool {
         self.archive.release_sha256 == archive.release_sha256()
     }
