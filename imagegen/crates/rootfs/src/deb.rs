@@ -179,36 +179,80 @@ struct Members {
     data: Option<(String, Vec<u8>)>,
 }
 
+/// One member of an `ar` archive: its name and its bytes.
+struct ArMember<'a> {
+    name: String,
+    data: &'a [u8],
+}
+
+/// Walks the members of the `ar` archive a `.deb` is.
+///
+/// Hand-written rather than the `ar` crate: that crate panics (slice index
+/// out of range) on a GNU long-name reference past its name table, which
+/// the `deb` fuzz target found; a `.deb` only ever uses short member names
+/// (dpkg writes `debian-binary`, `control.tar.*`, `data.tar.*`), and the
+/// format is 60-byte headers in front of the data, so every bound is checked
+/// here against the input.
+fn ar_members(deb: &[u8]) -> Result<Vec<ArMember<'_>>, std::io::Error> {
+    use std::io::{Error, ErrorKind};
+    const MAGIC: &[u8] = b"!<arch>\n";
+    const HEADER: usize = 60;
+    let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
+    let mut rest = deb
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("not an ar archive (no !<arch> magic)".into()))?;
+    let mut members = Vec::new();
+    while !rest.is_empty() {
+        if rest.len() < HEADER {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                format!("member header truncated: {} of {HEADER} bytes", rest.len()),
+            ));
+        }
+        let (header, body) = rest.split_at(HEADER);
+        if &header[58..60] != b"`\n" {
+            return Err(bad("member header does not end with `\\n".into()));
+        }
+        let name = String::from_utf8_lossy(&header[..16])
+            .trim_end_matches(' ')
+            .trim_end_matches('/')
+            .to_string();
+        let size_text = std::str::from_utf8(&header[48..58])
+            .map_err(|_| bad(format!("member {name}: size is not ASCII")))?
+            .trim_end_matches(' ');
+        let size: usize = size_text
+            .parse()
+            .map_err(|_| bad(format!("member {name}: size {size_text:?} is not a number")))?;
+        if body.len() < size {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                format!("member {name} truncated: {} of {size} bytes", body.len()),
+            ));
+        }
+        let (data, after) = body.split_at(size);
+        members.push(ArMember { name, data });
+        // Members start on even offsets: an odd size is followed by "\n".
+        rest = if size % 2 == 1 && !after.is_empty() {
+            &after[1..]
+        } else {
+            after
+        };
+    }
+    Ok(members)
+}
+
 fn read_members(deb: &[u8]) -> Result<Members, DebError> {
     let ar_err = |source| DebError::Ar {
         package: "<.deb>".into(),
         source,
     };
-    let mut archive = ar::Archive::new(deb);
     let mut members = Members {
         control: None,
         data: None,
     };
     let mut first = true;
-    while let Some(entry) = archive.next_entry() {
-        let mut entry = entry.map_err(ar_err)?;
-        let name = String::from_utf8_lossy(entry.header().identifier())
-            .trim_end_matches('/')
-            .to_string();
-        let mut bytes = Vec::new();
-        // The member size comes from the header, but read_to_end only grows
-        // with the bytes that really are in the (in-memory) input.
-        entry.read_to_end(&mut bytes).map_err(ar_err)?;
-        let declared = entry.header().size();
-        if bytes.len() as u64 != declared {
-            return Err(ar_err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "member {name} truncated: {} of {declared} bytes",
-                    bytes.len()
-                ),
-            )));
-        }
+    for ArMember { name, data } in ar_members(deb).map_err(ar_err)? {
+        let bytes = data.to_vec();
         if first {
             first = false;
             let text = String::from_utf8_lossy(&bytes).trim().to_string();
@@ -524,6 +568,33 @@ mod tests {
         assert_eq!(field(&f, "Version"), Some("3.4.23-4+b6"));
         assert_eq!(field(&f, "Description"), Some("short\nmore text\n."));
         assert_eq!(f.len(), 3);
+    }
+
+    /// The fuzz target's find: a GNU long-name reference (`/2222…`) with
+    /// no name table made the `ar` crate index out of range.
+    #[test]
+    fn gnu_name_reference_and_bad_headers_are_errors_not_panics() {
+        let mut header = b"/22222222222222".to_vec();
+        header.resize(48, b'2');
+        header.extend_from_slice(b"0         `\n");
+        let deb = [b"!<arch>\n".as_slice(), &header].concat();
+        assert!(matches!(read_members(&deb), Err(DebError::Format { .. })));
+        for bad in [
+            b"!<arch>\nshort".to_vec(),
+            [b"!<arch>\n".as_slice(), &[b' '; 60]].concat(),
+            b"not an ar archive".to_vec(),
+        ] {
+            assert!(matches!(read_members(&bad), Err(DebError::Ar { .. })));
+        }
+        // A member that claims more bytes than there are.
+        let mut h = format!("{:<16}{:<32}{:<10}`\n", "debian-binary", "", 100).into_bytes();
+        h.extend_from_slice(b"2.0\n");
+        let deb = [b"!<arch>\n".as_slice(), &h].concat();
+        let err = read_members(&deb)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("truncated: 4 of 100"), "{err}");
     }
 
     #[test]
