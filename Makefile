@@ -46,9 +46,12 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace --bins
 
+## lint: clippy in the release profile, so its proc-macros and build scripts
+## (ring's and zstd's C code, serde/tokio/zbus/prost macros) are the ones
+## `build` and `unit` reuse instead of a second dev-profile set.
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 unit: deps
 	$(CARGO) test --release --workspace
