@@ -9,6 +9,7 @@
 //!   a later user of the same name replaces the earlier one), `overlays`;
 //! * **tables override key by key**: `archive`, `kernel`, `system.sysctls`,
 //!   `system.alternatives`, `kubernetes.components.<name>` (field by field),
+//!   `kubernetes.registry_mirrors`,
 //!   and `[cluster]` (with [`ClusterSpec::merge`], the schema's own rule);
 //! * **scalars override**: a child's value replaces its parent's.
 //!
@@ -267,6 +268,13 @@ pub struct KubernetesSpec {
     pub images: Vec<String>,
     /// The CNI manifest.
     pub cni: Option<CniSpec>,
+    /// Registry mirrors: the registry host as written in `images`
+    /// (`registry.k8s.io`, `docker.io`) to the base URL of a mirror serving
+    /// the same repositories (`http://127.0.0.1:5000`, a pull-through
+    /// cache). The baked image names stay the original references. A table:
+    /// overrides key by key.
+    #[serde(default)]
+    pub registry_mirrors: BTreeMap<String, String>,
 }
 
 /// One profile file as written (user input, every field optional).
@@ -508,6 +516,23 @@ impl ProfileSpec {
                 ));
             }
         }
+        for (host, url) in &self.kubernetes.registry_mirrors {
+            if !is_registry_host(host) {
+                return Err(bad(
+                    &["kubernetes", "registry_mirrors", host],
+                    format!(
+                        "{host:?} is not a registry host as written in an image reference \
+                         (for example \"registry.k8s.io\" or \"docker.io\")"
+                    ),
+                ));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad(
+                    &["kubernetes", "registry_mirrors", host],
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
         if let Some(cni) = &self.kubernetes.cni {
             if let Some(sha) = &cni.sha256 {
                 if !is_sha256(sha) {
@@ -626,6 +651,11 @@ impl ProfileSpec {
                 version: pick(&self.kubernetes.version, &child.kubernetes.version),
                 components,
                 images: union(&self.kubernetes.images, &child.kubernetes.images),
+                registry_mirrors: {
+                    let mut m = self.kubernetes.registry_mirrors.clone();
+                    m.extend(child.kubernetes.registry_mirrors.clone());
+                    m
+                },
                 cni: match (&self.kubernetes.cni, &child.kubernetes.cni) {
                     (Some(a), Some(b)) => Some(CniSpec {
                         name: pick(&a.name, &b.name),
@@ -697,6 +727,21 @@ fn is_unit_name(s: &str) -> bool {
         && stem
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c))
+}
+
+/// A registry host as the first component of an image reference:
+/// letters, digits, `.`, `-`, and an optional `:port`.
+pub fn is_registry_host(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// 64 lowercase hex digits.
@@ -813,6 +858,9 @@ pub struct Profile {
     pub images: Vec<ImageRef>,
     /// The CNI manifest, if declared.
     pub cni: Option<Cni>,
+    /// Registry mirrors: registry host → mirror base URL
+    /// (`[kubernetes] registry_mirrors`).
+    pub registry_mirrors: BTreeMap<String, String>,
     /// The cluster configuration to bake (validated, role set).
     pub cluster: ClusterSpec,
     /// The node role.
@@ -1030,6 +1078,7 @@ impl Profile {
             components,
             images,
             cni,
+            registry_mirrors: merged.kubernetes.registry_mirrors.clone(),
             cluster: cluster_spec,
             role,
         })
@@ -1275,6 +1324,36 @@ mod tests {
         assert_eq!(cni.name, "flannel");
         assert_eq!(cni.sha256, d2);
         assert_eq!(cni.pod_cidr.as_deref(), Some("10.244.0.0/16"));
+    }
+
+    #[test]
+    fn registry_mirrors_override_key_by_key_and_are_checked() {
+        let parent = "[kubernetes.registry_mirrors]\n\
+                      \"registry.k8s.io\" = \"http://127.0.0.1:5000\"\n\
+                      \"docker.io\" = \"https://mirror.example\"\n";
+        let child = "extends = \"p.toml\"\n[kubernetes.registry_mirrors]\n\
+                     \"registry.k8s.io\" = \"http://10.0.0.1:5000\"\n[cluster]\nrole = \"master\"\n";
+        let p = Profile::from_chain(&chain(&[("p.toml", parent), ("m.toml", child)])).unwrap();
+        assert_eq!(
+            p.registry_mirrors
+                .get("registry.k8s.io")
+                .map(String::as_str),
+            Some("http://10.0.0.1:5000")
+        );
+        assert_eq!(
+            p.registry_mirrors.get("docker.io").map(String::as_str),
+            Some("https://mirror.example")
+        );
+        let err =
+            parse("[kubernetes.registry_mirrors]\n\"registry.k8s.io\" = \"127.0.0.1:5000\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("kubernetes.registry_mirrors"), "{err}");
+        assert!(err.contains("not an http(s) URL"), "{err}");
+        let err = parse("[kubernetes.registry_mirrors]\n\"http://r.example\" = \"http://m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a registry host"), "{err}");
     }
 
     #[test]
