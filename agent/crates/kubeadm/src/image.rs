@@ -1,5 +1,7 @@
 //! What the image says about its Kubernetes components:
-//! `/usr/lib/kubeboot/kubernetes.toml`, written by imagegen, read here.
+//! `/usr/lib/kubeboot/kubernetes.toml`, written by imagegen, read here. The
+//! file's schema is the `kubernetes-record` crate, which both share; this
+//! module adds what the agent makes of it.
 //!
 //! An image built without Kubernetes (no components directory, or the
 //! explicit "none" source) says `present = false` with a `reason`; the kube
@@ -7,105 +9,15 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
-
-/// Where imagegen writes the file (read-only at run time).
-pub const IMAGE_KUBERNETES_PATH: &str = "/usr/lib/kubeboot/kubernetes.toml";
-
-/// Errors reading the image's Kubernetes manifest.
-#[derive(Debug, Error)]
-pub enum ImageError {
-    /// The file exists but could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML of this schema.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The parser's message (line, column, key).
-        message: String,
-    },
-    /// `present = true` without a version, or `present = false` without a
-    /// reason.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-/// The image's Kubernetes manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageKubernetes {
-    /// Whether kubelet, kubeadm and kubectl are in the image.
-    pub present: bool,
-    /// Why they are not (required when `present = false`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The Kubernetes version the components are, for example `v1.31.4`
-    /// (required when `present = true`; kubeadm's `kubernetesVersion`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// The OCI archive of control-plane images to import into containerd
-    /// before kubeadm runs (air-gapped bring-up).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images_archive: Option<String>,
-    /// The CNI manifest baked into the image, applied after init.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni_manifest: Option<String>,
-    /// The pod CIDR written in the CNI manifest as shipped (for example
-    /// flannel's `10.244.0.0/16`). When set and different from the
-    /// cluster's pod subnet, the agent applies a copy of the manifest with
-    /// that string replaced ([`cni_manifest_for_cluster`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni_pod_cidr: Option<String>,
-    /// The installed upstream components (imagegen's `[[components]]`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub components: Vec<InstalledComponent>,
-}
-
-/// One installed upstream component, as imagegen records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstalledComponent {
-    /// Name (`kubelet`).
-    pub name: String,
-    /// Path in the image.
-    pub path: String,
-    /// SHA-256 of the installed file.
-    pub sha256: String,
-}
-
-/// What the manifest means for the kube phase.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageVerdict {
-    /// Kubernetes is in the image, at this version.
-    Present {
-        /// `kubernetesVersion`.
-        version: String,
-        /// The CNI manifest to apply after init, if the image has one.
-        cni_manifest: Option<String>,
-        /// The pod CIDR written in that manifest, if recorded.
-        cni_pod_cidr: Option<String>,
-        /// The OCI archive of control-plane images to import first.
-        images_archive: Option<String>,
-    },
-    /// The phase is skipped, for this reason.
-    Skip {
-        /// Shown in `agent status`.
-        reason: String,
-    },
-}
+/// The record's schema, shared with imagegen (the `kubernetes-record`
+/// crate), under the names this crate has always used: the file
+/// ([`ImageKubernetes`]), one installed component, what the record means
+/// ([`ImageVerdict`]: present, or skipped with a reason), the errors
+/// ([`ImageError`]) and where the file is ([`IMAGE_KUBERNETES_PATH`]).
+pub use kubernetes_record::{
+    InstalledComponent, KubernetesRecord as ImageKubernetes, RecordError as ImageError,
+    Verdict as ImageVerdict, RECORD_PATH as IMAGE_KUBERNETES_PATH,
+};
 
 /// The CNI manifest's text for a cluster whose pod subnet is `pod_subnet`:
 /// `None` when the manifest can be applied as shipped (no recorded CIDR, or
@@ -122,56 +34,15 @@ pub fn cni_manifest_for_cluster(
     }
 }
 
-impl ImageKubernetes {
-    /// Parses the file's text; `path` names it in errors.
-    pub fn from_toml(path: &str, text: &str) -> Result<Self, ImageError> {
-        toml::from_str(text).map_err(|e| ImageError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })
-    }
-
-    /// Renders the file (what imagegen writes).
-    pub fn to_toml(&self) -> String {
-        // Plain data with string keys always serialises.
-        toml::to_string(self).unwrap_or_default()
-    }
-
-    /// The decision: present with a version, or skipped with the reason.
-    pub fn verdict(&self, path: &str) -> Result<ImageVerdict, ImageError> {
-        let invalid = |message: &str| ImageError::Invalid {
-            path: path.to_owned(),
-            message: message.to_owned(),
-        };
-        match (self.present, &self.version, &self.reason) {
-            (true, Some(v), _) if !v.is_empty() => Ok(ImageVerdict::Present {
-                version: v.clone(),
-                cni_manifest: self.cni_manifest.clone(),
-                cni_pod_cidr: self.cni_pod_cidr.clone(),
-                images_archive: self.images_archive.clone(),
-            }),
-            (true, _, _) => Err(invalid("present = true needs version = \"v1.x.y\"")),
-            (false, _, Some(r)) if !r.trim().is_empty() => {
-                Ok(ImageVerdict::Skip { reason: r.clone() })
-            }
-            (false, _, _) => Err(invalid("present = false needs a reason")),
-        }
-    }
-}
-
 /// Reads the manifest at `path` and decides. A missing file means an image
 /// from before this manifest existed, built without Kubernetes: skipped,
 /// and the reason says which file is missing.
 pub fn read_verdict(path: &Path) -> Result<ImageVerdict, ImageError> {
     let shown = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => ImageKubernetes::from_toml(&shown, &text)?.verdict(&shown),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImageVerdict::Skip {
+    match kubernetes_record::read(path)? {
+        Some(record) => record.verdict(&shown),
+        None => Ok(ImageVerdict::Skip {
             reason: format!("the image has no {shown}: it was built without Kubernetes components"),
-        }),
-        Err(source) => Err(ImageError::Read {
-            path: shown,
-            source,
         }),
     }
 }
