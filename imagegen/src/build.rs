@@ -22,6 +22,7 @@ use crate::manifest::{
 use crate::output::{file_sha256, Staging};
 use crate::packages;
 use crate::profile::{self, Profile};
+use crate::registry;
 
 /// Default zstd level of the initramfs. Measured on the master image (222
 /// MiB of cpio): level 3 gives 79 MiB in ~4 s, level 19 gives 64 MiB in
@@ -29,6 +30,34 @@ use crate::profile::{self, Profile};
 /// the default keeps rebuilds fast; `--zstd-level 19` trades build time for
 /// size.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// Where the Kubernetes payload (binaries, CNI manifest, container
+/// images) comes from: the "three sources" of imagegen/README.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubernetesSource {
+    /// Upstream download (the default): binaries from their URLs, images
+    /// from their registries (or mirrors), all cached; a failure fails the
+    /// build.
+    Download,
+    /// Like [`KubernetesSource::Download`], but when upstream is
+    /// unreachable (DNS, connect, timeout; never a checksum or digest
+    /// mismatch, never an HTTP error) the image is built without
+    /// Kubernetes, with a loud warning and the reason recorded.
+    Auto,
+    /// A components directory (`--components-dir DIR`): the binaries by
+    /// name and the images as OCI archives in `DIR/images/*.tar`.
+    Directory(PathBuf),
+    /// No Kubernetes (`--kubernetes none`, `--without-kubernetes`).
+    None,
+}
+
+/// The reason recorded when `--kubernetes auto` could not reach upstream.
+pub fn unreachable_reason(what: &str) -> String {
+    format!(
+        "Kubernetes components unreachable at build time: {what}; rebuild with \
+         --components-dir DIR or from a machine that reaches upstream"
+    )
+}
 
 /// Options of `imagegen build`.
 #[derive(Debug, Clone)]
@@ -47,10 +76,11 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     /// The agent binary.
     pub agent_bin: PathBuf,
-    /// Build without the Kubernetes components.
-    pub without_kubernetes: bool,
-    /// Pre-downloaded components.
-    pub components_dir: Option<PathBuf>,
+    /// Where the Kubernetes components and images come from.
+    pub kubernetes: KubernetesSource,
+    /// Registry mirrors from the command line (registry host → base URL),
+    /// each replacing the profile's mirror for the same host.
+    pub registry_mirrors: BTreeMap<String, String>,
     /// `--source-date-epoch`.
     pub source_date_epoch: Option<u64>,
     /// `SOURCE_DATE_EPOCH` from the environment.
@@ -280,35 +310,93 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     })
 }
 
-/// The Kubernetes record, the component files to install (executable) and
+/// What [`kubernetes_components`] returns: the record, the executables and
 /// the data files (images archive, CNI manifest).
+type KubernetesPayload = (
+    KubernetesRecord,
+    Vec<assemble::Executable>,
+    Vec<bake::Entry>,
+);
+
+/// The Kubernetes record, the component files to install (executable) and
+/// the data files (images archive, CNI manifest), from the chosen source.
 fn kubernetes_components(
     profile: &Profile,
     opts: &BuildOptions,
     epoch: u64,
-) -> Result<(
-    KubernetesRecord,
-    Vec<assemble::Executable>,
-    Vec<bake::Entry>,
-)> {
-    if opts.without_kubernetes {
-        eprintln!(
-            "imagegen: --without-kubernetes: not fetching {} (recorded in the image)",
-            profile
-                .components
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        return Ok((
-            KubernetesRecord::absent(profile.kubernetes_version.clone()),
-            Vec::new(),
-            Vec::new(),
-        ));
+) -> Result<KubernetesPayload> {
+    let dir = match &opts.kubernetes {
+        KubernetesSource::None => {
+            eprintln!(
+                "imagegen: --kubernetes none: not fetching {} (recorded in the image)",
+                payload_names(profile)
+            );
+            return Ok((
+                KubernetesRecord::absent(profile.kubernetes_version.clone()),
+                Vec::new(),
+                Vec::new(),
+            ));
+        }
+        KubernetesSource::Directory(d) => Some(d.as_path()),
+        KubernetesSource::Download | KubernetesSource::Auto => None,
+    };
+    match fetch_kubernetes(profile, opts, dir, epoch) {
+        Ok(payload) => Ok(payload),
+        Err(e) if opts.kubernetes == KubernetesSource::Auto => {
+            let Some(what) = unreachable_target(&e) else {
+                return Err(e);
+            };
+            let line = "=".repeat(78);
+            eprintln!(
+                "{line}\nimagegen: WARNING: upstream is unreachable: {what}\n\
+                 imagegen: WARNING: --kubernetes auto: building WITHOUT Kubernetes ({}); \
+                 the image records present = false.\n\
+                 imagegen: WARNING: cause: {e:#}\n{line}",
+                payload_names(profile)
+            );
+            tracing::warn!(%what, "upstream unreachable: building without Kubernetes");
+            let mut record = KubernetesRecord::absent(profile.kubernetes_version.clone());
+            record.reason = Some(unreachable_reason(&what));
+            Ok((record, Vec::new(), Vec::new()))
+        }
+        Err(e) => Err(e),
     }
+}
+
+/// What was unreachable when `e` is an "upstream unreachable" error of the
+/// components or the registry client.
+fn unreachable_target(e: &anyhow::Error) -> Option<String> {
+    if let Some(c) = e.downcast_ref::<components::ComponentError>() {
+        return c.unreachable().map(str::to_owned);
+    }
+    e.downcast_ref::<images::ImagesError>()
+        .and_then(images::ImagesError::unreachable)
+}
+
+fn payload_names(profile: &Profile) -> String {
+    let mut names: Vec<String> = profile.components.iter().map(|c| c.name.clone()).collect();
+    if !profile.images.is_empty() {
+        names.push(format!("{} container images", profile.images.len()));
+    }
+    if let Some(cni) = &profile.cni {
+        names.push(format!("the {} manifest", cni.name));
+    }
+    if names.is_empty() {
+        "nothing declared".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Fetches and verifies everything from `dir`, else from upstream.
+fn fetch_kubernetes(
+    profile: &Profile,
+    opts: &BuildOptions,
+    dir: Option<&Path>,
+    epoch: u64,
+) -> Result<KubernetesPayload> {
     let sources = Sources {
-        dir: opts.components_dir.as_deref(),
+        dir,
         cache: &opts.cache,
         offline: opts.offline,
     };
@@ -328,17 +416,23 @@ fn kubernetes_components(
     let mut data_files = Vec::new();
     let mut images_archive = None;
     if !profile.images.is_empty() {
-        let Some(dir) = opts.components_dir.as_deref() else {
-            return Err(images::ImagesError::NoDirectory {
-                count: profile.images.len(),
-                first: format!("{}@{}", profile.images[0].name, profile.images[0].digest),
+        let content = match dir {
+            Some(dir) => images::from_directory(dir, &profile.images)?,
+            None => {
+                let mut mirrors = profile.registry_mirrors.clone();
+                mirrors.extend(opts.registry_mirrors.clone());
+                let client = registry::Client::new(&opts.cache, mirrors, opts.offline)?;
+                images::from_registry(&client, &profile.images)?
             }
-            .into());
         };
-        let tar = images::collect(dir, &profile.images, epoch)?;
+        let tar = images::merge(&content, epoch)?;
         eprintln!(
-            "imagegen: {} container images verified, archive {} MiB",
+            "imagegen: {} container images verified ({}), archive {} MiB",
             profile.images.len(),
+            match dir {
+                Some(d) => format!("from {}", d.display()),
+                None => "from their registries".to_owned(),
+            },
             tar.len() / (1024 * 1024)
         );
         data_files.push(bake::Entry::File {
@@ -509,8 +603,8 @@ mod tests {
             archive: None,
             cache: dir.path().join("cache"),
             agent_bin: PathBuf::from("/nonexistent"),
-            without_kubernetes: false,
-            components_dir: Some(c),
+            kubernetes: KubernetesSource::Directory(c),
+            registry_mirrors: BTreeMap::new(),
             source_date_epoch: None,
             env_source_date_epoch: None,
             progress: false,
@@ -593,25 +687,80 @@ mod tests {
         assert!(err.contains("refusing"), "{err}");
     }
 
-    #[test]
-    fn images_without_components_dir_name_the_flag() {
-        let (_dir, profile, mut opts, _) = components_fixture(false);
-        opts.components_dir = None;
+    /// The fixture with the binaries and the CNI manifest cached, so only
+    /// the images are left to come from a registry.
+    fn download_fixture() -> (tempfile::TempDir, Profile, BuildOptions) {
+        let (dir, profile, mut opts, _) = components_fixture(false);
+        opts.kubernetes = KubernetesSource::Download;
         let cache = opts.cache.join("components");
         std::fs::create_dir_all(&cache).unwrap();
-        // The binaries are cached so only the images are left to fail.
-        for c in &profile.components {
-            let src = _dir
+        let mut pinned: Vec<(String, String)> = profile
+            .components
+            .iter()
+            .map(|c| (c.url.clone(), c.sha256.clone()))
+            .collect();
+        let cni = profile.cni.clone().unwrap();
+        pinned.push((cni.url, cni.sha256));
+        for (url, sha) in pinned {
+            let src = dir
                 .path()
                 .join("components")
-                .join(c.url.rsplit('/').next().unwrap());
-            std::fs::copy(src, cache.join(&c.sha256)).unwrap();
+                .join(url.rsplit('/').next().unwrap());
+            std::fs::copy(src, cache.join(sha)).unwrap();
         }
-        let err = kubernetes_components(&profile, &opts, 9)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--components-dir"), "{err}");
-        assert!(err.contains("does not pull"), "{err}");
+        (dir, profile, opts)
+    }
+
+    fn closed_port() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }
+
+    #[test]
+    fn unreachable_registry_fails_download_and_names_the_choices() {
+        let (_dir, profile, mut opts) = download_fixture();
+        opts.offline = false;
+        opts.registry_mirrors = BTreeMap::from([("registry.k8s.io".to_owned(), closed_port())]);
+        let err = kubernetes_components(&profile, &opts, 9).unwrap_err();
+        assert!(unreachable_target(&err).is_some(), "{err:#}");
+        let text = format!("{err:#}");
+        assert!(text.contains("registry.k8s.io/pause:3.9"), "{text}");
+        assert!(text.contains("--components-dir"), "{text}");
+        assert!(text.contains("--kubernetes auto"), "{text}");
+    }
+
+    #[test]
+    fn auto_builds_without_kubernetes_when_the_registry_is_unreachable() {
+        let (_dir, profile, mut opts) = download_fixture();
+        opts.offline = false;
+        opts.kubernetes = KubernetesSource::Auto;
+        let mirror = closed_port();
+        opts.registry_mirrors = BTreeMap::from([("registry.k8s.io".to_owned(), mirror.clone())]);
+        let (record, files, data) = kubernetes_components(&profile, &opts, 9).unwrap();
+        assert!(!record.present);
+        assert!(files.is_empty() && data.is_empty());
+        let reason = record.reason.unwrap();
+        assert!(
+            reason.starts_with("Kubernetes components unreachable at build time: "),
+            "{reason}"
+        );
+        assert!(reason.contains(&mirror), "{reason}");
+        assert!(reason.ends_with(
+            "; rebuild with --components-dir DIR or from a machine that reaches upstream"
+        ));
+    }
+
+    #[test]
+    fn auto_still_fails_on_what_is_not_unreachable() {
+        // Offline with nothing cached is not "unreachable".
+        let (_dir, profile, mut opts) = download_fixture();
+        opts.kubernetes = KubernetesSource::Auto;
+        let err = format!(
+            "{:#}",
+            kubernetes_components(&profile, &opts, 9).unwrap_err()
+        );
+        assert!(err.contains("--offline"), "{err}");
+        assert!(err.contains("registry.k8s.io/pause:3.9"), "{err}");
     }
 
     #[test]

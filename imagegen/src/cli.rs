@@ -74,6 +74,47 @@ impl Format {
     }
 }
 
+/// `--kubernetes`: the sources a user chooses by name (the components
+/// directory is chosen with `--components-dir DIR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubernetesMode {
+    /// Download from upstream; unreachable upstream → build without
+    /// Kubernetes, with a warning and the reason recorded.
+    Auto,
+    /// Download from upstream; any failure fails the build (default).
+    Download,
+    /// Build without Kubernetes (recorded in the image).
+    None,
+}
+
+/// Parses `HOST=URL` for `--registry-mirror`.
+pub fn parse_mirror(text: &str) -> std::result::Result<(String, String), String> {
+    let (host, url) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?}: write HOST=URL, e.g. registry.k8s.io=http://127.0.0.1:5000")
+    })?;
+    if !profile::is_registry_host(host) {
+        return Err(format!(
+            "{host:?} is not a registry host as written in an image reference (registry.k8s.io, docker.io)"
+        ));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url:?} is not an http(s) URL"));
+    }
+    Ok((host.to_owned(), url.to_owned()))
+}
+
+/// The source chosen by `--kubernetes`, `--without-kubernetes` and
+/// `--components-dir` (clap refuses their conflicting combinations).
+pub fn kubernetes_source(a: &BuildArgs) -> build::KubernetesSource {
+    use build::KubernetesSource as S;
+    match (a.kubernetes, a.without_kubernetes, &a.components_dir) {
+        (Some(KubernetesMode::None), ..) | (_, true, _) => S::None,
+        (_, _, Some(dir)) => S::Directory(dir.clone()),
+        (Some(KubernetesMode::Auto), ..) => S::Auto,
+        (Some(KubernetesMode::Download) | Option::None, ..) => S::Download,
+    }
+}
+
 /// Options shared by `build` and `lock`.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -115,14 +156,31 @@ pub struct BuildArgs {
     /// (default: target/release/agent in the workspace; `make build`).
     #[arg(long, value_name = "PATH")]
     pub agent_bin: Option<PathBuf>,
-    /// Build without kubelet, kubeadm and kubectl: nothing is fetched, and
-    /// the image records present = false with the reason.
+    /// Where the Kubernetes payload (binaries, CNI manifest, container
+    /// images) comes from. download (default): from upstream (binaries by
+    /// URL, images from their registries or --registry-mirror), cached and
+    /// verified; any failure fails the build. auto: the same, but when
+    /// upstream is unreachable (DNS, connect, timeout; never a checksum or
+    /// digest mismatch or an HTTP error) build without Kubernetes, warn,
+    /// and record why in the image. none: build without it (recorded).
+    #[arg(long, value_enum, value_name = "SOURCE",
+          conflicts_with_all = ["without_kubernetes", "components_dir"])]
+    pub kubernetes: Option<KubernetesMode>,
+    /// Same as --kubernetes none: nothing is fetched, and the image records
+    /// present = false with the reason.
     #[arg(long)]
     pub without_kubernetes: bool,
-    /// Directory with pre-downloaded Kubernetes components (named like the
-    /// component or like the URL's file name), verified by SHA256.
+    /// Take the Kubernetes payload from this directory instead of upstream:
+    /// binaries named like the component or like the URL's file name, the
+    /// images as OCI archives in DIR/images/*.tar; all verified.
     #[arg(long, value_name = "DIR", conflicts_with = "without_kubernetes")]
     pub components_dir: Option<PathBuf>,
+    /// Pull a registry's images through a mirror: HOST=URL, for example
+    /// registry.k8s.io=http://127.0.0.1:5000 (repeatable; replaces the
+    /// profile's [kubernetes] registry_mirrors entry for HOST). The baked
+    /// image names stay the original references.
+    #[arg(long, value_name = "HOST=URL", value_parser = parse_mirror)]
+    pub registry_mirror: Vec<(String, String)>,
     /// Timestamp of every file in the image (default: SOURCE_DATE_EPOCH,
     /// else the profile's source_date_epoch; never the clock).
     #[arg(long, value_name = "N")]
@@ -212,6 +270,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {
+    let kubernetes = kubernetes_source(&a);
     let mut disk_formats: Vec<disk::Format> = a.format.iter().filter_map(|f| f.disk()).collect();
     disk_formats.sort();
     disk_formats.dedup();
@@ -229,8 +288,8 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         archive: a.common.archive,
         cache: cache_dir(&a.common.cache)?,
         agent_bin,
-        without_kubernetes: a.without_kubernetes,
-        components_dir: a.components_dir,
+        kubernetes,
+        registry_mirrors: a.registry_mirror.into_iter().collect(),
         source_date_epoch: a.source_date_epoch,
         env_source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         progress: !a.no_progress,
@@ -356,6 +415,70 @@ mod tests {
             PathBuf::from("/h/.cache/kubeboot")
         );
         assert!(default_cache(None, None).is_err());
+    }
+
+    fn source_of(args: &[&str]) -> std::result::Result<build::KubernetesSource, clap::Error> {
+        let mut all = vec!["imagegen", "build", "p.toml"];
+        all.extend(args);
+        match Cli::try_parse_from(all)?.command {
+            Command::Build(a) => Ok(kubernetes_source(&a)),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn kubernetes_source_choices() {
+        use build::KubernetesSource as S;
+        assert_eq!(source_of(&[]).unwrap(), S::Download);
+        assert_eq!(
+            source_of(&["--kubernetes", "download"]).unwrap(),
+            S::Download
+        );
+        assert_eq!(source_of(&["--kubernetes", "auto"]).unwrap(), S::Auto);
+        assert_eq!(source_of(&["--kubernetes", "none"]).unwrap(), S::None);
+        assert_eq!(source_of(&["--without-kubernetes"]).unwrap(), S::None);
+        assert_eq!(
+            source_of(&["--components-dir", "/d"]).unwrap(),
+            S::Directory(PathBuf::from("/d"))
+        );
+        for bad in [
+            &["--kubernetes", "none", "--components-dir", "/d"][..],
+            &["--kubernetes", "auto", "--components-dir", "/d"],
+            &["--kubernetes", "none", "--without-kubernetes"],
+            &["--kubernetes", "sometimes"],
+        ] {
+            let err = source_of(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn registry_mirror_is_host_equals_url() {
+        assert_eq!(
+            parse_mirror("registry.k8s.io=http://127.0.0.1:5000").unwrap(),
+            (
+                "registry.k8s.io".to_owned(),
+                "http://127.0.0.1:5000".to_owned()
+            )
+        );
+        assert!(parse_mirror("registry.k8s.io").is_err());
+        assert!(parse_mirror("registry.k8s.io=127.0.0.1:5000").is_err());
+        assert!(parse_mirror("http://r=http://m").is_err());
+        let Command::Build(a) = Cli::try_parse_from([
+            "imagegen",
+            "build",
+            "p.toml",
+            "--registry-mirror",
+            "a.example=http://m1",
+            "--registry-mirror",
+            "docker.io=https://m2",
+        ])
+        .unwrap()
+        .command
+        else {
+            unreachable!()
+        };
+        assert_eq!(a.registry_mirror.len(), 2);
     }
 
     #[test]

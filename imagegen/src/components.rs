@@ -1,6 +1,12 @@
-//! Upstream components (kubelet, kubeadm, kubectl): found in a
-//! `--components-dir`, in the cache, or downloaded, and always verified
-//! against the SHA256 the profile pins.
+//! Upstream components (kubelet, kubeadm, kubectl, crictl, the CNI
+//! manifest): downloaded from upstream (the default source, cached), or
+//! read from a `--components-dir`, and always verified against the SHA256
+//! the profile pins.
+//!
+//! Only a transport failure (DNS, connect, timeout) is "unreachable"
+//! ([`ComponentError::unreachable`]), the one error `--kubernetes auto`
+//! builds without Kubernetes on; an HTTP error status (404) or a checksum
+//! mismatch always fails the build.
 //!
 //! The cache is content-addressed (`<cache>/components/<sha256>`); a file
 //! whose hash does not match is never stored, and a directory file whose
@@ -14,6 +20,12 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::profile::Component;
+
+/// The Kubernetes sources, said by every "cannot get the components" error.
+pub const SOURCE_CHOICES: &str = "Kubernetes components come from upstream by default \
+    (--kubernetes download); other choices: --components-dir DIR with them pre-downloaded \
+    (imagegen/README.md), --kubernetes auto to build without them (recorded in the image) when \
+    upstream is unreachable, or --kubernetes none (--without-kubernetes)";
 
 /// Errors obtaining a component.
 #[derive(Debug, Error)]
@@ -30,12 +42,8 @@ pub enum ComponentError {
         /// Actual hash.
         actual: String,
     },
-    /// The source is unreachable or answered with an error.
-    #[error(
-        "{name}: cannot download {url}: {reason}. Kubernetes components are fetched from \
-         upstream; pass --components-dir DIR with pre-downloaded files, or \
-         --without-kubernetes to build an image without them (recorded in the image)"
-    )]
+    /// The source is unreachable (DNS, connect, timeout).
+    #[error("{name}: cannot reach {url}: {reason}. {SOURCE_CHOICES}")]
     Unreachable {
         /// Component.
         name: String,
@@ -44,10 +52,21 @@ pub enum ComponentError {
         /// Why.
         reason: String,
     },
+    /// The source answered with an error status, or the transfer broke.
+    #[error("{name}: downloading {url} failed: {reason}. {SOURCE_CHOICES}")]
+    Download {
+        /// Component.
+        name: String,
+        /// URL tried.
+        url: String,
+        /// Why (the HTTP status).
+        reason: String,
+    },
     /// `--offline` and the component is not cached.
     #[error(
-        "{name}: not in the cache ({}) and --offline forbids downloading {url}; pass \
-         --components-dir DIR or --without-kubernetes", cached.display()
+        "{name}: not in the cache ({}) and --offline forbids downloading {url}; build once \
+         without --offline, or pass --components-dir DIR or --kubernetes none \
+         (--without-kubernetes)", cached.display()
     )]
     NotCached {
         /// Component.
@@ -77,6 +96,17 @@ pub enum ComponentError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl ComponentError {
+    /// The URL when the error is "upstream unreachable" (DNS, connect,
+    /// timeout); `None` for every other error.
+    pub fn unreachable(&self) -> Option<&str> {
+        match self {
+            ComponentError::Unreachable { url, .. } => Some(url),
+            _ => None,
+        }
+    }
 }
 
 /// Lowercase hex SHA256 of `data`.
@@ -206,19 +236,36 @@ fn download(c: &Component) -> Result<Vec<u8>, ComponentError> {
         url: c.url.clone(),
         reason,
     };
+    let failed = |reason: String| ComponentError::Download {
+        name: c.name.clone(),
+        url: c.url.clone(),
+        reason,
+    };
+    let classify = |e: reqwest::Error| {
+        if crate::registry::is_unreachable(&e) {
+            unreachable(e.to_string())
+        } else {
+            failed(e.to_string())
+        }
+    };
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(600))
         .build()
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| failed(e.to_string()))?;
     let mut resp = client
         .get(&c.url)
         .send()
         .and_then(|r| r.error_for_status())
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(classify)?;
     let mut data = Vec::new();
-    resp.read_to_end(&mut data)
-        .map_err(|e| unreachable(e.to_string()))?;
+    resp.read_to_end(&mut data).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            unreachable(e.to_string())
+        } else {
+            failed(e.to_string())
+        }
+    })?;
     Ok(data)
 }
 
@@ -289,14 +336,48 @@ mod tests {
         // Port 9 (discard) on loopback: nothing listens, the connection is refused.
         let err = obtain(&component(b"x"), &s).unwrap_err();
         assert!(matches!(err, ComponentError::Unreachable { .. }), "{err}");
+        assert_eq!(err.unreachable(), Some("http://127.0.0.1:9/v1/kubelet"));
         let text = err.to_string();
         assert!(text.contains("http://127.0.0.1:9/v1/kubelet"), "{text}");
         assert!(text.contains("--without-kubernetes"), "{text}");
+        assert!(text.contains("--kubernetes auto"), "{text}");
         assert!(!cache
             .path()
             .join("components")
             .join(sha256_hex(b"x"))
             .exists());
+    }
+
+    #[test]
+    fn http_404_is_a_download_failure_not_unreachable() {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/kubelet", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let mut c = component(b"x");
+        c.url = url;
+        let s = Sources {
+            dir: None,
+            cache: cache.path(),
+            offline: false,
+        };
+        let err = obtain(&c, &s).unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, ComponentError::Download { .. }), "{err}");
+        assert!(err.unreachable().is_none());
+        assert!(err.to_string().contains("404"), "{err}");
     }
 
     #[test]

@@ -1,15 +1,27 @@
-//! Container images for an air-gapped `kubeadm init`: read from OCI
-//! archives in `--components-dir DIR/images/*.tar` (as `ctr images export`
-//! or `skopeo copy ... oci-archive:` write them), checked against the
-//! profile's digest-pinned references, and merged into the one OCI archive
-//! the image carries ([`IMAGES_ARCHIVE_PATH`]), which the agent imports with
-//! `ctr -n k8s.io images import` before kubeadm runs.
+//! Container images for an air-gapped `kubeadm init`, merged into the one
+//! OCI archive the image carries ([`IMAGES_ARCHIVE_PATH`]), which the agent
+//! imports with `ctr -n k8s.io images import` before kubeadm runs.
 //!
-//! An archive names an image in its `index.json` by the annotation
-//! `io.containerd.image.name` (ctr) or `org.opencontainers.image.ref.name`
-//! (skopeo, when given the full reference); the entry's digest must be the
-//! pinned one. Every blob copied is checked against its own digest. The
-//! output is deterministic: sorted entries, fixed timestamp, owner 0.
+//! Two sources give the same content, so the same pinned images give a
+//! bit-identical archive from either:
+//!
+//! * **upstream download** ([`from_registry`], the default): the
+//!   profile's digest-pinned references pulled with [`crate::registry`]
+//!   (mirrors honoured, blobs cached content-addressed, `--offline` from the
+//!   cache only);
+//! * **a components directory** ([`from_directory`]): OCI archives in
+//!   `--components-dir DIR/images/*.tar` (as `ctr images export` or
+//!   `skopeo copy ... oci-archive:` write them). An archive names an image
+//!   in its `index.json` by the annotation `io.containerd.image.name` (ctr)
+//!   or `org.opencontainers.image.ref.name` (skopeo, when given the full
+//!   reference); the entry's digest must be the pinned one.
+//!
+//! From the pinned digest both walk the same way ([`walk`]): the top blob;
+//! if it is an index (OCI or Docker list), its linux/amd64 manifest; then
+//! that manifest's config and layers. Every blob is checked against its
+//! digest. [`merge`] writes what was walked (and nothing else) as a
+//! deterministic OCI archive: sorted entries, fixed timestamp, owner 0, one
+//! `index.json` entry per pinned image named by both annotations.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -20,6 +32,7 @@ use thiserror::Error;
 
 use crate::components::sha256_hex;
 use crate::profile::ImageRef;
+use crate::registry::{self, Kind, Reference, RegistryError};
 
 /// Where the merged archive is baked.
 pub const IMAGES_ARCHIVE_PATH: &str = "/usr/lib/kubeboot/images.oci.tar";
@@ -31,18 +44,44 @@ const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Errors collecting the images.
 #[derive(Debug, Error)]
 pub enum ImagesError {
-    /// No registry client: images come only from a components directory.
+    /// Pulling from a registry failed (unreachable, HTTP error, digest
+    /// mismatch, corrupt cache).
+    #[error("image {name}: {source}{}", registry_hint(source))]
+    Registry {
+        /// Reference.
+        name: String,
+        /// Why.
+        source: RegistryError,
+    },
+    /// `--offline` and pinned images are not (fully) in the cache.
     #[error(
-        "the profile pins {count} container images ({first}, ...); imagegen does not pull \
-         from registries: pass --components-dir DIR with the images saved as OCI archives in \
-         DIR/images/*.tar (imagegen/README.md, \"Air-gapped components\"), or \
-         --without-kubernetes"
+        "--offline: not in the cache: {}; build once without --offline to fill the cache, \
+         or choose another source: --components-dir DIR or --kubernetes none",
+        missing.join("; ")
     )]
-    NoDirectory {
-        /// How many images are declared.
-        count: usize,
-        /// The first one.
-        first: String,
+    NotCached {
+        /// Each image with the first blob it lacks.
+        missing: Vec<String>,
+    },
+    /// An index has no linux/amd64 manifest.
+    #[error("image {name}@{digest}: the index has no linux/amd64 manifest (it has {available})")]
+    Platform {
+        /// Reference.
+        name: String,
+        /// The index digest.
+        digest: String,
+        /// The platforms it lists.
+        available: String,
+    },
+    /// A manifest is not one imagegen can bake.
+    #[error("image {name}: {digest}: {message}")]
+    Manifest {
+        /// Reference.
+        name: String,
+        /// The manifest's digest.
+        digest: String,
+        /// What is wrong.
+        message: String,
     },
     /// A declared image is in no archive.
     #[error(
@@ -210,20 +249,205 @@ fn archive_paths(dir: &Path) -> Result<Vec<PathBuf>, ImagesError> {
     Ok(paths)
 }
 
-/// Checks every pinned image is in `dir/images/*.tar` and returns the merged
-/// OCI archive: the declared images only in `index.json` (named by both
-/// annotations), and the blobs of the archives that carry them.
-pub fn collect(dir: &Path, images: &[ImageRef], mtime: u64) -> Result<Vec<u8>, ImagesError> {
+/// The sources' common choices, said by every "cannot get the images" error.
+pub const SOURCE_CHOICES: &str = crate::components::SOURCE_CHOICES;
+
+fn registry_hint(e: &RegistryError) -> String {
+    match e {
+        RegistryError::Unreachable { .. } | RegistryError::Status { .. } => {
+            format!(". {SOURCE_CHOICES}")
+        }
+        _ => String::new(),
+    }
+}
+
+impl ImagesError {
+    /// What was unreachable (a URL) when the error is "upstream
+    /// unreachable" (DNS, connect, timeout); `None` for every other error
+    /// (a digest mismatch, an HTTP 404, a corrupt cache, `--offline`).
+    pub fn unreachable(&self) -> Option<String> {
+        match self {
+            ImagesError::Registry { source, .. } => source.unreachable().map(str::to_owned),
+            _ => None,
+        }
+    }
+}
+
+/// One pinned image as the merged archive carries it: its `index.json`
+/// descriptor and the blobs reachable for linux/amd64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageContent {
+    /// The reference without the digest (the name baked).
+    pub name: String,
+    /// Media type of the top blob (index or manifest).
+    pub media_type: String,
+    /// The pinned digest.
+    pub digest: String,
+    /// Size of the top blob.
+    pub size: u64,
+    /// Blobs by hex SHA256: the top blob, the amd64 manifest of an index,
+    /// the config and the layers.
+    pub blobs: BTreeMap<String, Vec<u8>>,
+}
+
+/// The media type of a manifest or index, from its `mediaType` field or,
+/// for OCI content that omits it, from its shape.
+fn media_type(v: &Value) -> Result<String, String> {
+    if v.get("schemaVersion").and_then(Value::as_u64) == Some(1) {
+        return Err("a Docker schema 1 manifest: not supported".into());
+    }
+    match v.get("mediaType").and_then(Value::as_str) {
+        Some(m)
+            if [
+                registry::OCI_INDEX,
+                registry::DOCKER_LIST,
+                registry::OCI_MANIFEST,
+                registry::DOCKER_MANIFEST,
+            ]
+            .contains(&m) =>
+        {
+            Ok(m.to_owned())
+        }
+        Some(m) => Err(format!("media type {m} is not an image index or manifest")),
+        None if v.get("manifests").is_some() => Ok(registry::OCI_INDEX.to_owned()),
+        None if v.get("config").is_some() => Ok(registry::OCI_MANIFEST.to_owned()),
+        None => Err("neither an image index nor an image manifest".into()),
+    }
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == registry::OCI_INDEX || media_type == registry::DOCKER_LIST
+}
+
+/// The digest of an index's linux/amd64 manifest (one without a variant
+/// first), or the platforms it does list.
+fn pick_amd64(index: &Value) -> Result<String, String> {
+    let list = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let platform = |d: &Value, k: &str| {
+        d.pointer(&format!("/platform/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut candidates: Vec<&Value> = list
+        .iter()
+        .filter(|d| platform(d, "os") == "linux" && platform(d, "architecture") == "amd64")
+        .collect();
+    candidates.sort_by_key(|d| !platform(d, "variant").is_empty());
+    match candidates
+        .first()
+        .and_then(|d| d.get("digest"))
+        .and_then(Value::as_str)
+    {
+        Some(d) => Ok(d.to_owned()),
+        None => Err(list
+            .iter()
+            .map(|d| format!("{}/{}", platform(d, "os"), platform(d, "architecture")))
+            .collect::<Vec<_>>()
+            .join(", ")),
+    }
+}
+
+/// Walks one pinned image from its digest: `fetch` returns the bytes of a
+/// manifest or blob by digest (the source's own way); each is checked
+/// against its digest here too.
+pub fn walk(
+    image: &ImageRef,
+    fetch: &mut dyn FnMut(Kind, &str) -> Result<Vec<u8>, ImagesError>,
+) -> Result<ImageContent, ImagesError> {
+    let mut blobs = BTreeMap::new();
+    let manifest_err = |digest: &str, message: String| ImagesError::Manifest {
+        name: image.name.clone(),
+        digest: digest.to_owned(),
+        message,
+    };
+    let mut get = |kind: Kind, digest: &str| -> Result<Vec<u8>, ImagesError> {
+        let hex = registry::sha256_of(digest)
+            .map_err(|e| manifest_err(digest, e.to_string()))?
+            .to_owned();
+        let data = fetch(kind, digest)?;
+        let actual = sha256_hex(&data);
+        if actual != hex {
+            return Err(manifest_err(
+                digest,
+                format!("the content has SHA256 {actual}; refusing it"),
+            ));
+        }
+        blobs.insert(hex, data.clone());
+        Ok(data)
+    };
+    let parse = |digest: &str, data: &[u8]| {
+        serde_json::from_slice::<Value>(data)
+            .map_err(|e| manifest_err(digest, format!("not JSON: {e}")))
+    };
+    let top = get(Kind::Manifest, &image.digest)?;
+    let top_value = parse(&image.digest, &top)?;
+    let top_type = media_type(&top_value).map_err(|m| manifest_err(&image.digest, m))?;
+    let (manifest_digest, manifest) = if is_index(&top_type) {
+        let d = pick_amd64(&top_value).map_err(|available| ImagesError::Platform {
+            name: image.name.clone(),
+            digest: image.digest.clone(),
+            available,
+        })?;
+        let data = get(Kind::Manifest, &d)?;
+        let v = parse(&d, &data)?;
+        (d, v)
+    } else {
+        (image.digest.clone(), top_value)
+    };
+    let m_type = media_type(&manifest).map_err(|m| manifest_err(&manifest_digest, m))?;
+    if is_index(&m_type) {
+        return Err(manifest_err(
+            &manifest_digest,
+            "an index inside an index: not supported".into(),
+        ));
+    }
+    let config = manifest
+        .pointer("/config/digest")
+        .and_then(Value::as_str)
+        .ok_or_else(|| manifest_err(&manifest_digest, "no config digest".into()))?
+        .to_owned();
+    let layers: Vec<String> = manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| manifest_err(&manifest_digest, "no layers".into()))?
+        .iter()
+        .map(|l| {
+            l.get("digest")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| manifest_err(&manifest_digest, "a layer has no digest".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    get(Kind::Blob, &config)?;
+    for l in &layers {
+        get(Kind::Blob, l)?;
+    }
+    Ok(ImageContent {
+        name: image.name.clone(),
+        media_type: top_type,
+        digest: image.digest.clone(),
+        size: top.len() as u64,
+        blobs,
+    })
+}
+
+/// The pinned images from the OCI archives in `dir/images/*.tar`, each
+/// checked against its pinned digest.
+pub fn from_directory(dir: &Path, images: &[ImageRef]) -> Result<Vec<ImageContent>, ImagesError> {
     let mut archives = Vec::new();
     for p in archive_paths(dir)? {
         archives.push(read_archive(&p)?);
     }
-    let mut manifests = Vec::new();
-    let mut used: Vec<usize> = Vec::new();
+    let mut out = Vec::new();
     for image in images {
         let mut found = None;
         for (i, a) in archives.iter().enumerate() {
-            for (names, digest, desc) in entries(&a.index) {
+            for (names, digest, _) in entries(&a.index) {
                 if !names.contains(&image.name) {
                     continue;
                 }
@@ -235,10 +459,10 @@ pub fn collect(dir: &Path, images: &[ImageRef], mtime: u64) -> Result<Vec<u8>, I
                         actual: digest,
                     });
                 }
-                found = Some((i, desc));
+                found = Some(i);
             }
         }
-        let Some((i, mut desc)) = found else {
+        let Some(i) = found else {
             let found: Vec<String> = archives
                 .iter()
                 .flat_map(|a| entries(&a.index))
@@ -255,52 +479,101 @@ pub fn collect(dir: &Path, images: &[ImageRef], mtime: u64) -> Result<Vec<u8>, I
                 },
             });
         };
-        let hex = image.digest.trim_start_matches("sha256:");
-        if !archives[i]
-            .blobs
-            .contains_key(&format!("blobs/sha256/{hex}"))
-        {
-            return Err(ImagesError::Format {
-                archive: archives[i].path.clone(),
-                message: format!("{} is named but its blob {hex} is missing", image.name),
-            });
+        let archive = &archives[i];
+        out.push(walk(image, &mut |_, digest| {
+            let hex = digest.trim_start_matches("sha256:");
+            archive
+                .blobs
+                .get(&format!("blobs/sha256/{hex}"))
+                .cloned()
+                .ok_or_else(|| ImagesError::Format {
+                    archive: archive.path.clone(),
+                    message: format!("{} needs blob {digest}, which is missing", image.name),
+                })
+        })?);
+    }
+    Ok(out)
+}
+
+/// The pinned images pulled from their registries (or mirrors) through
+/// `client`, which caches every blob. Offline, every image lacking a blob
+/// is named in one error.
+pub fn from_registry(
+    client: &registry::Client,
+    images: &[ImageRef],
+) -> Result<Vec<ImageContent>, ImagesError> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for image in images {
+        let wrap = |source| ImagesError::Registry {
+            name: image.name.clone(),
+            source,
+        };
+        let reference = Reference::parse(&image.name).map_err(wrap)?;
+        let pulled = walk(image, &mut |kind, digest| {
+            client.get(&reference, kind, digest).map_err(wrap)
+        });
+        match pulled {
+            Ok(c) => out.push(c),
+            Err(ImagesError::Registry {
+                name,
+                source: RegistryError::NotCached { digest, path, .. },
+            }) => missing.push(format!(
+                "{name}@{} needs {digest} ({})",
+                image.digest,
+                path.display()
+            )),
+            Err(e) => return Err(e),
         }
+    }
+    if !missing.is_empty() {
+        return Err(ImagesError::NotCached { missing });
+    }
+    Ok(out)
+}
+
+/// Writes the merged OCI archive: one `index.json` entry per image (named
+/// by both annotations; the tag alone as the OCI ref name), and every blob
+/// walked, once.
+pub fn merge(images: &[ImageContent], mtime: u64) -> Result<Vec<u8>, ImagesError> {
+    let mut manifests = Vec::new();
+    let mut blobs: BTreeMap<String, &[u8]> = BTreeMap::new();
+    for image in images {
         let tag = image
             .name
             .rsplit_once(':')
             .filter(|(_, t)| !t.contains('/'))
             .map(|(_, t)| t.to_owned())
             .unwrap_or_else(|| image.name.clone());
-        if let Some(obj) = desc.as_object_mut() {
-            obj.insert(
-                "annotations".into(),
-                json!({ CONTAINERD_NAME: image.name, OCI_REF_NAME: tag }),
-            );
-        }
-        manifests.push(desc);
-        if !used.contains(&i) {
-            used.push(i);
-        }
-    }
-    let mut blobs: BTreeMap<&str, &[u8]> = BTreeMap::new();
-    for i in used {
-        for (k, v) in &archives[i].blobs {
-            blobs.insert(k, v);
+        manifests.push(json!({
+            "mediaType": image.media_type,
+            "digest": image.digest,
+            "size": image.size,
+            "annotations": { CONTAINERD_NAME: image.name, OCI_REF_NAME: tag },
+        }));
+        for (hex, data) in &image.blobs {
+            blobs.insert(format!("blobs/sha256/{hex}"), data);
         }
     }
+    let archive = || PathBuf::from(IMAGES_ARCHIVE_PATH);
     let index = json!({ "schemaVersion": 2, "manifests": manifests });
     let index = serde_json::to_vec(&index).map_err(|e| ImagesError::Format {
-        archive: dir.to_owned(),
+        archive: archive(),
         message: e.to_string(),
     })?;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     let mut files: Vec<(&str, &[u8])> = vec![("oci-layout", layout), ("index.json", &index)];
-    files.extend(blobs);
+    files.extend(blobs.iter().map(|(k, v)| (k.as_str(), *v)));
     write_tar(&files, mtime).map_err(|source| ImagesError::Io {
-        what: "writing the merged archive for",
-        path: dir.to_owned(),
+        what: "writing",
+        path: archive(),
         source,
     })
+}
+
+/// The directory source in one call: [`from_directory`] then [`merge`].
+pub fn collect(dir: &Path, images: &[ImageRef], mtime: u64) -> Result<Vec<u8>, ImagesError> {
+    merge(&from_directory(dir, images)?, mtime)
 }
 
 fn write_tar(files: &[(&str, &[u8])], mtime: u64) -> std::io::Result<Vec<u8>> {
@@ -334,21 +607,22 @@ fn write_tar(files: &[(&str, &[u8])], mtime: u64) -> std::io::Result<Vec<u8>> {
     b.into_inner()
 }
 
-/// Writes a minimal OCI archive with one image: a config blob and an
-/// empty-layer manifest, named `name` (tests and examples).
-pub fn tiny_archive(name: &str, mtime: u64) -> std::io::Result<(Vec<u8>, String)> {
+/// The blobs of a minimal one-layer image for `arch`: (path, bytes) of the
+/// layer, config and manifest, and the manifest's digest and size.
+fn tiny_image(arch: &str, mtime: u64) -> std::io::Result<(Vec<(String, Vec<u8>)>, String, usize)> {
+    let content: &[u8] = if arch == "amd64" { b"hi" } else { b"hi arm" };
     let layer = {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_ustar();
         h.set_mode(0o644);
         h.set_mtime(mtime);
-        h.set_size(2);
-        b.append_data(&mut h, "hello", &b"hi"[..])?;
+        h.set_size(content.len() as u64);
+        b.append_data(&mut h, "hello", content)?;
         b.into_inner()?
     };
     let layer_hex = sha256_hex(&layer);
     let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": {},
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_hex}")] },
@@ -357,7 +631,7 @@ pub fn tiny_archive(name: &str, mtime: u64) -> std::io::Result<(Vec<u8>, String)
     let config_hex = sha256_hex(&config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": registry::OCI_MANIFEST,
         "config": {
             "mediaType": "application/vnd.oci.image.config.v1+json",
             "digest": format!("sha256:{config_hex}"),
@@ -371,31 +645,87 @@ pub fn tiny_archive(name: &str, mtime: u64) -> std::io::Result<(Vec<u8>, String)
     }))
     .map_err(std::io::Error::other)?;
     let manifest_hex = sha256_hex(&manifest);
+    let size = manifest.len();
+    Ok((
+        vec![
+            (format!("blobs/sha256/{layer_hex}"), layer),
+            (format!("blobs/sha256/{config_hex}"), config),
+            (format!("blobs/sha256/{manifest_hex}"), manifest),
+        ],
+        format!("sha256:{manifest_hex}"),
+        size,
+    ))
+}
+
+fn tiny_layout(
+    index_entry: Value,
+    blobs: &[(String, Vec<u8>)],
+    mtime: u64,
+) -> std::io::Result<Vec<u8>> {
+    let index = serde_json::to_vec(&json!({ "schemaVersion": 2, "manifests": [index_entry] }))
+        .map_err(std::io::Error::other)?;
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    let mut files: Vec<(&str, &[u8])> = vec![("oci-layout", layout), ("index.json", &index)];
+    files.extend(blobs.iter().map(|(p, d)| (p.as_str(), d.as_slice())));
+    write_tar(&files, mtime)
+}
+
+/// Writes a minimal OCI archive with one image: a config blob and a
+/// one-layer manifest, named `name` (tests and examples). Returns the
+/// archive and the manifest digest.
+pub fn tiny_archive(name: &str, mtime: u64) -> std::io::Result<(Vec<u8>, String)> {
+    let (blobs, digest, size) = tiny_image("amd64", mtime)?;
+    let entry = json!({
+        "mediaType": registry::OCI_MANIFEST,
+        "digest": digest,
+        "size": size,
+        "platform": { "architecture": "amd64", "os": "linux" },
+        "annotations": { CONTAINERD_NAME: name },
+    });
+    Ok((tiny_layout(entry, &blobs, mtime)?, digest))
+}
+
+/// Like [`tiny_archive`] but the image is an OCI index of two platforms,
+/// linux/arm64 listed first and linux/amd64 second (tests of the platform
+/// pick). Returns the archive, the index digest and the amd64 manifest
+/// digest.
+pub fn tiny_index_archive(name: &str, mtime: u64) -> std::io::Result<(Vec<u8>, String, String)> {
+    let (arm, arm_digest, arm_size) = tiny_image("arm64", mtime)?;
+    let (amd, amd_digest, amd_size) = tiny_image("amd64", mtime)?;
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{manifest_hex}"),
-            "size": manifest.len(),
-            "platform": { "architecture": "amd64", "os": "linux" },
-            "annotations": { CONTAINERD_NAME: name },
-        }],
+        "mediaType": registry::OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": registry::OCI_MANIFEST,
+                "digest": arm_digest,
+                "size": arm_size,
+                "platform": { "architecture": "arm64", "os": "linux" },
+            },
+            {
+                "mediaType": registry::OCI_MANIFEST,
+                "digest": amd_digest,
+                "size": amd_size,
+                "platform": { "architecture": "amd64", "os": "linux" },
+            },
+        ],
     }))
     .map_err(std::io::Error::other)?;
-    let paths = [
-        format!("blobs/sha256/{layer_hex}"),
-        format!("blobs/sha256/{config_hex}"),
-        format!("blobs/sha256/{manifest_hex}"),
-    ];
-    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    let files: Vec<(&str, &[u8])> = vec![
-        ("oci-layout", layout),
-        ("index.json", &index),
-        (&paths[0], &layer),
-        (&paths[1], &config),
-        (&paths[2], &manifest),
-    ];
-    Ok((write_tar(&files, mtime)?, format!("sha256:{manifest_hex}")))
+    let index_hex = sha256_hex(&index);
+    let entry = json!({
+        "mediaType": registry::OCI_INDEX,
+        "digest": format!("sha256:{index_hex}"),
+        "size": index.len(),
+        "annotations": { CONTAINERD_NAME: name },
+    });
+    let mut blobs = arm;
+    blobs.extend(amd);
+    blobs.push((format!("blobs/sha256/{index_hex}"), index));
+    Ok((
+        tiny_layout(entry, &blobs, mtime)?,
+        format!("sha256:{index_hex}"),
+        amd_digest,
+    ))
 }
 
 #[cfg(test)]

@@ -25,5 +25,6 @@ pub mod images;
 pub mod manifest;
 pub mod output;
 pub mod packages;
+pub mod registry;
 /// Profiles: parsing, merge and validation (the `profile` crate).
 pub use ::profile;
