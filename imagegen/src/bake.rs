@@ -8,20 +8,19 @@
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
-
 use crate::profile::Profile;
 
-/// Where the Kubernetes presence record is baked.
-pub const KUBERNETES_RECORD_PATH: &str = "/usr/lib/kubeboot/kubernetes.toml";
+/// The Kubernetes record (`/usr/lib/kubeboot/kubernetes.toml`, and the
+/// manifest's `kubernetes`): its schema is the `kubernetes-record` crate,
+/// shared with the agent, which reads it.
+pub use kubernetes_record::{InstalledComponent, KubernetesRecord};
+
 /// Where the CNI manifest is baked (`<dir>/<name>.yaml`).
 pub const CNI_DIR: &str = "/usr/lib/kubeboot/cni";
 /// Where the profile's sysctls are written.
 pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-kubeboot.conf";
 /// Where the boot-time module list is written.
 pub const MODULES_LOAD_PATH: &str = "/etc/modules-load.d/kubeboot.conf";
-/// Reason recorded when the image is built without Kubernetes.
-pub const WITHOUT_KUBERNETES_REASON: &str = "built with --without-kubernetes";
 
 /// One generated entry of the root filesystem (owner root:root).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,95 +50,6 @@ impl Entry {
             Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
         }
     }
-}
-
-/// Whether the Kubernetes components are in the image, as recorded for the
-/// agent in [`KUBERNETES_RECORD_PATH`] and in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KubernetesRecord {
-    /// True when every declared component was installed.
-    pub present: bool,
-    /// Declared version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Why they are absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The baked OCI archive of container images, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images_archive: Option<String>,
-    /// The baked CNI manifest, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni_manifest: Option<String>,
-    /// The pod CIDR as written in the CNI manifest (the agent replaces it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni_pod_cidr: Option<String>,
-    /// Installed components: name, path, sha256.
-    pub components: Vec<InstalledComponent>,
-}
-
-/// One installed upstream component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledComponent {
-    /// Name (`kubelet`).
-    pub name: String,
-    /// Path in the image.
-    pub path: String,
-    /// SHA256 of the installed file.
-    pub sha256: String,
-}
-
-impl KubernetesRecord {
-    /// The record for an image built with `--without-kubernetes`.
-    pub fn absent(version: Option<String>) -> Self {
-        KubernetesRecord {
-            present: false,
-            version,
-            reason: Some(WITHOUT_KUBERNETES_REASON.to_owned()),
-            images_archive: None,
-            cni_manifest: None,
-            cni_pod_cidr: None,
-            components: Vec::new(),
-        }
-    }
-
-    /// Renders the record as TOML for the agent.
-    pub fn to_toml(&self) -> String {
-        let mut s = String::from(
-            "# Written by imagegen: which Kubernetes components this image carries.\n",
-        );
-        let _ = writeln!(s, "present = {}", self.present);
-        if let Some(v) = &self.version {
-            let _ = writeln!(s, "version = {}", toml_str(v));
-        }
-        if let Some(r) = &self.reason {
-            let _ = writeln!(s, "reason = {}", toml_str(r));
-        }
-        for (key, value) in [
-            ("images_archive", &self.images_archive),
-            ("cni_manifest", &self.cni_manifest),
-            ("cni_pod_cidr", &self.cni_pod_cidr),
-        ] {
-            if let Some(v) = value {
-                let _ = writeln!(s, "{key} = {}", toml_str(v));
-            }
-        }
-        for c in &self.components {
-            let _ = write!(
-                s,
-                "\n[[components]]\nname = {}\npath = {}\nsha256 = {}\n",
-                toml_str(&c.name),
-                toml_str(&c.path),
-                toml_str(&c.sha256)
-            );
-        }
-        s
-    }
-}
-
-/// A TOML basic string (quotes and escapes `value`).
-fn toml_str(value: &str) -> String {
-    toml::Value::String(value.to_owned()).to_string()
 }
 
 fn file(path: &str, mode: u32, data: impl Into<Vec<u8>>) -> Entry {
@@ -180,7 +90,11 @@ pub fn generated(profile: &Profile, kubernetes: &KubernetesRecord) -> Vec<Entry>
         profile.cluster.to_toml()
     );
     out.push(file(cluster_config::IMAGE_CONFIG_PATH, 0o644, cluster));
-    out.push(file(KUBERNETES_RECORD_PATH, 0o644, kubernetes.to_toml()));
+    out.push(file(
+        kubernetes_record::RECORD_PATH,
+        0o644,
+        kubernetes.to_toml(),
+    ));
 
     // Empty: systemd generates the id at boot, so nodes differ.
     out.push(file("/etc/machine-id", 0o444, Vec::new()));
@@ -251,12 +165,19 @@ mod tests {
     }
 
     #[test]
-    fn absent_kubernetes_is_recorded_with_reason() {
+    fn absent_kubernetes_is_baked_for_the_agent_with_reason() {
         let rec = KubernetesRecord::absent(Some("v1.30.4".into()));
-        let parsed: toml::Table = rec.to_toml().parse().unwrap();
-        assert_eq!(parsed["present"].as_bool(), Some(false));
-        assert_eq!(parsed["reason"].as_str(), Some(WITHOUT_KUBERNETES_REASON));
-        assert_eq!(parsed["version"].as_str(), Some("v1.30.4"));
+        let e = generated(&profile(), &rec);
+        let path = kubernetes_record::RECORD_PATH;
+        let read = KubernetesRecord::from_toml(path, &content(&e, path)).unwrap();
+        assert_eq!(read, rec);
+        assert_eq!(read.version.as_deref(), Some("v1.30.4"));
+        assert_eq!(
+            read.verdict(path).unwrap(),
+            kubernetes_record::Verdict::Skip {
+                reason: kubernetes_record::WITHOUT_KUBERNETES_REASON.into()
+            }
+        );
     }
 
     #[test]

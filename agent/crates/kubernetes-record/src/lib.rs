@@ -273,7 +273,8 @@ mod tests {
 
     #[test]
     fn optional_fields_may_be_missing_and_are_not_rendered() {
-        let r = KubernetesRecord::from_toml("k", "present = true\nversion = \"v1.31.4\"\n").unwrap();
+        let r =
+            KubernetesRecord::from_toml("k", "present = true\nversion = \"v1.31.4\"\n").unwrap();
         assert_eq!(
             (
                 &r.reason,
