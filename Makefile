@@ -14,6 +14,8 @@ export CARGO_TERM_COLOR ?= never
 APT_PACKAGES := qemu-system-x86 qemu-utils ovmf protobuf-compiler etcd-server etcd-client \
 	keepalived containerd runc mmdebstrap debian-archive-keyring iproute2 iputils-ping \
 	arping tcpdump zstd cpio kmod e2fsprogs openssl socat dnsmasq-base
+# qemu-tests/tests/kubernetes.rs: the API's /readyz on the VIP, TLS verified.
+APT_PACKAGES += curl
 # supervisor tests (owner: agent/crates/supervisor): a private message bus and
 # `systemd-analyze verify` for the generated unit files.
 APT_PACKAGES += dbus-daemon systemd
@@ -25,6 +27,9 @@ help:
 	@echo "make test      install what is needed and run every test"
 	@echo "make bench     run the benchmarks (tables + bench/results/*.json)"
 	@echo "make image     build the master and worker images into $(OUT)/"
+	@echo "               K8S=auto (default: pinned Kubernetes downloaded, none when upstream"
+	@echo "               is unreachable), K8S=download, K8S=none, K8S_COMPONENTS=DIR (air-gapped)"
+	@echo "make test K8S_COMPONENTS=DIR   also the real-kubeadm cluster test from DIR"
 	@echo "make deps      install apt packages and Rust components"
 
 ## deps: apt packages and Rust components. Idempotent; quick when all is there.
@@ -111,26 +116,84 @@ bench-quorum: deps
 
 ## imagegen (owner: imagegen/, profiles/, overlays/, qemu-tests/): images,
 ## the one-master cluster, the smoke and reproducibility checks, the bench.
-## Kubernetes release downloads are unreachable from this project's
-## machines, so images are built --without-kubernetes (recorded in each
-## image's manifest and /usr/lib/kubeboot/kubernetes.toml). Packages are
-## pinned per build in $(OUT)/locks/ and cached in .cache/.
+## Packages are pinned per build in $(OUT)/locks/ and cached in .cache/.
+##
+## Where the Kubernetes components and control-plane images come from
+## (`make image`, `make cluster`, `make disk-image`):
+##   K8S=auto      (default) download the pinned, SHA256/digest-checked
+##                 components and images; when upstream is unreachable,
+##                 build without Kubernetes and record why (etcd + VIP only)
+##   K8S=download  download them; fail when upstream is unreachable
+##   K8S=none      build without Kubernetes (recorded in the image)
+##   K8S_COMPONENTS=DIR  take them from a directory (air-gapped; how to fill
+##                 it: imagegen/README.md); wins over K8S
+## The tests and benches never download: their images are built without
+## Kubernetes (target-specific K8S_FLAGS below), so `make test` is the same
+## here, on CI and on a machine with internet. `make test K8S_COMPONENTS=DIR`
+## additionally builds $(OUT)/k8s/{master,worker} from DIR and runs the
+## real-kubeadm QEMU test (qemu-tests/tests/kubernetes.rs) on them.
 IMAGEGEN := target/release/imagegen
 IMAGEGEN_CACHE ?= .cache
-IMAGEGEN_FLAGS ?= --without-kubernetes --no-progress
-.PHONY: test-imagegen test-reproducible bench-imagegen
+IMAGEGEN_FLAGS ?= --no-progress
+K8S ?= auto
+K8S_COMPONENTS ?=
+ifeq ($(filter $(K8S),auto download none),)
+$(error K8S=$(K8S): expected auto, download or none (or K8S_COMPONENTS=DIR))
+endif
+ifneq ($(words $(K8S)),1)
+$(error K8S=$(K8S): expected one of auto, download, none)
+endif
+# imagegen's flags for the Kubernetes source of `make image`.
+K8S_FLAGS = $(if $(K8S_COMPONENTS),--components-dir $(abspath $(K8S_COMPONENTS)),--kubernetes $(K8S))
+# The images of every test and bench: never Kubernetes, whatever K8S says
+# (`--without-kubernetes` is imagegen's `--kubernetes none`). GNU make
+# hands target-specific values to the prerequisites (image, disk-image).
+K8S_NONE := --without-kubernetes
+test unit lint fuzz test-imagegen test-reproducible test-cluster test-power-cut \
+	test-disk test-disk-reproducible test-kubernetes \
+	bench bench-cluster bench-disk bench-imagegen: K8S_FLAGS = $(K8S_NONE)
+# Images with Kubernetes for the real-kubeadm test.
+K8S_OUT := $(OUT)/k8s
+.PHONY: test-imagegen test-reproducible bench-imagegen k8s-image test-kubernetes
 
 image: build
 	@mkdir -p $(OUT)/locks
 	@for p in master worker; do \
 		$(IMAGEGEN) lock profiles/$$p.toml --lockfile $(OUT)/locks/$$p.lock --cache $(IMAGEGEN_CACHE) && \
 		$(IMAGEGEN) build profiles/$$p.toml --lockfile $(OUT)/locks/$$p.lock --out $(OUT)/$$p \
-			--cache $(IMAGEGEN_CACHE) $(IMAGEGEN_FLAGS) || exit 1; \
+			--cache $(IMAGEGEN_CACHE) $(IMAGEGEN_FLAGS) $(K8S_FLAGS) || exit 1; \
 	done
+
+## k8s-image: master and worker WITH Kubernetes into $(K8S_OUT)/ (same
+## lockfiles), from K8S_COMPONENTS=DIR or else downloaded (fails when
+## upstream is unreachable): the images of the real-kubeadm test.
+k8s-image: image
+	@for p in master worker; do \
+		$(IMAGEGEN) build profiles/$$p.toml --lockfile $(OUT)/locks/$$p.lock --out $(K8S_OUT)/$$p \
+			--cache $(IMAGEGEN_CACHE) $(IMAGEGEN_FLAGS) \
+			$(if $(K8S_COMPONENTS),--components-dir $(abspath $(K8S_COMPONENTS)),--kubernetes download) \
+			|| exit 1; \
+	done
+
+## test-kubernetes: the real-kubeadm QEMU test alone (3 masters + 1 worker
+## from $(K8S_OUT); kubeadm under TCG: 20-45 min). KUBEBOOT_K8S_TIMEOUT=<s>
+## raises the kube phase's budget (default 2700).
+test-kubernetes: k8s-image
+	KUBEBOOT_K8S_IMAGES=$(abspath $(K8S_OUT)) $(CARGO) test --release -p qemu-tests --test kubernetes -- --nocapture
+
+# `make test K8S_COMPONENTS=DIR`: `cargo test --workspace` (unit) runs the
+# real-kubeadm test on images built from DIR; without it that test says
+# SKIPPED and forms no cluster.
+ifneq ($(K8S_COMPONENTS),)
+unit: k8s-image
+unit: export KUBEBOOT_K8S_IMAGES = $(abspath $(K8S_OUT))
+endif
 
 ## cluster (owner: qemu-tests/): three masters (plus WORKERS=N workers) from
 ## $(OUT) in a private network namespace under QEMU (TCG), left running in
-## the background; disks, console logs and status streams in $(CLUSTER_DIR)
+## the background; with Kubernetes in the images (K8S, K8S_COMPONENTS above)
+## it follows kubeadm init/join on every node (KUBE_TIMEOUT, default 2700 s)
+## and prints a kubeconfig; disks, console logs and status streams in $(CLUSTER_DIR)
 ## (kept by cluster-down, deleted by cluster-down PURGE=1). SECRET_FILE=...
 ## gives the cluster secret (default: generated once into $(CLUSTER_DIR)/secret).
 CLUSTER_BIN := target/release/kubeboot-cluster
@@ -186,7 +249,7 @@ test-reproducible: image
 	@# Two builds back to back: `cargo test` may relink target/release/agent
 	@# with other features in between, so $(OUT)/master is not the reference.
 	for d in a b; do $(IMAGEGEN) build profiles/master.toml --lockfile $(OUT)/locks/master.lock \
-		--out $(OUT)/repro/$$d --cache $(IMAGEGEN_CACHE) $(IMAGEGEN_FLAGS) || exit 1; done
+		--out $(OUT)/repro/$$d --cache $(IMAGEGEN_CACHE) $(IMAGEGEN_FLAGS) $(K8S_FLAGS) || exit 1; done
 	@for f in vmlinuz initramfs.img manifest.json; do \
 		a=$$(sha256sum < $(OUT)/repro/a/$$f | cut -d' ' -f1); b=$$(sha256sum < $(OUT)/repro/b/$$f | cut -d' ' -f1); \
 		if [ "$$a" != "$$b" ]; then echo "reproducibility: $$f differs: $$a vs $$b" >&2; exit 1; fi; \

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::net::Network;
 use crate::proc::{kill_pidfile, pidfile_process, run};
 use crate::status::{self, Reading};
-use crate::{create_disk, find_image, require_program, HarnessError, VmConfig};
+use crate::{create_disk, find_image_in, images_dir, require_program, HarnessError, VmConfig};
 
 /// The image's virtual IP (profiles/base.toml `[cluster.network] vip`).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
@@ -44,6 +44,12 @@ pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const STATE_FILE: &str = "cluster.json";
 /// Highest node index (addresses 10.77.0.101-199).
 pub const MAX_INDEX: u8 = 99;
+/// The Kubernetes API port on the VIP and on every master.
+pub const API_PORT: u16 = 6443;
+/// Guest memory for images with Kubernetes (kubeadm's preflight wants
+/// 1700 MB on a control-plane node; the API server, controller manager,
+/// scheduler and etcd share it).
+pub const KUBEADM_MEMORY_MIB: u32 = 3072;
 
 /// A node's role: which image it boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,10 +168,14 @@ pub struct ClusterOptions {
     pub cpus: u32,
     /// Size of a new data disk (`qemu-img` syntax).
     pub disk_size: String,
+    /// Where the `master` and `worker` images are (default
+    /// [`crate::images_dir`]: `$KUBEBOOT_IMAGES` or `<workspace>/out`).
+    pub images: PathBuf,
 }
 
 impl ClusterOptions {
-    /// Defaults: 1 vCPU, 1536 MiB, 8G sparse disks, cluster `kubeboot`.
+    /// Defaults: 1 vCPU, 1536 MiB, 8G sparse disks, cluster `kubeboot`,
+    /// images from [`crate::images_dir`].
     pub fn new(run_dir: PathBuf, netns: String, secret: String) -> Self {
         ClusterOptions {
             run_dir,
@@ -175,6 +185,18 @@ impl ClusterOptions {
             memory_mib: 1536,
             cpus: 1,
             disk_size: "8G".to_owned(),
+            images: images_dir(),
+        }
+    }
+
+    /// Sizes guests for kubeadm when `kubernetes` says the images carry
+    /// it: kubeadm's preflight refuses a control-plane node with fewer
+    /// than 2 CPUs or 1700 MB of memory (the agent ignores no preflight
+    /// error), so at least 2 vCPUs and [`KUBEADM_MEMORY_MIB`].
+    pub fn fit_for_kubeadm(&mut self, kubernetes: &crate::ImageKubernetes) {
+        if kubernetes.present {
+            self.cpus = self.cpus.max(2);
+            self.memory_mib = self.memory_mib.max(KUBEADM_MEMORY_MIB);
         }
     }
 }
@@ -338,7 +360,7 @@ impl Cluster {
         if !node.disk.exists() {
             create_disk(&node.disk, &self.opts.disk_size)?;
         }
-        let image = find_image(role.image())?;
+        let image = find_image_in(&self.opts.images, role.image())?;
         self.net.add_tap(&node.tap())?;
         let mut config = VmConfig::new(image, node.console.clone());
         config.memory_mib = self.opts.memory_mib;
@@ -467,6 +489,19 @@ impl Cluster {
             &self.opts.secret,
             &self.opts.cluster_name,
             &self.opts.run_dir.join("etcd-client"),
+            &self.opts.netns,
+        )
+    }
+
+    /// A client of the Kubernetes API (curl in the namespace) with the
+    /// Kubernetes CA and an admin client certificate (`system:masters`)
+    /// derived from the cluster secret as the agents derive them; files
+    /// and a kubeconfig under `<run>/kubernetes/`.
+    pub fn kubernetes(&self) -> Result<KubeClient, HarnessError> {
+        KubeClient::mint(
+            &self.opts.secret,
+            &self.opts.cluster_name,
+            &self.opts.run_dir.join("kubernetes"),
             &self.opts.netns,
         )
     }
@@ -730,5 +765,188 @@ impl EtcdClient {
         )?;
         let v = out.trim_end_matches('\n');
         Ok((!out.is_empty()).then(|| v.to_owned()))
+    }
+}
+
+/// The Kubernetes API seen from the host side of the test network: curl
+/// run in the namespace, verifying the API server's certificate against
+/// the Kubernetes CA derived from the secret (the agents place the same
+/// CA; the API server's certificate names the VIP and every master).
+#[derive(Debug, Clone)]
+pub struct KubeClient {
+    netns: String,
+    /// The Kubernetes CA certificate.
+    pub ca: PathBuf,
+    /// An admin client certificate (`O=system:masters`).
+    pub cert: PathBuf,
+    /// Its key (0600).
+    pub key: PathBuf,
+    /// A kubeconfig naming the VIP, the CA and the admin certificate.
+    pub kubeconfig: PathBuf,
+    ca_pin: String,
+}
+
+impl KubeClient {
+    /// Derives the Kubernetes CA from `secret` and `cluster_name`, issues
+    /// an admin client certificate and writes CA, certificate, key (0600)
+    /// and `admin.conf` (file paths, API on the VIP) in `dir`.
+    pub fn mint(
+        secret: &str,
+        cluster_name: &str,
+        dir: &Path,
+        netns: &str,
+    ) -> Result<KubeClient, HarnessError> {
+        let secret = cluster_config::ClusterSecret::new(secret.to_owned())
+            .map_err(|e| HarnessError::Pki(e.to_string()))?;
+        let pki = pki::ClusterPki::derive(&secret, cluster_name)
+            .map_err(|e| HarnessError::Pki(e.to_string()))?;
+        let leaf = pki
+            .kubernetes_ca
+            .issue(&pki::LeafRequest {
+                common_name: "kubeboot-harness-admin".to_owned(),
+                dns_names: Vec::new(),
+                ips: Vec::new(),
+                usage: pki::Usage::Client,
+                organization: Some("system:masters".to_owned()),
+            })
+            .map_err(|e| HarnessError::Pki(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
+            what: "creating",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let c = KubeClient {
+            netns: netns.to_owned(),
+            ca: dir.join("ca.crt"),
+            cert: dir.join("admin.crt"),
+            key: dir.join("admin.key"),
+            kubeconfig: dir.join("admin.conf"),
+            ca_pin: pki.kubernetes_ca.spki_pin(),
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| HarnessError::Io {
+                what: "writing",
+                path,
+                source,
+            }
+        };
+        pki::write_cert_file(&c.ca, &pki.kubernetes_ca.cert_pem).map_err(io(&c.ca))?;
+        pki::write_cert_file(&c.cert, &leaf.cert_pem).map_err(io(&c.cert))?;
+        pki::write_key_file(&c.key, &leaf.key_pem).map_err(io(&c.key))?;
+        let conf = kubeconfig(cluster_name, &c.ca, &c.cert, &c.key);
+        pki::write_key_file(&c.kubeconfig, &conf).map_err(io(&c.kubeconfig))?;
+        Ok(c)
+    }
+
+    /// The Kubernetes CA's SPKI pin (what `kube.join.ca_pin` must say).
+    pub fn ca_pin(&self) -> &str {
+        &self.ca_pin
+    }
+
+    /// `GET https://<host>:6443/<path>`, server certificate verified
+    /// against the CA; anonymous unless `admin` (then with the admin
+    /// client certificate). Returns the body; an HTTP error fails.
+    pub fn get(&self, host: Ipv4Addr, path: &str, admin: bool) -> Result<String, HarnessError> {
+        require_program("curl", "curl")?;
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, "curl"])
+            .args(["--silent", "--show-error", "--fail", "--max-time", "10"])
+            .arg("--cacert")
+            .arg(&self.ca);
+        if admin {
+            cmd.arg("--cert")
+                .arg(&self.cert)
+                .arg("--key")
+                .arg(&self.key);
+        }
+        cmd.arg(format!("https://{host}:{API_PORT}/{path}"));
+        run(&mut cmd)
+    }
+
+    /// The kubectl command line prefix for people (kubectl from the
+    /// components, run in the namespace).
+    pub fn command_line(&self) -> String {
+        format!(
+            "ip netns exec {} kubectl --kubeconfig {}",
+            self.netns,
+            self.kubeconfig.display()
+        )
+    }
+}
+
+/// A kubeconfig for the API on the VIP with file references. Pure.
+pub fn kubeconfig(cluster_name: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster_name}\n  cluster:\n    \
+         server: https://{VIP}:{API_PORT}\n    certificate-authority: {}\ncontexts:\n- name: \
+         admin@{cluster_name}\n  context:\n    cluster: {cluster_name}\n    user: admin\n\
+         current-context: admin@{cluster_name}\nusers:\n- name: admin\n  user:\n    \
+         client-certificate: {}\n    client-key: {}\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+/// The nodes the API lists (`GET /api/v1/nodes` as JSON): name and whether
+/// its `Ready` condition is `True`. Pure.
+pub fn api_nodes(json: &str) -> Option<Vec<(String, bool)>> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get("items")?
+        .as_array()?
+        .iter()
+        .map(|n| {
+            let name = n.get("metadata")?.get("name")?.as_str()?.to_owned();
+            let ready = n
+                .get("status")
+                .and_then(|s| s.get("conditions"))
+                .and_then(|c| c.as_array())
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c.get("type").and_then(|t| t.as_str()) == Some("Ready")
+                            && c.get("status").and_then(|t| t.as_str()) == Some("True")
+                    })
+                });
+            Some((name, ready))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_api_nodes_and_their_ready_condition() {
+        let json = r#"{"kind":"NodeList","items":[
+            {"metadata":{"name":"master-ab"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}]}},
+            {"metadata":{"name":"worker-cd"},"status":{"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady"}]}},
+            {"metadata":{"name":"new"}}]}"#;
+        assert_eq!(
+            api_nodes(json).unwrap(),
+            [
+                ("master-ab".to_owned(), true),
+                ("worker-cd".to_owned(), false),
+                ("new".to_owned(), false)
+            ]
+        );
+        assert_eq!(api_nodes("not json"), None);
+        assert_eq!(api_nodes(r#"{"items":[{"metadata":{}}]}"#), None);
+    }
+
+    #[test]
+    fn kubeconfig_names_the_vip_and_the_files() {
+        let k = kubeconfig(
+            "kubeboot",
+            Path::new("/r/ca.crt"),
+            Path::new("/r/admin.crt"),
+            Path::new("/r/admin.key"),
+        );
+        assert!(k.contains("server: https://10.77.0.10:6443\n"), "{k}");
+        assert!(k.contains("certificate-authority: /r/ca.crt\n"), "{k}");
+        assert!(k.contains("client-certificate: /r/admin.crt\n"), "{k}");
+        assert!(k.contains("client-key: /r/admin.key\n"), "{k}");
+        assert!(k.contains("current-context: admin@kubeboot\n"), "{k}");
     }
 }

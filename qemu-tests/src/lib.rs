@@ -163,21 +163,56 @@ pub struct Image {
     pub initrd: PathBuf,
     /// Kernel command line from the manifest (`console=ttyS0` when absent).
     pub cmdline: String,
+    /// What the manifest says about the Kubernetes components.
+    pub kubernetes: ImageKubernetes,
 }
 
-/// Finds the image `name` (`master`, `worker`) under `$KUBEBOOT_IMAGES`
-/// (default `<workspace>/out`), failing with `make image` when missing.
-pub fn find_image(name: &str) -> Result<Image, HarnessError> {
-    let base = std::env::var_os(IMAGES_ENV)
+/// The `kubernetes` record of an image's `manifest.json` (imagegen writes
+/// the same into the image's `/usr/lib/kubeboot/kubernetes.toml`, which
+/// the agent reads). Tolerant: absent fields are defaulted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct ImageKubernetes {
+    /// kubelet, kubeadm and kubectl are in the image.
+    pub present: bool,
+    /// Why they are not (`present = false`): the agent's kube phase
+    /// reports itself skipped with exactly this reason.
+    pub reason: Option<String>,
+    /// The Kubernetes version.
+    pub version: Option<String>,
+    /// The OCI archive of control-plane images in the image (imported
+    /// into containerd before kubeadm runs).
+    pub images_archive: Option<String>,
+}
+
+/// The images directory: `$KUBEBOOT_IMAGES` (relative paths from the
+/// workspace root), default `<workspace>/out`.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os(IMAGES_ENV)
         .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("out"));
+        .map(|p| absolute_in_workspace(&p))
+        .unwrap_or_else(|| workspace_root().join("out"))
+}
+
+/// `p` itself when absolute, else `p` under the workspace root.
+pub fn absolute_in_workspace(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        workspace_root().join(p)
+    }
+}
+
+/// Finds the image `name` (`master`, `worker`) under [`images_dir`],
+/// failing with `make image` when missing.
+pub fn find_image(name: &str) -> Result<Image, HarnessError> {
+    find_image_in(&images_dir(), name)
+}
+
+/// Finds the image `name` under `base` (`<base>/<name>/vmlinuz`,
+/// `initramfs.img`, `manifest.json`), failing with `make image` when
+/// missing.
+pub fn find_image_in(base: &Path, name: &str) -> Result<Image, HarnessError> {
     let dir = base.join(name);
     let kernel = dir.join("vmlinuz");
     let initrd = dir.join("initramfs.img");
@@ -192,14 +227,20 @@ pub fn find_image(name: &str) -> Result<Image, HarnessError> {
         path: manifest.clone(),
         source,
     })?;
-    let cmdline = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("cmdline")?.as_str().map(str::to_owned))
+    let v = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+    let cmdline = v
+        .get("cmdline")
+        .and_then(|c| c.as_str().map(str::to_owned))
         .unwrap_or_else(|| "console=ttyS0".to_owned());
+    let kubernetes = v
+        .get("kubernetes")
+        .and_then(|k| serde_json::from_value(k.clone()).ok())
+        .unwrap_or_default();
     Ok(Image {
         kernel,
         initrd,
         cmdline,
+        kubernetes,
     })
 }
 
@@ -669,11 +710,37 @@ mod tests {
     }
 
     #[test]
+    fn finds_an_image_and_its_kubernetes_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("master");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("vmlinuz"), "k").unwrap();
+        std::fs::write(m.join("initramfs.img"), "i").unwrap();
+        std::fs::write(
+            m.join("manifest.json"),
+            r#"{"cmdline":"console=ttyS0 quiet","kubernetes":{"present":false,"version":"v1.30.4","reason":"built with --without-kubernetes","components":[]}}"#,
+        )
+        .unwrap();
+        let img = find_image_in(dir.path(), "master").unwrap();
+        assert_eq!(img.cmdline, "console=ttyS0 quiet");
+        assert!(!img.kubernetes.present);
+        assert_eq!(
+            img.kubernetes.reason.as_deref(),
+            Some("built with --without-kubernetes")
+        );
+        assert!(matches!(
+            find_image_in(dir.path(), "worker"),
+            Err(HarnessError::MissingImage { .. })
+        ));
+    }
+
+    #[test]
     fn args_escape_commas_and_pass_credentials() {
         let image = Image {
             kernel: "/k".into(),
             initrd: "/i".into(),
             cmdline: "console=ttyS0".into(),
+            kubernetes: ImageKubernetes::default(),
         };
         let mut c = VmConfig::new(image, "/tmp/log".into());
         c.disks.push("/d/a,b.qcow2".into());

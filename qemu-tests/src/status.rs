@@ -128,6 +128,133 @@ pub struct EtcdReport {
     pub error: Option<String>,
 }
 
+/// The kube phase's state (`agent status` `kube.phase`): `state` is
+/// `pending`, `skipped`, `waiting-for-init`, `initialising`, `joining`,
+/// `retrying` or `ready`; the other fields belong to one state each.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct KubePhaseReport {
+    /// The state.
+    pub state: String,
+    /// `skipped`: why (the image's reason).
+    pub reason: Option<String>,
+    /// `waiting-for-init`: the init node's id.
+    pub init_node: Option<String>,
+    /// `retrying`: consecutive failures.
+    pub failures: Option<u64>,
+    /// `retrying`: the last error.
+    pub last_error: Option<String>,
+    /// `retrying`: seconds to the next attempt.
+    pub next_attempt_in_s: Option<u64>,
+}
+
+/// The local API server's health (`kube.api_server`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct ApiServerReport {
+    /// `unknown`, `not-applicable` (workers), `ready`, `not-ready`.
+    pub health: String,
+    /// `not-ready`: why.
+    pub reason: Option<String>,
+}
+
+/// The join material a node uses (`kube.join`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct JoinReport {
+    /// `<VIP>:6443`.
+    pub api_endpoint: String,
+    /// `sha256:<hex>` of the Kubernetes CA's SubjectPublicKeyInfo.
+    pub ca_pin: String,
+    /// The bootstrap token's id.
+    pub token_id: String,
+    /// `discovery` (workers) or `derived` (masters).
+    pub source: String,
+}
+
+/// The kube phase as the agent reports it (`kube` section), every field
+/// defaulted.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct KubeReport {
+    /// Where the phase is.
+    pub phase: KubePhaseReport,
+    /// While pending: what it waits for.
+    pub waiting_for: Option<String>,
+    /// A configuration error that stops the phase.
+    pub error: Option<String>,
+    /// The elected init node's id (masters).
+    pub init_node: Option<String>,
+    /// This node is the init node.
+    pub is_init_node: bool,
+    /// kubeadm init/join completed on this node.
+    pub joined: bool,
+    /// The kubelet unit: `unknown`, `active`, `inactive`, `failed`.
+    pub kubelet: String,
+    /// The local API server.
+    pub api_server: ApiServerReport,
+    /// The join material.
+    pub join: Option<JoinReport>,
+    /// Why a worker refuses the announced join material.
+    pub join_error: Option<String>,
+    /// Whether the image's control-plane images were imported into
+    /// containerd (reported by agents that have the field; `None` from
+    /// the others).
+    pub images_imported: Option<bool>,
+}
+
+impl KubeReport {
+    /// One line for progress output: the state and its detail, then
+    /// joined/kubelet/API server once they say something. Pure.
+    pub fn summary(&self) -> String {
+        let p = &self.phase;
+        let mut s = if p.state.is_empty() {
+            "not reported".to_owned()
+        } else {
+            p.state.clone()
+        };
+        if let Some(r) = &p.reason {
+            s += &format!(": {r}");
+        }
+        if let Some(n) = &p.init_node {
+            s += &format!(" (init node {n})");
+        }
+        if let (Some(f), Some(e)) = (p.failures, &p.last_error) {
+            s += &format!(" ({f} failures, last: {e})");
+        }
+        if let Some(w) = &self.waiting_for {
+            s += &format!(" (waiting for {w})");
+        }
+        if let Some(e) = &self.error {
+            s += &format!(" (error: {e})");
+        }
+        if p.state != "skipped" && p.state != "pending" && !p.state.is_empty() {
+            s += &format!(
+                "; {}{}, kubelet {}, API server {}",
+                if self.joined { "joined" } else { "not joined" },
+                if self.is_init_node { ", init node" } else { "" },
+                if self.kubelet.is_empty() {
+                    "?"
+                } else {
+                    &self.kubelet
+                },
+                if self.api_server.health.is_empty() {
+                    "?"
+                } else {
+                    &self.api_server.health
+                },
+            );
+        }
+        s
+    }
+}
+
+/// The report's kube section, `None` from agents without one (or when it
+/// does not parse as [`KubeReport`]).
+pub fn kube(r: &StatusReport) -> Option<KubeReport> {
+    serde_json::from_value(r.other.get("kube")?.clone()).ok()
+}
+
 /// How much of the end of the file is read to find the last line (one
 /// report is 2-6 KiB).
 const TAIL_BYTES: u64 = 128 * 1024;
@@ -326,10 +453,41 @@ mod tests {
         assert_eq!(r.other["kube"]["phase"]["state"], "skipped");
         assert!(r.other.contains_key("next"));
         assert!(render(&r).contains("built with --without-kubernetes"));
+        let k = kube(&r).unwrap();
+        assert_eq!(k.phase.state, "skipped");
+        assert_eq!(
+            k.phase.reason.as_deref(),
+            Some("built with --without-kubernetes")
+        );
+        assert_eq!(k.summary(), "skipped: built with --without-kubernetes");
         // A report from an agent without most sections still parses.
         let old: StatusReport = serde_json::from_slice(br#"{"phase":"starting"}"#).unwrap();
         assert_eq!(old.phase, "starting");
         assert!(old.vip.is_none() && !holds_vip(&old));
+    }
+
+    #[test]
+    fn kube_section_of_a_ready_master_and_a_retrying_one() {
+        let ready = br#"{"phase":"ready","kube":{"phase":{"state":"ready"},"waiting_for":null,"error":null,"init_node":"ab12","is_init_node":true,"joined":true,"kubelet":"active","api_server":{"health":"ready"},"join":{"api_endpoint":"10.77.0.10:6443","ca_pin":"sha256:00","token_id":"abcdef","source":"derived"},"join_error":null}}"#;
+        let r: StatusReport = serde_json::from_slice(ready).unwrap();
+        let k = kube(&r).unwrap();
+        assert!(k.joined && k.is_init_node);
+        assert_eq!(k.init_node.as_deref(), Some("ab12"));
+        assert_eq!(k.api_server.health, "ready");
+        assert_eq!(k.join.as_ref().unwrap().source, "derived");
+        assert_eq!(k.images_imported, None);
+        assert_eq!(
+            k.summary(),
+            "ready; joined, init node, kubelet active, API server ready"
+        );
+        let retrying = br#"{"kube":{"phase":{"state":"retrying","failures":2,"last_error":"kubeadm init: exit 1","next_attempt_in_s":20},"joined":false,"kubelet":"inactive","api_server":{"health":"not-ready","reason":"connection refused"}}}"#;
+        let r: StatusReport = serde_json::from_slice(retrying).unwrap();
+        assert_eq!(
+            kube(&r).unwrap().summary(),
+            "retrying (2 failures, last: kubeadm init: exit 1); not joined, kubelet inactive, API server not-ready"
+        );
+        let none: StatusReport = serde_json::from_slice(br#"{"phase":"ready"}"#).unwrap();
+        assert_eq!(kube(&none), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use qemu_tests::cluster::{reap_abandoned, Cluster, ClusterOptions, EtcdClient, Role, VIP};
 use qemu_tests::net::Network;
 use qemu_tests::status::{self, Reading};
-use qemu_tests::{logs_dir, HarnessError};
+use qemu_tests::{find_image, logs_dir, HarnessError};
 
 /// Three TCG guests on two cores: kernel + systemd + etcd start in 1-4 min.
 const ASSEMBLY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -289,6 +289,27 @@ fn three_masters_assemble_and_survive_faults() {
             dir.display()
         ));
     }
+    // These scenarios run on images without Kubernetes (`make
+    // test-cluster` builds them with K8S=none): every node must report
+    // the kube phase skipped with the reason its image records. The
+    // real-kubeadm path is tests/kubernetes.rs.
+    let skip_reason = |role: &str| -> String {
+        let img = find_image(role).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !img.kubernetes.present,
+            "the {role} image has Kubernetes {}: these scenarios need images built without it \
+             (make test-cluster builds them with K8S=none; tests/kubernetes.rs is the kubeadm test)",
+            img.kubernetes.version.as_deref().unwrap_or("")
+        );
+        img.kubernetes
+            .reason
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| {
+                panic!("the {role} image records no reason for having no Kubernetes")
+            })
+    };
+    let master_reason = skip_reason("master");
+    let worker_reason = skip_reason("worker");
     let seed = seed();
     let mut rng = SplitMix64(seed);
     let cut_a_index = rng.in_range(1..=3) as u8;
@@ -423,6 +444,34 @@ fn three_masters_assemble_and_survive_faults() {
             "{name}: etcd CA differs from the one derived from the secret"
         );
     }
+    // The kube phase starts once the local member is a healthy voter; on
+    // these images it must end skipped with the image's own reason.
+    let kube = c
+        .wait(
+            "every master to report its kube phase",
+            Duration::from_secs(60),
+            POLL,
+            |snap| {
+                refs.iter()
+                    .map(|n| {
+                        let k = status::kube(&snap.get(*n)?.as_ref()?.report)?;
+                        (k.phase.state != "pending").then(|| (n.to_string(), k))
+                    })
+                    .collect::<Option<BTreeMap<_, _>>>()
+            },
+        )
+        .or_panic("kube phase on the masters");
+    for (name, k) in &kube {
+        assert!(
+            k.phase.state == "skipped" && k.phase.reason.as_deref() == Some(master_reason.as_str()),
+            "{name}: kube phase {:?}: the image has no Kubernetes, so it must be skipped \
+             with the image's reason {master_reason:?}",
+            k.summary()
+        );
+    }
+    tl.log(format!(
+        "1. every master reports the kube phase skipped: {master_reason}"
+    ));
     let took = put_via_vip(
         &etcd,
         "/kubeboot-test/one",
@@ -731,9 +780,9 @@ fn three_masters_assemble_and_survive_faults() {
         "the worker must not be an etcd member"
     );
     assert!(
-        kube_state == "skipped" && !reason.is_empty(),
-        "worker-1: kube phase {kube_state:?} ({reason:?}); these images have no Kubernetes, \
-         so the join must be reported as skipped with the reason"
+        kube_state == "skipped" && reason == worker_reason,
+        "worker-1: kube phase {kube_state:?} ({reason:?}); the image has no Kubernetes, \
+         so the join must be reported as skipped with the image's reason {worker_reason:?}"
     );
     // The join material the worker got from authenticated discovery: the
     // API endpoint on the VIP, the Kubernetes CA pin and the token id, all

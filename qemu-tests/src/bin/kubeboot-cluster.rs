@@ -44,9 +44,19 @@ enum Cmd {
         /// Seconds to wait for a healthy quorum and a VIP holder.
         #[arg(long, env = "CLUSTER_TIMEOUT", default_value_t = 900)]
         timeout: u64,
-        /// Guest memory, MiB.
-        #[arg(long, env = "MEMORY", default_value_t = 1536)]
-        memory: u32,
+        /// Seconds to wait, after the quorum, for every node's kube phase
+        /// to be ready (images with Kubernetes only; kubeadm init under
+        /// TCG takes 10-20 min).
+        #[arg(long, env = "KUBE_TIMEOUT", default_value_t = 2700)]
+        kube_timeout: u64,
+        /// Guest memory, MiB (default 1536; 3072 for images with
+        /// Kubernetes, kubeadm's preflight wants 1700 MB on a master).
+        #[arg(long, env = "MEMORY")]
+        memory: Option<u32>,
+        /// vCPUs per guest (default 1; 2 for images with Kubernetes,
+        /// kubeadm's preflight wants 2 on a master).
+        #[arg(long, env = "CPUS")]
+        cpus: Option<u32>,
         /// Seconds between two guests' power-on.
         #[arg(long, default_value_t = 3)]
         stagger: u64,
@@ -102,14 +112,19 @@ fn main() -> Result<()> {
             workers,
             secret_file,
             timeout,
+            kube_timeout,
             memory,
+            cpus,
             stagger,
         } => up(
             &cli.run_dir,
             workers,
             secret_file.as_deref(),
-            Duration::from_secs(timeout),
-            memory,
+            (
+                Duration::from_secs(timeout),
+                Duration::from_secs(kube_timeout),
+            ),
+            (memory, cpus),
             Duration::from_secs(stagger),
         ),
         Cmd::Status => status_cmd(&cli.run_dir),
@@ -159,6 +174,10 @@ struct Progress {
     voter: Option<Duration>,
     vip: Option<Duration>,
     phase: String,
+    /// The kube phase's last summary line.
+    kube: String,
+    /// When the kube phase was first seen ready (or skipped).
+    kube_done: Option<Duration>,
     print: bool,
 }
 
@@ -166,8 +185,8 @@ fn up(
     run_dir: &Path,
     workers: u8,
     secret_file: Option<&Path>,
-    timeout: Duration,
-    memory: u32,
+    (timeout, kube_timeout): (Duration, Duration),
+    (memory, cpus): (Option<u32>, Option<u32>),
     stagger: Duration,
 ) -> Result<()> {
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -194,7 +213,27 @@ fn up(
         format!("kb-c{}", std::process::id()),
         secret,
     );
-    opts.memory_mib = memory;
+    let kubernetes = qemu_tests::find_image_in(&opts.images, "master")?.kubernetes;
+    opts.fit_for_kubeadm(&kubernetes);
+    opts.memory_mib = memory.unwrap_or(opts.memory_mib);
+    opts.cpus = cpus.unwrap_or(opts.cpus);
+    if kubernetes.present {
+        println!(
+            "cluster: images with Kubernetes {} from {}: etcd + VIP, then kubeadm init/join \
+             (10-20 min under TCG); {} vCPUs and {} MiB a guest",
+            kubernetes.version.as_deref().unwrap_or("?"),
+            opts.images.display(),
+            opts.cpus,
+            opts.memory_mib
+        );
+    } else {
+        println!(
+            "cluster: images without Kubernetes ({}) from {}: etcd + VIP only, the kube phase \
+             reports itself skipped",
+            kubernetes.reason.as_deref().unwrap_or("no reason recorded"),
+            opts.images.display()
+        );
+    }
     let mut c = Cluster::create(opts).context("creating the private network")?;
     println!(
         "cluster: private network 10.77.0.0/24 (namespace {}, bridge br0 10.77.0.1/24, DHCP .100-.199, VIP {VIP})",
@@ -238,21 +277,35 @@ fn up(
             run_dir.display()
         )
     })?;
-    let (took, summary, progress) = healthy_after;
+    let (took, summary, mut progress) = healthy_after;
     println!();
     println!(
         "cluster: healthy after {:.0} s from the first power-on: {summary}",
         took.as_secs_f64()
     );
+    let kube_result = if kubernetes.present {
+        println!(
+            "cluster: waiting for the kube phase on every node (up to {} s)",
+            kube_timeout.as_secs()
+        );
+        follow_kube(&c, t0, kube_timeout, &mut progress)
+    } else {
+        Ok(())
+    };
     for (name, n) in c.nodes() {
         let p = &progress[name];
         let at =
             |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.0}s", d.as_secs_f64()));
+        let kube = n
+            .status()
+            .and_then(|r| status::kube(&r.report))
+            .map_or("not reported".to_owned(), |k| k.summary());
         println!(
-            "  {name:<9} {:<12} multi-user {:>5}  etcd voter {:>5}  console {}",
+            "  {name:<9} {:<12} multi-user {:>5}  etcd voter {:>5}  kube {:>5} {kube}  console {}",
             n.ip(),
             at(p.multi_user),
             at(p.voter),
+            at(p.kube_done),
             n.console.display()
         );
     }
@@ -271,11 +324,76 @@ fn up(
         "  etcd:    {} endpoint status -w table",
         etcd.command_line(&endpoints.join(","))
     );
+    if kubernetes.present {
+        let api = c.kubernetes()?;
+        println!(
+            "  API:     {} get nodes   (kubectl from the components; admin certificate derived from the secret)",
+            api.command_line()
+        );
+        println!(
+            "           ip netns exec {} curl --cacert {} https://{VIP}:{}/readyz",
+            c.options().netns,
+            api.ca.display(),
+            cluster::API_PORT
+        );
+    }
     println!(
         "  stop:    make cluster-down   (disks kept in {}; PURGE=1 deletes them)",
         run_dir.display()
     );
-    Ok(())
+    kube_result.with_context(|| {
+        format!(
+            "the guests keep running (`make cluster-status`, console logs in {}; \
+             `make cluster-down` stops them)",
+            run_dir.display()
+        )
+    })
+}
+
+/// After the quorum: follows every node's kube phase until each reports
+/// it ready and joined (kubelet active; on masters the API server ready)
+/// or `timeout` passes, printing every change.
+fn follow_kube(
+    c: &Cluster,
+    t0: Instant,
+    timeout: Duration,
+    progress: &mut BTreeMap<String, Progress>,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let snap = c.snapshot();
+        let mut all_ready = true;
+        for (name, n) in c.nodes() {
+            let p = progress.entry(name.clone()).or_default();
+            report_progress(name, n, snap.get(name).and_then(Option::as_ref), p, t0);
+            let k = snap
+                .get(name)
+                .and_then(Option::as_ref)
+                .and_then(|r| status::kube(&r.report));
+            let ready = k.is_some_and(|k| {
+                k.phase.state == "ready"
+                    && k.joined
+                    && k.kubelet == "active"
+                    && (n.role == Role::Worker || k.api_server.health == "ready")
+            });
+            all_ready &= ready;
+        }
+        if all_ready {
+            println!(
+                "cluster: Kubernetes ready on every node after {:.0} s from the first power-on",
+                t0.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            eprintln!("{}", c.describe());
+            bail!(
+                "the kube phase is not ready on every node after {} s (KUBE_TIMEOUT raises it)",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
 }
 
 /// Follows every node until the cluster is healthy (see [`healthy`]),
@@ -383,6 +501,18 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
             s.etcd.cluster_id.as_deref().unwrap_or("?"),
             s.etcd.members.len()
         ));
+    }
+    if let Some(k) = status::kube(s) {
+        let line = k.summary();
+        if line != p.kube {
+            say(&format!("kube {line}"));
+            p.kube = line;
+        }
+        let done = k.phase.state == "skipped"
+            || (k.phase.state == "ready" && k.joined && k.kubelet == "active");
+        if done && p.kube_done.is_none() {
+            p.kube_done = Some(now);
+        }
     }
     if p.vip.is_none() && status::holds_vip(s) {
         p.vip = Some(now);
