@@ -242,10 +242,11 @@ fn download(c: &Component) -> Result<Vec<u8>, ComponentError> {
         reason,
     };
     let classify = |e: reqwest::Error| {
+        let reason = crate::registry::error_chain(&e);
         if crate::registry::is_unreachable(&e) {
-            unreachable(e.to_string())
+            unreachable(reason)
         } else {
-            failed(e.to_string())
+            failed(reason)
         }
     };
     let client = reqwest::blocking::Client::builder()

@@ -46,12 +46,12 @@ const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub enum ImagesError {
     /// Pulling from a registry failed (unreachable, HTTP error, digest
     /// mismatch, corrupt cache).
-    #[error("image {name}: {source}{}", registry_hint(source))]
+    #[error("image {name}: {cause}{}", registry_hint(cause))]
     Registry {
         /// Reference.
         name: String,
-        /// Why.
-        source: RegistryError,
+        /// Why (not a `source`: the message already says it).
+        cause: RegistryError,
     },
     /// `--offline` and pinned images are not (fully) in the cache.
     #[error(
@@ -267,7 +267,7 @@ impl ImagesError {
     /// (a digest mismatch, an HTTP 404, a corrupt cache, `--offline`).
     pub fn unreachable(&self) -> Option<String> {
         match self {
-            ImagesError::Registry { source, .. } => source.unreachable().map(str::to_owned),
+            ImagesError::Registry { cause, .. } => cause.unreachable().map(str::to_owned),
             _ => None,
         }
     }
@@ -352,13 +352,13 @@ fn pick_amd64(index: &Value) -> Result<String, String> {
     }
 }
 
+/// A source's way to get a manifest or blob by digest.
+pub type Fetch<'a> = dyn FnMut(Kind, &str) -> Result<Vec<u8>, ImagesError> + 'a;
+
 /// Walks one pinned image from its digest: `fetch` returns the bytes of a
 /// manifest or blob by digest (the source's own way); each is checked
 /// against its digest here too.
-pub fn walk(
-    image: &ImageRef,
-    fetch: &mut dyn FnMut(Kind, &str) -> Result<Vec<u8>, ImagesError>,
-) -> Result<ImageContent, ImagesError> {
+pub fn walk(image: &ImageRef, fetch: &mut Fetch<'_>) -> Result<ImageContent, ImagesError> {
     let mut blobs = BTreeMap::new();
     let manifest_err = |digest: &str, message: String| ImagesError::Manifest {
         name: image.name.clone(),
@@ -505,9 +505,9 @@ pub fn from_registry(
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for image in images {
-        let wrap = |source| ImagesError::Registry {
+        let wrap = |cause| ImagesError::Registry {
             name: image.name.clone(),
-            source,
+            cause,
         };
         let reference = Reference::parse(&image.name).map_err(wrap)?;
         let pulled = walk(image, &mut |kind, digest| {
@@ -517,7 +517,7 @@ pub fn from_registry(
             Ok(c) => out.push(c),
             Err(ImagesError::Registry {
                 name,
-                source: RegistryError::NotCached { digest, path, .. },
+                cause: RegistryError::NotCached { digest, path, .. },
             }) => missing.push(format!(
                 "{name}@{} needs {digest} ({})",
                 image.digest,
@@ -607,9 +607,12 @@ fn write_tar(files: &[(&str, &[u8])], mtime: u64) -> std::io::Result<Vec<u8>> {
     b.into_inner()
 }
 
+/// A test image's blobs (path, bytes), manifest digest and manifest size.
+type TinyImage = (Vec<(String, Vec<u8>)>, String, usize);
+
 /// The blobs of a minimal one-layer image for `arch`: (path, bytes) of the
 /// layer, config and manifest, and the manifest's digest and size.
-fn tiny_image(arch: &str, mtime: u64) -> std::io::Result<(Vec<(String, Vec<u8>)>, String, usize)> {
+fn tiny_image(arch: &str, mtime: u64) -> std::io::Result<TinyImage> {
     let content: &[u8] = if arch == "amd64" { b"hi" } else { b"hi arm" };
     let layer = {
         let mut b = tar::Builder::new(Vec::new());

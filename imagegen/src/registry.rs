@@ -464,14 +464,20 @@ pub fn sha256_of(digest: &str) -> Result<&str, RegistryError> {
     }
 }
 
-fn transport(url: &str, e: &reqwest::Error) -> RegistryError {
-    // The chain carries the cause (DNS, refused, TLS) that Display omits.
+/// A transport error with its causes (DNS, refused, TLS), which reqwest's
+/// Display leaves out.
+pub fn error_chain(e: &reqwest::Error) -> String {
     let mut reason = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         reason.push_str(&format!(": {s}"));
         source = s.source();
     }
+    reason
+}
+
+fn transport(url: &str, e: &reqwest::Error) -> RegistryError {
+    let reason = error_chain(e);
     if is_unreachable(e) {
         RegistryError::Unreachable {
             url: url.to_owned(),

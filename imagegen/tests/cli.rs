@@ -114,7 +114,70 @@ fn unreachable_kubernetes_source_fails_unless_without_kubernetes() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("http://127.0.0.1:9/kubelet"), "{err}");
     assert!(err.contains("--without-kubernetes"), "{err}");
+    assert!(err.contains("--kubernetes auto"), "{err}");
+    assert!(err.contains("--components-dir"), "{err}");
     assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn auto_goes_on_without_kubernetes_when_upstream_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kubelet URL and the registry mirror: loopback ports nobody
+    // listens on. The build then stops at the (equally unreachable)
+    // package archive, after the Kubernetes decision.
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[cluster]\nrole = \"worker\"\n[kubernetes]\nversion = \"v1.30.4\"\n\
+         images = [\"registry.k8s.io/pause:3.9@sha256:7031c1b283388d2c2e09b57badb803c05ebed362dc88d84b480cc47f72a21097\"]\n\
+         [kubernetes.components.kubelet]\nurl = \"http://127.0.0.1:9/kubelet\"\n\
+         sha256 = \"0c02c0f997b3e9769eae7ca051856054411fca947b3d5409d991ce1964dd0e69\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("agent"), b"#!/bin/true\n").unwrap();
+    let (code, _, err) = imagegen(
+        &[
+            "build",
+            "p.toml",
+            "--agent-bin",
+            "agent",
+            "--kubernetes",
+            "auto",
+            "--registry-mirror",
+            "registry.k8s.io=http://127.0.0.1:9",
+            "--archive",
+            "http://127.0.0.1:9/debian",
+            "--cache",
+            "c",
+            "--out",
+            "o",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("WARNING: upstream is unreachable: http://127.0.0.1:9/kubelet"),
+        "{err}"
+    );
+    assert!(err.contains("building WITHOUT Kubernetes"), "{err}");
+    assert!(err.contains("127.0.0.1:9/debian"), "{err}");
+    assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn none_conflicts_with_components_dir() {
+    let (code, _, err) = imagegen(
+        &[
+            "build",
+            "p.toml",
+            "--kubernetes",
+            "none",
+            "--components-dir",
+            "d",
+        ],
+        Path::new("."),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--components-dir"), "{err}");
 }
 
 #[test]
@@ -139,8 +202,10 @@ fn help_explains_every_build_option() {
         "--archive",
         "--cache",
         "--agent-bin",
+        "--kubernetes <SOURCE>",
         "--without-kubernetes",
         "--components-dir",
+        "--registry-mirror",
         "--source-date-epoch",
     ] {
         assert!(out.contains(opt), "{opt} missing from --help:\n{out}");

@@ -271,7 +271,7 @@ fn tampered_blobs_and_wrong_pins_are_refused() {
         matches!(
             err,
             ImagesError::Registry {
-                source: RegistryError::CorruptCache { .. },
+                cause: RegistryError::CorruptCache { .. },
                 ..
             }
         ),
@@ -290,7 +290,7 @@ fn tampered_blobs_and_wrong_pins_are_refused() {
         matches!(
             err,
             ImagesError::Registry {
-                source: RegistryError::Digest { .. },
+                cause: RegistryError::Digest { .. },
                 ..
             }
         ),
@@ -311,7 +311,7 @@ fn tampered_blobs_and_wrong_pins_are_refused() {
         matches!(
             err,
             ImagesError::Registry {
-                source: RegistryError::Status { status: 404, .. },
+                cause: RegistryError::Status { status: 404, .. },
                 ..
             }
         ),
