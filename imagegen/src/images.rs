@@ -788,6 +788,65 @@ mod tests {
         assert!(text.contains("r.example/pause:3.9@sha256:"), "{text}");
     }
 
+    /// A Docker manifest list whose amd64 entry carries a variant-less
+    /// platform after an arm one; blobs served from a map.
+    fn docker_list(amd64: bool) -> (ImageRef, BTreeMap<String, Vec<u8>>) {
+        let mut blobs = BTreeMap::new();
+        let mut put = |data: Vec<u8>| {
+            let d = format!("sha256:{}", sha256_hex(&data));
+            blobs.insert(d.clone(), data);
+            d
+        };
+        let config = put(b"{}".to_vec());
+        let layer = put(b"layer".to_vec());
+        let manifest = put(serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": registry::DOCKER_MANIFEST,
+            "config": { "digest": config },
+            "layers": [{ "digest": layer }],
+        }))
+        .unwrap());
+        let arch = if amd64 { "amd64" } else { "s390x" };
+        let list = put(serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": registry::DOCKER_LIST,
+            "manifests": [
+                { "digest": format!("sha256:{}", "9".repeat(64)),
+                  "platform": { "os": "linux", "architecture": "arm", "variant": "v7" } },
+                { "digest": manifest, "platform": { "os": "linux", "architecture": arch } },
+            ],
+        }))
+        .unwrap());
+        (
+            ImageRef {
+                name: "docker.io/library/x:1".into(),
+                digest: list,
+            },
+            blobs,
+        )
+    }
+
+    #[test]
+    fn docker_manifest_list_walks_to_its_amd64_manifest() {
+        let (image, blobs) = docker_list(true);
+        let mut asked = Vec::new();
+        let content = walk(&image, &mut |kind, d| {
+            asked.push((kind, d.to_owned()));
+            Ok(blobs[d].clone())
+        })
+        .unwrap();
+        assert_eq!(content.media_type, registry::DOCKER_LIST);
+        assert_eq!(content.blobs.len(), 4);
+        assert_eq!(asked[1].0, Kind::Manifest);
+        assert_eq!(asked[2].0, Kind::Blob);
+        assert!(!asked.iter().any(|(_, d)| d.contains("9999")));
+
+        let (image, blobs) = docker_list(false);
+        let err = walk(&image, &mut |_, d| Ok(blobs[d].clone())).unwrap_err();
+        assert!(matches!(err, ImagesError::Platform { .. }), "{err}");
+        assert!(err.to_string().contains("linux/s390x"), "{err}");
+    }
+
     #[test]
     fn corrupt_blob_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -360,36 +360,56 @@ impl Client {
         Ok(())
     }
 
-    /// GET with the token of this endpoint and repository, obtaining one on
-    /// a Bearer challenge and retrying once.
+    /// GET with the token known for the URL's origin and the repository;
+    /// on a Bearer challenge, obtain a token and retry once.
+    ///
+    /// A registry may redirect to another host that does the challenging
+    /// (registry.k8s.io hands requests to its regional backends), and HTTP
+    /// clients drop `Authorization` on a redirect to another host: so the
+    /// retry goes straight to the URL that challenged, and tokens are kept
+    /// per origin, which later requests reuse the same way.
     fn fetch(
         &self,
         r: &Reference,
         url: &str,
         accept: Option<&str>,
     ) -> Result<Vec<u8>, RegistryError> {
-        let key = format!("{} {}", self.endpoint(r), r.repository);
-        let mut challenged = false;
+        let key =
+            |u: &reqwest::Url| format!("{} {}", u.origin().ascii_serialization(), r.repository);
+        let mut target = reqwest::Url::parse(url).map_err(|e| RegistryError::Reference {
+            name: url.to_owned(),
+            message: format!("not a URL: {e}"),
+        })?;
+        let mut fresh_token = false;
         loop {
-            let mut req = self.http.get(url);
+            let mut req = self.http.get(target.clone());
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
-            if let Some(t) = self.tokens.borrow().get(&key) {
+            let sent = self.tokens.borrow().get(&key(&target)).cloned();
+            if let Some(t) = &sent {
                 req = req.bearer_auth(t);
             }
             let resp = req.send().map_err(|e| transport(url, &e))?;
             let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
+            if status == reqwest::StatusCode::UNAUTHORIZED && !fresh_token {
+                let challenger = resp.url().clone();
+                let known = self.tokens.borrow().get(&key(&challenger)).cloned();
+                if known.is_some() && (challenger != target || known != sent) {
+                    // A token for the host we were redirected to: use it there.
+                    target = challenger;
+                    continue;
+                }
                 let header = resp
                     .headers()
                     .get(WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let token = self.token(url, &header, r)?;
-                self.tokens.borrow_mut().insert(key.clone(), token);
+                let token = self.token(challenger.as_str(), &header, r)?;
+                self.tokens.borrow_mut().insert(key(&challenger), token);
+                target = challenger;
+                fresh_token = true;
                 continue;
             }
             if !status.is_success() {
@@ -662,13 +682,19 @@ mod tests {
         assert!(parse_bearer_challenge("Basic realm=\"x\"").is_none());
     }
 
-    /// Serves `n` connections: the registry challenges requests without
-    /// `Authorization: Bearer good-token`; `/token` hands that token out
-    /// when asked for the right service and scope.
-    fn token_server(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    /// What a test server answers: status line, extra headers, body.
+    type Answer = (&'static str, String, Vec<u8>);
+
+    /// Serves `n` connections of one request each with `handler(base,
+    /// path, authorization)`; returns the base URL and, on join, the
+    /// requests seen as "path authorization".
+    fn serve(
+        n: usize,
+        handler: impl Fn(&str, &str, Option<&str>) -> Answer + Send + 'static,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let realm = format!("{base}/token");
+        let b = base.clone();
         let handle = std::thread::spawn(move || {
             let mut seen = Vec::new();
             for stream in listener.incoming().take(n) {
@@ -691,45 +717,105 @@ mod tests {
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
                 seen.push(format!("{path} {}", auth.as_deref().unwrap_or("-")));
-                let (status, extra, body) = if path.starts_with("/token?") {
-                    if path.contains("service=reg.test")
-                        && path.contains("scope=repository%3Aa%2Fb%3Apull")
-                    {
-                        (
-                            "200 OK",
-                            String::new(),
-                            r#"{"token":"good-token"}"#.to_owned(),
-                        )
-                    } else {
-                        ("400 Bad Request", String::new(), String::new())
-                    }
-                } else if auth.as_deref() == Some("Bearer good-token") {
-                    ("200 OK", String::new(), "blob-content".to_owned())
-                } else {
-                    (
-                        "401 Unauthorized",
-                        format!(
-                            "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg.test\",\
-                             scope=\"repository:a/b:pull\"\r\n"
-                        ),
-                        String::new(),
-                    )
-                };
+                let (status, extra, body) = handler(&b, &path, auth.as_deref());
                 write!(
                     stream,
-                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 )
                 .unwrap();
+                stream.write_all(&body).unwrap();
             }
             seen
         });
         (base, handle)
     }
 
+    /// A registry that challenges requests without `Authorization: Bearer
+    /// good-token`, hands that token out at `/token` when asked for the
+    /// right service and scope, and serves `content(path)` to the token.
+    fn token_server(
+        n: usize,
+        content: impl Fn(&str) -> Vec<u8> + Send + 'static,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        serve(n, move |base, path, auth| {
+            if path.starts_with("/token?") {
+                if path.contains("service=reg.test")
+                    && path.contains("scope=repository%3Aa%2Fb%3Apull")
+                {
+                    (
+                        "200 OK",
+                        String::new(),
+                        br#"{"token":"good-token"}"#.to_vec(),
+                    )
+                } else {
+                    ("400 Bad Request", String::new(), Vec::new())
+                }
+            } else if auth == Some("Bearer good-token") {
+                ("200 OK", String::new(), content(path))
+            } else {
+                (
+                    "401 Unauthorized",
+                    format!(
+                        "WWW-Authenticate: Bearer realm=\"{base}/token\",service=\"reg.test\",\
+                         scope=\"repository:a/b:pull\"\r\n"
+                    ),
+                    Vec::new(),
+                )
+            }
+        })
+    }
+
+    fn blob_content(_: &str) -> Vec<u8> {
+        b"blob-content".to_vec()
+    }
+
+    #[test]
+    fn redirect_to_a_challenging_host_is_followed_and_its_token_reused() {
+        let one = b"one".to_vec();
+        let two = b"two".to_vec();
+        let digests = [
+            format!("sha256:{}", sha256_hex(&one)),
+            format!("sha256:{}", sha256_hex(&two)),
+        ];
+        let d0 = digests[0].clone();
+        let (backend, backend_seen) = token_server(5, move |path| {
+            if path.ends_with(&d0) {
+                b"one".to_vec()
+            } else {
+                b"two".to_vec()
+            }
+        });
+        let (front, front_seen) = serve(2, move |_, path, _| {
+            (
+                "307 Temporary Redirect",
+                format!("Location: {backend}{path}\r\n"),
+                Vec::new(),
+            )
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let c = Client::new(
+            cache.path(),
+            BTreeMap::from([("reg.test".to_owned(), front)]),
+            false,
+        )
+        .unwrap();
+        let r = Reference::parse("reg.test/a/b:1").unwrap();
+        assert_eq!(c.get(&r, Kind::Blob, &digests[0]).unwrap(), one);
+        assert_eq!(c.get(&r, Kind::Blob, &digests[1]).unwrap(), two);
+        assert_eq!(front_seen.join().unwrap().len(), 2);
+        let seen = backend_seen.join().unwrap();
+        assert_eq!(
+            seen.iter().filter(|s| s.starts_with("/token?")).count(),
+            1,
+            "{seen:?}"
+        );
+        assert!(seen[4].ends_with("Bearer good-token"), "{seen:?}");
+    }
+
     #[test]
     fn bearer_challenge_gets_a_token_and_retries() {
-        let (base, server) = token_server(3);
+        let (base, server) = token_server(3, blob_content);
         let cache = tempfile::tempdir().unwrap();
         let mirrors = BTreeMap::from([("reg.test".to_owned(), base)]);
         let c = Client::new(cache.path(), mirrors, false).unwrap();
@@ -751,7 +837,7 @@ mod tests {
 
     #[test]
     fn wrong_content_is_refused_and_not_cached() {
-        let (base, server) = token_server(3);
+        let (base, server) = token_server(3, blob_content);
         let cache = tempfile::tempdir().unwrap();
         let c = Client::new(
             cache.path(),
