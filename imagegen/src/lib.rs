@@ -9,10 +9,15 @@
 //!    lockfile, content-addressed cache);
 //! 3. the `rootfs` crate unpacks them into an in-memory tree and applies the
 //!    maintainer scripts' effects declaratively;
-//! 4. [`bake`] generates the files that come from the profile (sysctls,
+//! 4. the Kubernetes payload comes from the source chosen with
+//!    `--kubernetes auto|download|none` or `--components-dir`
+//!    ([`build::KubernetesSource`]): [`components`] (binaries, CNI
+//!    manifest) and [`images`] (container images, pulled by [`registry`] or
+//!    read from OCI archives, merged into one archive);
+//! 5. [`bake`] generates the files that come from the profile (sysctls,
 //!    modules, cluster configuration, Kubernetes record) and [`build`] lays
 //!    the overlays, the agent and the components over the tree;
-//! 5. the tree is written as a cpio newc + zstd initramfs next to the kernel
+//! 6. the tree is written as a cpio newc + zstd initramfs next to the kernel
 //!    and a [`manifest::Manifest`], all under temporary names renamed last.
 #![warn(missing_docs)]
 
