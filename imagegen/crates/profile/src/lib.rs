@@ -1413,7 +1413,11 @@ mod tests {
             assert!(p.include.iter().any(|x| x == "containerd"), "{file}");
             assert!(p.modules.iter().any(|m| m == "br_netfilter"), "{file}");
             let names: Vec<&str> = p.components.iter().map(|c| c.name.as_str()).collect();
-            assert_eq!(names, ["crictl", "kubeadm", "kubectl", "kubelet"], "{file}");
+            assert_eq!(
+                names,
+                ["cni-plugins", "crictl", "kubeadm", "kubectl", "kubelet"],
+                "{file}"
+            );
             assert!(p
                 .images
                 .iter()
