@@ -16,6 +16,10 @@ APT_PACKAGES := qemu-system-x86 qemu-utils ovmf protobuf-compiler etcd-server et
 	arping tcpdump zstd cpio kmod e2fsprogs openssl socat dnsmasq-base
 # qemu-tests/tests/kubernetes.rs: the API's /readyz on the VIP, TLS verified.
 APT_PACKAGES += curl
+# imagegen/tests/registry.rs: a real distribution registry on loopback (its
+# own config and storage; the packaged service is not used) and skopeo to
+# push test images into it.
+APT_PACKAGES += docker-registry skopeo
 # supervisor tests (owner: agent/crates/supervisor): a private message bus and
 # `systemd-analyze verify` for the generated unit files.
 APT_PACKAGES += dbus-daemon systemd
