@@ -1,7 +1,9 @@
 //! Disk images (imagegen/crates/disk) boot under QEMU (TCG): the raw master
 //! image under OVMF (UEFI) and SeaBIOS (legacy BIOS) to multi-user.target
 //! with the agent running; on first boot the data partition grows to fill
-//! a 4 GiB virtual disk and a file written there survives a reboot; the
+//! a 4 GiB virtual disk and a file written there survives a reboot, and so
+//! does a file written into /opt/cni/bin (an overlay over the image's
+//! directory, upper layer on the data partition: opt-cni-bin.mount); the
 //! qcow2, vmdk and vdi conversions boot too; `qemu-img info` accepts every
 //! format.
 //!
@@ -324,6 +326,29 @@ fn raw_under_uefi_grows_data_to_the_disk_and_keeps_a_file_across_reboot() {
     );
     assert_eq!(r1.get("marker-before"), Some("none"));
     assert_eq!(r1.get("marker-now"), Some(first.as_str()));
+    // /opt/cni/bin: the image's file shows through the overlay, a new file
+    // is writable on the read-only root and lands on the data partition.
+    assert_eq!(
+        r1.get("cni-bin-mount"),
+        Some("overlay"),
+        "/opt/cni/bin is not an overlay mount"
+    );
+    assert_eq!(
+        r1.get("cni-bin-image-file"),
+        Some("visible"),
+        "the image's /opt/cni/bin/README.kubeboot does not show through the overlay"
+    );
+    assert_eq!(r1.get("cni-bin-marker-before"), Some("none"));
+    assert_eq!(
+        r1.get("cni-bin-marker-now"),
+        Some(first.as_str()),
+        "writing into /opt/cni/bin"
+    );
+    assert_eq!(
+        r1.get("cni-bin-upper"),
+        Some(first.as_str()),
+        "the file written into /opt/cni/bin is not in the overlay's upper layer on the data area"
+    );
 
     let second = format!("uefi2-{pid}");
     let (r2, console2) = boot(
@@ -339,6 +364,21 @@ fn raw_under_uefi_grows_data_to_the_disk_and_keeps_a_file_across_reboot() {
         r2.get("marker-before"),
         Some(first.as_str()),
         "the file written on boot 1 is gone"
+    );
+    assert_eq!(
+        r2.get("cni-bin-mount"),
+        Some("overlay"),
+        "/opt/cni/bin is not an overlay mount on boot 2"
+    );
+    assert_eq!(
+        r2.get("cni-bin-marker-before"),
+        Some(first.as_str()),
+        "the file written into /opt/cni/bin on boot 1 is gone"
+    );
+    assert_eq!(
+        r2.get("cni-bin-image-file"),
+        Some("visible"),
+        "boot 2: the image's /opt/cni/bin/README.kubeboot does not show through the overlay"
     );
     assert!(
         !console2.contains("formatting blank partition"),
