@@ -497,17 +497,17 @@ pub fn error_chain(e: &reqwest::Error) -> String {
 }
 
 fn transport(url: &str, e: &reqwest::Error) -> RegistryError {
-    let reason = error_chain(e);
-    if is_unreachable(e) {
-        RegistryError::Unreachable {
-            url: url.to_owned(),
-            reason,
-        }
+    failure(url, error_chain(e), is_unreachable(e))
+}
+
+/// `Unreachable` when the server could not be reached or did not answer in
+/// time (what `--kubernetes auto` skips), `Transfer` for any other failure.
+fn failure(url: &str, reason: String, unreachable: bool) -> RegistryError {
+    let url = url.to_owned();
+    if unreachable {
+        RegistryError::Unreachable { url, reason }
     } else {
-        RegistryError::Transfer {
-            url: url.to_owned(),
-            reason,
-        }
+        RegistryError::Transfer { url, reason }
     }
 }
 
@@ -531,20 +531,8 @@ fn status_error(url: &str, resp: reqwest::blocking::Response) -> RegistryError {
 
 fn read_body(url: &str, mut resp: reqwest::blocking::Response) -> Result<Vec<u8>, RegistryError> {
     let mut data = Vec::new();
-    resp.read_to_end(&mut data).map_err(|e| {
-        let reason = e.to_string();
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            RegistryError::Unreachable {
-                url: url.to_owned(),
-                reason,
-            }
-        } else {
-            RegistryError::Transfer {
-                url: url.to_owned(),
-                reason,
-            }
-        }
-    })?;
+    resp.read_to_end(&mut data)
+        .map_err(|e| failure(url, e.to_string(), e.kind() == std::io::ErrorKind::TimedOut))?;
     Ok(data)
 }
 
