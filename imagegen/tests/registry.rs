@@ -8,29 +8,22 @@
 //! Needs `docker-registry`, `skopeo` and (for the import) `containerd`/`ctr`
 //! from the Makefile's APT_PACKAGES; fails, not skips, without them.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Containerd, Daemon};
 use imagegen::images::{self, ImagesError};
 use imagegen::profile::ImageRef;
 use imagegen::registry::{Client, RegistryError};
 
 const PAUSE: &str = "registry.k8s.io/pause:3.9";
 const COREDNS: &str = "registry.k8s.io/coredns/coredns:v1.11.1";
-
-/// Kills a daemon started by a test, also on failure.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -340,22 +333,6 @@ fn closed_mirror_is_unreachable() {
     assert!(text.contains("--components-dir"), "{text}");
 }
 
-fn ctr(sock: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(sock)
-        .args(["--namespace", "k8s.io"])
-        .args(args)
-        .output()
-        .expect("ctr is installed (Makefile APT_PACKAGES)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// The pulled index image (index + amd64 manifest, no arm64 content)
 /// imports the way the agent imports it: `ctr images import` without
 /// `--all-platforms`.
@@ -367,41 +344,11 @@ fn pulled_index_image_imports_into_containerd() {
     let archive = d.join("images.oci.tar");
     std::fs::write(&archive, images::merge(&pulled, 1_704_067_200).unwrap()).unwrap();
 
-    let config = d.join("containerd.toml");
-    std::fs::write(&config, "version = 2\n").unwrap();
-    let sock = d.join("containerd.sock");
-    let child = Command::new("containerd")
-        .arg("--config")
-        .arg(&config)
-        .arg("--root")
-        .arg(d.join("root"))
-        .arg("--state")
-        .arg(d.join("state"))
-        .arg("--address")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("containerd.log")).unwrap())
-        .spawn()
-        .expect("containerd is installed (Makefile APT_PACKAGES)");
-    let _daemon = Daemon(child);
-    let start = Instant::now();
-    while !ctr(&sock, &["version"]).0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "containerd did not answer: {}",
-            std::fs::read_to_string(d.join("containerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (ok, out) = ctr(&sock, &["images", "import", archive.to_str().unwrap()]);
-    assert!(ok, "import: {out}");
-    let (ok, out) = ctr(&sock, &["images", "ls"]);
-    assert!(ok, "{out}");
-    for r in &f.refs {
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(&format!("{} ", r.name)))
-            .unwrap_or_else(|| panic!("{} not listed: {out}", r.name));
-        assert!(line.contains(&r.digest), "{line}");
-    }
+    let containerd = Containerd::start(d);
+    let expected: Vec<(&str, &str)> = f
+        .refs
+        .iter()
+        .map(|r| (r.name.as_str(), r.digest.as_str()))
+        .collect();
+    containerd.import_and_expect(&archive, &expected);
 }
