@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
+/// A profile that parses: a worker, nothing else.
+const WORKER: &str = "[cluster]\nrole = \"worker\"\n";
+
 fn imagegen(args: &[&str], cwd: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_imagegen"))
         .args(args)
@@ -18,41 +21,41 @@ fn imagegen(args: &[&str], cwd: &Path) -> (i32, String, String) {
     )
 }
 
+/// A scratch directory holding the profile `p.toml` and a stub agent
+/// binary `agent`.
+fn scratch(profile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), profile).unwrap();
+    std::fs::write(dir.path().join("agent"), b"#!/bin/true\n").unwrap();
+    dir
+}
+
+/// `imagegen build p.toml <args> --cache c --out o` in `dir`: the exit code
+/// and stderr.
+fn build(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["build", "p.toml"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--cache", "c", "--out", "o"]);
+    let (code, _, err) = imagegen(&all, dir);
+    (code, err)
+}
+
 #[test]
 fn malformed_profile_names_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.toml"),
-        "[cluster]\nrole = \"master\"\n[kernel]\nmodules = \"virtio_blk\"\n",
-    )
-    .unwrap();
-    let (code, _, err) = imagegen(
-        &["build", "bad.toml", "--out", "o", "--cache", "c"],
-        dir.path(),
-    );
+    let dir = scratch("[cluster]\nrole = \"master\"\n[kernel]\nmodules = \"virtio_blk\"\n");
+    let (code, err) = build(dir.path(), &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("bad.toml:4:"), "{err}");
+    assert!(err.contains("p.toml:4:"), "{err}");
     assert!(err.contains("kernel.modules"), "{err}");
     assert!(!dir.path().join("o").exists());
 }
 
 #[test]
 fn missing_agent_binary_says_make_build() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.toml"), "[cluster]\nrole = \"worker\"\n").unwrap();
-    let (code, _, err) = imagegen(
-        &[
-            "build",
-            "p.toml",
-            "--agent-bin",
-            "no-such-agent",
-            "--without-kubernetes",
-            "--cache",
-            "c",
-            "--out",
-            "o",
-        ],
+    let dir = scratch(WORKER);
+    let (code, err) = build(
         dir.path(),
+        &["--agent-bin", "no-such-agent", "--without-kubernetes"],
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no-such-agent"), "{err}");
@@ -62,24 +65,16 @@ fn missing_agent_binary_says_make_build() {
 
 #[test]
 fn missing_lockfile_says_how_to_create_it() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.toml"), "[cluster]\nrole = \"worker\"\n").unwrap();
-    std::fs::write(dir.path().join("agent"), b"#!/bin/true\n").unwrap();
-    let (code, _, err) = imagegen(
+    let dir = scratch(WORKER);
+    let (code, err) = build(
+        dir.path(),
         &[
-            "build",
-            "p.toml",
             "--agent-bin",
             "agent",
             "--without-kubernetes",
             "--lockfile",
             "nope.lock",
-            "--cache",
-            "c",
-            "--out",
-            "o",
         ],
-        dir.path(),
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nope.lock"), "{err}");
@@ -88,29 +83,13 @@ fn missing_lockfile_says_how_to_create_it() {
 
 #[test]
 fn unreachable_kubernetes_source_fails_unless_without_kubernetes() {
-    let dir = tempfile::tempdir().unwrap();
     // Loopback port 9: nothing listens, the connection is refused at once.
-    std::fs::write(
-        dir.path().join("p.toml"),
+    let dir = scratch(
         "[cluster]\nrole = \"worker\"\n[kubernetes]\nversion = \"v1.30.4\"\n\
          [kubernetes.components.kubelet]\nurl = \"http://127.0.0.1:9/kubelet\"\n\
          sha256 = \"0c02c0f997b3e9769eae7ca051856054411fca947b3d5409d991ce1964dd0e69\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("agent"), b"#!/bin/true\n").unwrap();
-    let (code, _, err) = imagegen(
-        &[
-            "build",
-            "p.toml",
-            "--agent-bin",
-            "agent",
-            "--cache",
-            "c",
-            "--out",
-            "o",
-        ],
-        dir.path(),
     );
+    let (code, err) = build(dir.path(), &["--agent-bin", "agent"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("http://127.0.0.1:9/kubelet"), "{err}");
     assert!(err.contains("--without-kubernetes"), "{err}");
@@ -121,23 +100,18 @@ fn unreachable_kubernetes_source_fails_unless_without_kubernetes() {
 
 #[test]
 fn auto_goes_on_without_kubernetes_when_upstream_is_unreachable() {
-    let dir = tempfile::tempdir().unwrap();
     // The kubelet URL and the registry mirror: loopback ports nobody
     // listens on. The build then stops at the (equally unreachable)
     // package archive, after the Kubernetes decision.
-    std::fs::write(
-        dir.path().join("p.toml"),
+    let dir = scratch(
         "[cluster]\nrole = \"worker\"\n[kubernetes]\nversion = \"v1.30.4\"\n\
          images = [\"registry.k8s.io/pause:3.9@sha256:7031c1b283388d2c2e09b57badb803c05ebed362dc88d84b480cc47f72a21097\"]\n\
          [kubernetes.components.kubelet]\nurl = \"http://127.0.0.1:9/kubelet\"\n\
          sha256 = \"0c02c0f997b3e9769eae7ca051856054411fca947b3d5409d991ce1964dd0e69\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("agent"), b"#!/bin/true\n").unwrap();
-    let (code, _, err) = imagegen(
+    );
+    let (code, err) = build(
+        dir.path(),
         &[
-            "build",
-            "p.toml",
             "--agent-bin",
             "agent",
             "--kubernetes",
@@ -146,12 +120,7 @@ fn auto_goes_on_without_kubernetes_when_upstream_is_unreachable() {
             "registry.k8s.io=http://127.0.0.1:9",
             "--archive",
             "http://127.0.0.1:9/debian",
-            "--cache",
-            "c",
-            "--out",
-            "o",
         ],
-        dir.path(),
     );
     assert_eq!(code, 1, "{err}");
     assert!(
