@@ -19,9 +19,11 @@
 //! The init node writes `/kubeboot/kube/init-done` after `kubeadm init`
 //! succeeds; the other masters join only once it exists.
 //!
-//! Takeover of a dead init node: while it initialises, the winner holds
-//! `/kubeboot/kube/init-alive` on an etcd lease that it keeps alive
-//! ([`announce_alive`], [`keep_alive`]). A waiting master that has seen no
+//! Takeover of a dead init node: from its first `kubeadm init` attempt
+//! until init-done is recorded — across failed attempts and the backoff
+//! between them — the winner holds `/kubeboot/kube/init-alive` on an etcd
+//! lease that it keeps alive ([`announce_alive`], [`keep_alive`]); it lets
+//! go only by dying (the lease expires) or once init is done. A waiting master that has seen no
 //! such key for a grace period (its own clock, [`crate::decide::takeover_due`])
 //! replaces the winner with one transaction ([`take_over`]):
 //!
@@ -49,7 +51,8 @@ pub const INIT_NODE_KEY: &str = "/kubeboot/kube/init-node";
 /// Written by the init node once `kubeadm init` succeeded.
 pub const INIT_DONE_KEY: &str = "/kubeboot/kube/init-done";
 
-/// Held by the init node, on a lease, while it initialises.
+/// Held by the init node, on a lease, from its first init attempt until
+/// init-done is recorded.
 pub const INIT_ALIVE_KEY: &str = "/kubeboot/kube/init-alive";
 
 /// Errors talking to etcd; each names the operation and the key.
@@ -195,25 +198,42 @@ pub async fn announce_alive(
     }
 }
 
-/// Keeps `lease` alive every `period` until the task is aborted or etcd
-/// stops answering (then the lease expires on its own).
+/// Keeps `lease` alive every `period` until the task is aborted (the
+/// reconciler dropped its hold: the lease then expires after its TTL) or
+/// the lease is gone (expired during an etcd outage longer than its TTL,
+/// or revoked). A broken stream or an unreachable etcd is retried every
+/// `period`: a transient error must not give up a lease that is still
+/// live. Returns once etcd says the lease no longer exists.
 pub async fn keep_alive(mut client: Client, lease: i64, period: std::time::Duration) {
-    let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await else {
-        return;
-    };
+    // A stream that stops answering is replaced after this long.
+    let answer_within = period.saturating_mul(3);
     loop {
-        if keeper.keep_alive().await.is_err() {
-            return;
+        if let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match tokio::time::timeout(answer_within, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                    Ok(Ok(Some(_))) => return,
+                    _ => break,
+                }
+                tokio::time::sleep(period).await;
+            }
         }
-        match stream.message().await {
-            Ok(Some(_)) => {}
-            _ => return,
+        // Gone, or only unreachable? Only etcd's answer ends the task.
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(answer_within, client.lease_time_to_live(lease, None)).await
+        {
+            if r.ttl() <= 0 {
+                return;
+            }
         }
         tokio::time::sleep(period).await;
     }
 }
 
-/// Gives up the liveness lease (after init, or when a step ends).
+/// Gives up the liveness lease (once init-done is recorded).
 pub async fn release_alive(client: &mut Client, lease: i64) {
     let _ = client.lease_revoke(lease).await;
 }

@@ -10,7 +10,8 @@
 //!      any master: recreate the token while joiners wait)
 //! inside the backoff after a failure ────────────────────────→ Retrying
 //! master: elect (etcd txn) → won, no cluster  → [reset] place PKI, init → Ready
-//!                            (holding the init-alive lease meanwhile)
+//!                            (holding the init-alive lease from the first attempt,
+//!                             through failures and backoff, until init-done)
 //!                          → lost, no cluster → WaitingForInit
 //!                            (no init-alive for the grace → take over → init)
 //!                          → cluster exists   → [reset] place PKI, join --config (controlPlane) → Ready
@@ -170,6 +171,26 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     last_token_check: Option<SystemTime>,
     alive_absent_since: Option<SystemTime>,
     takeover_grace: std::time::Duration,
+    alive: Option<AliveHold>,
+    alive_ttl_s: i64,
+    last_init: Option<(String, bool)>,
+}
+
+/// The init node's hold on the liveness key: its lease and the task that
+/// keeps the lease alive. Taken at the first init attempt, kept across
+/// failed attempts and the backoff between them, given back once
+/// init-done is recorded. Dropping it (the reconciler, i.e. the agent,
+/// goes away) stops the keep-alive, so the lease expires after its TTL and
+/// a waiting master may take over after its grace.
+struct AliveHold {
+    lease: i64,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AliveHold {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
 }
 
 /// Lifetime of the init node's liveness lease (kept alive every third of it).
@@ -203,6 +224,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             last_token_check: None,
             alive_absent_since: None,
             takeover_grace: DEFAULT_TAKEOVER_GRACE,
+            alive: None,
+            alive_ttl_s: INIT_ALIVE_TTL_S,
+            last_init: None,
         }
     }
 
@@ -220,6 +244,18 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         self
     }
 
+    /// Replaces the liveness lease's TTL (seconds, at least 1; tests).
+    pub fn with_alive_ttl(mut self, ttl_s: i64) -> Self {
+        self.alive_ttl_s = ttl_s.max(1);
+        self
+    }
+
+    /// Whether this node holds the init node's liveness key (the init
+    /// winner, from its first attempt until init-done is recorded).
+    pub fn holds_init_alive(&self) -> bool {
+        self.alive.is_some()
+    }
+
     /// Replaces the backoff schedule.
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
@@ -233,8 +269,20 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
 
     /// One reconcile step (see the module docs).
     pub async fn reconcile(&mut self, ctx: &KubeContext) -> Result<KubeStatus, KubeError> {
-        let result = self.reconcile_once(ctx).await;
-        if let Ok(status) = &result {
+        let mut result = self.reconcile_once(ctx).await;
+        if let Ok(status) = &mut result {
+            // The election's outcome stays in the status while the phase
+            // waits out a backoff (when it does not look at etcd).
+            match &status.init_node {
+                Some(w) => self.last_init = Some((w.clone(), status.is_init_node)),
+                None if matches!(status.phase, PhaseState::Retrying { .. }) => {
+                    if let Some((w, me)) = &self.last_init {
+                        status.init_node = Some(w.clone());
+                        status.is_init_node = *me;
+                    }
+                }
+                None => {}
+            }
             self.state.send_replace(status.phase.clone());
         }
         result
@@ -310,6 +358,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         // Not set up: nothing (not even the election) before the backoff
         // after a failure has passed, so an unreachable etcd is retried on
         // the same schedule as a failing kubeadm.
+        // The init node keeps its liveness key through the backoff too.
+        self.refresh_alive(ctx).await;
         if !self.retry.may_attempt(ctx.now) {
             status.phase = self.retrying_state(ctx.now);
             return Ok(status);
@@ -356,11 +406,15 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 } else {
                     PhaseState::Joining
                 });
-                // The init node holds its liveness lease for the whole step.
-                let lease = if step == Step::Init {
+                // The init node holds its liveness key from its first
+                // attempt until init-done is recorded (not only during
+                // the step: a failed attempt keeps it through the backoff).
+                if step == Step::Init && self.alive.is_none() {
                     match self.announce_alive(ctx).await {
-                        Ok(Some(lease)) => Some(lease),
+                        Ok(Some(hold)) => self.alive = Some(hold),
                         Ok(None) => {
+                            // Replaced by a taker meanwhile: never init.
+                            status.init_node = None;
                             status.is_init_node = false;
                             status.phase = PhaseState::WaitingForInit {
                                 init_node: String::new(),
@@ -369,27 +423,11 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                         }
                         Err(e) => return Ok(self.fail(ctx, status, format!("init liveness: {e}"))),
                     }
-                } else {
-                    None
-                };
-                let keeper = match (lease, self.etcd.clone()) {
-                    (Some(lease), Some(client)) => Some(tokio::spawn(election::keep_alive(
-                        client,
-                        lease,
-                        std::time::Duration::from_secs((INIT_ALIVE_TTL_S / 3) as u64),
-                    ))),
-                    _ => None,
-                };
+                }
                 let result = match self.import_images(images_archive.as_deref()).await {
                     Ok(()) => self.run_step(&step, &setup, ctx, &inputs).await,
                     Err(e) => Err(e),
                 };
-                if let Some(k) = keeper {
-                    k.abort();
-                }
-                if let (Some(lease), Some(client)) = (lease, self.etcd.as_mut()) {
-                    election::release_alive(client, lease).await;
-                }
                 match result {
                     Ok(()) => {
                         self.retry = RetryState::default();
@@ -480,10 +518,54 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         Ok(won)
     }
 
-    async fn announce_alive(&mut self, ctx: &KubeContext) -> Result<Option<i64>, ElectionError> {
-        match self.etcd.as_mut() {
-            Some(client) => election::announce_alive(client, &ctx.node_id, INIT_ALIVE_TTL_S).await,
-            None => Ok(None),
+    /// Puts the liveness key on a new lease (only while the election key
+    /// names this node) and starts keeping the lease alive.
+    async fn announce_alive(
+        &mut self,
+        ctx: &KubeContext,
+    ) -> Result<Option<AliveHold>, ElectionError> {
+        let ttl = self.alive_ttl_s;
+        let Some(client) = self.etcd.as_mut() else {
+            return Ok(None);
+        };
+        let Some(lease) = election::announce_alive(client, &ctx.node_id, ttl).await? else {
+            return Ok(None);
+        };
+        let period = std::time::Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
+        let keeper = tokio::spawn(election::keep_alive(client.clone(), lease, period));
+        Ok(Some(AliveHold { lease, keeper }))
+    }
+
+    /// The init node whose lease is gone (its keep-alive task ended: an
+    /// etcd outage longer than the TTL) announces again — which succeeds
+    /// only while the election key still names it; if a taker replaced
+    /// it meanwhile, it lets go and will wait for the new init node.
+    async fn refresh_alive(&mut self, ctx: &KubeContext) {
+        if !self.alive.as_ref().is_some_and(|h| h.keeper.is_finished()) {
+            return;
+        }
+        match self.announce_alive(ctx).await {
+            Ok(Some(hold)) => {
+                tracing::warn!("kube phase: the init liveness lease had expired: announced again");
+                self.alive = Some(hold);
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    "kube phase: the init liveness lease expired and another master took over the init"
+                );
+                self.alive = None;
+            }
+            Err(e) => tracing::warn!("kube phase: renewing the init liveness lease: {e}"),
+        }
+    }
+
+    /// Gives the liveness key back (init-done is recorded).
+    async fn release_alive(&mut self) {
+        if let Some(hold) = self.alive.take() {
+            hold.keeper.abort();
+            if let Some(client) = self.etcd.as_mut() {
+                election::release_alive(client, hold.lease).await;
+            }
         }
     }
 
@@ -512,11 +594,22 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         cni_manifest: Option<&str>,
         cni_pod_cidr: Option<&str>,
     ) {
-        if view.is_self && !view.done {
-            if let Some(client) = self.etcd.as_mut() {
-                if let Err(e) = election::mark_init_done(client, &ctx.node_id).await {
-                    tracing::warn!("kube phase: recording init-done: {e}");
-                }
+        if view.is_self {
+            let done = view.done
+                || match self.etcd.as_mut() {
+                    Some(client) => match election::mark_init_done(client, &ctx.node_id).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!("kube phase: recording init-done: {e}");
+                            false
+                        }
+                    },
+                    None => false,
+                };
+            // Only once init-done is recorded: without it a taker could
+            // start a second init after the grace.
+            if done {
+                self.release_alive().await;
             }
         }
         if view.is_self && !self.cni_applied {
@@ -744,14 +837,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             .run(&inv)
             .await
             .map_err(|e| StepError::Transient(e.to_string()))?;
-        if *step == Step::Init {
-            if let Some(client) = self.etcd.as_mut() {
-                // If this fails, `maintain` writes it on the next call.
-                if let Err(e) = election::mark_init_done(client, &ctx.node_id).await {
-                    tracing::warn!("kube phase: recording init-done: {e}");
-                }
-            }
-        }
+        // After an init, `maintain` records init-done (and gives the
+        // liveness key back), on this call or, if etcd fails, the next.
         Ok(())
     }
 }

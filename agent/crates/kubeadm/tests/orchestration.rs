@@ -978,3 +978,123 @@ async fn a_live_init_node_is_not_replaced() {
         .await
         .unwrap());
 }
+
+/// The init node whose `kubeadm init` keeps failing holds the init through
+/// every backoff (a real init under emulation takes many minutes, and a
+/// waiting master must never start a second one next to a live agent);
+/// its status keeps naming it the init node while it waits. Only once its
+/// agent is gone (the reconciler dropped: the lease expires) does a
+/// waiting master take over. Real time: a 2 s lease, a 2 s grace, backoffs
+/// of 0.5–1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_init_node_keeps_the_init_through_its_backoffs_until_it_dies() {
+    let etcd = common::start_etcd("persist").await;
+    let c = cluster();
+    let mut client = common::client(&etcd).await;
+    let mut m1 = master(&c, &etcd, 1).await;
+    let mut m2 = master(&c, &etcd, 2).await;
+    let failing = RecordingRunner::with_effect(Box::new(|inv: &Invocation| {
+        if inv.args.first().map(String::as_str) == Some("init") {
+            Err(RunError::Failed {
+                command: "kubeadm init".into(),
+                code: Some(1),
+                stderr_tail:
+                    "[ERROR NumCPU]: the number of available CPUs 1 is less than the required 2"
+                        .into(),
+            })
+        } else {
+            Ok(RunOutput::default())
+        }
+    }));
+    m1.runner = failing.clone();
+    m1.phase = KubePhase::new(
+        Paths::under(m1.root.path()),
+        failing,
+        NoProbe,
+        Some(common::client(&etcd).await),
+    )
+    .with_alive_ttl(2)
+    .with_backoff(Backoff {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(1),
+    });
+    m2.phase = KubePhase::new(
+        Paths::under(m2.root.path()),
+        m2.runner.clone(),
+        NoProbe,
+        Some(common::client(&etcd).await),
+    )
+    .with_alive_ttl(2)
+    .with_takeover_grace(Duration::from_secs(2));
+    // m1 wins the election and fails its first init.
+    m1.ctx.now = SystemTime::now();
+    let s = m1.phase.reconcile(&m1.ctx).await.unwrap();
+    assert!(matches!(s.phase, PhaseState::Retrying { .. }), "{s:?}");
+    assert!(m1.phase.holds_init_alive());
+    // 7 s of failing attempts and backoffs (several grace periods).
+    let start = std::time::Instant::now();
+    let mut retrying_seen = 0;
+    while start.elapsed() < Duration::from_secs(7) {
+        m1.ctx.now = SystemTime::now();
+        m2.ctx.now = SystemTime::now();
+        let s1 = m1.phase.reconcile(&m1.ctx).await.unwrap();
+        let s2 = m2.phase.reconcile(&m2.ctx).await.unwrap();
+        // The status keeps the election's outcome, backoff or not.
+        assert!(matches!(s1.phase, PhaseState::Retrying { .. }), "{s1:?}");
+        assert_eq!(s1.init_node.as_deref(), Some("id-1"), "{s1:?}");
+        assert!(s1.is_init_node, "{s1:?}");
+        retrying_seen += 1;
+        assert_eq!(
+            s2.phase,
+            PhaseState::WaitingForInit {
+                init_node: "id-1".into()
+            },
+            "a live init node was replaced"
+        );
+        assert!(!s2.is_init_node);
+        assert!(kubeadm::election::init_alive(&mut client).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(retrying_seen > 10);
+    let inits = m1
+        .runner
+        .calls()
+        .iter()
+        .filter(|r| r.args.first().map(String::as_str) == Some("init"))
+        .count();
+    assert!(inits >= 4, "only {inits} init attempts");
+    assert!(m2.runner.calls().is_empty());
+    assert_eq!(
+        kubeadm::election::read_init(&mut client)
+            .await
+            .unwrap()
+            .unwrap()
+            .winner,
+        "id-1"
+    );
+    // m1's agent stops: its lease expires and m2 takes over.
+    drop(m1);
+    let taken = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            m2.ctx.now = SystemTime::now();
+            let s = m2.phase.reconcile(&m2.ctx).await.unwrap();
+            if s.phase == PhaseState::Ready {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("no takeover after the init node died");
+    assert!(taken.is_init_node);
+    assert_eq!(taken.init_node.as_deref(), Some("id-2"));
+    let calls = m2.runner.calls();
+    assert_eq!(args(&calls[0])[0], "init", "{calls:?}");
+    assert_eq!(
+        kubeadm::election::init_done(&mut client).await.unwrap(),
+        Some("id-2".into())
+    );
+    // Init done: the liveness key is given back.
+    assert!(!m2.phase.holds_init_alive());
+    assert!(!kubeadm::election::init_alive(&mut client).await.unwrap());
+}
