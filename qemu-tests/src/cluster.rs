@@ -656,6 +656,67 @@ pub fn describe_node(n: &Node, r: Option<&Reading>) -> String {
     )
 }
 
+/// The cluster's CAs, derived from the secret and the cluster name like the
+/// agents derive them.
+fn derive_pki(secret: &str, cluster_name: &str) -> Result<pki::ClusterPki, HarnessError> {
+    let secret = cluster_config::ClusterSecret::new(secret.to_owned())
+        .map_err(|e| HarnessError::Pki(e.to_string()))?;
+    pki::ClusterPki::derive(&secret, cluster_name).map_err(|e| HarnessError::Pki(e.to_string()))
+}
+
+/// The files of a client certificate written by [`issue_client`].
+struct ClientFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca_pin: String,
+}
+
+/// Issues a client certificate (`common_name`, `organization`) from `ca`
+/// and writes `ca.crt`, `<name>.crt` and `<name>.key` (0600) in `dir`.
+fn issue_client(
+    ca: &pki::Ca,
+    dir: &Path,
+    name: &str,
+    common_name: &str,
+    organization: Option<&str>,
+) -> Result<ClientFiles, HarnessError> {
+    let leaf = ca
+        .issue(&pki::LeafRequest {
+            common_name: common_name.to_owned(),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            usage: pki::Usage::Client,
+            organization: organization.map(str::to_owned),
+        })
+        .map_err(|e| HarnessError::Pki(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
+        what: "creating",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let f = ClientFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
+        ca_pin: ca.spki_pin(),
+    };
+    pki::write_cert_file(&f.ca, &ca.cert_pem).map_err(writing(&f.ca))?;
+    pki::write_cert_file(&f.cert, &leaf.cert_pem).map_err(writing(&f.cert))?;
+    pki::write_key_file(&f.key, &leaf.key_pem).map_err(writing(&f.key))?;
+    Ok(f)
+}
+
+/// Maps an error writing `path` to [`HarnessError::Io`].
+fn writing(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let path = path.to_owned();
+    move |source| HarnessError::Io {
+        what: "writing",
+        path,
+        source,
+    }
+}
+
 /// etcdctl run inside the namespace with a client certificate from the
 /// cluster's etcd CA (derived from the secret, like the agents do).
 #[derive(Debug, Clone)]
@@ -678,44 +739,15 @@ impl EtcdClient {
         netns: &str,
     ) -> Result<EtcdClient, HarnessError> {
         require_program("etcdctl", "etcd-client")?;
-        let secret = cluster_config::ClusterSecret::new(secret.to_owned())
-            .map_err(|e| HarnessError::Pki(e.to_string()))?;
-        let pki = pki::ClusterPki::derive(&secret, cluster_name)
-            .map_err(|e| HarnessError::Pki(e.to_string()))?;
-        let leaf = pki
-            .etcd_ca
-            .issue(&pki::LeafRequest {
-                common_name: "kubeboot-harness".to_owned(),
-                dns_names: Vec::new(),
-                ips: Vec::new(),
-                usage: pki::Usage::Client,
-                organization: None,
-            })
-            .map_err(|e| HarnessError::Pki(e.to_string()))?;
-        std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
-            what: "creating",
-            path: dir.to_owned(),
-            source,
-        })?;
-        let c = EtcdClient {
+        let pki = derive_pki(secret, cluster_name)?;
+        let f = issue_client(&pki.etcd_ca, dir, "client", "kubeboot-harness", None)?;
+        Ok(EtcdClient {
             netns: netns.to_owned(),
-            ca: dir.join("ca.crt"),
-            cert: dir.join("client.crt"),
-            key: dir.join("client.key"),
-            ca_pin: pki.etcd_ca.spki_pin(),
-        };
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| HarnessError::Io {
-                what: "writing",
-                path,
-                source,
-            }
-        };
-        pki::write_cert_file(&c.ca, &pki.etcd_ca.cert_pem).map_err(io(&c.ca))?;
-        pki::write_cert_file(&c.cert, &leaf.cert_pem).map_err(io(&c.cert))?;
-        pki::write_key_file(&c.key, &leaf.key_pem).map_err(io(&c.key))?;
-        Ok(c)
+            ca: f.ca,
+            cert: f.cert,
+            key: f.key,
+            ca_pin: f.ca_pin,
+        })
     }
 
     /// The SPKI pin of the etcd CA (compare with a guest's `pki.etcd_ca_pin`).
@@ -796,46 +828,24 @@ impl KubeClient {
         dir: &Path,
         netns: &str,
     ) -> Result<KubeClient, HarnessError> {
-        let secret = cluster_config::ClusterSecret::new(secret.to_owned())
-            .map_err(|e| HarnessError::Pki(e.to_string()))?;
-        let pki = pki::ClusterPki::derive(&secret, cluster_name)
-            .map_err(|e| HarnessError::Pki(e.to_string()))?;
-        let leaf = pki
-            .kubernetes_ca
-            .issue(&pki::LeafRequest {
-                common_name: "kubeboot-harness-admin".to_owned(),
-                dns_names: Vec::new(),
-                ips: Vec::new(),
-                usage: pki::Usage::Client,
-                organization: Some("system:masters".to_owned()),
-            })
-            .map_err(|e| HarnessError::Pki(e.to_string()))?;
-        std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
-            what: "creating",
-            path: dir.to_owned(),
-            source,
-        })?;
+        let pki = derive_pki(secret, cluster_name)?;
+        let f = issue_client(
+            &pki.kubernetes_ca,
+            dir,
+            "admin",
+            "kubeboot-harness-admin",
+            Some("system:masters"),
+        )?;
         let c = KubeClient {
             netns: netns.to_owned(),
-            ca: dir.join("ca.crt"),
-            cert: dir.join("admin.crt"),
-            key: dir.join("admin.key"),
+            ca: f.ca,
+            cert: f.cert,
+            key: f.key,
             kubeconfig: dir.join("admin.conf"),
-            ca_pin: pki.kubernetes_ca.spki_pin(),
+            ca_pin: f.ca_pin,
         };
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| HarnessError::Io {
-                what: "writing",
-                path,
-                source,
-            }
-        };
-        pki::write_cert_file(&c.ca, &pki.kubernetes_ca.cert_pem).map_err(io(&c.ca))?;
-        pki::write_cert_file(&c.cert, &leaf.cert_pem).map_err(io(&c.cert))?;
-        pki::write_key_file(&c.key, &leaf.key_pem).map_err(io(&c.key))?;
         let conf = kubeconfig(cluster_name, &c.ca, &c.cert, &c.key);
-        pki::write_key_file(&c.kubeconfig, &conf).map_err(io(&c.kubeconfig))?;
+        pki::write_key_file(&c.kubeconfig, &conf).map_err(writing(&c.kubeconfig))?;
         Ok(c)
     }
 
@@ -948,5 +958,36 @@ mod tests {
         assert!(k.contains("client-certificate: /r/admin.crt\n"), "{k}");
         assert!(k.contains("client-key: /r/admin.key\n"), "{k}");
         assert!(k.contains("current-context: admin@kubeboot\n"), "{k}");
+    }
+
+    #[test]
+    fn minted_clients_carry_the_derived_ca_and_a_private_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let secret = "mint-test-secret-0123456789abcdef";
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = derive_pki(secret, "kubeboot").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+        let kube = KubeClient::mint(secret, "kubeboot", &tmp.path().join("kube"), "ns").unwrap();
+        assert_eq!(kube.ca, tmp.path().join("kube/ca.crt"));
+        assert_eq!(kube.cert, tmp.path().join("kube/admin.crt"));
+        assert_eq!(kube.key, tmp.path().join("kube/admin.key"));
+        assert_eq!(kube.ca_pin(), pki.kubernetes_ca.spki_pin());
+        let ca = std::fs::read_to_string(&kube.ca).unwrap();
+        assert_eq!(ca, pki.kubernetes_ca.cert_pem);
+        assert!(std::fs::read_to_string(&kube.cert)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
+        assert_eq!(mode(&kube.key), 0o600);
+        assert_eq!(mode(&kube.kubeconfig), 0o600);
+
+        let etcd =
+            issue_client(&pki.etcd_ca, &tmp.path().join("etcd"), "client", "t", None).unwrap();
+        assert_eq!(etcd.cert, tmp.path().join("etcd/client.crt"));
+        assert_eq!(etcd.ca_pin, pki.etcd_ca.spki_pin());
+        assert_ne!(etcd.ca_pin, kube.ca_pin());
+        let ca = std::fs::read_to_string(&etcd.ca).unwrap();
+        assert_eq!(ca, pki.etcd_ca.cert_pem);
+        assert_eq!(mode(&etcd.key), 0o600);
     }
 }
