@@ -634,6 +634,16 @@ mod tests {
         assert!(Reference::parse("r.example/").is_err());
     }
 
+    /// An online client caching in `cache` that sends `reg.test` to `base`.
+    fn reg_test_client(cache: &Path, base: String) -> Client {
+        Client::new(
+            cache,
+            BTreeMap::from([("reg.test".to_owned(), base)]),
+            false,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn mirror_replaces_the_endpoint_only() {
         let cache = tempfile::tempdir().unwrap();
@@ -782,12 +792,7 @@ mod tests {
             )
         });
         let cache = tempfile::tempdir().unwrap();
-        let c = Client::new(
-            cache.path(),
-            BTreeMap::from([("reg.test".to_owned(), front)]),
-            false,
-        )
-        .unwrap();
+        let c = reg_test_client(cache.path(), front);
         let r = Reference::parse("reg.test/a/b:1").unwrap();
         assert_eq!(c.get(&r, Kind::Blob, &digests[0]).unwrap(), one);
         assert_eq!(c.get(&r, Kind::Blob, &digests[1]).unwrap(), two);
@@ -805,8 +810,7 @@ mod tests {
     fn bearer_challenge_gets_a_token_and_retries() {
         let (base, server) = token_server(3, blob_content);
         let cache = tempfile::tempdir().unwrap();
-        let mirrors = BTreeMap::from([("reg.test".to_owned(), base)]);
-        let c = Client::new(cache.path(), mirrors, false).unwrap();
+        let c = reg_test_client(cache.path(), base);
         let r = Reference::parse("reg.test/a/b:1").unwrap();
         let digest = format!("sha256:{}", sha256_hex(b"blob-content"));
         assert_eq!(c.get(&r, Kind::Blob, &digest).unwrap(), b"blob-content");
@@ -827,12 +831,7 @@ mod tests {
     fn wrong_content_is_refused_and_not_cached() {
         let (base, server) = token_server(3, blob_content);
         let cache = tempfile::tempdir().unwrap();
-        let c = Client::new(
-            cache.path(),
-            BTreeMap::from([("reg.test".to_owned(), base)]),
-            false,
-        )
-        .unwrap();
+        let c = reg_test_client(cache.path(), base);
         let r = Reference::parse("reg.test/a/b:1").unwrap();
         let digest = format!("sha256:{}", "0".repeat(64));
         let err = c.get(&r, Kind::Blob, &digest).unwrap_err();
@@ -854,12 +853,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let c = Client::new(
-            cache.path(),
-            BTreeMap::from([("reg.test".to_owned(), format!("http://127.0.0.1:{port}"))]),
-            false,
-        )
-        .unwrap();
+        let c = reg_test_client(cache.path(), format!("http://127.0.0.1:{port}"));
         let r = Reference::parse("reg.test/a/b:1").unwrap();
         let digest = format!("sha256:{}", "0".repeat(64));
         let err = c.get(&r, Kind::Manifest, &digest).unwrap_err();
@@ -883,12 +877,7 @@ mod tests {
             )
             .unwrap();
         });
-        let c = Client::new(
-            cache.path(),
-            BTreeMap::from([("reg.test".to_owned(), base)]),
-            false,
-        )
-        .unwrap();
+        let c = reg_test_client(cache.path(), base);
         let err = c.get(&r, Kind::Manifest, &digest).unwrap_err();
         server.join().unwrap();
         assert!(
