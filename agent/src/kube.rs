@@ -835,6 +835,7 @@ async fn reconcile_task(
                     joined: st.joined,
                     kubelet: st.kubelet,
                     api_server: st.api_server,
+                    images_imported: st.images_imported,
                     ..KubeReport::default()
                 });
                 pause
@@ -844,8 +845,11 @@ async fn reconcile_task(
                     tracing::error!("kube phase stopped (configuration): {e}");
                     last_error = Some(e.clone());
                 }
+                // What an earlier reconcile learnt about the import stays.
+                let images_imported = report.borrow().kube.images_imported;
                 publish(KubeReport {
                     error: Some(e),
+                    images_imported,
                     ..KubeReport::default()
                 });
                 CONFIG_ERROR_INTERVAL

@@ -72,6 +72,13 @@ pub struct KubeReport {
     pub kubelet: KubeletState,
     /// The local API server's `/readyz`.
     pub api_server: ApiHealth,
+    /// Whether the image's OCI archive of control-plane images
+    /// (`/usr/lib/kubeboot/images.oci.tar`) was imported into containerd
+    /// (`ctr -n k8s.io images import`) on this boot or an earlier one: a
+    /// JSON bool; absent when the image has no archive or Kubernetes, or
+    /// the phase has not looked yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_imported: Option<bool>,
     /// The join material this node uses (present whether or not the image
     /// has Kubernetes; `null` on a worker until a master announced it).
     #[serde(default)]
@@ -128,6 +135,7 @@ impl Default for KubeReport {
             joined: false,
             kubelet: KubeletState::Unknown,
             api_server: ApiHealth::Unknown,
+            images_imported: None,
             join: None,
             join_error: None,
         }
@@ -452,10 +460,15 @@ pub fn render(r: &StatusReport) -> String {
             (None, false) => "-".to_owned(),
         };
         line(format!(
-            "  init node {init}, {}, kubelet {}, API server {}",
+            "  init node {init}, {}, kubelet {}, API server {}{}",
             if k.joined { "joined" } else { "not joined" },
             kubelet_name(k.kubelet),
-            api_health_text(&k.api_server)
+            api_health_text(&k.api_server),
+            match k.images_imported {
+                None => "",
+                Some(true) => ", images imported",
+                Some(false) => ", images not imported yet",
+            }
         ));
     }
     line(format!("  join {}", k.join_line()));
@@ -677,6 +690,17 @@ mod tests {
         );
         assert_eq!(
             kube_text(KubeReport {
+                phase: PhaseState::Joining,
+                api_server: ApiHealth::NotApplicable,
+                images_imported: Some(false),
+                ..base.clone()
+            }),
+            "kube:      joining (kubeadm join)\n  \
+             init node -, not joined, kubelet unknown, API server none (worker), \
+             images not imported yet"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
                 phase: PhaseState::Retrying {
                     failures: 2,
                     last_error: "kubeadm join: exit 1".into(),
@@ -716,6 +740,19 @@ mod tests {
         );
         assert_eq!(
             kube_text(KubeReport {
+                phase: PhaseState::Ready,
+                joined: true,
+                is_init_node: true,
+                kubelet: KubeletState::Active,
+                api_server: ApiHealth::Ready,
+                images_imported: Some(true),
+                ..base.clone()
+            }),
+            "kube:      ready\n  \
+             init node this node, joined, kubelet active, API server ready, images imported"
+        );
+        assert_eq!(
+            kube_text(KubeReport {
                 error: Some("network.vip is not set".into()),
                 ..base
             }),
@@ -744,6 +781,14 @@ mod tests {
             v["kube"]["phase"],
             serde_json::json!({"state": "skipped", "reason": "built with --without-kubernetes"})
         );
+        // images_imported: absent unless the image has an archive; then a
+        // bool (what qemu-tests/src/status.rs reads).
+        assert!(v["kube"].get("images_imported").is_none());
+        s.kube.images_imported = Some(true);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["kube"]["images_imported"], serde_json::json!(true));
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back.kube.images_imported, Some(true));
     }
 
     #[test]

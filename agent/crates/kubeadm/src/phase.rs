@@ -128,7 +128,19 @@ pub struct KubeStatus {
     pub kubelet: KubeletState,
     /// The local API server.
     pub api_server: ApiHealth,
+    /// Whether the image's OCI archive of control-plane images was
+    /// imported into containerd (`ctr -n k8s.io images import`) on this
+    /// boot or an earlier one ([`IMAGES_IMPORTED_MARKER`]); absent when the
+    /// image carries no archive (or the phase is skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_imported: Option<bool>,
 }
+
+/// The file (under [`config_path`]'s directory, on the data disk) written
+/// after a successful import of the image's archive of control-plane
+/// images: `<kubernetes version> <archive path>`, so an image with another
+/// version does not count as imported.
+pub const IMAGES_IMPORTED_MARKER: &str = "images-imported";
 
 /// What the agent knows at each reconcile.
 #[derive(Debug, Clone)]
@@ -300,6 +312,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             } else {
                 ApiHealth::Unknown
             },
+            images_imported: None,
         };
         let (version, cni_manifest, cni_pod_cidr, images_archive) =
             match image::read_verdict(&self.image_manifest)? {
@@ -314,10 +327,13 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                     images_archive,
                 } => (version, cni_manifest, cni_pod_cidr, images_archive),
             };
+        status.images_imported = images_archive
+            .as_deref()
+            .map(|a| self.images_imported_marked(&version, a));
         let mut inputs = ctx.inputs.clone();
         // The kubeadm in the image decides the version (and so the
         // configuration API, v1beta3 or v1beta4).
-        inputs.kubernetes_version = Some(version);
+        inputs.kubernetes_version = Some(version.clone());
         if images_archive.is_some() {
             // The images come from the archive: never from a registry.
             inputs.image_pull_policy = Some("Never".to_owned());
@@ -424,10 +440,16 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                         Err(e) => return Ok(self.fail(ctx, status, format!("init liveness: {e}"))),
                     }
                 }
-                let result = match self.import_images(images_archive.as_deref()).await {
+                let result = match self
+                    .import_images(&version, images_archive.as_deref())
+                    .await
+                {
                     Ok(()) => self.run_step(&step, &setup, ctx, &inputs).await,
                     Err(e) => Err(e),
                 };
+                if images_archive.is_some() && self.images_imported {
+                    status.images_imported = Some(true);
+                }
                 match result {
                     Ok(()) => {
                         self.retry = RetryState::default();
@@ -730,7 +752,11 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
     /// containerd's `k8s.io` namespace (the kubelet's), once per agent
     /// process and only before a kubeadm step: importing is idempotent but
     /// slow, and a set-up node already has the images.
-    async fn import_images(&mut self, archive: Option<&str>) -> Result<(), StepError> {
+    async fn import_images(
+        &mut self,
+        version: &str,
+        archive: Option<&str>,
+    ) -> Result<(), StepError> {
         let Some(archive) = archive else {
             return Ok(());
         };
@@ -755,7 +781,24 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             StepError::Transient(format!("importing the control-plane images: {e}"))
         })?;
         self.images_imported = true;
+        // Only the status reads the marker: a failure to write it is
+        // logged, the step goes on.
+        let marker = self.paths.config_file(IMAGES_IMPORTED_MARKER);
+        if let Err(e) = write_atomic(&marker, &images_marker_text(version, archive)) {
+            tracing::warn!(
+                "kube phase: recording the image import in {}: {e}",
+                marker.display()
+            );
+        }
         Ok(())
+    }
+
+    /// Whether the import of `archive` (of Kubernetes `version`) succeeded
+    /// in this process or, per the marker, on an earlier boot.
+    fn images_imported_marked(&self, version: &str, archive: &str) -> bool {
+        self.images_imported
+            || std::fs::read_to_string(self.paths.config_file(IMAGES_IMPORTED_MARKER))
+                .is_ok_and(|t| t == images_marker_text(version, archive))
     }
 
     async fn run_step(
@@ -843,6 +886,22 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
     }
 }
 
+/// The contents of [`IMAGES_IMPORTED_MARKER`].
+fn images_marker_text(version: &str, archive: &str) -> String {
+    format!("{version} {archive}\n")
+}
+
+/// Writes `text` to `path` through a temporary file and a rename (creating
+/// the directory).
+fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 enum StepError {
     Config(KubeError),
     Transient(String),
@@ -920,6 +979,7 @@ mod tests {
             api_server: ApiHealth::NotReady {
                 reason: "connection refused".into(),
             },
+            images_imported: None,
         };
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(
@@ -935,6 +995,14 @@ mod tests {
         );
         let back: KubeStatus = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
+        // With an archive in the image: a plain bool.
+        let s = KubeStatus {
+            images_imported: Some(true),
+            ..s
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["images_imported"], serde_json::json!(true));
+        assert_eq!(serde_json::from_value::<KubeStatus>(v).unwrap(), s);
     }
 
     #[test]

@@ -525,6 +525,8 @@ async fn a_failed_join_backs_off_then_retries() {
     assert_eq!(s.phase, PhaseState::Ready);
     assert_eq!(wk.runner.calls().len(), 2);
     assert_eq!(wk.phase.retry_state().failures, 0);
+    // No archive in this image: nothing to report about an import.
+    assert_eq!(s.images_imported, None);
 }
 
 #[tokio::test]
@@ -559,10 +561,26 @@ async fn the_images_archive_is_imported_before_the_join() {
     ctx.now = t0;
     let s = wk.phase.reconcile(&ctx).await.unwrap();
     assert!(matches!(s.phase, PhaseState::Retrying { .. }), "{s:?}");
+    assert_eq!(s.images_imported, Some(false));
     assert_eq!(wk.runner.calls().len(), 1);
+    let marker = wk
+        .root
+        .path()
+        .join("var/lib/kubeboot/kubeadm")
+        .join(kubeadm::phase::IMAGES_IMPORTED_MARKER);
+    assert!(!marker.exists());
+    // Inside the backoff: still not imported.
+    ctx.now = t0 + Duration::from_secs(1);
+    let s = wk.phase.reconcile(&ctx).await.unwrap();
+    assert_eq!(s.images_imported, Some(false));
     ctx.now = t0 + Duration::from_secs(5);
     let s = wk.phase.reconcile(&ctx).await.unwrap();
     assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(s.images_imported, Some(true));
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        format!("v1.31.4 {archive}\n")
+    );
     let calls = wk.runner.calls();
     let got: Vec<Vec<&str>> = calls.iter().map(args).collect();
     let import = vec![
@@ -584,6 +602,36 @@ async fn the_images_archive_is_imported_before_the_join() {
     );
     assert_eq!(calls.len(), 3);
     assert!(calls[2].files[0].1.contains("imagePullPolicy: Never"));
+    // Another agent process (a reboot) on the set-up node: no import, and
+    // the status still says the images were imported (the marker).
+    let mut again = KubePhase::new(
+        Paths::under(wk.root.path()),
+        wk.runner.clone(),
+        NoProbe,
+        None,
+    );
+    let s = again.reconcile(&ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(s.images_imported, Some(true));
+    assert_eq!(wk.runner.calls().len(), 3);
+    // An image of another Kubernetes version does not count as imported.
+    let m = ImageKubernetes {
+        version: Some("v1.32.0".into()),
+        ..m
+    };
+    write(
+        wk.root.path(),
+        "usr/lib/kubeboot/kubernetes.toml",
+        &m.to_toml(),
+    );
+    let mut other = KubePhase::new(
+        Paths::under(wk.root.path()),
+        wk.runner.clone(),
+        NoProbe,
+        None,
+    );
+    let s = other.reconcile(&ctx).await.unwrap();
+    assert_eq!(s.images_imported, Some(false));
 }
 
 #[tokio::test]
