@@ -227,6 +227,11 @@ pub struct KubernetesSpec {
     pub service_subnet: Option<Ipv4Net>,
     /// API server port (default 6443).
     pub api_port: Option<u16>,
+    /// kubeadm preflight checks whose errors become warnings (kubeadm's
+    /// `nodeRegistration.ignorePreflightErrors`, for example
+    /// `["NumCPU", "Mem"]` on small test machines). Default: none — every
+    /// check is strict.
+    pub ignore_preflight_errors: Option<Vec<String>>,
 }
 
 /// The validated cluster configuration.
@@ -313,6 +318,8 @@ pub struct Kubernetes {
     pub service_subnet: Ipv4Net,
     /// API server port.
     pub api_port: u16,
+    /// kubeadm preflight checks to ignore (empty: none).
+    pub ignore_preflight_errors: Vec<String>,
 }
 
 /// Picks `over` when set, else `base` (one field of a merge).
@@ -375,6 +382,10 @@ impl ClusterSpec {
                     &over.kubernetes.service_subnet,
                 ),
                 api_port: pick(&self.kubernetes.api_port, &over.kubernetes.api_port),
+                ignore_preflight_errors: pick(
+                    &self.kubernetes.ignore_preflight_errors,
+                    &over.kubernetes.ignore_preflight_errors,
+                ),
             },
         }
     }
@@ -514,7 +525,25 @@ impl ClusterSpec {
                 Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default()
             }),
             api_port: self.kubernetes.api_port.unwrap_or(6443),
+            ignore_preflight_errors: self
+                .kubernetes
+                .ignore_preflight_errors
+                .clone()
+                .unwrap_or_default(),
         };
+        if let Some(bad) = kubernetes
+            .ignore_preflight_errors
+            .iter()
+            .find(|c| !is_preflight_check_name(c))
+        {
+            return Err(invalid(
+                "kubernetes.ignore_preflight_errors",
+                format!(
+                    "{bad:?} is not a preflight check name (a letter, then letters, digits, \
+                     '-', '.' or '_'; at most 253 characters)"
+                ),
+            ));
+        }
         if kubernetes
             .pod_subnet
             .contains(&kubernetes.service_subnet.network())
@@ -540,6 +569,19 @@ impl ClusterSpec {
             kubernetes,
         })
     }
+}
+
+/// Whether `name` looks like a kubeadm preflight check name (`NumCPU`,
+/// `Port-6443`, `FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml`,
+/// `all`): non-empty, a letter first, then ASCII letters, digits, `-`, `.`
+/// or `_`. kubeadm itself accepts any string; this refuses typos such as
+/// `"NumCPU,Mem"` (one entry) or an empty one.
+pub fn is_preflight_check_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
 /// Derives the default VRRP virtual router id (1..=255) from the cluster
@@ -661,6 +703,55 @@ mod tests {
         .unwrap();
         let again = ClusterSpec::from_toml("y", &s.to_toml()).unwrap();
         assert_eq!(s, again);
+    }
+
+    #[test]
+    fn ignore_preflight_errors_default_empty_and_validated() {
+        let parse = |k: &str| {
+            ClusterSpec::from_toml("t", &format!("role = \"master\"\n[kubernetes]\n{k}\n"))
+                .unwrap()
+                .validate()
+        };
+        assert!(parse("")
+            .unwrap()
+            .kubernetes
+            .ignore_preflight_errors
+            .is_empty());
+        let c = parse("ignore_preflight_errors = [\"NumCPU\", \"Mem\", \"Port-6443\", \"FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml\", \"all\"]").unwrap();
+        assert_eq!(c.kubernetes.ignore_preflight_errors.len(), 5);
+        assert_eq!(c.kubernetes.ignore_preflight_errors[0], "NumCPU");
+        for bad in [
+            "\"\"",
+            "\"NumCPU,Mem\"",
+            "\"Num CPU\"",
+            "\"-x\"",
+            "\"1abc\"",
+        ] {
+            let e = parse(&format!("ignore_preflight_errors = [{bad}]")).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::Invalid {
+                        key: "kubernetes.ignore_preflight_errors",
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
+        // A per-node override replaces the list.
+        let base = ClusterSpec::from_toml(
+            "b",
+            "[kubernetes]\nignore_preflight_errors = [\"NumCPU\"]\n",
+        )
+        .unwrap();
+        let over =
+            ClusterSpec::from_toml("o", "[kubernetes]\nignore_preflight_errors = [\"Mem\"]\n")
+                .unwrap();
+        assert_eq!(
+            base.merge(&over).kubernetes.ignore_preflight_errors,
+            Some(vec!["Mem".to_owned()])
+        );
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl KubeadmInputs {
             token,
             token_ttl: crate::token::DEFAULT_TOKEN_TTL,
             ca_pin,
-            ignore_preflight_errors: Vec::new(),
+            ignore_preflight_errors: cfg.kubernetes.ignore_preflight_errors.clone(),
             image_pull_policy: None,
         })
     }
@@ -766,5 +766,56 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("network.vip"), "{err}");
+    }
+
+    /// `[kubernetes] ignore_preflight_errors` reaches every role's
+    /// `nodeRegistration.ignorePreflightErrors`, in both API versions; by
+    /// default the field is absent (the goldens).
+    #[test]
+    fn ignore_preflight_errors_from_the_cluster_configuration() {
+        let cfg = cluster_config::ClusterSpec::from_toml(
+            "t",
+            "role = \"master\"\n[network]\nvip = \"10.77.0.10/24\"\n\
+             [kubernetes]\nignore_preflight_errors = [\"NumCPU\", \"Mem\"]\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let base = inputs(1);
+        let from = |version: Option<&str>| {
+            KubeadmInputs::from_cluster(
+                &cfg,
+                version.map(str::to_owned),
+                "m1",
+                Ipv4Addr::new(10, 77, 0, 11),
+                vec![],
+                base.etcd_endpoints.clone(),
+                base.token.clone(),
+                base.ca_pin.clone(),
+            )
+            .unwrap()
+        };
+        let want = serde_yaml_ng::Value::Sequence(vec!["NumCPU".into(), "Mem".into()]);
+        for version in ["v1.31.4", "v1.30.4"] {
+            let i = from(Some(version));
+            for text in [
+                i.render_init().unwrap(),
+                i.render_join_control_plane().unwrap(),
+                i.render_join_worker().unwrap(),
+            ] {
+                let first = &split_docs(&text)[0];
+                let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(first).unwrap();
+                assert_eq!(
+                    doc["nodeRegistration"]["ignorePreflightErrors"], want,
+                    "{version}: {first}"
+                );
+            }
+        }
+        for text in [
+            base.render_init().unwrap(),
+            base.render_join_worker().unwrap(),
+        ] {
+            assert!(!text.contains("ignorePreflightErrors"), "{text}");
+        }
     }
 }
