@@ -726,7 +726,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             kube: Some(kube.wire_state()),
             kube_join: kube.announced_join(),
         });
-        let mut line = format!("{}: {}", phase_name(plan.phase), plan.detail);
+        let shown_phase = reported_phase(master, plan.phase, kube_peers.iter().any(|p| p.master));
+        let mut line = format!("{shown_phase}: {}", plan.detail);
         if let Some(k) = kube::status_suffix(&report_tx.borrow().kube) {
             line = format!("{line}; {k}");
         }
@@ -746,7 +747,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             report_tx.send_modify(|r| r.vip = Some(vs));
         }
         report_tx.send_modify(|r| {
-            r.phase = phase_name(plan.phase).to_owned();
+            r.phase = shown_phase.to_owned();
             r.detail = plan.detail.clone();
             r.discovery.mode = format!("{:?}", cfg.discovery.mode).to_lowercase();
             r.discovery.peers = peers_now;
@@ -802,6 +803,19 @@ fn member_endpoints(peers: &[PeerFacts], client_port: u16) -> Vec<String> {
     v
 }
 
+/// The phase `agent status` and the `STATUS=` line show. Masters: their
+/// plan's phase. Workers run no etcd plan (theirs stays `Discovering`,
+/// which is also what they announce): `discovering` until an
+/// authenticated master has announced itself, then `discovered` — the
+/// worker's further progress is the `kube` section. Pure.
+pub fn reported_phase(master: bool, plan: AgentPhase, masters_seen: bool) -> &'static str {
+    if !master && plan == AgentPhase::Discovering && masters_seen {
+        "discovered"
+    } else {
+        phase_name(plan)
+    }
+}
+
 /// The kebab-case name of a phase (status and STATUS= line).
 pub fn phase_name(p: AgentPhase) -> &'static str {
     match p {
@@ -812,5 +826,32 @@ pub fn phase_name(p: AgentPhase) -> &'static str {
         AgentPhase::EtcdMember => "etcd-member",
         AgentPhase::Ready => "ready",
         AgentPhase::Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_report_discovered_once_a_master_announced_itself() {
+        assert_eq!(
+            reported_phase(false, AgentPhase::Discovering, false),
+            "discovering"
+        );
+        assert_eq!(
+            reported_phase(false, AgentPhase::Discovering, true),
+            "discovered"
+        );
+        // Masters show their plan, whatever they have seen.
+        for p in [
+            AgentPhase::Discovering,
+            AgentPhase::Ready,
+            AgentPhase::Failed,
+        ] {
+            assert_eq!(reported_phase(true, p, true), phase_name(p));
+        }
+        // A failed worker (bad configuration) stays failed.
+        assert_eq!(reported_phase(false, AgentPhase::Failed, true), "failed");
     }
 }

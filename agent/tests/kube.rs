@@ -130,7 +130,12 @@ fn without_kubernetes_the_kube_phase_is_skipped_and_said_once() {
         })
     };
     assert!(skipped("STATUS=ready: "), "{lines:#?}");
-    assert!(skipped("STATUS=discovering: worker"), "{lines:#?}");
+    // The worker found the masters: "discovered", not "discovering".
+    assert!(skipped("STATUS=discovered: worker"), "{lines:#?}");
+    assert_eq!(
+        agents[3].status(&rt).expect("worker status").phase,
+        "discovered"
+    );
     // Said once: a few more seconds of running add no kube log lines.
     std::thread::sleep(Duration::from_secs(3));
     for a in &agents {
