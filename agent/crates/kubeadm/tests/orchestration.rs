@@ -68,6 +68,8 @@ fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
         ca_pin: c.pin.clone(),
         ignore_preflight_errors: vec![],
         image_pull_policy: Some("Never".into()),
+        skip_addons: vec![],
+        cni: cluster_config::CniMode::Auto,
     }
 }
 
