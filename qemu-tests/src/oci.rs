@@ -164,7 +164,7 @@ pub fn build_archive(busybox: &Path, out: &Path) -> Result<PathBuf, HarnessError
     .map_err(|e| io("encoding the index", out)(std::io::Error::other(e)))?;
 
     let mut t = tar::Builder::new(Vec::new());
-    let mut file = |t: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+    let file = |t: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
         let mut h = tar_header(tar::EntryType::Regular, 0o644, data.len() as u64);
         t.append_data(&mut h, name, data).map_err(tar_err(out))
     };
