@@ -120,6 +120,9 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under systemd stderr is the journal,
+        // where escape codes would end up verbatim in every line.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One thread: the agent is I/O bound and small (idle RSS goal < 20 MB).
     let rt = tokio::runtime::Builder::new_current_thread()
