@@ -25,6 +25,9 @@ RUNS=${BOOT_RUNS:-2}
 BEFORE_REV=${BEFORE_REV:-6e5738c}
 RESULTS=${RESULTS:-bench/results/boot.json}
 TIMEOUT=${BOOT_TIMEOUT:-900}
+# The agent baked into the "before" image (default: imagegen's own default,
+# target/release/agent); the same one as in $OUT/master keeps them comparable.
+AGENT_BIN=${AGENT_BIN:-}
 
 for p in qemu-system-x86_64 git; do
     command -v "$p" >/dev/null || { echo "bench-boot: $p not found (make deps)" >&2; exit 1; }
@@ -42,7 +45,7 @@ trap cleanup EXIT
 git archive "$BEFORE_REV" profiles overlays | tar -x -C "$work"
 "$IMAGEGEN" lock "$work/profiles/master.toml" --lockfile "$work/before.lock" --cache "$CACHE" >/dev/null
 "$IMAGEGEN" build "$work/profiles/master.toml" --lockfile "$work/before.lock" --cache "$CACHE" \
-    --out "$work/before" --without-kubernetes --no-progress >/dev/null
+    --out "$work/before" --without-kubernetes --no-progress ${AGENT_BIN:+--agent-bin "$AGENT_BIN"} >/dev/null
 
 now() { date +%s.%N; }
 field() { sed -n "s/^ *\"$1\": \([0-9]*\),*$/\1/p" "$2/manifest.json" | head -n 1; }
@@ -58,7 +61,8 @@ boot() {
     qemu-system-x86_64 -machine q35 -accel tcg -nodefaults -no-user-config -display none \
         -monitor none -no-reboot -m 1536 -smp 2 -serial "file:$log" \
         -kernel "$dir/vmlinuz" -initrd "$dir/initramfs.img" -append "$cmdline $extra" \
-        -smbios "type=11,value=io.systemd.credential:kubeboot.selftest=bench/poweroff" &
+        -smbios "type=11,value=io.systemd.credential:kubeboot.selftest=bench/poweroff" \
+        2>"$work/qemu.err" &
     qpid=$!
     local multi="" rss="" t
     while kill -0 "$qpid" 2>/dev/null; do
@@ -67,7 +71,7 @@ boot() {
             multi=$(awk -v a="$t" -v b="$start" 'BEGIN { printf "%.1f", a - b }')
         fi
         if [ -z "$rss" ] && grep -q 'KUBEBOOT-SELFTEST end' "$log"; then
-            rss=$(sed -n 's/^VmRSS: *\([0-9]*\) kB/\1/p' "/proc/$qpid/status")
+            rss=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$qpid/status" 2>/dev/null || true)
         fi
         if awk -v a="$t" -v b="$start" -v m="$TIMEOUT" 'BEGIN { exit !(a - b > m) }'; then
             kill "$qpid"
@@ -80,6 +84,7 @@ boot() {
     wait "$qpid" || true
     qpid=""
     if [ -z "$multi" ] || [ -z "$rss" ]; then
+        cat "$work/qemu.err" >> "$log"
         cp "$log" "${TMPDIR:-/tmp}/bench-boot-failed.log"
         echo "bench-boot: no multi-user.target or no self-test report; console: ${TMPDIR:-/tmp}/bench-boot-failed.log" >&2
         exit 1
