@@ -35,10 +35,13 @@ use cluster_config::{ClusterConfig, ClusterSecret, Role};
 use discovery::KubeState;
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use kubeadm::decide::{judge_setup, Setup};
+use kubeadm::hostgw::{self, EffectiveCni, HostGw, NetlinkRoutes};
 use kubeadm::image::{ImageKubernetes, ImageVerdict, IMAGE_KUBERNETES_PATH};
-use kubeadm::paths::Paths;
+use kubeadm::kubeapi::ApiClient;
+use kubeadm::paths::{Paths, ADMIN_CONF, KUBELET_CONF};
 use kubeadm::phase::{ApiHealth, KubeletState, Probe};
 use kubeadm::probe::ReadyzCheck;
+use kubeadm::proof::NodeIdentity;
 use kubeadm::{DerivedMaterial, KubeContext, KubePhase, KubeadmInputs, PhaseState, ProcessRunner};
 use supervisor::{ServiceState, Supervisor, SystemdSupervisor};
 use tokio::sync::watch;
@@ -300,11 +303,19 @@ pub fn kubelet_state(s: &ServiceState) -> KubeletState {
     }
 }
 
+/// Timeout of one Kubernetes API request (Node reads).
+pub const API_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The agent's probe: the kubelet's unit state over D-Bus (when the agent
-/// runs under systemd) and the local `/readyz` (masters).
+/// runs under systemd), the local `/readyz` (masters), and the proof of a
+/// kubeadm step (masters: that `/readyz`; workers: their Node object, read
+/// with `kubelet.conf`'s credentials through the server it names, the
+/// VIP), TLS verified against the derived CA.
 struct NodeProbe {
     systemd: Option<SystemdSupervisor>,
     readyz: Option<ReadyzCheck>,
+    paths: Paths,
+    ca_pem: String,
 }
 
 impl Probe for NodeProbe {
@@ -324,6 +335,41 @@ impl Probe for NodeProbe {
         match &self.readyz {
             Some(c) => c.check().await,
             None => ApiHealth::Unknown,
+        }
+    }
+    async fn prove(&self, role: Role, node_name: &str) -> Result<String, String> {
+        match role {
+            Role::Master => match &self.readyz {
+                None => Err("no /readyz check (the CA certificate did not load)".to_owned()),
+                Some(c) => match c.check().await {
+                    ApiHealth::Ready => Ok("this node's API server answered /readyz (TLS \
+                                           verified against the cluster CA)"
+                        .to_owned()),
+                    ApiHealth::NotReady { reason } => Err(reason),
+                    other => Err(format!("API server {other:?}")),
+                },
+            },
+            Role::Worker => {
+                let api = ApiClient::from_kubeconfig(
+                    &self.paths.host(KUBELET_CONF),
+                    &self.paths,
+                    self.ca_pem.as_bytes(),
+                    None,
+                    API_TIMEOUT,
+                )
+                .map_err(|e| e.to_string())?;
+                match api.node(node_name).await.map_err(|e| e.to_string())? {
+                    Some(_) => Ok(format!(
+                        "the API at {} shows Node {node_name} (read with kubelet.conf's \
+                         credentials, TLS verified against the cluster CA)",
+                        api.server()
+                    )),
+                    None => Err(format!(
+                        "the API at {} has no Node {node_name} yet",
+                        api.server()
+                    )),
+                }
+            }
         }
     }
 }
@@ -416,7 +462,7 @@ impl Kube {
             // Missing: skipped with a reason naming the file; other errors.
             Err(_) => (kubeadm::image::read_verdict(&record_path), Vec::new()),
         };
-        match verdict {
+        let cni_manifest = match verdict {
             Ok(ImageVerdict::Skip { reason }) => {
                 tracing::info!("kube phase skipped: {reason}");
                 kube.finish(
@@ -432,10 +478,15 @@ impl Kube {
                 kube.fail(&state_tx, format!("{e}"));
                 return kube;
             }
-            Ok(ImageVerdict::Present { version, .. }) => {
+            Ok(ImageVerdict::Present {
+                version,
+                cni_manifest,
+                ..
+            }) => {
                 tracing::info!("kube phase: Kubernetes {version} in the image");
+                cni_manifest
             }
-        }
+        };
         let material = match derive_material(&setup) {
             Ok(m) => m,
             Err(e) => {
@@ -447,13 +498,19 @@ impl Kube {
             kube.ca_pem = shared.ca_crt.clone();
         }
         let facts = kubeadm::facts::gather(&setup.paths);
+        let me = NodeIdentity {
+            node_name: setup.name.clone(),
+            ca_pin: material.pin.as_str().to_owned(),
+        };
         kube.already_set_up =
-            judge_setup(setup.cfg.role, &facts, SystemTime::now()) == Setup::Complete;
+            judge_setup(setup.cfg.role, &facts, SystemTime::now(), &me) == Setup::Complete;
+        let cni = hostgw::effective_cni(setup.cfg.kubernetes.cni, cni_manifest.as_deref());
         let (feed_tx, feed_rx) = watch::channel(None);
         tokio::spawn(reconcile_task(
             setup,
             material,
             components,
+            cni,
             feed_rx,
             kube.report.clone(),
             state_tx,
@@ -533,10 +590,15 @@ impl Kube {
     }
 
     /// What this node announces as join material: masters their derived
-    /// endpoint and pin (never the token); workers nothing.
+    /// endpoint and pin (never the token), and only once their control
+    /// plane is proven up (`ready`: kubeadm exited 0 and the API answered)
+    /// — or when the image has no Kubernetes (`skipped`: the material is
+    /// then informational, no control plane will ever be announced ready);
+    /// workers nothing.
     pub fn announced_join(&self) -> Option<discovery::KubeJoinInfo> {
+        let proven = matches!(self.wire_state(), KubeState::Ready | KubeState::Skipped);
         match (&self.role, &self.derived_join) {
-            (Role::Master, Ok(own)) => Some(discovery::KubeJoinInfo {
+            (Role::Master, Ok(own)) if proven => Some(discovery::KubeJoinInfo {
                 api_endpoint: own.api_endpoint.clone(),
                 ca_pin: own.ca_pin.clone(),
             }),
@@ -684,6 +746,7 @@ async fn reconcile_task(
     setup: KubeSetup,
     material: DerivedMaterial,
     components: Vec<kubeadm::image::InstalledComponent>,
+    cni: EffectiveCni,
     mut feed_rx: watch::Receiver<Option<Feed>>,
     report: watch::Sender<StatusReport>,
     state_tx: watch::Sender<KubeState>,
@@ -757,9 +820,21 @@ async fn reconcile_task(
     let mut phase = KubePhase::new(
         setup.paths.clone(),
         runner,
-        NodeProbe { systemd, readyz },
+        NodeProbe {
+            systemd,
+            readyz,
+            paths: setup.paths.clone(),
+            ca_pem: material.ca_crt.clone(),
+        },
         etcd,
     );
+    let cni_name = match &cni {
+        EffectiveCni::Manifest(m) => format!("manifest {m}"),
+        EffectiveCni::HostGw => "host-gw".to_owned(),
+        EffectiveCni::Off => "none".to_owned(),
+    };
+    // Opened on first use (host-gw mode, once the node is ready).
+    let mut host_gw: Option<HostGw<NetlinkRoutes>> = None;
     // While a step runs (minutes), show Initialising/Joining.
     let mut watch_phase = phase.watch();
     let forward_report = report.clone();
@@ -821,10 +896,12 @@ async fn reconcile_task(
         let pause = match result {
             Ok(st) => {
                 last_error = None;
-                let pause = if st.phase == PhaseState::Ready {
-                    READY_INTERVAL
+                let ready = st.phase == PhaseState::Ready;
+                let pause = if ready { READY_INTERVAL } else { BUSY_INTERVAL };
+                let host_gw_report = if ready && cni == EffectiveCni::HostGw {
+                    Some(reconcile_host_gw(&setup, &material.ca_crt, &mut host_gw).await)
                 } else {
-                    BUSY_INTERVAL
+                    None
                 };
                 publish(KubeReport {
                     phase: st.phase,
@@ -836,6 +913,10 @@ async fn reconcile_task(
                     kubelet: st.kubelet,
                     api_server: st.api_server,
                     images_imported: st.images_imported,
+                    kubeadm: st.kubeadm,
+                    proven: st.proven,
+                    cni: Some(cni_name.clone()),
+                    host_gw: host_gw_report,
                     ..KubeReport::default()
                 });
                 pause
@@ -856,6 +937,55 @@ async fn reconcile_task(
             }
         };
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// One host-gw reconcile: the Node list through the API with this node's
+/// own credentials (masters: `admin.conf` against their own API server;
+/// workers: `kubelet.conf` against the server it names, the VIP), then
+/// [`HostGw::reconcile`]. Problems are in the report.
+async fn reconcile_host_gw(
+    setup: &KubeSetup,
+    ca_pem: &str,
+    host_gw: &mut Option<HostGw<NetlinkRoutes>>,
+) -> hostgw::HostGwReport {
+    let failed = |e: String| hostgw::HostGwReport {
+        error: Some(e),
+        ..hostgw::HostGwReport::default()
+    };
+    let (kubeconfig, server) = match setup.cfg.role {
+        Role::Master => (
+            ADMIN_CONF,
+            Some(format!(
+                "https://127.0.0.1:{}",
+                setup.cfg.kubernetes.api_port
+            )),
+        ),
+        Role::Worker => (KUBELET_CONF, None),
+    };
+    let api = match ApiClient::from_kubeconfig(
+        &setup.paths.host(kubeconfig),
+        &setup.paths,
+        ca_pem.as_bytes(),
+        server.as_deref(),
+        API_TIMEOUT,
+    ) {
+        Ok(a) => a,
+        Err(e) => return failed(e.to_string()),
+    };
+    let nodes = match api.nodes().await {
+        Ok(n) => n,
+        Err(e) => return failed(format!("listing the Nodes: {e}")),
+    };
+    if host_gw.is_none() {
+        match NetlinkRoutes::open() {
+            Ok(t) => *host_gw = Some(HostGw::new(setup.paths.clone(), t)),
+            Err(e) => return failed(e),
+        }
+    }
+    match host_gw {
+        Some(gw) => gw.reconcile(&setup.name, setup.ip, &nodes).await,
+        None => failed("no netlink connection".to_owned()),
     }
 }
 
@@ -1148,6 +1278,52 @@ mod tests {
         assert_eq!(got.ca_pin, join.ca_pin);
     }
 
+    /// Join material is what workers start `kubeadm join` with: a master
+    /// whose image has Kubernetes announces it only once its control
+    /// plane is proven (ready), never while it initialises, waits or
+    /// retries; its status shows the derived material all the same.
+    #[tokio::test]
+    async fn a_master_announces_no_join_material_before_its_control_plane_is_proven() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_record(root, "present = true\nversion = \"v1.31.4\"\n");
+        let secret = ClusterSecret::new(SECRET).unwrap();
+        let cluster = pki::ClusterPki::derive(&secret, "kt").unwrap();
+        let certs = pki::etcd_member_certs(
+            &cluster.etcd_ca,
+            "master-111111",
+            &["10.0.0.21".parse().unwrap()],
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("pki")).unwrap();
+        std::fs::write(
+            root.join("pki/apiserver-etcd-client.crt"),
+            &certs.apiserver_client.cert_pem,
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("pki/apiserver-etcd-client.key"),
+            &certs.apiserver_client.key_pem,
+        )
+        .unwrap();
+        let (report, rx) = watch::channel(StatusReport::default());
+        let kube = Kube::start(setup(root, "master"), report);
+        assert_eq!(rx.borrow().kube.error, None);
+        assert_eq!(kube.wire_state(), KubeState::Pending);
+        assert_eq!(kube.announced_join(), None);
+        let join = rx
+            .borrow()
+            .kube
+            .join
+            .clone()
+            .expect("derived material in the status");
+        assert_eq!(join.source, JoinSource::Derived);
+        assert_eq!(
+            join.ca_pin,
+            kubeadm::CaPin::of(&cluster.kubernetes_ca).as_str()
+        );
+    }
+
     #[tokio::test]
     async fn an_invalid_record_is_a_visible_failure() {
         let dir = tempfile::tempdir().unwrap();
@@ -1163,19 +1339,147 @@ mod tests {
         assert_eq!(kube.wire_state(), KubeState::Failed);
     }
 
+    /// A stand-in API server: `openssl s_server -WWW` serving `files`
+    /// with a serving certificate for 127.0.0.1 from `ca`, demanding a
+    /// client certificate from `ca` (as the API server does). Killed on
+    /// drop.
+    struct StandInApi {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for StandInApi {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn stand_in_api(ca: &pki::Ca, files: &[(&str, &str)]) -> StandInApi {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = ca
+            .issue(&pki::LeafRequest {
+                common_name: "kube-apiserver".into(),
+                dns_names: vec![],
+                ips: vec!["127.0.0.1".parse().unwrap()],
+                usage: pki::Usage::Server,
+                organization: None,
+            })
+            .unwrap();
+        std::fs::write(dir.path().join("cert.pem"), &leaf.cert_pem).unwrap();
+        std::fs::write(dir.path().join("key.pem"), &leaf.key_pem).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        for (path, body) in files {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", "cert.pem", "-key", "key.pem"])
+            .args(["-Verify", "1", "-verify_return_error", "-CAfile", "ca.pem"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("running openssl s_server ({e}): install the Debian package openssl")
+            });
+        let api = StandInApi {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        api
+    }
+
     /// A worker with Kubernetes in its (test) image: waits for a ready
-    /// master, then runs `kubeadm join` once the gate opens. kubeadm is a
-    /// stand-in script that records its arguments (it creates no files,
-    /// so every later reconcile joins again: enough to see the wiring).
+    /// master, then runs `kubeadm join` once the gate opens, and is ready
+    /// only once the join is proven. kubeadm is a stand-in script that
+    /// records its arguments and leaves what a join leaves: the kubelet
+    /// configuration and a `kubelet.conf` whose server is a stand-in API
+    /// server (`openssl s_server`) that serves this worker's Node and
+    /// demands a client certificate from the cluster CA; the agent's own
+    /// probe reads the Node through it with the kubelet's credentials.
     #[tokio::test]
     async fn a_worker_waits_for_the_control_plane_then_joins() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let calls = root.join("calls");
         let standin = root.join("kubeadm");
+        let secret = ClusterSecret::new(SECRET).unwrap();
+        let ca = pki::ClusterPki::derive(&secret, "kt")
+            .unwrap()
+            .kubernetes_ca;
+        let node = "worker-111111";
+        let api = stand_in_api(
+            &ca,
+            &[(
+                &format!("api/v1/nodes/{node}"),
+                &format!(
+                    "{{\"kind\":\"Node\",\"metadata\":{{\"name\":\"{node}\"}},\"spec\":{{}},\"status\":{{}}}}"
+                ),
+            )],
+        );
+        // What the kubelet's TLS bootstrap leaves: its certificate and key
+        // in one file, named by kubelet.conf.
+        let client = ca
+            .issue(&pki::LeafRequest {
+                common_name: format!("system:node:{node}"),
+                dns_names: vec![],
+                ips: vec![],
+                usage: pki::Usage::Client,
+                organization: Some("system:nodes".into()),
+            })
+            .unwrap();
+        let prep = root.join("prep");
+        std::fs::create_dir_all(&prep).unwrap();
+        std::fs::write(
+            prep.join("client.pem"),
+            format!("{}{}", client.cert_pem, client.key_pem),
+        )
+        .unwrap();
+        std::fs::write(
+            prep.join("kubelet.conf"),
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://127.0.0.1:{}\n  name: kt\n\
+                 users:\n- name: default-auth\n  user:\n    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n    \
+                 client-key: /var/lib/kubelet/pki/kubelet-client-current.pem\n",
+                api.port
+            ),
+        )
+        .unwrap();
+        let r = root.display();
         std::fs::write(
             &standin,
-            format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\n\
+                 if [ \"$1\" = join ]; then\n\
+                 mkdir -p {r}/etc/kubernetes {r}/var/lib/kubelet/pki\n\
+                 cp {p}/kubelet.conf {r}/etc/kubernetes/kubelet.conf\n\
+                 cp {p}/client.pem {r}/var/lib/kubelet/pki/kubelet-client-current.pem\n\
+                 echo 'kind: KubeletConfiguration' > {r}/var/lib/kubelet/config.yaml\n\
+                 echo '\t[WARNING Hostname]: hostname \"{node}\" could not be reached' >&2\n\
+                 fi\n",
+                calls.display(),
+                p = prep.display(),
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -1188,8 +1492,14 @@ mod tests {
                 standin.display()
             ),
         );
+        // No pod network here: host-gw would program this host's routes.
+        let worker_setup = || {
+            let mut s = setup(root, "worker");
+            s.cfg.kubernetes.cni = cluster_config::CniMode::Off;
+            s
+        };
         let (report, mut rx) = watch::channel(StatusReport::default());
-        let mut kube = Kube::start(setup(root, "worker"), report);
+        let mut kube = Kube::start(worker_setup(), report);
         assert!(!kube.already_set_up());
         let own = derive_join(
             &setup(root, "worker").cfg,
@@ -1267,9 +1577,34 @@ mod tests {
         );
         assert_eq!(k.api_server, ApiHealth::NotApplicable);
         assert_eq!(
-            std::fs::read_to_string(&calls).unwrap().lines().next(),
-            Some("join --config /var/lib/kubeboot/kubeadm/join.yaml")
+            std::fs::read_to_string(&calls)
+                .unwrap()
+                .lines()
+                .collect::<Vec<_>>(),
+            vec!["join --config /var/lib/kubeboot/kubeadm/join.yaml"],
+            "one join, proven, and no other"
         );
+        // Proven through the stand-in API with the kubelet's credentials.
+        let proven = k.proven.clone().expect("a proof");
+        assert!(
+            proven.contains(&format!("https://127.0.0.1:{}", api.port))
+                && proven.contains(&format!("Node {node}")),
+            "{proven}"
+        );
+        let run = k.kubeadm.clone().expect("the proven run");
+        assert!(run.succeeded);
+        assert_eq!(
+            run.warnings,
+            vec![format!(
+                "[WARNING Hostname]: hostname \"{node}\" could not be reached"
+            )]
+        );
+        assert_eq!(k.cni.as_deref(), Some("none"));
+        assert!(root.join("var/lib/kubeboot/kubeadm/proven.json").exists());
+        // A restarted agent trusts the record: set up, no second join.
+        let (report2, _rx2) = watch::channel(StatusReport::default());
+        let again = Kube::start(worker_setup(), report2);
+        assert!(again.already_set_up());
         // The join configuration: the VIP endpoint, the derived token and
         // the pin, no control-plane section.
         let yaml =

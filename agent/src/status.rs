@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use kubeadm::hostgw::HostGwReport;
+use kubeadm::outcome::KubeadmRun;
 use kubeadm::phase::{ApiHealth, KubeletState};
 use kubeadm::PhaseState;
 use serde::{Deserialize, Serialize};
@@ -88,6 +90,21 @@ pub struct KubeReport {
     /// disagree); `null` otherwise.
     #[serde(default)]
     pub join_error: Option<String>,
+    /// The last kubeadm init/join: on a ready node the proven run (its
+    /// warnings); otherwise this agent's last attempt (failed phase,
+    /// error, last lines of output, warnings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeadm: Option<KubeadmRun>,
+    /// What proved that init/join worked (ready nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven: Option<String>,
+    /// The pod network (`manifest <path>`, `host-gw` or `none`), once the
+    /// phase runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
+    /// The host-gw pod network on this node (host-gw mode, ready nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_gw: Option<HostGwReport>,
 }
 
 /// The Kubernetes join material of a node, as `agent status` shows it.
@@ -138,6 +155,10 @@ impl Default for KubeReport {
             images_imported: None,
             join: None,
             join_error: None,
+            kubeadm: None,
+            proven: None,
+            cni: None,
+            host_gw: None,
         }
     }
 }
@@ -196,6 +217,60 @@ impl KubeReport {
             ),
             (None, None) => "not known yet (no master announced it)".to_owned(),
         }
+    }
+
+    /// The lines about kubeadm's last run and the pod network (indented
+    /// under the `kube:` line of [`render`]).
+    pub fn detail_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(run) = &self.kubeadm {
+            if run.succeeded {
+                out.push(format!(
+                    "kubeadm: `{}` succeeded{}",
+                    run.command,
+                    match &self.proven {
+                        Some(p) => format!(", proven: {p}"),
+                        None => ", not proven".to_owned(),
+                    }
+                ));
+            } else {
+                out.push(format!(
+                    "kubeadm: `{}` failed{}{}",
+                    run.command,
+                    run.failed_phase
+                        .as_ref()
+                        .map(|p| format!(" in phase {p}"))
+                        .unwrap_or_default(),
+                    run.exit_code
+                        .map(|c| format!(" (exit {c})"))
+                        .unwrap_or_default()
+                ));
+                if let Some(e) = &run.error {
+                    out.extend(e.lines().map(|l| format!("  error: {}", l.trim())));
+                }
+                out.extend(run.output_tail.iter().map(|l| format!("  | {l}")));
+            }
+            out.extend(run.warnings.iter().map(|w| format!("  warning: {w}")));
+        }
+        match (&self.cni, &self.host_gw) {
+            (Some(c), Some(h)) => {
+                out.push(format!(
+                    "pod network: {c}, pod CIDR {}, {} route{}{}",
+                    h.pod_cidr.as_deref().unwrap_or("not assigned yet"),
+                    h.routes.len(),
+                    if h.routes.len() == 1 { "" } else { "s" },
+                    h.error
+                        .as_ref()
+                        .map(|e| format!(", error: {e}"))
+                        .unwrap_or_default()
+                ));
+                out.extend(h.routes.iter().map(|r| format!("  route {r}")));
+                out.extend(h.skipped.iter().map(|r| format!("  waiting: {r}")));
+            }
+            (Some(c), None) => out.push(format!("pod network: {c}")),
+            _ => {}
+        }
+        out
     }
 
     /// Whether the phase shows anything beyond its summary (it started).
@@ -470,6 +545,9 @@ pub fn render(r: &StatusReport) -> String {
                 Some(false) => ", images not imported yet",
             }
         ));
+        for l in k.detail_lines() {
+            line(format!("  {l}"));
+        }
     }
     line(format!("  join {}", k.join_line()));
     out
@@ -634,6 +712,84 @@ mod tests {
             .take_while(|l| !l.starts_with("  join "))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn render_kubeadm_runs_and_the_pod_network() {
+        let failed = KubeadmRun {
+            command: "kubeadm init --config /var/lib/kubeboot/kubeadm/init.yaml --skip-token-print"
+                .into(),
+            succeeded: false,
+            exit_code: Some(1),
+            failed_phase: Some("wait-control-plane".into()),
+            error: Some(
+                "error execution phase wait-control-plane: couldn't initialize a Kubernetes cluster"
+                    .into(),
+            ),
+            warnings: vec!["[WARNING Hostname]: hostname \"m1\" could not be reached".into()],
+            output_tail: vec!["\ttimed out waiting for the condition".into()],
+        };
+        let text = kube_text(KubeReport {
+            phase: PhaseState::Retrying {
+                failures: 1,
+                last_error: "kubeadm init failed in phase wait-control-plane: couldn't initialize a Kubernetes cluster".into(),
+                next_attempt_in_s: 5,
+            },
+            is_init_node: true,
+            kubeadm: Some(failed),
+            cni: Some("host-gw".into()),
+            ..KubeReport::default()
+        });
+        let want = [
+            "  kubeadm: `kubeadm init --config /var/lib/kubeboot/kubeadm/init.yaml --skip-token-print` failed in phase wait-control-plane (exit 1)",
+            "    error: error execution phase wait-control-plane: couldn't initialize a Kubernetes cluster",
+            "    | \ttimed out waiting for the condition",
+            "    warning: [WARNING Hostname]: hostname \"m1\" could not be reached",
+            "  pod network: host-gw",
+        ];
+        for w in want {
+            assert!(text.contains(w), "{w:?} not in\n{text}");
+        }
+        let ready = KubeReport {
+            phase: PhaseState::Ready,
+            joined: true,
+            kubeadm: Some(KubeadmRun {
+                command: "kubeadm join --config /var/lib/kubeboot/kubeadm/join.yaml".into(),
+                succeeded: true,
+                exit_code: Some(0),
+                failed_phase: None,
+                error: None,
+                warnings: vec![],
+                output_tail: vec![],
+            }),
+            proven: Some("Node worker-1 registered".into()),
+            cni: Some("host-gw".into()),
+            host_gw: Some(HostGwReport {
+                pod_cidr: Some("10.244.3.0/24".into()),
+                routes: vec!["10.244.0.0/24 via 10.77.0.11".into()],
+                skipped: vec!["master-3: no pod CIDR yet".into()],
+                error: None,
+            }),
+            ..KubeReport::default()
+        };
+        let text = kube_text(ready.clone());
+        for w in [
+            "  kubeadm: `kubeadm join --config /var/lib/kubeboot/kubeadm/join.yaml` succeeded, proven: Node worker-1 registered",
+            "  pod network: host-gw, pod CIDR 10.244.3.0/24, 1 route",
+            "    route 10.244.0.0/24 via 10.77.0.11",
+            "    waiting: master-3: no pod CIDR yet",
+        ] {
+            assert!(text.contains(w), "{w:?} not in\n{text}");
+        }
+        // JSON round trip; the new fields are absent when unset.
+        let v = serde_json::to_value(&ready).unwrap();
+        assert_eq!(v["host_gw"]["pod_cidr"], "10.244.3.0/24");
+        assert_eq!(v["kubeadm"]["succeeded"], true);
+        assert_eq!(serde_json::from_value::<KubeReport>(v).unwrap(), ready);
+        let v = serde_json::to_value(KubeReport::default()).unwrap();
+        for k in ["kubeadm", "proven", "cni", "host_gw"] {
+            assert!(v.get(k).is_none(), "{k} in {v}");
+        }
     }
 
     #[test]

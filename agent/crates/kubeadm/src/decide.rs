@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use cluster_config::Role;
 use serde::{Deserialize, Serialize};
 
+use crate::proof::{NodeIdentity, ProofFact};
+
 /// The kubelet's client certificate as read from `kubelet.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KubeletCert {
@@ -24,9 +26,12 @@ pub enum KubeletCert {
     ValidUntil(SystemTime),
 }
 
-/// What is on disk from an earlier kubeadm run.
+/// What is on disk from an earlier kubeadm run, and the agent's record
+/// that the run was proven ([`crate::proof`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFacts {
+    /// The proof record.
+    pub proof: ProofFact,
     /// `/var/lib/kubelet/config.yaml` exists.
     pub kubelet_config: bool,
     /// `/etc/kubernetes/kubelet.conf` and its client certificate.
@@ -41,6 +46,7 @@ impl NodeFacts {
     /// A node kubeadm never ran on.
     pub fn fresh() -> Self {
         Self {
+            proof: ProofFact::Missing,
             kubelet_config: false,
             kubelet_cert: KubeletCert::Missing,
             admin_conf: false,
@@ -54,24 +60,32 @@ impl NodeFacts {
 pub enum Setup {
     /// Nothing from kubeadm: run it.
     Absent,
-    /// Initialised or joined, with a valid kubelet certificate: never run
-    /// kubeadm init/join again.
+    /// Initialised or joined *and proven* (the proof record matches this
+    /// node), with all of kubeadm's files and a valid kubelet
+    /// certificate: never run kubeadm init/join again.
     Complete,
-    /// Some of kubeadm's files exist but not all, or the kubelet's
-    /// certificate is unusable: `kubeadm reset` before trying again (its
-    /// preflight checks refuse a node with leftovers).
+    /// Leftovers: some of kubeadm's files exist but not all, or all exist
+    /// without a matching proof (kubeadm writes them before it fails), or
+    /// the kubelet's certificate is unusable: `kubeadm reset` before
+    /// trying again (its preflight checks refuse a node with leftovers).
     Partial {
         /// What is missing or wrong.
         reason: String,
     },
 }
 
-/// Judges the files on disk for `role` at `now`. Pure.
-pub fn judge_setup(role: Role, facts: &NodeFacts, now: SystemTime) -> Setup {
+/// What [`judge_setup`] says when kubeadm's files exist without a proof.
+pub const NO_PROOF: &str = "no proof that kubeadm init/join succeeded on this node \
+    (the files of a failed or interrupted attempt)";
+
+/// Judges the files and the proof record on disk for `role` (this node
+/// being `me`) at `now`. Pure.
+pub fn judge_setup(role: Role, facts: &NodeFacts, now: SystemTime, me: &NodeIdentity) -> Setup {
     let master = role == Role::Master;
     let any = facts.kubelet_config
         || facts.kubelet_cert != KubeletCert::Missing
-        || (master && (facts.admin_conf || facts.apiserver_manifest));
+        || (master && (facts.admin_conf || facts.apiserver_manifest))
+        || facts.proof != ProofFact::Missing;
     if !any {
         return Setup::Absent;
     }
@@ -92,6 +106,11 @@ pub fn judge_setup(role: Role, facts: &NodeFacts, now: SystemTime) -> Setup {
     }
     if master && !facts.apiserver_manifest {
         missing.push("/etc/kubernetes/manifests/kube-apiserver.yaml is missing".to_owned());
+    }
+    match &facts.proof {
+        ProofFact::Missing => missing.push(NO_PROOF.to_owned()),
+        ProofFact::Unreadable { reason } => missing.push(reason.clone()),
+        ProofFact::Recorded(r) => missing.extend(crate::proof::mismatch(r, role, me)),
     }
     if missing.is_empty() {
         Setup::Complete
@@ -297,13 +316,40 @@ pub fn vip_health(state: &PhaseState, api_port: u16) -> VipHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proof::{ProofRecord, ProvenStep};
 
     fn at(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(s)
     }
 
+    fn me() -> NodeIdentity {
+        NodeIdentity {
+            node_name: "n1".into(),
+            ca_pin: "sha256:aa".into(),
+        }
+    }
+
+    fn record(step: ProvenStep) -> ProofRecord {
+        ProofRecord {
+            step,
+            command: "kubeadm init".into(),
+            node_name: "n1".into(),
+            ca_pin: "sha256:aa".into(),
+            kubernetes_version: "v1.24.0-alpha.1".into(),
+            proof: "checked".into(),
+            proven_at_unix_s: 900,
+            warnings: vec![],
+        }
+    }
+
+    /// `judge_setup` for this node.
+    fn judge(role: Role, facts: &NodeFacts, now: SystemTime) -> Setup {
+        judge_setup(role, facts, now, &me())
+    }
+
     fn complete(until: u64) -> NodeFacts {
         NodeFacts {
+            proof: ProofFact::Recorded(record(ProvenStep::Init)),
             kubelet_config: true,
             kubelet_cert: KubeletCert::ValidUntil(at(until)),
             admin_conf: true,
@@ -314,26 +360,18 @@ mod tests {
     #[test]
     fn setup_judgement_table() {
         let now = at(1000);
-        assert_eq!(
-            judge_setup(Role::Master, &NodeFacts::fresh(), now),
-            Setup::Absent
-        );
-        assert_eq!(
-            judge_setup(Role::Worker, &NodeFacts::fresh(), now),
-            Setup::Absent
-        );
-        assert_eq!(
-            judge_setup(Role::Master, &complete(2000), now),
-            Setup::Complete
-        );
+        assert_eq!(judge(Role::Master, &NodeFacts::fresh(), now), Setup::Absent);
+        assert_eq!(judge(Role::Worker, &NodeFacts::fresh(), now), Setup::Absent);
+        assert_eq!(judge(Role::Master, &complete(2000), now), Setup::Complete);
         // A worker needs no admin.conf or API server manifest.
         let worker = NodeFacts {
+            proof: ProofFact::Recorded(record(ProvenStep::JoinWorker)),
             admin_conf: false,
             apiserver_manifest: false,
             ..complete(2000)
         };
-        assert_eq!(judge_setup(Role::Worker, &worker, now), Setup::Complete);
-        match judge_setup(Role::Master, &worker, now) {
+        assert_eq!(judge(Role::Worker, &worker, now), Setup::Complete);
+        match judge(Role::Master, &worker, now) {
             Setup::Partial { reason } => {
                 assert!(reason.contains("admin.conf"), "{reason}");
                 assert!(reason.contains("kube-apiserver.yaml"), "{reason}");
@@ -341,7 +379,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Expired certificate: partial, to be reset and joined again.
-        match judge_setup(Role::Worker, &complete(999), now) {
+        match judge(Role::Worker, &complete(999), now) {
             Setup::Partial { reason } => assert!(reason.contains("expired"), "{reason}"),
             other => panic!("{other:?}"),
         }
@@ -351,7 +389,7 @@ mod tests {
             ..complete(2000)
         };
         assert!(matches!(
-            judge_setup(Role::Worker, &half, now),
+            judge(Role::Worker, &half, now),
             Setup::Partial { .. }
         ));
         let unreadable = NodeFacts {
@@ -360,7 +398,7 @@ mod tests {
             },
             ..complete(2000)
         };
-        match judge_setup(Role::Master, &unreadable, now) {
+        match judge(Role::Master, &unreadable, now) {
             Setup::Partial { reason } => assert_eq!(reason, "kubelet.conf: no user"),
             other => panic!("{other:?}"),
         }
@@ -370,11 +408,96 @@ mod tests {
             apiserver_manifest: true,
             ..NodeFacts::fresh()
         };
-        assert_eq!(judge_setup(Role::Worker, &stray, now), Setup::Absent);
+        assert_eq!(judge(Role::Worker, &stray, now), Setup::Absent);
         assert!(matches!(
-            judge_setup(Role::Master, &stray, now),
+            judge(Role::Master, &stray, now),
             Setup::Partial { .. }
         ));
+    }
+
+    /// Ready means proven: kubeadm's files alone (what a failed init
+    /// leaves) are leftovers; so are a record of another node, cluster or
+    /// role, an unreadable record, and a record without the files.
+    #[test]
+    fn files_without_a_matching_proof_are_leftovers() {
+        let now = at(1000);
+        let unproven = NodeFacts {
+            proof: ProofFact::Missing,
+            ..complete(2000)
+        };
+        for role in [Role::Master, Role::Worker] {
+            match judge(role, &unproven, now) {
+                Setup::Partial { reason } => assert_eq!(reason, NO_PROOF),
+                other => panic!("{role}: {other:?}"),
+            }
+        }
+        let with = |proof: ProofFact| NodeFacts {
+            proof,
+            ..complete(2000)
+        };
+        let other_node = ProofRecord {
+            node_name: "n2".into(),
+            ..record(ProvenStep::Init)
+        };
+        let other_cluster = ProofRecord {
+            ca_pin: "sha256:bb".into(),
+            ..record(ProvenStep::JoinControlPlane)
+        };
+        let cases = [
+            (
+                Role::Master,
+                with(ProofFact::Recorded(other_node)),
+                "\"n2\"",
+            ),
+            (
+                Role::Master,
+                with(ProofFact::Recorded(other_cluster)),
+                "another cluster",
+            ),
+            (
+                Role::Master,
+                with(ProofFact::Recorded(record(ProvenStep::JoinWorker))),
+                "not of a master",
+            ),
+            (
+                Role::Worker,
+                with(ProofFact::Recorded(record(ProvenStep::Init))),
+                "not of a worker",
+            ),
+            (
+                Role::Master,
+                with(ProofFact::Unreadable {
+                    reason: "proven.json: EOF".into(),
+                }),
+                "proven.json: EOF",
+            ),
+        ];
+        for (role, facts, want) in cases {
+            match judge(role, &facts, now) {
+                Setup::Partial { reason } => assert!(reason.contains(want), "{reason}"),
+                other => panic!("{role} {facts:?}: {other:?}"),
+            }
+        }
+        // A joined master's record: complete.
+        assert_eq!(
+            judge(
+                Role::Master,
+                &with(ProofFact::Recorded(record(ProvenStep::JoinControlPlane))),
+                now
+            ),
+            Setup::Complete
+        );
+        // The record alone (kubeadm's files lost): reset and set up again.
+        let only_record = NodeFacts {
+            proof: ProofFact::Recorded(record(ProvenStep::JoinWorker)),
+            ..NodeFacts::fresh()
+        };
+        match judge(Role::Worker, &only_record, now) {
+            Setup::Partial { reason } => {
+                assert!(reason.contains("kubelet.conf is missing"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn view(is_self: bool, done: bool) -> InitView {

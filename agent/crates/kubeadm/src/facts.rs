@@ -14,9 +14,10 @@ use base64::Engine as _;
 use crate::decide::{KubeletCert, NodeFacts};
 use crate::paths::{Paths, ADMIN_CONF, APISERVER_MANIFEST, KUBELET_CONF, KUBELET_CONFIG};
 
-/// Reads what an earlier kubeadm run left on disk.
+/// Reads what an earlier kubeadm run left on disk, and the proof record.
 pub fn gather(paths: &Paths) -> NodeFacts {
     NodeFacts {
+        proof: crate::proof::read(paths),
         kubelet_config: paths.host(KUBELET_CONFIG).is_file(),
         kubelet_cert: kubelet_cert(paths),
         admin_conf: paths.host(ADMIN_CONF).is_file(),

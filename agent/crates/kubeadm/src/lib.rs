@@ -14,9 +14,13 @@
 //! - [`election`]: the init election, one etcd transaction;
 //! - [`facts`]: what earlier kubeadm runs left on disk;
 //! - [`pki_files`]: placing the shared CA material;
+//! - [`proof`]: the persisted proof that init/join worked;
+//! - [`hostgw`]: the agent's own pod network (bridge CNI + routes);
 //! - [`runner`]: running kubeadm ([`runner::ProcessRunner`]) or recording
 //!   the calls ([`runner::RecordingRunner`], tests);
 //! - [`image`]: the image's Kubernetes manifest (skip reason);
+//! - [`kubeapi`]: the one Kubernetes API client (`/readyz`, Nodes), TLS
+//!   verified against the derived CA;
 //! - [`probe`]: the API server's `/readyz` and the kubelet's unit state for the status;
 //! - [`phase`]: [`phase::KubePhase::reconcile`], which ties it together.
 #![warn(missing_docs)]
@@ -25,12 +29,16 @@ pub mod api;
 pub mod decide;
 pub mod election;
 pub mod facts;
+pub mod hostgw;
 pub mod image;
+pub mod kubeapi;
+pub mod outcome;
 pub mod paths;
 pub mod phase;
 pub mod pin;
 pub mod pki_files;
 pub mod probe;
+pub mod proof;
 pub mod render;
 pub mod runner;
 pub mod token;

@@ -29,15 +29,17 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use cluster_config::Role;
+use cluster_config::{CniMode, Role};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::decide::{self, Backoff, InitView, PhaseState, RetryState, Setup, Step};
 use crate::election::{self, ElectionError};
 use crate::image::{self, ImageError, ImageVerdict, IMAGE_KUBERNETES_PATH};
+use crate::outcome::KubeadmRun;
 use crate::paths::{standard, Paths, ADMIN_CONF, KUBEADM_CONFIG_DIR};
 use crate::pki_files::SharedPki;
+use crate::proof::{self, NodeIdentity, ProofFact, ProofRecord, ProvenStep};
 use crate::render::{KubeadmInputs, RenderError, CRI_SOCKET};
 use crate::runner::{FileSpec, Invocation, KubeadmRunner, Program, RunError};
 use crate::token::{self, BootstrapToken};
@@ -92,15 +94,27 @@ pub enum ApiHealth {
 }
 
 /// Reads the kubelet's and the API server's state (the agent implements it
-/// with systemd over D-Bus and a `/readyz` GET).
+/// with systemd over D-Bus and the Kubernetes API), and proves a kubeadm
+/// step ([`crate::proof`]).
 pub trait Probe: Send + Sync {
     /// The kubelet unit's state.
     fn kubelet(&self) -> impl Future<Output = KubeletState> + Send;
     /// The local API server's `/readyz`.
     fn api_server(&self) -> impl Future<Output = ApiHealth> + Send;
+    /// Whether the kubeadm init/join that just exited 0 took effect on
+    /// node `node_name`: masters — the node's own API server answers
+    /// `/readyz` (TLS verified against the derived CA); workers — the API
+    /// shows the Node object, read with the kubelet's credentials.
+    /// `Ok(what was checked)` or `Err(why not)`.
+    fn prove(
+        &self,
+        role: Role,
+        node_name: &str,
+    ) -> impl Future<Output = Result<String, String>> + Send;
 }
 
-/// A probe that knows nothing (tests, or before the agent wires one).
+/// A probe that knows nothing and proves nothing (before the agent wires
+/// one): a node with it never becomes ready.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoProbe;
 
@@ -110,6 +124,59 @@ impl Probe for NoProbe {
     }
     async fn api_server(&self) -> ApiHealth {
         ApiHealth::Unknown
+    }
+    async fn prove(&self, _role: Role, _node_name: &str) -> Result<String, String> {
+        Err("no probe: nothing can prove the step".to_owned())
+    }
+}
+
+/// A probe whose answers a test sets (and changes while the phase runs):
+/// a stand-in for the API server behind a stand-in kubeadm.
+#[derive(Debug, Clone)]
+pub struct ScriptedProbe {
+    proof: std::sync::Arc<std::sync::Mutex<Result<String, String>>>,
+    proofs_asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ScriptedProbe {
+    /// A probe that proves every step (`"scripted proof"`).
+    pub fn proving() -> Self {
+        Self {
+            proof: std::sync::Arc::new(std::sync::Mutex::new(Ok("scripted proof".to_owned()))),
+            proofs_asked: Default::default(),
+        }
+    }
+
+    /// From now on, proofs fail with `why` (`None`: they succeed again).
+    pub fn fail_proofs(&self, why: Option<&str>) {
+        if let Ok(mut p) = self.proof.lock() {
+            *p = match why {
+                Some(w) => Err(w.to_owned()),
+                None => Ok("scripted proof".to_owned()),
+            };
+        }
+    }
+
+    /// How many times a proof was asked for.
+    pub fn proofs_asked(&self) -> usize {
+        self.proofs_asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Probe for ScriptedProbe {
+    async fn kubelet(&self) -> KubeletState {
+        KubeletState::Unknown
+    }
+    async fn api_server(&self) -> ApiHealth {
+        ApiHealth::Unknown
+    }
+    async fn prove(&self, _role: Role, _node_name: &str) -> Result<String, String> {
+        self.proofs_asked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.proof
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|_| Err("poisoned".to_owned()))
     }
 }
 
@@ -134,6 +201,14 @@ pub struct KubeStatus {
     /// image carries no archive (or the phase is skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images_imported: Option<bool>,
+    /// The last kubeadm init/join: on a ready node the proven one (with
+    /// its warnings, also after a restart); otherwise this agent's last
+    /// attempt (the failed phase, the error, the last lines, warnings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeadm: Option<KubeadmRun>,
+    /// What proved the setup (ready nodes; [`crate::proof`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven: Option<String>,
 }
 
 /// The file (under [`config_path`]'s directory, on the data disk) written
@@ -186,6 +261,9 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     alive: Option<AliveHold>,
     alive_ttl_s: i64,
     last_init: Option<(String, bool)>,
+    last_run: Option<KubeadmRun>,
+    proof_timeout: std::time::Duration,
+    proof_poll: std::time::Duration,
 }
 
 /// The init node's hold on the liveness key: its lease and the task that
@@ -215,6 +293,13 @@ pub const DEFAULT_TAKEOVER_GRACE: std::time::Duration = std::time::Duration::fro
 /// join (each look runs `kubeadm token list`).
 pub const TOKEN_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long the phase keeps asking for the proof after kubeadm exited 0
+/// (kubeadm itself has just waited for the same API, so the proof is
+/// normally immediate; a worker's Node may take a moment to be readable).
+pub const DEFAULT_PROOF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+/// Time between two proof attempts.
+pub const PROOF_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// containerd's socket path (for `ctr --address`).
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 
@@ -239,7 +324,22 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             alive: None,
             alive_ttl_s: INIT_ALIVE_TTL_S,
             last_init: None,
+            last_run: None,
+            proof_timeout: DEFAULT_PROOF_TIMEOUT,
+            proof_poll: PROOF_POLL,
         }
+    }
+
+    /// Replaces how long (and how often) the proof is asked for after
+    /// kubeadm exited 0 (tests).
+    pub fn with_proof_timeout(
+        mut self,
+        timeout: std::time::Duration,
+        poll: std::time::Duration,
+    ) -> Self {
+        self.proof_timeout = timeout;
+        self.proof_poll = poll;
+        self
     }
 
     /// The phase state as it changes, also while kubeadm runs (a call to
@@ -295,6 +395,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 }
                 None => {}
             }
+            if status.kubeadm.is_none() {
+                status.kubeadm = self.last_run.clone();
+            }
             self.state.send_replace(status.phase.clone());
         }
         result
@@ -313,6 +416,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 ApiHealth::Unknown
             },
             images_imported: None,
+            kubeadm: None,
+            proven: None,
         };
         let (version, cni_manifest, cni_pod_cidr, images_archive) =
             match image::read_verdict(&self.image_manifest)? {
@@ -348,11 +453,23 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         }
 
         let facts = crate::facts::gather(&self.paths);
-        let setup = decide::judge_setup(ctx.role, &facts, ctx.now);
+        let setup = decide::judge_setup(ctx.role, &facts, ctx.now, &identity(ctx));
 
         if setup == Setup::Complete {
             status.joined = true;
             status.phase = PhaseState::Ready;
+            if let ProofFact::Recorded(r) = &facts.proof {
+                status.proven = Some(r.proof.clone());
+                status.kubeadm = Some(KubeadmRun {
+                    command: r.command.clone(),
+                    succeeded: true,
+                    exit_code: Some(0),
+                    failed_phase: None,
+                    error: None,
+                    warnings: r.warnings.clone(),
+                    output_tail: Vec::new(),
+                });
+            }
             self.retry = RetryState::default();
             if ctx.role == Role::Master {
                 // The election (idempotent) for the status and the
@@ -451,10 +568,11 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                     status.images_imported = Some(true);
                 }
                 match result {
-                    Ok(()) => {
+                    Ok(record) => {
                         self.retry = RetryState::default();
                         status.joined = true;
                         status.phase = PhaseState::Ready;
+                        status.proven = Some(record.proof);
                         if step == Step::Init {
                             if let Some(v) = &view {
                                 self.maintain(
@@ -634,6 +752,9 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 self.release_alive().await;
             }
         }
+        // The manifest only in `auto` mode (host-gw is set up by the
+        // agent itself, `none` leaves the CNI to the operator).
+        let cni_manifest = cni_manifest.filter(|_| ctx.inputs.cni == CniMode::Auto);
         if view.is_self && !self.cni_applied {
             match cni_manifest {
                 None => self.cni_applied = true,
@@ -807,14 +928,16 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         setup: &Setup,
         ctx: &KubeContext,
         inputs: &KubeadmInputs,
-    ) -> Result<(), StepError> {
-        let (file, text, mut args) = match step {
+    ) -> Result<ProofRecord, StepError> {
+        let (file, text, mut args, proven_step, what) = match step {
             Step::Init => (
                 "init.yaml",
                 inputs
                     .render_init()
                     .map_err(|e| StepError::Config(e.into()))?,
                 vec!["init".to_owned()],
+                ProvenStep::Init,
+                "kubeadm init",
             ),
             Step::JoinControlPlane => (
                 "join.yaml",
@@ -822,6 +945,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                     .render_join_control_plane()
                     .map_err(|e| StepError::Config(e.into()))?,
                 vec!["join".to_owned()],
+                ProvenStep::JoinControlPlane,
+                "kubeadm join (control plane)",
             ),
             _ => (
                 "join.yaml",
@@ -829,6 +954,8 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                     .render_join_worker()
                     .map_err(|e| StepError::Config(e.into()))?,
                 vec!["join".to_owned()],
+                ProvenStep::JoinWorker,
+                "kubeadm join",
             ),
         };
         args.push("--config".to_owned());
@@ -839,6 +966,10 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         }
         let redact = vec![inputs.token.expose()];
 
+        // An old proof never outlives a new attempt: whatever happens
+        // below, only a proven success writes one again.
+        proof::remove(&self.paths)
+            .map_err(|e| StepError::Transient(format!("removing the old proof record: {e}")))?;
         if let Setup::Partial { reason } = setup {
             tracing::warn!("kube phase: leftovers of an earlier attempt ({reason}): kubeadm reset");
             let reset = Invocation {
@@ -856,6 +987,11 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 .run(&reset)
                 .await
                 .map_err(|e| StepError::Transient(format!("kubeadm reset: {e}")))?;
+            // What reset leaves and the agent owns: its CNI configuration
+            // for this node's old pod CIDR.
+            crate::hostgw::remove_conflist(&self.paths).map_err(|e| {
+                StepError::Transient(format!("removing the host-gw CNI configuration: {e}"))
+            })?;
         }
         if ctx.role == Role::Master {
             // After a reset too: reset empties the certificate directory.
@@ -875,14 +1011,78 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             }],
             redact,
         };
-        tracing::info!("kube phase: {}", inv.display());
-        self.runner
-            .run(&inv)
-            .await
-            .map_err(|e| StepError::Transient(e.to_string()))?;
+        let command = inv.display();
+        tracing::info!("kube phase: {command}");
+        let run = match self.runner.run(&inv).await {
+            Ok(out) => KubeadmRun::succeeded(&command, &out),
+            Err(e) => {
+                let run = KubeadmRun::failed(&command, &e);
+                let summary = run.summary(what);
+                if !run.output_tail.is_empty() {
+                    tracing::warn!(
+                        "kube phase: {summary}; last output:\n{}",
+                        run.output_tail.join("\n")
+                    );
+                }
+                self.last_run = Some(run);
+                return Err(StepError::Transient(summary));
+            }
+        };
+        for w in &run.warnings {
+            tracing::warn!("kube phase: {what}: {w}");
+        }
+        let warnings = run.warnings.clone();
+        self.last_run = Some(run);
+        // Exit 0 is not enough: the result must answer.
+        let proof_text = self.prove_within(ctx).await.map_err(|why| {
+            StepError::Transient(format!(
+                "{what} exited 0 but its result was not proven within {:?}: {why}",
+                self.proof_timeout
+            ))
+        })?;
+        let record = ProofRecord {
+            step: proven_step,
+            command,
+            node_name: ctx.inputs.node_name.clone(),
+            ca_pin: ctx.inputs.ca_pin.as_str().to_owned(),
+            kubernetes_version: inputs.kubernetes_version.clone().unwrap_or_default(),
+            proof: proof_text,
+            proven_at_unix_s: ctx
+                .now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            warnings,
+        };
+        proof::write(&self.paths, &record)
+            .map_err(|e| StepError::Transient(format!("writing the proof record: {e}")))?;
+        tracing::info!("kube phase: {what} proven: {}", record.proof);
         // After an init, `maintain` records init-done (and gives the
         // liveness key back), on this call or, if etcd fails, the next.
-        Ok(())
+        Ok(record)
+    }
+
+    /// Asks the probe for the proof until it comes or the timeout passes.
+    async fn prove_within(&self, ctx: &KubeContext) -> Result<String, String> {
+        let deadline = tokio::time::Instant::now() + self.proof_timeout;
+        loop {
+            match self.probe.prove(ctx.role, &ctx.inputs.node_name).await {
+                Ok(p) => return Ok(p),
+                Err(why) if tokio::time::Instant::now() >= deadline => return Err(why),
+                Err(why) => {
+                    tracing::debug!("kube phase: not proven yet: {why}");
+                    tokio::time::sleep(self.proof_poll).await;
+                }
+            }
+        }
+    }
+}
+
+/// This node as the proof record names it.
+fn identity(ctx: &KubeContext) -> NodeIdentity {
+    NodeIdentity {
+        node_name: ctx.inputs.node_name.clone(),
+        ca_pin: ctx.inputs.ca_pin.as_str().to_owned(),
     }
 }
 
@@ -916,6 +1116,9 @@ pub struct DerivedMaterial {
     pub token: BootstrapToken,
     /// The Kubernetes CA pin (`caCertHashes`).
     pub pin: crate::pin::CaPin,
+    /// The Kubernetes CA certificate (PEM; every role): what the agent's
+    /// API client trusts.
+    pub ca_crt: String,
     /// Masters only: the files of [`SharedPki`].
     pub shared_pki: Option<SharedPki>,
 }
@@ -958,6 +1161,7 @@ impl DerivedMaterial {
         Ok(Self {
             token: BootstrapToken::derive(secret, cluster_name)?,
             pin: crate::pin::CaPin::of(&cluster.kubernetes_ca),
+            ca_crt: cluster.kubernetes_ca.cert_pem.clone(),
             shared_pki,
         })
     }
@@ -981,6 +1185,8 @@ mod tests {
                 reason: "connection refused".into(),
             },
             images_imported: None,
+            kubeadm: None,
+            proven: None,
         };
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(
@@ -1017,6 +1223,8 @@ mod tests {
         let w = DerivedMaterial::derive(&secret, "c1", Role::Worker, None).unwrap();
         assert_eq!(m.token, w.token);
         assert_eq!(m.pin, w.pin);
+        assert_eq!(w.ca_crt, cluster.kubernetes_ca.cert_pem);
+        assert_eq!(m.ca_crt, w.ca_crt);
         assert!(w.shared_pki.is_none());
         let shared = m.shared_pki.unwrap();
         assert_eq!(shared.ca_key, cluster.kubernetes_ca.key_pem);

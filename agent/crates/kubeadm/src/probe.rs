@@ -5,68 +5,34 @@
 
 use std::time::Duration;
 
+use crate::kubeapi::ApiClient;
 use crate::phase::{ApiHealth, KubeletState};
 
-/// `GET https://127.0.0.1:<port>/readyz`, expecting 200 and `ok`.
+/// `GET https://127.0.0.1:<port>/readyz`, expecting 200 and `ok` (a
+/// [`crate::kubeapi::ApiClient`] without credentials: `/readyz` is open
+/// to anonymous requests).
 #[derive(Debug, Clone)]
 pub struct ReadyzCheck {
-    client: reqwest::Client,
-    url: String,
+    client: ApiClient,
 }
 
 impl ReadyzCheck {
-    /// A check of `url` trusting only the CA in `ca_pem` (the cluster's
-    /// Kubernetes CA; kubeboot puts `127.0.0.1` in the API server's SANs).
-    pub fn new(url: &str, ca_pem: &[u8], timeout: Duration) -> Result<Self, String> {
-        // reqwest accepts a PEM bundle without any certificate (and then
-        // trusts nothing); insist on one.
-        let (_, block) = x509_parser::pem::parse_x509_pem(ca_pem)
-            .map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
-        block
-            .parse_x509()
-            .map_err(|e| format!("the CA certificate does not parse: {e}"))?;
-        let ca = reqwest::Certificate::from_pem(ca_pem)
-            .map_err(|e| format!("the CA certificate: {e}"))?;
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| format!("building the HTTPS client: {e}"))?;
-        Ok(Self {
-            client,
-            url: url.to_owned(),
-        })
+    /// A check of the API server at `server` (`https://host:port`)
+    /// trusting only the CA in `ca_pem` (the cluster's Kubernetes CA;
+    /// kubeboot puts `127.0.0.1` in the API server's SANs).
+    pub fn new(server: &str, ca_pem: &[u8], timeout: Duration) -> Result<Self, String> {
+        let client = ApiClient::new(server, ca_pem, None, timeout).map_err(|e| e.to_string())?;
+        Ok(Self { client })
     }
 
     /// The local API server on `port`.
     pub fn local(port: u16, ca_pem: &[u8], timeout: Duration) -> Result<Self, String> {
-        Self::new(&format!("https://127.0.0.1:{port}/readyz"), ca_pem, timeout)
+        Self::new(&format!("https://127.0.0.1:{port}"), ca_pem, timeout)
     }
 
     /// Runs the check once.
     pub async fn check(&self) -> ApiHealth {
-        let resp = match self.client.get(&self.url).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return ApiHealth::NotReady {
-                    reason: format!("GET {}: {e}", self.url),
-                }
-            }
-        };
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        if status.is_success() && body.trim() == "ok" {
-            ApiHealth::Ready
-        } else {
-            let first = body.lines().next().unwrap_or_default();
-            ApiHealth::NotReady {
-                reason: format!("GET {}: {status} {first}", self.url),
-            }
-        }
+        self.client.readyz().await
     }
 }
 

@@ -139,6 +139,8 @@ pub enum RunError {
         code: Option<i32>,
         /// The last lines of its standard error.
         stderr_tail: String,
+        /// Everything it printed (redacted), for [`crate::outcome`].
+        output: RunOutput,
     },
     /// The program ran past its time limit and was killed.
     #[error("`{command}` did not finish within {limit:?}")]
@@ -260,6 +262,7 @@ impl KubeadmRunner for ProcessRunner {
                 command,
                 code: out.status.code(),
                 stderr_tail: tail(&stderr, 15),
+                output: RunOutput { stdout, stderr },
             });
         }
         tracing::debug!("{command}: done");
@@ -413,10 +416,15 @@ mod tests {
         let err = runner.run(&inv).await.unwrap_err();
         match &err {
             RunError::Failed {
-                code, stderr_tail, ..
+                code,
+                stderr_tail,
+                output,
+                ..
             } => {
                 assert_eq!(*code, Some(3));
                 assert_eq!(stderr_tail, "token <redacted>");
+                assert_eq!(output.stderr, "token <redacted>\n");
+                assert_eq!(output.stdout, "kind: X\n");
             }
             other => panic!("{other:?}"),
         }

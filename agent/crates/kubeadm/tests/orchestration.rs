@@ -17,7 +17,7 @@ use cluster_config::{ClusterSecret, Role};
 use kubeadm::decide::Backoff;
 use kubeadm::image::ImageKubernetes;
 use kubeadm::paths::Paths;
-use kubeadm::phase::{config_path, KubeContext, KubePhase, KubeStatus, NoProbe};
+use kubeadm::phase::{config_path, KubeContext, KubePhase, KubeStatus, ScriptedProbe};
 use kubeadm::pki_files::SharedPki;
 use kubeadm::runner::{Invocation, Program, Recorded, RecordingRunner, RunError, RunOutput};
 use kubeadm::{BootstrapToken, CaPin, KubeadmInputs, PhaseState};
@@ -169,7 +169,7 @@ fn kubeadm_effect(
 
 struct Node {
     root: tempfile::TempDir,
-    phase: KubePhase<RecordingRunner>,
+    phase: KubePhase<RecordingRunner, ScriptedProbe>,
     runner: RecordingRunner,
     ctx: KubeContext,
 }
@@ -187,7 +187,7 @@ async fn master(c: &Cluster, etcd: &common::EtcdGuard, i: u8) -> Node {
     let phase = KubePhase::new(
         Paths::under(root.path()),
         runner.clone(),
-        NoProbe,
+        probe(),
         Some(client),
     );
     let certs = pki::etcd_member_certs(&c.pki.etcd_ca, &name, &[master_ip(i).into()]).unwrap();
@@ -219,7 +219,7 @@ fn worker(c: &Cluster, name: &str) -> Node {
         c.pki.kubernetes_ca.clone(),
         name.into(),
     );
-    let phase = KubePhase::new(Paths::under(root.path()), runner.clone(), NoProbe, None);
+    let phase = KubePhase::new(Paths::under(root.path()), runner.clone(), probe(), None);
     let ctx = KubeContext {
         now: SystemTime::now(),
         role: Role::Worker,
@@ -234,6 +234,12 @@ fn worker(c: &Cluster, name: &str) -> Node {
         runner,
         ctx,
     }
+}
+
+/// The API behind the stand-in kubeadm: it answers (every step is
+/// proven) unless a test says otherwise.
+fn probe() -> ScriptedProbe {
+    ScriptedProbe::proving()
 }
 
 fn args(r: &Recorded) -> Vec<&str> {
@@ -439,7 +445,7 @@ async fn three_masters_and_a_worker_form_one_cluster() {
     let mut restarted = KubePhase::new(
         Paths::under(masters[w].root.path()),
         again_runner.clone(),
-        NoProbe,
+        probe(),
         Some(client),
     );
     let s = restarted.reconcile(&masters[w].ctx).await.unwrap();
@@ -495,7 +501,7 @@ async fn a_failed_join_backs_off_then_retries() {
     wk.phase = KubePhase::new(
         Paths::under(wk.root.path()),
         wk.runner.clone(),
-        NoProbe,
+        probe(),
         None,
     )
     .with_backoff(Backoff {
@@ -506,6 +512,10 @@ async fn a_failed_join_backs_off_then_retries() {
         command: "kubeadm join".into(),
         code: Some(1),
         stderr_tail: "couldn't validate the identity of the API Server".into(),
+        output: RunOutput {
+            stdout: String::new(),
+            stderr: "couldn't validate the identity of the API Server\n".into(),
+        },
     }));
     let t0 = SystemTime::now();
     let mut ctx = wk.ctx.clone();
@@ -568,6 +578,10 @@ async fn the_images_archive_is_imported_before_the_join() {
         command: "ctr images import".into(),
         code: Some(1),
         stderr_tail: "connection refused".into(),
+        output: RunOutput {
+            stdout: String::new(),
+            stderr: "connection refused\n".into(),
+        },
     }));
     let t0 = SystemTime::now();
     let mut ctx = wk.ctx.clone();
@@ -620,7 +634,7 @@ async fn the_images_archive_is_imported_before_the_join() {
     let mut again = KubePhase::new(
         Paths::under(wk.root.path()),
         wk.runner.clone(),
-        NoProbe,
+        probe(),
         None,
     );
     let s = again.reconcile(&ctx).await.unwrap();
@@ -640,7 +654,7 @@ async fn the_images_archive_is_imported_before_the_join() {
     let mut other = KubePhase::new(
         Paths::under(wk.root.path()),
         wk.runner.clone(),
-        NoProbe,
+        probe(),
         None,
     );
     let s = other.reconcile(&ctx).await.unwrap();
@@ -668,7 +682,7 @@ async fn the_state_shows_joining_while_kubeadm_runs() {
         }
         effect(inv)
     }));
-    let mut phase = KubePhase::new(Paths::under(root.path()), runner, NoProbe, None);
+    let mut phase = KubePhase::new(Paths::under(root.path()), runner, probe(), None);
     let rx = phase.watch();
     assert_eq!(*rx.borrow(), PhaseState::Pending);
     *slot.lock().unwrap() = Some(phase.watch());
@@ -910,7 +924,7 @@ async fn a_dead_init_node_is_replaced_by_exactly_one_master_after_the_grace() {
         m.phase = KubePhase::new(
             Paths::under(m.root.path()),
             m.runner.clone(),
-            NoProbe,
+            probe(),
             Some(common::client(&etcd).await),
         )
         .with_takeover_grace(grace);
@@ -1002,7 +1016,7 @@ async fn a_live_init_node_is_not_replaced() {
     m.phase = KubePhase::new(
         Paths::under(m.root.path()),
         m.runner.clone(),
-        NoProbe,
+        probe(),
         Some(common::client(&etcd).await),
     )
     .with_takeover_grace(Duration::from_secs(60));
@@ -1062,6 +1076,10 @@ async fn a_failing_init_node_keeps_the_init_through_its_backoffs_until_it_dies()
                 stderr_tail:
                     "[ERROR NumCPU]: the number of available CPUs 1 is less than the required 2"
                         .into(),
+                output: RunOutput {
+                    stdout: String::new(),
+                    stderr: "error execution phase preflight: [preflight] Some fatal errors occurred:\n\t[ERROR NumCPU]: the number of available CPUs 1 is less than the required 2\n".into(),
+                },
             })
         } else {
             Ok(RunOutput::default())
@@ -1071,7 +1089,7 @@ async fn a_failing_init_node_keeps_the_init_through_its_backoffs_until_it_dies()
     m1.phase = KubePhase::new(
         Paths::under(m1.root.path()),
         failing,
-        NoProbe,
+        probe(),
         Some(common::client(&etcd).await),
     )
     .with_alive_ttl(2)
@@ -1082,7 +1100,7 @@ async fn a_failing_init_node_keeps_the_init_through_its_backoffs_until_it_dies()
     m2.phase = KubePhase::new(
         Paths::under(m2.root.path()),
         m2.runner.clone(),
-        NoProbe,
+        probe(),
         Some(common::client(&etcd).await),
     )
     .with_alive_ttl(2)
@@ -1158,4 +1176,315 @@ async fn a_failing_init_node_keeps_the_init_through_its_backoffs_until_it_dies()
     // Init done: the liveness key is given back.
     assert!(!m2.phase.holds_init_alive());
     assert!(!kubeadm::election::init_alive(&mut client).await.unwrap());
+}
+
+/// What a real 1.24 `kubeadm init` printed when the control plane did not
+/// come up: it had written every file first (kubeconfigs, manifests, the
+/// kubelet configuration), then waited and gave up.
+fn wait_control_plane_failure() -> RunError {
+    RunError::Failed {
+        command: "kubeadm init --config /var/lib/kubeboot/kubeadm/init.yaml".into(),
+        code: Some(1),
+        stderr_tail: "error execution phase wait-control-plane: couldn't initialize a Kubernetes cluster".into(),
+        output: RunOutput {
+            stdout: "[wait-control-plane] Waiting for the kubelet to boot up the control plane\n\
+                     [kubelet-check] Initial timeout of 40s passed.\n\
+                     Unfortunately, an error has occurred:\n\ttimed out waiting for the condition\n"
+                .into(),
+            stderr: "W1223 10:00:00.000000    1234 strict.go:55] error unmarshaling JSON: \
+                     json: unknown field \"containerRuntimeEndpoint\"\n\
+                     \t[WARNING Hostname]: hostname \"master-1\" could not be reached\n\
+                     error execution phase wait-control-plane: couldn't initialize a Kubernetes cluster\n\
+                     To see the stack trace of this error execute with --v=5 or higher\n"
+                .into(),
+        },
+    }
+}
+
+fn count(r: &RecordingRunner, sub: &str) -> usize {
+    r.calls()
+        .iter()
+        .filter(|c| {
+            c.program == Program::Kubeadm && c.args.first().map(String::as_str) == Some(sub)
+        })
+        .count()
+}
+
+/// Ready means proven: an init that wrote every file and then failed at
+/// wait-control-plane is not ready, records no init-done (so no master
+/// joins meanwhile), shows kubeadm's failed phase, error and warnings, and
+/// is reset before it is tried again after the backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_init_is_never_ready_is_reset_and_retried_while_nobody_joins() {
+    let etcd = common::start_etcd("failinit").await;
+    let c = cluster();
+    let mut client = common::client(&etcd).await;
+    let mut m1 = master(&c, &etcd, 1).await;
+    let mut m2 = master(&c, &etcd, 2).await;
+    // The first init leaves all of kubeadm's files, then fails.
+    let effect = kubeadm_effect(
+        m1.root.path().to_owned(),
+        c.pki.kubernetes_ca.clone(),
+        "master-1".into(),
+    );
+    let inits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = inits.clone();
+    let runner = RecordingRunner::with_effect(Box::new(move |inv: &Invocation| {
+        let out = effect(inv)?;
+        if inv.args.first().map(String::as_str) == Some("init")
+            && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+        {
+            return Err(wait_control_plane_failure());
+        }
+        Ok(out)
+    }));
+    m1.runner = runner.clone();
+    m1.phase = KubePhase::new(
+        Paths::under(m1.root.path()),
+        runner,
+        probe(),
+        Some(common::client(&etcd).await),
+    );
+    let t0 = SystemTime::now();
+    m1.ctx.now = t0;
+    m2.ctx.now = t0;
+    let s = m1.phase.reconcile(&m1.ctx).await.unwrap();
+    match &s.phase {
+        PhaseState::Retrying {
+            failures,
+            last_error,
+            ..
+        } => {
+            assert_eq!(*failures, 1);
+            assert_eq!(
+                last_error,
+                "kubeadm init failed in phase wait-control-plane: couldn't initialize a Kubernetes cluster"
+            );
+        }
+        other => panic!("a failed init reported {other:?}"),
+    }
+    assert!(!s.joined);
+    assert!(s.is_init_node);
+    let run = s.kubeadm.clone().expect("the failed run in the status");
+    assert!(!run.succeeded);
+    assert_eq!(run.failed_phase.as_deref(), Some("wait-control-plane"));
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.contains("unknown field \"containerRuntimeEndpoint\"")),
+        "{:?}",
+        run.warnings
+    );
+    assert!(run
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("[WARNING Hostname]")));
+    assert!(run
+        .output_tail
+        .iter()
+        .any(|l| l.contains("timed out waiting for the condition")));
+    // Every file kubeadm writes is there, and still: no proof, no
+    // init-done, no CNI.
+    let root = m1.root.path();
+    for f in [
+        "etc/kubernetes/admin.conf",
+        "etc/kubernetes/kubelet.conf",
+        "etc/kubernetes/manifests/kube-apiserver.yaml",
+        "var/lib/kubelet/config.yaml",
+    ] {
+        assert!(root.join(f).exists(), "{f}");
+    }
+    assert!(!root.join("var/lib/kubeboot/kubeadm/proven.json").exists());
+    assert_eq!(
+        kubeadm::election::init_done(&mut client).await.unwrap(),
+        None
+    );
+    // The other master waits; it never joins a cluster that is not there.
+    for dt in [0, 1, 3] {
+        m2.ctx.now = t0 + Duration::from_secs(dt);
+        let s2 = m2.phase.reconcile(&m2.ctx).await.unwrap();
+        assert_eq!(
+            s2.phase,
+            PhaseState::WaitingForInit {
+                init_node: "id-1".into()
+            }
+        );
+        assert!(m2.runner.calls().is_empty(), "{:?}", m2.runner.calls());
+    }
+    // A reconcile inside the backoff (a restart of the loop, not of the
+    // agent) runs nothing and still is not ready.
+    m1.ctx.now = t0 + Duration::from_secs(4);
+    let s = m1.phase.reconcile(&m1.ctx).await.unwrap();
+    assert!(matches!(s.phase, PhaseState::Retrying { .. }), "{s:?}");
+    assert_eq!(count(&m1.runner, "init"), 1);
+    // After the backoff: reset first (the leftovers), then init again.
+    m1.ctx.now = t0 + Duration::from_secs(5);
+    let s = m1.phase.reconcile(&m1.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready, "{s:?}");
+    assert_eq!(s.proven.as_deref(), Some("scripted proof"));
+    let calls = m1.runner.calls();
+    let got: Vec<Vec<&str>> = calls.iter().map(args).collect();
+    let subs: Vec<&str> = got.iter().map(|a| a[0]).collect();
+    assert_eq!(
+        subs,
+        vec!["init", "reset", "init", "--kubeconfig"],
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1],
+        vec![
+            "reset",
+            "--force",
+            "--cri-socket",
+            "unix:///run/containerd/containerd.sock"
+        ]
+    );
+    assert_shared_pki(root, &c);
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("var/lib/kubeboot/kubeadm/proven.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["step"], "init");
+    assert_eq!(record["node_name"], "master-1");
+    assert_eq!(record["ca_pin"], c.pin.as_str());
+    assert_eq!(
+        kubeadm::election::init_done(&mut client)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("id-1")
+    );
+    // Now the other master joins.
+    m2.ctx.now = t0 + Duration::from_secs(6);
+    let s2 = m2.phase.reconcile(&m2.ctx).await.unwrap();
+    assert_eq!(s2.phase, PhaseState::Ready);
+    assert_eq!(count(&m2.runner, "join"), 1);
+}
+
+/// kubeadm exiting 0 is not enough either: when the node's API server
+/// never answers, the init is not ready, nothing is recorded, and the next
+/// attempt resets and initialises again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_that_exits_0_but_never_answers_is_not_ready() {
+    let etcd = common::start_etcd("noanswer").await;
+    let c = cluster();
+    let mut client = common::client(&etcd).await;
+    let mut m1 = master(&c, &etcd, 1).await;
+    let probe = ScriptedProbe::proving();
+    probe.fail_proofs(Some(
+        "GET https://127.0.0.1:6443/readyz: error sending request: connection refused",
+    ));
+    m1.phase = KubePhase::new(
+        Paths::under(m1.root.path()),
+        m1.runner.clone(),
+        probe.clone(),
+        Some(common::client(&etcd).await),
+    )
+    .with_proof_timeout(Duration::from_millis(400), Duration::from_millis(100));
+    let t0 = SystemTime::now();
+    m1.ctx.now = t0;
+    let s = m1.phase.reconcile(&m1.ctx).await.unwrap();
+    match &s.phase {
+        PhaseState::Retrying { last_error, .. } => {
+            assert!(
+                last_error.starts_with("kubeadm init exited 0 but its result was not proven"),
+                "{last_error}"
+            );
+            assert!(last_error.contains("connection refused"), "{last_error}");
+        }
+        other => panic!("an unproven init reported {other:?}"),
+    }
+    assert!(probe.proofs_asked() >= 2, "asked {}", probe.proofs_asked());
+    assert!(s.kubeadm.as_ref().is_some_and(|r| r.succeeded));
+    assert!(!s.joined);
+    assert!(!m1
+        .root
+        .path()
+        .join("var/lib/kubeboot/kubeadm/proven.json")
+        .exists());
+    assert_eq!(
+        kubeadm::election::init_done(&mut client).await.unwrap(),
+        None
+    );
+    assert!(m1.phase.holds_init_alive());
+    // No CNI manifest applied to a cluster that did not answer.
+    assert!(m1
+        .runner
+        .calls()
+        .iter()
+        .all(|c| c.program == Program::Kubeadm));
+    // The API answers now: reset, init, proven.
+    probe.fail_proofs(None);
+    m1.ctx.now = t0 + Duration::from_secs(5);
+    let s = m1.phase.reconcile(&m1.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(count(&m1.runner, "reset"), 1);
+    assert_eq!(count(&m1.runner, "init"), 2);
+    assert!(m1
+        .root
+        .path()
+        .join("var/lib/kubeboot/kubeadm/proven.json")
+        .exists());
+    assert!(!m1.phase.holds_init_alive());
+}
+
+/// A node whose agent died after kubeadm wrote its files (or before the
+/// proof was recorded) has every file and no proof: it is reset and set
+/// up again, not trusted. Once proven, a restarted agent trusts the
+/// record and shows the run's warnings.
+#[tokio::test]
+async fn complete_files_without_a_proof_are_reset_not_trusted() {
+    let c = cluster();
+    let mut wk = worker(&c, "worker-7");
+    let effect = kubeadm_effect(
+        wk.root.path().to_owned(),
+        c.pki.kubernetes_ca.clone(),
+        "worker-7".into(),
+    );
+    // Leave exactly what a join leaves, without running the phase.
+    let join = Invocation::kubeadm(vec!["join".into()]);
+    effect(&join).unwrap();
+    let runner = RecordingRunner::with_effect(Box::new(move |inv: &Invocation| {
+        let mut out = effect(inv)?;
+        if inv.args.first().map(String::as_str) == Some("join") {
+            out.stderr =
+                "\t[WARNING SystemVerification]: missing optional cgroups: hugetlb\n".into();
+        }
+        Ok(out)
+    }));
+    wk.runner = runner.clone();
+    wk.phase = KubePhase::new(Paths::under(wk.root.path()), runner.clone(), probe(), None);
+    let s = wk.phase.reconcile(&wk.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = runner.calls();
+    let got: Vec<Vec<&str>> = calls.iter().map(args).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0][0], "reset");
+    assert_eq!(got[1][0], "join");
+    // A new agent process: the record is trusted, nothing runs, and the
+    // status keeps the proven run's warnings.
+    let mut again = KubePhase::new(Paths::under(wk.root.path()), runner.clone(), probe(), None);
+    let s = again.reconcile(&wk.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    assert_eq!(runner.calls().len(), 2);
+    assert_eq!(s.proven.as_deref(), Some("scripted proof"));
+    let run = s.kubeadm.expect("the proven run");
+    assert!(run.succeeded);
+    assert_eq!(
+        run.command,
+        "kubeadm join --config /var/lib/kubeboot/kubeadm/join.yaml"
+    );
+    assert_eq!(
+        run.warnings,
+        vec!["[WARNING SystemVerification]: missing optional cgroups: hugetlb"]
+    );
+    // The record of another cluster (another CA pin) is a leftover.
+    let mut other = wk.ctx.clone();
+    other.inputs.ca_pin = CaPin::parse(&format!("sha256:{}", "ab".repeat(32)), "test").unwrap();
+    let s = again.reconcile(&other).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = runner.calls();
+    let got: Vec<Vec<&str>> = calls.iter().map(args).collect();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!((got[2][0], got[3][0]), ("reset", "join"));
 }
