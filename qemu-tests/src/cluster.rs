@@ -34,6 +34,8 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 /// The cluster name baked into the images (`[cluster] name`); the etcd CA
 /// is derived from the secret and this name.
 pub const DEFAULT_CLUSTER_NAME: &str = "kubeboot";
+/// The credential carrying a cluster configuration fragment.
+pub const CONFIG_CREDENTIAL: &str = "kubeboot.config";
 /// The credential carrying the cluster secret.
 pub const SECRET_CREDENTIAL: &str = "kubeboot.secret";
 /// The virtio-serial port the guest writes its status to.
@@ -171,6 +173,10 @@ pub struct ClusterOptions {
     /// Where the `master` and `worker` images are (default
     /// [`crate::images_dir`]: `$KUBEBOOT_IMAGES` or `<workspace>/out`).
     pub images: PathBuf,
+    /// A TOML fragment of the cluster configuration every node gets as the
+    /// `kubeboot.config` credential (on top of the image's), for example
+    /// `[kubernetes]` settings of a test; `None`: the image's alone.
+    pub config: Option<String>,
 }
 
 impl ClusterOptions {
@@ -186,6 +192,7 @@ impl ClusterOptions {
             cpus: 1,
             disk_size: "8G".to_owned(),
             images: images_dir(),
+            config: None,
         }
     }
 
@@ -370,6 +377,11 @@ impl Cluster {
             SECRET_CREDENTIAL.to_owned(),
             secret.unwrap_or(&self.opts.secret).to_owned(),
         ));
+        if let Some(fragment) = &self.opts.config {
+            config
+                .credentials
+                .push((CONFIG_CREDENTIAL.to_owned(), fragment.clone()));
+        }
         config.daemon_pidfile = Some(node.pidfile.clone());
         config.extra_args = node_args(&node);
         // A stale stream from the previous boot must not look current.

@@ -201,6 +201,42 @@ pub struct KubeReport {
     /// containerd (reported by agents that have the field; `None` from
     /// the others).
     pub images_imported: Option<bool>,
+    /// The last kubeadm init/join (the proven one on a ready node).
+    pub kubeadm: Option<KubeadmRunReport>,
+    /// What proved the init/join (ready nodes).
+    pub proven: Option<String>,
+    /// The pod network: `manifest <path>`, `host-gw` or `none`.
+    pub cni: Option<String>,
+    /// The host-gw pod network on this node.
+    pub host_gw: Option<HostGwReport>,
+}
+
+/// One kubeadm init/join run (`kube.kubeadm`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct KubeadmRunReport {
+    /// The command line (token redacted).
+    pub command: String,
+    /// It exited 0.
+    pub succeeded: bool,
+    /// The phase that failed.
+    pub failed_phase: Option<String>,
+    /// kubeadm's error.
+    pub error: Option<String>,
+    /// Its warnings.
+    pub warnings: Vec<String>,
+}
+
+/// The host-gw pod network (`kube.host_gw`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct HostGwReport {
+    /// This node's pod CIDR.
+    pub pod_cidr: Option<String>,
+    /// Its routes to the other nodes' pods (`<cidr> via <ip>`).
+    pub routes: Vec<String>,
+    /// The last error.
+    pub error: Option<String>,
 }
 
 impl KubeReport {

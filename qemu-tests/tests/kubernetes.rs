@@ -28,7 +28,24 @@
 //!   `kube.images_imported` when it reports it, otherwise (older agents)
 //!   the only possible source, since the agent sets `imagePullPolicy:
 //!   Never` when the image has an archive and the test network has no
-//!   route to any registry.
+//!   route to any registry;
+//! - every node's kubeadm step is proven (`kube.proven`): exactly one node
+//!   ran `kubeadm init` (the init node), the two other masters joined the
+//!   control plane (the API labels all three masters control-plane, not
+//!   the worker), the worker joined; kubeadm's warnings are printed;
+//! - all four nodes become `Ready` (the pod network: `[kubernetes] cni`,
+//!   `host-gw` by default here, passed as the `kubeboot.config`
+//!   credential with `KUBEBOOT_K8S_SKIP_ADDONS`), and `kubectl --server
+//!   https://VIP:6443 get nodes` (kubectl from `KUBEBOOT_KUBECTL` or
+//!   `$K8S_COMPONENTS/kubectl`; the CA is the derived one) lists four
+//!   Ready nodes;
+//! - a pod on the worker pings a pod on a master by its pod IP (image
+//!   `KUBEBOOT_K8S_PING_IMAGE`, which must be in the images' archive and
+//!   have `ping` and `sleep`; the test fails, after every other check,
+//!   when it is not given);
+//! - a power cut of the VIP holder: the API answers on the VIP again and
+//!   `kubectl get nodes` works, the time printed
+//!   (`KUBEBOOT_K8S_FAILOVER_TIMEOUT`, s, default 300).
 //!
 //! Time budgets (TCG: kubeadm init alone takes 10-20 min): the etcd quorum
 //! `KUBEBOOT_K8S_ASSEMBLY_TIMEOUT` (s, default 900), the kube phase on
@@ -203,6 +220,20 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
     let secret = format!("qemu-tests-kubernetes-secret-{pid}");
     let mut opts = ClusterOptions::new(run_dir.clone(), format!("kb-k{pid}"), secret.clone());
     opts.images = images.clone();
+    // The pod network: no CNI image can be had here, so the agent's own
+    // host-gw by default; the add-ons the components lack images for.
+    let cni = std::env::var("KUBEBOOT_K8S_CNI").unwrap_or_else(|_| "host-gw".to_owned());
+    let skip_addons: Vec<String> = std::env::var("KUBEBOOT_K8S_SKIP_ADDONS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    opts.config = Some(config_fragment(&cni, &skip_addons));
+    tl.log(format!(
+        "cluster configuration credential: {}",
+        opts.config.as_deref().unwrap_or_default()
+    ));
     opts.cpus = env_u64("KUBEBOOT_K8S_CPUS", 2) as u32;
     opts.memory_mib = env_u64("KUBEBOOT_K8S_MEMORY_MIB", u64::from(KUBEADM_MEMORY_MIB)) as u32;
     let (cpus, memory) = (opts.cpus, opts.memory_mib);
@@ -465,10 +496,239 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
         }
     }
 
+    // Every node's kubeadm step was proven; exactly one ran kubeadm init.
+    let mut inits = Vec::new();
+    for name in &all {
+        let k = &kube[*name].0;
+        let Some(run) = k.kubeadm.clone() else {
+            fail(
+                &c,
+                format!("{name}: ready without a kubeadm run in its status"),
+            );
+        };
+        let Some(proven) = k.proven.clone() else {
+            fail(&c, format!("{name}: ready without a proof"));
+        };
+        if !run.succeeded {
+            fail(
+                &c,
+                format!("{name}: ready, but its kubeadm run failed: {run:?}"),
+            );
+        }
+        if run.command.starts_with("kubeadm init") {
+            inits.push(*name);
+        } else if !run.command.starts_with("kubeadm join") {
+            fail(
+                &c,
+                format!("{name}: unexpected kubeadm command {:?}", run.command),
+            );
+        }
+        tl.log(format!(
+            "{name}: `{}` proven: {proven}; {} kubeadm warning(s)",
+            run.command,
+            run.warnings.len()
+        ));
+        for w in &run.warnings {
+            tl.log(format!("{name}:   kubeadm warning: {w}"));
+        }
+    }
+    if inits != [claimants[0]] {
+        fail(
+            &c,
+            format!(
+                "kubeadm init ran on {inits:?}; exactly the init node {} expected",
+                claimants[0]
+            ),
+        );
+    }
+    let node_names: BTreeMap<&str, String> = all
+        .iter()
+        .map(|n| {
+            (
+                *n,
+                snap[*n]
+                    .as_ref()
+                    .map(|r| r.report.node.name.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let labels = api
+        .get(VIP, "api/v1/nodes", true)
+        .ok()
+        .and_then(|j| control_plane_labels(&j))
+        .unwrap_or_else(|| fail(&c, "reading the nodes' labels through the VIP failed"));
+    for name in &all {
+        let want = *name != "worker-1";
+        if labels.get(&node_names[*name]) != Some(&want) {
+            fail(
+                &c,
+                format!(
+                    "{name}: control-plane label {:?}, want {want}",
+                    labels.get(&node_names[*name])
+                ),
+            );
+        }
+    }
+    tl.log(format!(
+        "exactly one kubeadm init ({}), two control-plane joins (labelled control-plane), \
+         one worker join",
+        claimants[0]
+    ));
+
+    // All four nodes Ready: the pod network works on every node.
+    let ready_timeout = env_secs("KUBEBOOT_K8S_NODES_READY_TIMEOUT", 900);
+    let start = Instant::now();
+    loop {
+        let nodes = api
+            .get(VIP, "api/v1/nodes", true)
+            .ok()
+            .and_then(|j| qemu_tests::cluster::api_nodes(&j))
+            .unwrap_or_default();
+        let ready = nodes.iter().filter(|(_, r)| *r).count();
+        if nodes.len() == 4 && ready == 4 {
+            break;
+        }
+        if start.elapsed() > ready_timeout {
+            let snap = c.snapshot();
+            let nets: Vec<String> = all
+                .iter()
+                .filter_map(|n| {
+                    let k = status::kube(&snap.get(*n)?.as_ref()?.report)?;
+                    Some(format!("{n}: cni {:?} host-gw {:?}", k.cni, k.host_gw))
+                })
+                .collect();
+            fail(
+                &c,
+                format!(
+                    "not all four nodes Ready within {} s: {nodes:?}; pod network: {}",
+                    ready_timeout.as_secs(),
+                    nets.join("; ")
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    tl.log(format!(
+        "all four nodes Ready ({:.0} s after the kube phase was ready)",
+        start.elapsed().as_secs_f64()
+    ));
+    let snap = c.snapshot();
+    for name in &all {
+        if let Some(k) = snap
+            .get(*name)
+            .and_then(|r| status::kube(&r.as_ref()?.report))
+        {
+            tl.log(format!("{name}: pod network {:?} {:?}", k.cni, k.host_gw));
+        }
+    }
+
+    // kubectl through the VIP, TLS verified against the derived CA.
+    let kubectl = kubectl_binary()
+        .unwrap_or_else(|e| fail(&c, format!("kubectl get nodes through the VIP: {e}")));
+    let netns = c.network().name().to_owned();
+    let out = kubectl_get_nodes(&kubectl, &netns, &api.kubeconfig)
+        .unwrap_or_else(|e| fail(&c, format!("kubectl get nodes through the VIP: {e}")));
+    let listed: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    let ready_lines = listed
+        .iter()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|s| s.split(',').any(|x| x == "Ready"))
+        })
+        .count();
+    if listed.len() != 4 || ready_lines != 4 {
+        fail(
+            &c,
+            format!("kubectl get nodes through the VIP listed:\n{out}"),
+        );
+    }
+    tl.log(format!(
+        "kubectl --server https://{VIP}:{API_PORT} get nodes:\n{out}"
+    ));
+
+    // Pod to pod across nodes: a pod on the worker pings one on a master.
+    let ping = std::env::var("KUBEBOOT_K8S_PING_IMAGE")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let ping_result = match &ping {
+        Some(image) => {
+            let target_node = &node_names[claimants[0]];
+            let r = pod_ping(&api, &netns, image, target_node, &node_names["worker-1"]);
+            match &r {
+                Ok(line) => tl.log(format!(
+                    "a pod on worker-1 pinged a pod on {} by its pod IP: {line}",
+                    claimants[0]
+                )),
+                Err(e) => fail(&c, format!("pod-to-pod ping: {e}")),
+            }
+            r.ok()
+        }
+        None => {
+            tl.log(
+                "pod-to-pod ping NOT RUN: KUBEBOOT_K8S_PING_IMAGE is not set (an image with \
+                 ping and sleep, in the images' archive); the test fails at its end",
+            );
+            None
+        }
+    };
+
+    // Power cut of the VIP holder: the API answers on the VIP again.
+    let holder = quorum(&c.snapshot(), &masters)
+        .unwrap_or_else(|| fail(&c, "no single VIP holder before the power cut"));
+    let failover_timeout = env_secs("KUBEBOOT_K8S_FAILOVER_TIMEOUT", 300);
+    if let Err(e) = c.power_off(&holder) {
+        fail(&c, format!("power cut of {holder}: {e}"));
+    }
+    let cut = Instant::now();
+    tl.log(format!("power cut of the VIP holder {holder}"));
+    let api_back = loop {
+        if matches!(api.get(VIP, "readyz", false), Ok(b) if b.trim() == "ok") {
+            break cut.elapsed();
+        }
+        if cut.elapsed() > failover_timeout {
+            fail(
+                &c,
+                format!(
+                    "the API did not answer on the VIP within {} s of the power cut of {holder}",
+                    failover_timeout.as_secs()
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let out = loop {
+        match kubectl_get_nodes(&kubectl, &netns, &api.kubeconfig) {
+            Ok(out) => break out,
+            Err(e) if cut.elapsed() > failover_timeout => fail(
+                &c,
+                format!("kubectl get nodes after the power cut of {holder}: {e}"),
+            ),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    };
+    let kubectl_back = cut.elapsed();
+    tl.log(format!(
+        "after the power cut of {holder}: /readyz ok on the VIP after {:.1} s, kubectl get nodes \
+         after {:.1} s:\n{out}",
+        api_back.as_secs_f64(),
+        kubectl_back.as_secs_f64()
+    ));
+
+    if ping_result.is_none() {
+        fail(
+            &c,
+            "every other check passed, but the pod-to-pod ping was not run: set \
+             KUBEBOOT_K8S_PING_IMAGE to an image with ping and sleep that the images carry",
+        );
+    }
     tl.log(format!(
         "kubernetes end-to-end: PASS: a Kubernetes cluster of 3 masters and 1 worker formed \
-         with kubeadm in {:.0} s ({ready} of 4 nodes Ready)",
-        tl.0.elapsed().as_secs_f64()
+         with kubeadm in {:.0} s (4 of 4 nodes Ready, pods reach each other across nodes, \
+         API back on the VIP {:.1} s after a power cut of its holder)",
+        tl.0.elapsed().as_secs_f64(),
+        api_back.as_secs_f64()
     ));
 
     // Cleanup leaves nothing running.
@@ -492,4 +752,246 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
             }
         }
     }
+}
+
+/// Node name → whether it carries the control-plane role label, from a
+/// `NodeList` (`node-role.kubernetes.io/control-plane`, which kubeadm
+/// sets on every control-plane node from 1.20 on). Pure.
+fn control_plane_labels(json: &str) -> Option<BTreeMap<String, bool>> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get("items")?
+        .as_array()?
+        .iter()
+        .map(|n| {
+            let name = n.pointer("/metadata/name")?.as_str()?.to_owned();
+            let cp = n
+                .pointer("/metadata/labels")
+                .and_then(|l| l.as_object())
+                .is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane"));
+            Some((name, cp))
+        })
+        .collect()
+}
+
+/// kubectl: `KUBEBOOT_KUBECTL`, else `$K8S_COMPONENTS/kubectl` (what
+/// `make test-kubernetes K8S_COMPONENTS=DIR` passes down).
+fn kubectl_binary() -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = std::env::var_os("KUBEBOOT_KUBECTL")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("K8S_COMPONENTS").map(|d| PathBuf::from(d).join("kubectl")))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| absolute_in_workspace(p))
+        .ok_or_else(|| {
+            format!(
+                "no kubectl: set KUBEBOOT_KUBECTL or K8S_COMPONENTS (a directory with kubectl); \
+                 looked at {candidates:?}"
+            )
+        })
+}
+
+/// `kubectl --server https://VIP:6443 get nodes --no-headers` in the test
+/// network, with the harness's admin kubeconfig (derived CA).
+fn kubectl_get_nodes(
+    kubectl: &std::path::Path,
+    netns: &str,
+    kubeconfig: &std::path::Path,
+) -> Result<String, String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--server", &format!("https://{VIP}:{API_PORT}")])
+        .args(["--request-timeout", "10s", "get", "nodes", "--no-headers"])
+        .output()
+        .map_err(|e| format!("running {}: {e}", kubectl.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `curl` against the API on the VIP with the admin certificate:
+/// `method path [json body]`, returning the body (HTTP errors fail).
+fn api_call(
+    api: &qemu_tests::cluster::KubeClient,
+    netns: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", netns, "curl"])
+        .args(["--silent", "--show-error", "--max-time", "20", "-X", method])
+        .arg("--cacert")
+        .arg(&api.ca)
+        .arg("--cert")
+        .arg(&api.cert)
+        .arg("--key")
+        .arg(&api.key)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ]);
+    if let Some(b) = body {
+        cmd.args(["--data-binary", &b.to_string()]);
+    }
+    cmd.arg(format!("https://{VIP}:{API_PORT}/{path}"));
+    let out = cmd.output().map_err(|e| format!("running curl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    if !out.status.success() || !code.starts_with('2') {
+        return Err(format!(
+            "{method} /{path}: HTTP {code} {} {}",
+            body.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{method} /{path}: not JSON ({e}): {body}"))
+}
+
+/// A pod pinned to `node` running `command` in `image` (never pulled:
+/// the test network has no registry), tolerating every taint, without
+/// a service account token.
+fn pod(name: &str, node: &str, image: &str, command: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "c",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": command
+            }]
+        }
+    })
+}
+
+/// Starts a pod on `target_node`, then one on `source_node` that pings the
+/// first one's pod IP; returns the pinger's phase line once it succeeded.
+fn pod_ping(
+    api: &qemu_tests::cluster::KubeClient,
+    netns: &str,
+    image: &str,
+    target_node: &str,
+    source_node: &str,
+) -> Result<String, String> {
+    const NS: &str = "api/v1/namespaces/default/pods";
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let create = |body: serde_json::Value| -> Result<(), String> {
+        // The default service account appears shortly after init.
+        loop {
+            match api_call(api, netns, "POST", NS, Some(&body)) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_secs(3)),
+            }
+        }
+    };
+    create(pod(
+        "kb-ping-target",
+        target_node,
+        image,
+        &["sleep", "3600"],
+    ))?;
+    let target_ip = loop {
+        let p = api_call(api, netns, "GET", &format!("{NS}/kb-ping-target"), None)?;
+        let ip = p
+            .pointer("/status/podIP")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let phase = p
+            .pointer("/status/phase")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        if phase == "Running" && !ip.is_empty() {
+            break ip.to_owned();
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the target pod on {target_node} is not running: {}",
+                p["status"]
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    create(pod(
+        "kb-ping-source",
+        source_node,
+        image,
+        &["ping", "-c", "3", "-W", "5", &target_ip],
+    ))?;
+    loop {
+        let p = api_call(api, netns, "GET", &format!("{NS}/kb-ping-source"), None)?;
+        match p.pointer("/status/phase").and_then(|v| v.as_str()) {
+            Some("Succeeded") => {
+                let src = p
+                    .pointer("/status/podIP")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                return Ok(format!(
+                    "{src} ({source_node}) -> {target_ip} ({target_node}): 3 replies"
+                ));
+            }
+            Some("Failed") => {
+                return Err(format!(
+                    "ping from {source_node} to {target_ip} on {target_node} failed: {}",
+                    p["status"]
+                ))
+            }
+            _ if Instant::now() > deadline => {
+                return Err(format!("the ping pod did not finish: {}", p["status"]))
+            }
+            _ => std::thread::sleep(Duration::from_secs(3)),
+        }
+    }
+}
+
+/// The `kubeboot.config` credential of this test: one line (it travels as
+/// an SMBIOS string), an inline `[kubernetes]` table. Pure.
+fn config_fragment(cni: &str, skip_addons: &[String]) -> String {
+    format!("kubernetes = {{ cni = {cni:?}, skip_addons = {skip_addons:?} }}")
+}
+
+#[test]
+fn the_config_credential_is_one_line_the_agent_reads() {
+    let text = config_fragment("host-gw", &["coredns".to_owned(), "kube-proxy".to_owned()]);
+    assert!(!text.contains('\n'), "{text}");
+    // The agent merges it over the image's configuration.
+    let image = cluster_config::ClusterSpec::from_toml("image", "role = \"worker\"\n").unwrap();
+    let read = |t: &str| {
+        image
+            .merge(&cluster_config::ClusterSpec::from_toml("kubeboot.config", t).unwrap())
+            .validate()
+            .unwrap()
+    };
+    let cfg = read(&text);
+    assert_eq!(cfg.kubernetes.cni, cluster_config::CniMode::HostGw);
+    assert_eq!(
+        cfg.kubernetes.skip_addons,
+        vec![
+            cluster_config::Addon::CoreDns,
+            cluster_config::Addon::KubeProxy
+        ]
+    );
+    let none = config_fragment("host-gw", &[]);
+    let cfg = read(&none);
+    assert!(cfg.kubernetes.skip_addons.is_empty());
+    assert!(cluster_config::ClusterSpec::from_toml("c", &config_fragment("flannel", &[])).is_err());
 }
