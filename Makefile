@@ -14,6 +14,15 @@ export CARGO_TERM_COLOR ?= never
 APT_PACKAGES := qemu-system-x86 qemu-utils ovmf protobuf-compiler etcd-server etcd-client \
 	keepalived containerd runc mmdebstrap debian-archive-keyring iproute2 iputils-ping \
 	arping tcpdump zstd cpio kmod e2fsprogs openssl socat dnsmasq-base
+# etcd-client's build script runs protoc on etcd's .proto files, which import
+# google/protobuf/{descriptor,struct}.proto: those ship in libprotobuf-dev,
+# only a Recommends of protobuf-compiler (not installed: --no-install-recommends).
+# A vendored protoc (protobuf-src) would compile protobuf's C++ on every cold
+# CI build; the package is the cheaper way to the same files.
+APT_PACKAGES += libprotobuf-dev
+# A static shell for the test containers and guests the QEMU tests build by
+# hand (no registry here): /bin/busybox from busybox-static needs no libraries.
+APT_PACKAGES += busybox-static
 # qemu-tests/tests/kubernetes.rs: the API's /readyz on the VIP, TLS verified.
 APT_PACKAGES += curl
 # imagegen/tests/registry.rs: a real distribution registry on loopback (its
@@ -37,13 +46,15 @@ help:
 	@echo "make deps      install apt packages and Rust components"
 
 ## deps: apt packages and Rust components. Idempotent; quick when all is there.
+## scripts/apt-deps.sh installs what is missing; when the machine has QEMU
+## packages at a version its apt sources do not offer (qemu-utils 10.x from
+## bookworm-backports with no backports source left: "qemu-utils Breaks
+## qemu-system-common (< 8.0)" when installing bookworm's qemu-system-x86),
+## it moves them to qemu-system-x86's candidate version (--allow-downgrades),
+## so every machine runs the archive's QEMU. `make check-fresh` proves this
+## target on a minimal Debian root.
 deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "deps: installing" $$missing; \
-		apt-get -o DPkg::Lock::Timeout=600 update -qq; \
-		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
-	fi
+	@scripts/apt-deps.sh $(APT_PACKAGES)
 	@command -v cargo >/dev/null || { echo "deps: cargo not found: install Rust (rustup) first" >&2; exit 1; }
 	@for c in rustfmt clippy; do rustup component list --installed 2>/dev/null | grep -q "^$$c" || rustup component add $$c; done
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal \
