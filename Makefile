@@ -61,6 +61,16 @@ deps:
 		|| { echo "deps: the fuzz targets need a nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 
+## check-fresh: the README's install path from zero: a minimal Debian root
+## (mmdebstrap, the host's apt sources), the host's Rust toolchain read-only,
+## a clone of HEAD, then `make deps` and `make build` in a chroot; prints what
+## was installed and how long it took (scripts/check-fresh.sh). A cold build
+## of the whole workspace (~20-30 min on 2 cores): not part of `make test`.
+## Run it before resolving anything that touches dependencies.
+.PHONY: check-fresh
+check-fresh:
+	scripts/check-fresh.sh
+
 ## build: every binary, release profile. `unit` tests in the same profile so
 ## the dependencies compile once for both (CI's 2 cores care).
 build: deps
