@@ -20,6 +20,9 @@ APT_PACKAGES := qemu-system-x86 qemu-utils ovmf protobuf-compiler etcd-server et
 # A vendored protoc (protobuf-src) would compile protobuf's C++ on every cold
 # CI build; the package is the cheaper way to the same files.
 APT_PACKAGES += libprotobuf-dev
+# rustc links through `cc`, and ring's, zstd's and lzma's build scripts
+# compile C: rustup installs no C toolchain.
+APT_PACKAGES += gcc libc6-dev
 # A static shell for the test containers and guests the QEMU tests build by
 # hand (no registry here): /bin/busybox from busybox-static needs no libraries.
 APT_PACKAGES += busybox-static

@@ -74,6 +74,22 @@ printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 git clone -q "$repo" "$root/root/kubeboot"
+# Networks that intercept TLS make the host trust a CA Debian's bundle lacks:
+# those certificates (only those) are added to the root the way an admin adds
+# a CA, or cargo could not download a crate.
+awk -v dir="$root/usr/local/share/ca-certificates" '
+	FNR == 1 { file++ }
+	/BEGIN CERTIFICATE/ { c = "" }
+	{ c = c $0 "\n" }
+	/END CERTIFICATE/ {
+		if (file == 1) seen[c] = 1
+		else if (!(c in seen)) { n++; f = sprintf("%s/check-fresh-host-%03d.crt", dir, n); printf "%s", c > f; close(f) }
+	}
+	END { print n + 0 }' "$root/etc/ssl/certs/ca-certificates.crt" /etc/ssl/certs/ca-certificates.crt >"$work/extra-ca"
+if [ "$(cat "$work/extra-ca")" != 0 ]; then
+	echo "check-fresh: the host trusts $(cat "$work/extra-ca") CA certificate(s) Debian's bundle lacks: added to the root"
+	chroot "$root" update-ca-certificates >"$log.ca" 2>&1 || { cat "$log.ca"; die "update-ca-certificates failed in the root"; }
+fi
 mkdir -p "$root/root/.cargo/bin" "$root/root/.rustup"
 
 # Everything that runs inside the root: one private mount namespace, so the
