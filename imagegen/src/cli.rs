@@ -260,6 +260,28 @@ fn workspace_root() -> Option<PathBuf> {
     }
 }
 
+/// An error and its causes on one line, each said once. Many error types
+/// print their cause in their own message and also return it as their
+/// `source` (so code can still inspect it); anyhow's `{:#}` would then print
+/// it twice (`No space left on device (os error 28): No space left on
+/// device (os error 28)`). A cause whose text is already in the line is left
+/// out; a cause that merely extends the previous one (`X` then `X: detail`)
+/// replaces it.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        match parts.last_mut() {
+            Some(last) if text.starts_with(last.as_str()) => *last = text,
+            _ => parts.push(text),
+        }
+    }
+    parts.join(": ")
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -386,6 +408,42 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing {path}: {source}")]
+    struct SaysItsSource {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_text_says_each_cause_once() {
+        let full = || std::io::Error::from_raw_os_error(28);
+        // A cause printed by its parent's message and returned as its source.
+        let e = anyhow::Error::new(SaysItsSource {
+            path: "out/master/initramfs.img",
+            source: full(),
+        });
+        assert_eq!(format!("{e:#}").matches("os error 28").count(), 2);
+        assert_eq!(
+            error_text(&e),
+            "writing out/master/initramfs.img: No space left on device (os error 28)"
+        );
+        // Context that the next cause repeats and extends.
+        let e = anyhow::Error::new(full())
+            .context("writing the initramfs: No space left on device (os error 28)");
+        let e = e.context("writing the initramfs");
+        assert_eq!(
+            error_text(&e),
+            "writing the initramfs: No space left on device (os error 28)"
+        );
+        // Distinct causes are all kept, in order.
+        let e = anyhow::Error::new(full()).context("building disk images in out/master");
+        assert_eq!(
+            error_text(&e),
+            "building disk images in out/master: No space left on device (os error 28)"
+        );
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -130,6 +130,23 @@ fn auto_goes_on_without_kubernetes_when_upstream_is_unreachable() {
     assert!(err.contains("building WITHOUT Kubernetes"), "{err}");
     assert!(err.contains("127.0.0.1:9/debian"), "{err}");
     assert!(!dir.path().join("o").exists());
+    // stderr is a pipe here: the tracing WARN line is plain text.
+    assert!(
+        err.contains(" WARN ") && err.contains("upstream unreachable"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "colour codes in redirected stderr: {err:?}"
+    );
+    // Every line says its cause once (the refused connection, os error 111).
+    for line in err.lines() {
+        assert!(
+            line.matches("os error 111").count() <= 1,
+            "cause repeated: {line}"
+        );
+    }
+    assert!(err.contains("os error 111"), "{err}");
 }
 
 #[test]
