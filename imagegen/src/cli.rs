@@ -1,4 +1,4 @@
-//! The command line: `imagegen build | lock | inspect`.
+//! The command line: `imagegen build | lock | inspect | pins`.
 //!
 //! Exit codes (see [`run`]): 0 success, 1 the command failed (the message
 //! names what and where), 2 usage error (clap).
@@ -38,6 +38,10 @@ pub enum Command {
     Lock(LockArgs),
     /// Print an image's manifest and list its initramfs contents.
     Inspect(InspectArgs),
+    /// Print the Kubernetes pins of a components directory (version,
+    /// binaries with their SHA256, images with their digests) as a
+    /// profile's [kubernetes] table that replaces the parent profile's pins.
+    Pins(PinsArgs),
 }
 
 /// Output formats.
@@ -221,6 +225,18 @@ pub struct InspectArgs {
     pub manifest_only: bool,
 }
 
+/// `imagegen pins`.
+#[derive(Debug, Args)]
+pub struct PinsArgs {
+    /// The components directory: binaries at its top level, images as OCI
+    /// archives in DIR/images/*.tar (layout: imagegen/README.md).
+    #[arg(long, value_name = "DIR")]
+    pub components_dir: PathBuf,
+    /// The Kubernetes version (default: the kube-apiserver image's tag).
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+}
+
 /// The default cache directory: `$XDG_CACHE_HOME/kubeboot`, else
 /// `~/.cache/kubeboot`.
 pub fn default_cache(xdg: Option<&str>, home: Option<&str>) -> Result<PathBuf> {
@@ -288,6 +304,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(a) => cmd_build(a),
         Command::Lock(a) => cmd_lock(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Pins(a) => {
+            let pins = crate::pins::collect(&a.components_dir, a.version.as_deref())?;
+            print!("{}", crate::pins::to_toml(&pins));
+            Ok(())
+        }
     }
 }
 

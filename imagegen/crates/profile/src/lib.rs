@@ -11,7 +11,19 @@
 //!   `system.alternatives`, `kubernetes.components.<name>` (field by field),
 //!   `kubernetes.registry_mirrors`,
 //!   and `[cluster]` (with [`ClusterSpec::merge`], the schema's own rule);
-//! * **scalars override**: a child's value replaces its parent's.
+//! * **scalars override**: a child's value replaces its parent's;
+//! * **replace instead of merge**, where a file says so: `[kubernetes]
+//!   replace = ["components", "images"]` makes that file's
+//!   `kubernetes.components` and `kubernetes.images` replace whatever its
+//!   parents set, instead of merging with it (a listed key the file does
+//!   not set becomes empty). The keys that may be listed are
+//!   [`KUBERNETES_REPLACEABLE`]: `components`, `images`, `cni`,
+//!   `registry_mirrors` (`version` is a scalar and always overrides). The
+//!   rule applies to the file's parents only: a profile extending it merges
+//!   as usual. This is how a derived profile moves to another Kubernetes
+//!   version or other binaries and images without copying its parent;
+//!   `imagegen pins --components-dir DIR` prints such a `[kubernetes]`
+//!   table for a components directory.
 //!
 //! Parsing is pure ([`ProfileSpec::parse`] takes text and a file name);
 //! [`load`] reads the chain from disk. Every error names the file, the line
@@ -270,10 +282,18 @@ pub struct CniSpec {
     pub pod_cidr: Option<String>,
 }
 
+/// The `[kubernetes]` keys a file may list in `replace`.
+pub const KUBERNETES_REPLACEABLE: &[&str] = &["components", "images", "cni", "registry_mirrors"];
+
 /// `[kubernetes]`: components fetched from upstream, not from Debian.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSpec {
+    /// Keys of this table whose value in this file replaces the parents'
+    /// instead of merging with it (one of [`KUBERNETES_REPLACEABLE`]); see
+    /// the module docs.
+    #[serde(default)]
+    pub replace: Vec<String>,
     /// Version, for example `v1.30.4`.
     pub version: Option<String>,
     /// Components by name (`kubelet`, `kubeadm`, `kubectl`).
@@ -523,6 +543,20 @@ impl ProfileSpec {
                 }
             }
         }
+        if let Some(k) = self
+            .kubernetes
+            .replace
+            .iter()
+            .find(|k| !KUBERNETES_REPLACEABLE.contains(&k.as_str()))
+        {
+            return Err(bad(
+                &["kubernetes", "replace"],
+                format!(
+                    "{k:?} cannot be replaced: list some of {}",
+                    KUBERNETES_REPLACEABLE.join(", ")
+                ),
+            ));
+        }
         for image in &self.kubernetes.images {
             if ImageRef::parse(image).is_none() {
                 return Err(bad(
@@ -602,7 +636,12 @@ impl ProfileSpec {
     /// docs.
     pub fn merge(&self, child: &ProfileSpec) -> ProfileSpec {
         let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
-        let mut components = self.kubernetes.components.clone();
+        let replaces = |key: &str| child.kubernetes.replace.iter().any(|k| k == key);
+        let mut components = if replaces("components") {
+            BTreeMap::new()
+        } else {
+            self.kubernetes.components.clone()
+        };
         for (name, c) in &child.kubernetes.components {
             let base = components.remove(name).unwrap_or_default();
             components.insert(
@@ -665,15 +704,26 @@ impl ProfileSpec {
                 alternatives,
             },
             kubernetes: KubernetesSpec {
+                // Applied here, to the parents: the merged spec has none left.
+                replace: Vec::new(),
                 version: pick(&self.kubernetes.version, &child.kubernetes.version),
                 components,
-                images: union(&self.kubernetes.images, &child.kubernetes.images),
+                images: if replaces("images") {
+                    union(&[], &child.kubernetes.images)
+                } else {
+                    union(&self.kubernetes.images, &child.kubernetes.images)
+                },
                 registry_mirrors: {
-                    let mut m = self.kubernetes.registry_mirrors.clone();
+                    let mut m = if replaces("registry_mirrors") {
+                        BTreeMap::new()
+                    } else {
+                        self.kubernetes.registry_mirrors.clone()
+                    };
                     m.extend(child.kubernetes.registry_mirrors.clone());
                     m
                 },
                 cni: match (&self.kubernetes.cni, &child.kubernetes.cni) {
+                    _ if replaces("cni") => child.kubernetes.cni.clone(),
                     (Some(a), Some(b)) => Some(CniSpec {
                         name: pick(&a.name, &b.name),
                         url: pick(&a.url, &b.url),
@@ -1399,6 +1449,97 @@ mod tests {
         assert_eq!(cni.name, "flannel");
         assert_eq!(cni.sha256, d2);
         assert_eq!(cni.pod_cidr.as_deref(), Some("10.244.0.0/16"));
+    }
+
+    #[test]
+    fn replace_swaps_the_parents_pins_instead_of_merging() {
+        let d = |c: char| c.to_string().repeat(64);
+        let base = format!(
+            "[kubernetes]\nversion = \"v1.30.4\"\n\
+             images = [\"r/apiserver:v1.30.4@sha256:{}\", \"r/pause:3.9@sha256:{}\"]\n\
+             [kubernetes.registry_mirrors]\n\"r\" = \"http://127.0.0.1:5000\"\n\
+             [kubernetes.components.kubelet]\nurl = \"https://example.invalid/v1.30.4/kubelet\"\n\
+             sha256 = \"{}\"\n\
+             [kubernetes.components.crictl]\nurl = \"https://example.invalid/crictl.tar.gz\"\n\
+             sha256 = \"{}\"\nunpack_to = \"/usr/bin\"\n\
+             [kubernetes.cni]\nname = \"flannel\"\nurl = \"https://example.invalid/f.yml\"\n\
+             sha256 = \"{}\"\n",
+            d('a'),
+            d('b'),
+            d('c'),
+            d('d'),
+            d('e')
+        );
+        let derived = format!(
+            "extends = \"base.toml\"\n[kubernetes]\nversion = \"v1.24.0\"\n\
+             replace = [\"components\", \"images\"]\n\
+             images = [\"r/apiserver:v1.24.0@sha256:{}\"]\n\
+             [kubernetes.components.kubelet]\nurl = \"https://example.invalid/v1.24.0/kubelet\"\n\
+             sha256 = \"{}\"\n[cluster]\nrole = \"master\"\n",
+            d('1'),
+            d('2')
+        );
+        let p = Profile::from_chain(&chain(&[("base.toml", &base), ("m.toml", &derived)])).unwrap();
+        assert_eq!(p.kubernetes_version.as_deref(), Some("v1.24.0"));
+        let images: Vec<String> = p
+            .images
+            .iter()
+            .map(|i| format!("{}@{}", i.name, i.digest))
+            .collect();
+        assert_eq!(images, [format!("r/apiserver:v1.24.0@sha256:{}", d('1'))]);
+        assert_eq!(p.components.len(), 1, "crictl is gone: {:?}", p.components);
+        assert_eq!(p.components[0].name, "kubelet");
+        assert_eq!(
+            p.components[0].url,
+            "https://example.invalid/v1.24.0/kubelet"
+        );
+        assert_eq!(p.components[0].sha256, d('2'));
+        // Keys not listed still merge.
+        assert_eq!(p.cni.as_ref().map(|c| c.sha256.clone()), Some(d('e')));
+        assert_eq!(p.registry_mirrors.len(), 1);
+
+        // Replaced components are not merged field by field: a component
+        // without its url is incomplete, not completed from the parent.
+        let no_url = format!(
+            "extends = \"base.toml\"\n[kubernetes]\nreplace = [\"components\"]\n\
+             [kubernetes.components.kubelet]\nsha256 = \"{}\"\n[cluster]\nrole = \"master\"\n",
+            d('2')
+        );
+        let err = Profile::from_chain(&chain(&[("base.toml", &base), ("m.toml", &no_url)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("component kubelet has no url"), "{err}");
+
+        // A listed key the file does not set becomes empty; a grandchild
+        // without `replace` merges with the replaced value as usual.
+        let empty = "extends = \"base.toml\"\n[kubernetes]\nreplace = [\"images\", \"cni\", \"registry_mirrors\"]\n";
+        let leaf = format!(
+            "extends = \"mid.toml\"\n[kubernetes]\nimages = [\"r/dns:v1@sha256:{}\"]\n\
+             [cluster]\nrole = \"worker\"\n",
+            d('3')
+        );
+        let p = Profile::from_chain(&chain(&[
+            ("base.toml", &base),
+            ("mid.toml", empty),
+            ("w.toml", &leaf),
+        ]))
+        .unwrap();
+        let names: Vec<&str> = p.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["r/dns:v1"]);
+        assert!(p.cni.is_none() && p.registry_mirrors.is_empty());
+        assert_eq!(p.components.len(), 2, "components were not listed: kept");
+    }
+
+    #[test]
+    fn replace_of_an_unknown_key_names_the_line() {
+        let err = parse("[kubernetes]\nversion = \"v1\"\nreplace = [\"images\", \"version\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "p.toml:3:1: key `kubernetes.replace`: \"version\" cannot be replaced: list some of \
+             components, images, cni, registry_mirrors"
+        );
     }
 
     #[test]
