@@ -47,6 +47,7 @@ help:
 	@echo "               is unreachable), K8S=download, K8S=none, K8S_COMPONENTS=DIR (air-gapped)"
 	@echo "make test K8S_COMPONENTS=DIR   also the real-kubeadm cluster test from DIR"
 	@echo "make deps      install apt packages and Rust components"
+	@echo "make check-fresh  make deps + a release build in a fresh Debian root (~30 min, not in make test)"
 
 ## deps: apt packages and Rust components. Idempotent; quick when all is there.
 ## scripts/apt-deps.sh installs what is missing; when the machine has QEMU
