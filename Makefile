@@ -14,6 +14,18 @@ export CARGO_TERM_COLOR ?= never
 APT_PACKAGES := qemu-system-x86 qemu-utils ovmf protobuf-compiler etcd-server etcd-client \
 	keepalived containerd runc mmdebstrap debian-archive-keyring iproute2 iputils-ping \
 	arping tcpdump zstd cpio kmod e2fsprogs openssl socat dnsmasq-base
+# etcd-client's build script runs protoc on etcd's .proto files, which import
+# google/protobuf/{descriptor,struct}.proto: those ship in libprotobuf-dev,
+# only a Recommends of protobuf-compiler (not installed: --no-install-recommends).
+# A vendored protoc (protobuf-src) would compile protobuf's C++ on every cold
+# CI build; the package is the cheaper way to the same files.
+APT_PACKAGES += libprotobuf-dev
+# rustc links through `cc`, and ring's, zstd's and lzma's build scripts
+# compile C: rustup installs no C toolchain.
+APT_PACKAGES += gcc libc6-dev
+# A static shell for the test containers and guests the QEMU tests build by
+# hand (no registry here): /bin/busybox from busybox-static needs no libraries.
+APT_PACKAGES += busybox-static
 # qemu-tests/tests/kubernetes.rs: the API's /readyz on the VIP, TLS verified.
 APT_PACKAGES += curl
 # imagegen/tests/registry.rs: a real distribution registry on loopback (its
@@ -35,20 +47,33 @@ help:
 	@echo "               is unreachable), K8S=download, K8S=none, K8S_COMPONENTS=DIR (air-gapped)"
 	@echo "make test K8S_COMPONENTS=DIR   also the real-kubeadm cluster test from DIR"
 	@echo "make deps      install apt packages and Rust components"
+	@echo "make check-fresh  make deps + a release build in a fresh Debian root (~30 min, not in make test)"
 
 ## deps: apt packages and Rust components. Idempotent; quick when all is there.
+## scripts/apt-deps.sh installs what is missing; when the machine has QEMU
+## packages at a version its apt sources do not offer (qemu-utils 10.x from
+## bookworm-backports with no backports source left: "qemu-utils Breaks
+## qemu-system-common (< 8.0)" when installing bookworm's qemu-system-x86),
+## it moves them to qemu-system-x86's candidate version (--allow-downgrades),
+## so every machine runs the archive's QEMU. `make check-fresh` proves this
+## target on a minimal Debian root.
 deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "deps: installing" $$missing; \
-		apt-get -o DPkg::Lock::Timeout=600 update -qq; \
-		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
-	fi
+	@scripts/apt-deps.sh $(APT_PACKAGES)
 	@command -v cargo >/dev/null || { echo "deps: cargo not found: install Rust (rustup) first" >&2; exit 1; }
 	@for c in rustfmt clippy; do rustup component list --installed 2>/dev/null | grep -q "^$$c" || rustup component add $$c; done
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal \
 		|| { echo "deps: the fuzz targets need a nightly toolchain (rustup toolchain install nightly)" >&2; exit 1; }
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+
+## check-fresh: the README's install path from zero: a minimal Debian root
+## (mmdebstrap, the host's apt sources), the host's Rust toolchain read-only,
+## a clone of HEAD, then `make deps` and `make build` in a chroot; prints what
+## was installed and how long it took (scripts/check-fresh.sh). A cold build
+## of the whole workspace (~20-30 min on 2 cores): not part of `make test`.
+## Run it before resolving anything that touches dependencies.
+.PHONY: check-fresh
+check-fresh:
+	scripts/check-fresh.sh
 
 ## build: every binary, release profile. `unit` tests in the same profile so
 ## the dependencies compile once for both (CI's 2 cores care).

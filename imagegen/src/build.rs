@@ -238,13 +238,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         assembled.tree.len(),
         opts.zstd_level
     ));
-    let stats = {
-        let mut w = staging.create(INITRAMFS_FILE)?;
-        let stats = rootfs::cpio::write_initramfs(&assembled.tree, epoch, opts.zstd_level, &mut w)
-            .context("writing the initramfs")?;
-        std::io::Write::flush(&mut w).context("writing the initramfs")?;
-        stats
-    };
+    let stats = staging.write_with(INITRAMFS_FILE, |w| {
+        rootfs::cpio::write_initramfs(&assembled.tree, epoch, opts.zstd_level, w).map_err(|e| {
+            match e {
+                // The I/O error alone: the output error names the file.
+                rootfs::cpio::CpioError::Write(io) => io,
+                other => std::io::Error::other(other),
+            }
+        })
+    })?;
     spinner.finish_and_clear();
     let mut outputs = BTreeMap::new();
     let mut vmlinuz_size = 0;
@@ -351,8 +353,9 @@ fn kubernetes_components(
                 "{line}\nimagegen: WARNING: upstream is unreachable: {what}\n\
                  imagegen: WARNING: --kubernetes auto: building WITHOUT Kubernetes ({}); \
                  the image records present = false.\n\
-                 imagegen: WARNING: cause: {e:#}\n{line}",
-                payload_names(profile)
+                 imagegen: WARNING: cause: {}\n{line}",
+                payload_names(profile),
+                crate::cli::error_text(&e)
             );
             tracing::warn!(%what, "upstream unreachable: building without Kubernetes");
             let mut record = KubernetesRecord::absent(profile.kubernetes_version.clone());

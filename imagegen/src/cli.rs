@@ -1,4 +1,4 @@
-//! The command line: `imagegen build | lock | inspect`.
+//! The command line: `imagegen build | lock | inspect | pins`.
 //!
 //! Exit codes (see [`run`]): 0 success, 1 the command failed (the message
 //! names what and where), 2 usage error (clap).
@@ -38,6 +38,10 @@ pub enum Command {
     Lock(LockArgs),
     /// Print an image's manifest and list its initramfs contents.
     Inspect(InspectArgs),
+    /// Print the Kubernetes pins of a components directory (version,
+    /// binaries with their SHA256, images with their digests) as a
+    /// profile's [kubernetes] table that replaces the parent profile's pins.
+    Pins(PinsArgs),
 }
 
 /// Output formats.
@@ -221,6 +225,18 @@ pub struct InspectArgs {
     pub manifest_only: bool,
 }
 
+/// `imagegen pins`.
+#[derive(Debug, Args)]
+pub struct PinsArgs {
+    /// The components directory: binaries at its top level, images as OCI
+    /// archives in DIR/images/*.tar (layout: imagegen/README.md).
+    #[arg(long, value_name = "DIR")]
+    pub components_dir: PathBuf,
+    /// The Kubernetes version (default: the kube-apiserver image's tag).
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+}
+
 /// The default cache directory: `$XDG_CACHE_HOME/kubeboot`, else
 /// `~/.cache/kubeboot`.
 pub fn default_cache(xdg: Option<&str>, home: Option<&str>) -> Result<PathBuf> {
@@ -260,12 +276,39 @@ fn workspace_root() -> Option<PathBuf> {
     }
 }
 
+/// An error and its causes on one line, each said once. Many error types
+/// print their cause in their own message and also return it as their
+/// `source` (so code can still inspect it); anyhow's `{:#}` would then print
+/// it twice (`No space left on device (os error 28): No space left on
+/// device (os error 28)`). A cause whose text is already in the line is left
+/// out; a cause that merely extends the previous one (`X` then `X: detail`)
+/// replaces it.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        match parts.last_mut() {
+            Some(last) if text.starts_with(last.as_str()) => *last = text,
+            _ => parts.push(text),
+        }
+    }
+    parts.join(": ")
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => cmd_build(a),
         Command::Lock(a) => cmd_lock(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Pins(a) => {
+            let pins = crate::pins::collect(&a.components_dir, a.version.as_deref())?;
+            print!("{}", crate::pins::to_toml(&pins));
+            Ok(())
+        }
     }
 }
 
@@ -386,6 +429,42 @@ fn cmd_inspect(a: InspectArgs) -> Result<()> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing {path}: {source}")]
+    struct SaysItsSource {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_text_says_each_cause_once() {
+        let full = || std::io::Error::from_raw_os_error(28);
+        // A cause printed by its parent's message and returned as its source.
+        let e = anyhow::Error::new(SaysItsSource {
+            path: "out/master/initramfs.img",
+            source: full(),
+        });
+        assert_eq!(format!("{e:#}").matches("os error 28").count(), 2);
+        assert_eq!(
+            error_text(&e),
+            "writing out/master/initramfs.img: No space left on device (os error 28)"
+        );
+        // Context that the next cause repeats and extends.
+        let e = anyhow::Error::new(full())
+            .context("writing the initramfs: No space left on device (os error 28)");
+        let e = e.context("writing the initramfs");
+        assert_eq!(
+            error_text(&e),
+            "writing the initramfs: No space left on device (os error 28)"
+        );
+        // Distinct causes are all kept, in order.
+        let e = anyhow::Error::new(full()).context("building disk images in out/master");
+        assert_eq!(
+            error_text(&e),
+            "building disk images in out/master: No space left on device (os error 28)"
+        );
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

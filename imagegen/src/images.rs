@@ -436,6 +436,50 @@ pub fn walk(image: &ImageRef, fetch: &mut Fetch<'_>) -> Result<ImageContent, Ima
     })
 }
 
+/// Every image the OCI archives in `dir/images/*.tar` carry, pinned by the
+/// digest of its `index.json` entry, sorted by name: the entry's
+/// `io.containerd.image.name`, else an `org.opencontainers.image.ref.name`
+/// that is a reference (`ctr` writes the bare tag there). An entry without
+/// a reference, or one reference under two digests, is an error naming the
+/// archive (`imagegen pins`).
+pub fn named_in_directory(dir: &Path) -> Result<Vec<ImageRef>, ImagesError> {
+    let mut found: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
+    for path in archive_paths(dir)? {
+        let archive = read_archive(&path)?;
+        for (names, digest, _) in entries(&archive.index) {
+            let Some(name) = names
+                .into_iter()
+                .find(|n| n.contains('/') || n.contains(':'))
+            else {
+                return Err(ImagesError::Format {
+                    archive: path.clone(),
+                    message: format!(
+                        "the index.json entry {digest} names no image (no {CONTAINERD_NAME} \
+                         annotation, no full reference in {OCI_REF_NAME}); export it with \
+                         `ctr images export` or `skopeo copy ... oci-archive:FILE:NAME:TAG`"
+                    ),
+                });
+            };
+            if let Some((other, other_path)) = found.get(&name) {
+                if *other != digest {
+                    return Err(ImagesError::Format {
+                        archive: path.clone(),
+                        message: format!(
+                            "{name} has digest {digest} here and {other} in {}: keep one",
+                            other_path.display()
+                        ),
+                    });
+                }
+            }
+            found.insert(name, (digest, path.clone()));
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|(name, (digest, _))| ImageRef { name, digest })
+        .collect())
+}
+
 /// The pinned images from the OCI archives in `dir/images/*.tar`, each
 /// checked against its pinned digest.
 pub fn from_directory(dir: &Path, images: &[ImageRef]) -> Result<Vec<ImageContent>, ImagesError> {

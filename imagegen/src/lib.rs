@@ -30,6 +30,7 @@ pub mod images;
 pub mod manifest;
 pub mod output;
 pub mod packages;
+pub mod pins;
 pub mod registry;
 /// Profiles: parsing, merge and validation (the `profile` crate).
 pub use ::profile;

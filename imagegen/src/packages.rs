@@ -33,8 +33,9 @@ pub enum PackagesError {
         /// Why.
         source: Box<debian::CacheError>,
     },
-    /// Opening the signed archive failed.
-    #[error("opening the archive {url} (suite {suite}): {source}{hint}")]
+    /// Opening the signed archive failed. A network error carries its own
+    /// `--offline` hint when the cache could help; nothing else gets one.
+    #[error("opening the archive {url} (suite {suite}): {source}")]
     Archive {
         /// Archive URL.
         url: String,
@@ -42,8 +43,6 @@ pub enum PackagesError {
         suite: String,
         /// Why.
         source: Box<debian::Error>,
-        /// Suggestion.
-        hint: &'static str,
     },
     /// Resolution failed.
     #[error("resolving the packages of profile {profile}: {source}")]
@@ -113,11 +112,6 @@ pub fn lock(
         Archive::open(&spec, cache, offline).map_err(|source| PackagesError::Archive {
             url: url.to_owned(),
             suite: spec.suite.clone(),
-            hint: if offline {
-                ""
-            } else {
-                "; if the archive is unreachable and the cache is warm, try --offline"
-            },
             source: Box::new(source),
         })?;
     let resolution =

@@ -130,6 +130,23 @@ fn auto_goes_on_without_kubernetes_when_upstream_is_unreachable() {
     assert!(err.contains("building WITHOUT Kubernetes"), "{err}");
     assert!(err.contains("127.0.0.1:9/debian"), "{err}");
     assert!(!dir.path().join("o").exists());
+    // stderr is a pipe here: the tracing WARN line is plain text.
+    assert!(
+        err.contains(" WARN ") && err.contains("upstream unreachable"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "colour codes in redirected stderr: {err:?}"
+    );
+    // Every line says its cause once (the refused connection, os error 111).
+    for line in err.lines() {
+        assert!(
+            line.matches("os error 111").count() <= 1,
+            "cause repeated: {line}"
+        );
+    }
+    assert!(err.contains("os error 111"), "{err}");
 }
 
 #[test]
@@ -179,4 +196,44 @@ fn help_explains_every_build_option() {
     ] {
         assert!(out.contains(opt), "{opt} missing from --help:\n{out}");
     }
+}
+
+#[test]
+fn pins_prints_the_kubernetes_table_of_a_components_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("kubeadm"), b"kubeadm built here").unwrap();
+    std::fs::create_dir(d.join("images")).unwrap();
+    let name = "registry.k8s.io/kube-apiserver:v1.24.0-alpha.1";
+    let (archive, digest) = imagegen::images::tiny_archive(name, 0).unwrap();
+    std::fs::write(d.join("images/kube-apiserver.tar"), archive).unwrap();
+    let (code, out, err) = imagegen(&["pins", "--components-dir", "."], d);
+    eprintln!("{out}");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\n[kubernetes]\nversion = \"v1.24.0-alpha.1\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("replace = [\"components\", \"images\"]\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("    \"{name}@{digest}\",\n")),
+        "{out}"
+    );
+    assert!(out.contains("[kubernetes.components.kubeadm]\n"), "{out}");
+    // The output is a valid TOML table.
+    let table: toml::Table = out.parse().unwrap();
+    assert_eq!(
+        table["kubernetes"]["version"].as_str(),
+        Some("v1.24.0-alpha.1")
+    );
+
+    let (code, _, err) = imagegen(&["pins", "--components-dir", "missing"], d);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "imagegen: error: listing missing: No such file or directory (os error 2)"
+    );
 }

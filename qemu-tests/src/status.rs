@@ -7,7 +7,15 @@
 //! [`StatusReport`] mirrors the part of the agent's `agent::status::
 //! StatusReport` the harness reads, every field defaulted and unknown
 //! fields ignored: a guest built from an older or newer agent still
-//! parses, and this crate does not rebuild with every agent change.
+//! parses, so the harness's decisions (healthy, VIP holder, kube ready) do
+//! not depend on the exact agent version.
+//!
+//! What people read is rendered by the agent's own renderer
+//! (`agent::status::render`, what `agent status` prints in the guest):
+//! [`render`] and [`kube_text`] parse the raw line as the agent's report.
+//! One renderer, so `make cluster-status` shows exactly what `agent status`
+//! shows; a line the agent's type cannot read (a guest from another agent
+//! version) is shown as indented JSON, with the reason.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -311,6 +319,8 @@ pub fn last_complete_line(text: &[u8]) -> Option<&[u8]> {
 pub struct Reading {
     /// The report.
     pub report: StatusReport,
+    /// The report's JSON line as the agent wrote it (for [`render`]).
+    pub line: String,
     /// How long ago the stream last wrote (file modification time).
     pub age: Duration,
     /// How many lines the stream holds (reports since power-on).
@@ -329,6 +339,7 @@ pub fn read(path: &Path) -> Option<Reading> {
     f.read_to_end(&mut buf).ok()?;
     let line = last_complete_line(&buf)?;
     let report: StatusReport = serde_json::from_slice(line).ok()?;
+    let line = String::from_utf8_lossy(line).into_owned();
     let age = meta
         .modified()
         .ok()
@@ -337,7 +348,12 @@ pub fn read(path: &Path) -> Option<Reading> {
     // Lines are counted in the tail only past the first 128 KiB; good
     // enough for "has it started".
     let lines = buf.iter().filter(|&&b| b == b'\n').count();
-    Some(Reading { report, age, lines })
+    Some(Reading {
+        report,
+        line,
+        age,
+        lines,
+    })
 }
 
 /// The VRRP state in a report (`master`, `backup`, `fault`,
@@ -362,96 +378,91 @@ pub fn healthy_voter_of(r: &StatusReport, n: usize) -> bool {
         && e.members.iter().all(|m| !m.learner && m.healthy)
 }
 
-/// Renders a report for people, like `agent status` (phase, node,
-/// discovery, etcd members, VIP, and any other section as JSON). Pure.
-pub fn render(r: &StatusReport) -> String {
-    let mut out = Vec::new();
-    out.push(format!("phase:     {} ({})", r.phase, r.detail));
-    out.push(format!(
-        "node:      {} {} id {} addresses {}",
-        r.node.role,
-        r.node.name,
-        r.node.id,
-        r.node.addresses.join(", ")
-    ));
-    let rejected: Vec<String> = r
-        .discovery
-        .rejected
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
+/// Renders a report's JSON line for people with the agent's renderer: the
+/// text `agent status` prints in the guest (phase, node, config, discovery,
+/// PKI, etcd members, VIP, kube phase and join material). A line the
+/// agent's type does not read is shown as indented JSON after the reason.
+pub fn render(line: &str) -> String {
+    match serde_json::from_str::<agent::status::StatusReport>(line) {
+        Ok(r) => agent::status::render(&r),
+        Err(e) => {
+            let json = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or_else(|| line.to_owned());
+            format!("(a report this agent version's renderer cannot read: {e})\n{json}\n")
+        }
+    }
+}
+
+/// The kube section of [`render`] on one line: the `kube:` summary and,
+/// once the phase started, its detail (init node, joined, kubelet, API
+/// server, images), joined by `; `. `None` when the agent's type does not
+/// read the line.
+pub fn kube_text(line: &str) -> Option<String> {
+    let r = serde_json::from_str::<agent::status::StatusReport>(line).ok()?;
+    let text = agent::status::render(&r);
+    let parts: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("kube:"))
+        .take_while(|l| !l.starts_with("  join "))
+        .map(|l| l.trim_start_matches("kube:").trim())
         .collect();
-    out.push(format!(
-        "discovery: {} peers, {} accepted, rejected: {}",
-        r.discovery.peers.len(),
-        r.discovery.accepted,
-        if rejected.is_empty() {
-            "none".to_owned()
-        } else {
-            rejected.join(", ")
-        }
-    ));
-    for p in &r.discovery.peers {
-        out.push(format!(
-            "  {} {} {} {}",
-            p.name,
-            p.role,
-            p.phase,
-            p.addresses.join(",")
-        ));
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The width `make cluster`'s progress and summary lines keep to.
+pub const LINE_WIDTH: usize = 100;
+
+/// `text` cut to at most `width` characters, ending in `...` when cut. Pure.
+pub fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
     }
-    let e = &r.etcd;
-    out.push(format!(
-        "etcd:      {}{}{}{}{}",
-        if e.running { "running" } else { "not running" },
-        e.member_id
-            .as_ref()
-            .map(|m| format!(", member {m}"))
-            .unwrap_or_default(),
-        if e.learner { " (learner)" } else { "" },
-        e.cluster_id
-            .as_ref()
-            .map(|c| format!(", cluster {c}"))
-            .unwrap_or_default(),
-        e.leader
-            .as_ref()
-            .map(|l| format!(", leader {l}"))
-            .unwrap_or_default(),
-    ));
-    if let Some(err) = &e.error {
-        out.push(format!("  error: {err}"));
-    }
-    for m in &e.members {
-        out.push(format!(
-            "  {} {} {} {} {}",
-            m.id,
-            if m.name.is_empty() {
-                "(unstarted)"
-            } else {
-                &m.name
-            },
-            if m.learner { "learner" } else { "voter" },
-            if m.healthy { "healthy" } else { "unhealthy" },
-            m.peer_urls.join(",")
-        ));
-    }
-    match &r.vip {
-        Some(v) => out.push(format!(
-            "vip:       {} {}, holder {}, priority {}, quorum {}",
-            v.get("vip").and_then(|x| x.as_str()).unwrap_or("?"),
-            v.get("state").and_then(|x| x.as_str()).unwrap_or("?"),
-            v.get("holder").and_then(|x| x.as_str()).unwrap_or("-"),
-            v.get("priority").map_or("?".to_owned(), |x| x.to_string()),
-            v.get("quorum").map_or("?".to_owned(), |x| x.to_string()),
-        )),
-        None => out.push("vip:       not started".to_owned()),
-    }
-    for (k, v) in &r.other {
-        if !matches!(k.as_str(), "config") {
-            out.push(format!("{k}: {v}"));
+    let kept: String = text.chars().take(width.saturating_sub(3)).collect();
+    format!("{kept}...")
+}
+
+/// `prefix` then `text`, wrapped at spaces into lines of at most `width`
+/// characters; continuation lines are indented to the prefix's width, and a
+/// word longer than a line is split. Pure.
+pub fn wrap(prefix: &str, text: &str, width: usize) -> Vec<String> {
+    let indent = " ".repeat(prefix.chars().count());
+    let room = width.saturating_sub(indent.len()).max(1);
+    let mut lines = Vec::new();
+    let mut line = prefix.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let used = line.chars().count();
+            let sep = usize::from(!empty);
+            if used + sep + word.len() <= width {
+                if !empty {
+                    line.push(' ');
+                }
+                line.extend(word.iter());
+                empty = false;
+                break;
+            }
+            if !empty {
+                lines.push(std::mem::replace(&mut line, indent.clone()));
+                empty = true;
+                continue;
+            }
+            // An empty line and still too long: split the word.
+            let take = width.saturating_sub(used).max(1).min(room);
+            line.extend(word.drain(..take.min(word.len())));
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+            if word.is_empty() {
+                break;
+            }
         }
     }
-    out.push(String::new());
-    out.join("\n")
+    if !empty || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// The node's cluster address (first of `node.addresses`).
@@ -488,7 +499,6 @@ mod tests {
         assert!(healthy_voter_of(&r, 1));
         assert_eq!(r.other["kube"]["phase"]["state"], "skipped");
         assert!(r.other.contains_key("next"));
-        assert!(render(&r).contains("built with --without-kubernetes"));
         let k = kube(&r).unwrap();
         assert_eq!(k.phase.state, "skipped");
         assert_eq!(
@@ -526,6 +536,96 @@ mod tests {
         assert_eq!(kube(&none), None);
     }
 
+    /// A line as the agent writes it, from the agent's own type.
+    fn agent_line(kube: agent::status::KubeReport) -> String {
+        let r = agent::status::StatusReport {
+            phase: "ready".into(),
+            detail: "voting member 1 of cluster 2".into(),
+            kube,
+            ..Default::default()
+        };
+        serde_json::to_string(&r).unwrap()
+    }
+
+    #[test]
+    fn renders_with_the_agents_renderer() {
+        use agent::status::KubeReport as K;
+        use kubeadm::PhaseState;
+        let line = agent_line(K {
+            phase: PhaseState::Skipped {
+                reason: "built with --without-kubernetes".into(),
+            },
+            ..K::default()
+        });
+        let text = render(&line);
+        assert_eq!(
+            text,
+            agent::status::render(&serde_json::from_str(&line).unwrap()),
+            "not the agent's text"
+        );
+        assert!(
+            text.contains("\nkube:      skipped: built with --without-kubernetes\n"),
+            "{text}"
+        );
+        // No JSON object anywhere: every section is readable lines.
+        assert!(!text.contains('{'), "{text}");
+        assert_eq!(
+            kube_text(&line).as_deref(),
+            Some("skipped: built with --without-kubernetes")
+        );
+        let line = agent_line(K {
+            phase: PhaseState::Initialising,
+            init_node: Some("ab12cd34".into()),
+            is_init_node: true,
+            ..K::default()
+        });
+        assert_eq!(
+            kube_text(&line).as_deref(),
+            Some(
+                "initialising (kubeadm init on this node); init node this node, not joined, \
+                 kubelet unknown, API server unknown"
+            )
+        );
+        // A line the agent's type cannot read: the reason, then the JSON.
+        let odd = render(r#"{"phase":7}"#);
+        assert!(
+            odd.starts_with("(a report this agent version's renderer cannot read: "),
+            "{odd}"
+        );
+        assert!(odd.contains("\"phase\": 7"), "{odd}");
+        assert_eq!(kube_text(r#"{"phase":7}"#), None);
+    }
+
+    #[test]
+    fn fit_and_wrap_keep_to_the_width() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit("0123456789abc", 10), "0123456...");
+        let reason = "Kubernetes components unreachable at build time: \
+                      https://dl.k8s.io/release/v1.30.4/bin/linux/amd64/kubelet; rebuild with \
+                      --components-dir DIR or from a machine that reaches upstream";
+        let text = format!("master-1, master-2, master-3: skipped: {reason}");
+        let lines = wrap("  kube:    ", &text, 100);
+        assert!(lines.len() > 1, "{lines:?}");
+        for l in &lines {
+            assert!(l.chars().count() <= 100, "{l:?}");
+        }
+        assert!(lines[0].starts_with("  kube:    master-1, master-2, master-3: skipped: "));
+        assert!(lines[1].starts_with("           ") && !lines[1].starts_with("            "));
+        let words = |t: &str| t.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            words(&lines.join(" ")),
+            words(&format!(
+                "kube: master-1, master-2, master-3: skipped: {reason}"
+            ))
+        );
+        // A word longer than a line is split, not left overlong.
+        let long = "x".repeat(150);
+        let lines = wrap("p: ", &long, 100);
+        assert!(lines.iter().all(|l| l.chars().count() <= 100), "{lines:?}");
+        assert_eq!(lines.concat().matches('x').count(), 150);
+        assert_eq!(wrap("p: ", "", 100), ["p: "]);
+    }
+
     #[test]
     fn reads_the_latest_report_and_vip_state() {
         let dir = tempfile::tempdir().unwrap();
@@ -542,6 +642,7 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let got = read(&p).unwrap();
         assert_eq!(got.report.phase, "ready");
+        assert_eq!(got.line, serde_json::to_string(&r).unwrap());
         assert!(holds_vip(&got.report));
         assert_eq!(got.lines, 2);
         assert!(!healthy_voter_of(&got.report, 3));

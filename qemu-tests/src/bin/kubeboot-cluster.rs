@@ -280,9 +280,12 @@ fn up(
     let (took, summary, mut progress) = healthy_after;
     println!();
     println!(
-        "cluster: healthy after {:.0} s from the first power-on: {summary}",
+        "cluster: healthy after {:.0} s from the first power-on",
         took.as_secs_f64()
     );
+    for line in summary {
+        println!("{line}");
+    }
     let kube_result = if kubernetes.present {
         println!(
             "cluster: waiting for the kube phase on every node (up to {} s)",
@@ -292,23 +295,50 @@ fn up(
     } else {
         Ok(())
     };
+    // One line per node (short kube state), then each distinct kube
+    // summary once with the nodes it applies to: a long reason (an image
+    // built without Kubernetes) is said once, wrapped, not on every line.
+    let mut kube_texts: Vec<(Vec<String>, String)> = Vec::new();
     for (name, n) in c.nodes() {
         let p = &progress[name];
         let at =
             |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.0}s", d.as_secs_f64()));
-        let kube = n
-            .status()
+        let reading = n.status();
+        let state = reading
+            .as_ref()
             .and_then(|r| status::kube(&r.report))
-            .map_or("not reported".to_owned(), |k| k.summary());
+            .map_or("not reported".to_owned(), |k| k.phase.state);
+        let text = reading
+            .as_ref()
+            .map_or("not reported".to_owned(), kube_line);
+        match kube_texts.iter_mut().find(|(_, t)| *t == text) {
+            Some((names, _)) => names.push(name.clone()),
+            None => kube_texts.push((vec![name.clone()], text)),
+        }
         println!(
-            "  {name:<9} {:<12} multi-user {:>5}  etcd voter {:>5}  kube {:>5} {kube}  console {}",
-            n.ip(),
-            at(p.multi_user),
-            at(p.voter),
-            at(p.kube_done),
-            n.console.display()
+            "{}",
+            status::fit(
+                &format!(
+                    "  {name:<9} {:<12} multi-user {:>5}  etcd voter {:>5}  kube {:>5} {state}",
+                    n.ip(),
+                    at(p.multi_user),
+                    at(p.voter),
+                    at(p.kube_done),
+                ),
+                status::LINE_WIDTH
+            )
         );
     }
+    for (names, text) in &kube_texts {
+        for line in status::wrap(
+            "  kube:    ",
+            &format!("{}: {text}", names.join(", ")),
+            status::LINE_WIDTH,
+        ) {
+            println!("{line}");
+        }
+    }
+    println!("  console: {}/<node>.console.log", run_dir.display());
     let etcd = c.etcd()?;
     println!(
         "  status:  make cluster-status   (status streams: {}/<node>.status.jsonl)",
@@ -404,7 +434,7 @@ fn follow(
     t0: Instant,
     timeout: Duration,
     print: bool,
-) -> Result<(Duration, String, BTreeMap<String, Progress>)> {
+) -> Result<(Duration, Vec<String>, BTreeMap<String, Progress>)> {
     let mut progress: BTreeMap<String, Progress> = BTreeMap::new();
     loop {
         let snap = c.snapshot();
@@ -460,15 +490,14 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
             _ => "booted: status stream up, no cluster address yet".to_owned(),
         });
     }
+    // What fits after the `[ 123.4s] master-1: ` prefix.
+    let room = status::LINE_WIDTH.saturating_sub(12 + name.len());
     if s.phase != p.phase {
         p.phase = s.phase.clone();
-        let detail: String = s.detail.chars().take(110).collect();
-        let more = if detail.len() < s.detail.len() {
-            "..."
-        } else {
-            ""
-        };
-        say(&format!("agent phase {} ({detail}{more})", s.phase));
+        say(&status::fit(
+            &format!("agent phase {} ({})", s.phase, s.detail),
+            room,
+        ));
     }
     let want_peers = match n.role {
         Role::Master => usize::from(MASTERS - 1),
@@ -503,9 +532,9 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
         ));
     }
     if let Some(k) = status::kube(s) {
-        let line = k.summary();
+        let line = kube_line(r);
         if line != p.kube {
-            say(&format!("kube {line}"));
+            say(&status::fit(&format!("kube {line}"), room));
             p.kube = line;
         }
         let done = k.phase.state == "skipped"
@@ -526,6 +555,15 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
     }
 }
 
+/// A node's kube phase on one line, as the agent renders it (see
+/// [`status::kube_text`]); the harness's own summary when the agent's type
+/// cannot read the report.
+fn kube_line(r: &Reading) -> String {
+    status::kube_text(&r.line).unwrap_or_else(|| {
+        status::kube(&r.report).map_or("not reported".to_owned(), |k| k.summary())
+    })
+}
+
 /// Whether the console log contains `pattern` (colours do not split it).
 fn console_has(path: &Path, pattern: &str) -> bool {
     std::fs::read(path)
@@ -539,8 +577,9 @@ fn console_has(path: &Path, pattern: &str) -> bool {
 }
 
 /// The summary once every master is a healthy voter of one 3-member
-/// cluster, exactly one holds the VIP and every worker reports.
-fn healthy(c: &Cluster, snap: &BTreeMap<String, Option<Reading>>) -> Option<String> {
+/// cluster, exactly one holds the VIP and every worker reports: lines of
+/// at most [`status::LINE_WIDTH`] columns.
+fn healthy(c: &Cluster, snap: &BTreeMap<String, Option<Reading>>) -> Option<Vec<String>> {
     let mut cluster_ids = Vec::new();
     let mut holders = Vec::new();
     let mut leader = None;
@@ -576,14 +615,19 @@ fn healthy(c: &Cluster, snap: &BTreeMap<String, Option<Reading>>) -> Option<Stri
         .etcd
         .members
         .iter()
-        .map(|m| format!("{} {}", m.id, m.name))
+        .map(|m| format!("{} ({})", m.name, m.id))
         .collect();
-    Some(format!(
-        "one etcd cluster {} with 3 voters [{}], leader {leader} ({leader_name}), VIP {VIP} on {}",
-        cluster_ids[0].clone().unwrap_or_default(),
-        members.join(", "),
-        holders[0]
-    ))
+    let mut lines = status::wrap(
+        "  etcd:    ",
+        &format!(
+            "one cluster {}, 3 voters: {}; leader {leader_name} ({leader})",
+            cluster_ids[0].clone().unwrap_or_default(),
+            members.join(", "),
+        ),
+        status::LINE_WIDTH,
+    );
+    lines.push(format!("  VIP:     {VIP} on {}", holders[0]));
+    Some(lines)
 }
 
 fn status_cmd(run_dir: &Path) -> Result<()> {
@@ -629,7 +673,7 @@ fn status_cmd(run_dir: &Path) -> Result<()> {
                 if r.age > Duration::from_secs(5) {
                     println!("(last report {} s old)", r.age.as_secs());
                 }
-                print!("{}", status::render(&r.report));
+                print!("{}", status::render(&r.line));
             }
             None => println!("no status yet (the guest is booting)"),
         }

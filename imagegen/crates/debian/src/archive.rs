@@ -126,7 +126,8 @@ impl Archive {
                         });
                         continue;
                     }
-                    Some(c) => download_index(c, spec, &release, file, cache)?,
+                    Some(c) => download_index(c, spec, &release, file, cache)
+                        .map_err(|e| index_error(e, spec, file))?,
                 }
             }
             let text = decompress(&path, &file.path)?;
@@ -193,6 +194,34 @@ fn download_index(
     }
     fetch::download(client, &plain, &file.sha256, file.size, cache, |_| {})?;
     Ok(())
+}
+
+/// Names the index in a download error: a digest mismatch says that the
+/// signed Release and the served file disagree; anything else keeps its
+/// own text (with the `--offline` hint when a network error has one).
+fn index_error(e: Error, spec: &ArchiveSpec, file: &ReleaseFile) -> Error {
+    let index = format!("{}/dists/{}/{}", spec.base(), spec.suite, file.path);
+    match e {
+        Error::Cache(crate::cache::CacheError::Mismatch {
+            origin,
+            expected,
+            actual,
+            expected_size,
+            actual_size,
+        }) => Error::IndexMismatch(Box::new(crate::IndexMismatch {
+            index,
+            release: spec.inrelease_url(),
+            url: origin,
+            expected,
+            expected_size,
+            actual,
+            actual_size,
+        })),
+        other => Error::IndexDownload {
+            index,
+            source: Box::new(other),
+        },
+    }
 }
 
 /// Reads a cached index file, decompressing by the extension of `name`.

@@ -57,6 +57,33 @@ pub fn host_archive_url(suite: &str) -> Result<String, Error> {
     Ok(sources::host_archive_url(suite)?)
 }
 
+/// A `Packages` index whose download does not match the signed Release
+/// (see [`Error::IndexMismatch`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Packages index {index} does not match the signed {release}: expected sha256 {expected} \
+     ({expected_size} bytes), got sha256 {actual} ({actual_size} bytes) from {url}; the \
+     mirror served other data than the archive signed (corrupt or tampered with), nothing \
+     was cached"
+)]
+pub struct IndexMismatch {
+    /// The index as the Release file names it, under its suite URL
+    /// (`<archive>/dists/<suite>/main/binary-amd64/Packages.xz`).
+    pub index: String,
+    /// The InRelease URL.
+    pub release: String,
+    /// The URL the index was downloaded from (by-hash or plain).
+    pub url: String,
+    /// SHA-256 from the signed Release.
+    pub expected: String,
+    /// Size from the signed Release.
+    pub expected_size: u64,
+    /// SHA-256 of what was served.
+    pub actual: String,
+    /// Size of what was served.
+    pub actual_size: u64,
+}
+
 /// An archive, cache, download or lockfile operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -115,6 +142,18 @@ pub enum Error {
         component: String,
         /// The architecture.
         architecture: String,
+    },
+    /// A downloaded `Packages` index does not match the SHA-256 and size
+    /// the signed `InRelease` gives for it; nothing was cached.
+    #[error("{0}")]
+    IndexMismatch(Box<IndexMismatch>),
+    /// Downloading a `Packages` index failed (network, HTTP status).
+    #[error("Packages index {index}: {source}")]
+    IndexDownload {
+        /// The index as the Release file names it, under its suite URL.
+        index: String,
+        /// The download error (names the URL tried).
+        source: Box<Error>,
     },
     /// A cached index could not be decompressed.
     #[error("cannot decompress {file}: {source}")]

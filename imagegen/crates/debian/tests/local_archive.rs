@@ -337,14 +337,62 @@ fn tampered_index_is_rejected() {
         b"junk".to_vec(),
     );
     let err = Archive::open(&fx.spec(), &cache, false).unwrap_err();
+    assert!(matches!(err, Error::IndexMismatch(_)), "{err}");
+    let url = &fx.server.url;
+    let msg = err.to_string();
     assert!(
-        matches!(err, Error::Cache(debian::CacheError::Mismatch { .. })),
-        "{err}"
+        msg.starts_with(&format!(
+            "Packages index {url}/dists/testing/contrib/binary-amd64/Packages.gz does not match \
+             the signed {url}/dists/testing/InRelease: expected sha256 "
+        )),
+        "{msg}"
     );
     assert!(
-        err.to_string().contains("contrib/binary-amd64/Packages.gz"),
-        "{err}"
+        msg.contains(&format!(
+            "got sha256 {} (4 bytes) from {url}/dists/testing/contrib/binary-amd64/Packages.gz; \
+             the mirror served other data than the archive signed (corrupt or tampered with), \
+             nothing was cached",
+            sha(b"junk")
+        )),
+        "{msg}"
     );
+    // A mismatch is not an unreachable archive: no --offline hint.
+    assert!(!msg.contains("offline"), "{msg}");
+}
+
+#[test]
+fn tampered_by_hash_index_names_the_index_not_only_its_hash() {
+    let fx = fixture();
+    let cache = fx.cache();
+    let by_hash = fx
+        .server
+        .files
+        .lock()
+        .unwrap()
+        .keys()
+        .find(|k| k.contains("/by-hash/"))
+        .cloned()
+        .unwrap();
+    fx.server.set(&by_hash, b"tampered".to_vec());
+    let err = Archive::open(&fx.spec(), &cache, false).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::IndexMismatch(_)), "{msg}");
+    let url = &fx.server.url;
+    assert!(
+        msg.starts_with(&format!(
+            "Packages index {url}/dists/testing/main/binary-amd64/Packages.xz does not match the \
+             signed {url}/dists/testing/InRelease"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "from {url}/dists/testing/main/binary-amd64/by-hash/SHA256/"
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains("offline"), "{msg}");
+    assert!(cache_entries(&cache).is_empty(), "tampered index cached");
 }
 
 #[test]

@@ -31,12 +31,33 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("kubeboot-disk: {e:#}");
+        eprintln!("kubeboot-disk: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once: the disk crate's errors print
+/// their source in their own message and also return it as `source`. The
+/// same rule as `imagegen::cli::error_text` (imagegen depends on this crate,
+/// not the other way round).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        match parts.last_mut() {
+            Some(last) if text.starts_with(last.as_str()) => *last = text,
+            _ => parts.push(text),
+        }
+    }
+    parts.join(": ")
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -58,4 +79,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("time {what} {secs:.2}s");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_says_the_cause_once() {
+        let e = anyhow::Error::new(disk::Error::Io {
+            what: "writing",
+            path: "out/master/disk.raw".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        })
+        .context("building disk images in out/master");
+        assert_eq!(
+            error_text(&e),
+            "building disk images in out/master: writing out/master/disk.raw: No space left on \
+             device (os error 28)"
+        );
+    }
 }

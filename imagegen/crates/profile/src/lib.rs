@@ -11,11 +11,31 @@
 //!   `system.alternatives`, `kubernetes.components.<name>` (field by field),
 //!   `kubernetes.registry_mirrors`,
 //!   and `[cluster]` (with [`ClusterSpec::merge`], the schema's own rule);
-//! * **scalars override**: a child's value replaces its parent's.
+//! * **scalars override**: a child's value replaces its parent's;
+//! * **replace instead of merge**, where a file says so: `[kubernetes]
+//!   replace = ["components", "images"]` makes that file's
+//!   `kubernetes.components` and `kubernetes.images` replace whatever its
+//!   parents set, instead of merging with it (a listed key the file does
+//!   not set becomes empty). The keys that may be listed are
+//!   [`KUBERNETES_REPLACEABLE`]: `components`, `images`, `cni`,
+//!   `registry_mirrors` (`version` is a scalar and always overrides). The
+//!   rule applies to the file's parents only: a profile extending it merges
+//!   as usual. This is how a derived profile moves to another Kubernetes
+//!   version or other binaries and images without copying its parent;
+//!   `imagegen pins --components-dir DIR` prints such a `[kubernetes]`
+//!   table for a components directory.
 //!
 //! Parsing is pure ([`ProfileSpec::parse`] takes text and a file name);
 //! [`load`] reads the chain from disk. Every error names the file, the line
-//! and the dotted key at fault.
+//! and the dotted key at fault; an `extends` that cannot be followed (a
+//! missing, unreadable, non-UTF-8 or oversized target, a directory or
+//! device, a cycle, a chain too long) names the file and line that say
+//! `extends`.
+//!
+//! Bounds on what `extends` makes [`load`] read: a chain holds at most
+//! [`MAX_EXTENDS_DEPTH`] (8) files, the leaf included, and each must be a
+//! regular file of at most [`MAX_PROFILE_BYTES`] (1 MiB) of UTF-8 text;
+//! devices, FIFOs and directories are refused before they are opened.
 //!
 //! The user input is [`ProfileSpec`]; the validated result is [`Profile`].
 
@@ -40,8 +60,11 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 /// Default `SOURCE_DATE_EPOCH` when neither the command line, the
 /// environment, the profile nor the lockfile gives one (2024-01-01T00:00:00Z).
 pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_704_067_200;
-/// How deep an `extends` chain may go (guards against cycles too).
+/// The most files an `extends` chain may hold, the leaf included.
 pub const MAX_EXTENDS_DEPTH: usize = 8;
+/// The largest profile file read (profiles are a few KiB; this bounds what
+/// a mistaken `extends` can make imagegen read).
+pub const MAX_PROFILE_BYTES: u64 = 1 << 20;
 
 /// Where in a profile something is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,13 +98,14 @@ impl fmt::Display for Location {
 /// Errors from reading, parsing, merging or validating a profile.
 #[derive(Debug, Error)]
 pub enum ProfileError {
-    /// The file could not be read.
-    #[error("cannot read profile {}: {source}", path.display())]
+    /// The profile file given cannot be used: missing, unreadable, not a
+    /// regular file, larger than [`MAX_PROFILE_BYTES`] or not UTF-8.
+    #[error("cannot read profile {}: {reason}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why (the I/O error's text, or the rule broken).
+        reason: String,
     },
     /// The text is not valid TOML.
     #[error("{location}: TOML syntax error: {message}")]
@@ -107,14 +131,19 @@ pub enum ProfileError {
         /// What is wrong and what would be right.
         message: String,
     },
-    /// `extends` loops or goes too deep.
-    #[error("{}: extends chain too deep or cyclic: {}", file.display(), chain.join(" -> "))]
-    ExtendsCycle {
-        /// The file whose `extends` closes the loop.
-        file: PathBuf,
-        /// The chain read so far.
-        chain: Vec<String>,
+    /// An `extends` cannot be followed: its target is missing, unreadable,
+    /// not a regular file, too large or not UTF-8, or the chain loops or
+    /// holds more than [`MAX_EXTENDS_DEPTH`] files.
+    #[error("{location}: {reason}")]
+    Extends {
+        /// The `extends` line of the file that names the target.
+        location: Location,
+        /// What is wrong, naming the target or the chain.
+        reason: String,
     },
+    /// [`Profile::from_chain`] was given no file.
+    #[error("no profile file to read")]
+    EmptyChain,
 }
 
 /// A sysctl value: TOML string or integer.
@@ -253,10 +282,18 @@ pub struct CniSpec {
     pub pod_cidr: Option<String>,
 }
 
+/// The `[kubernetes]` keys a file may list in `replace`.
+pub const KUBERNETES_REPLACEABLE: &[&str] = &["components", "images", "cni", "registry_mirrors"];
+
 /// `[kubernetes]`: components fetched from upstream, not from Debian.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSpec {
+    /// Keys of this table whose value in this file replaces the parents'
+    /// instead of merging with it (one of [`KUBERNETES_REPLACEABLE`]); see
+    /// the module docs.
+    #[serde(default)]
+    pub replace: Vec<String>,
     /// Version, for example `v1.30.4`.
     pub version: Option<String>,
     /// Components by name (`kubelet`, `kubeadm`, `kubectl`).
@@ -506,6 +543,20 @@ impl ProfileSpec {
                 }
             }
         }
+        if let Some(k) = self
+            .kubernetes
+            .replace
+            .iter()
+            .find(|k| !KUBERNETES_REPLACEABLE.contains(&k.as_str()))
+        {
+            return Err(bad(
+                &["kubernetes", "replace"],
+                format!(
+                    "{k:?} cannot be replaced: list some of {}",
+                    KUBERNETES_REPLACEABLE.join(", ")
+                ),
+            ));
+        }
         for image in &self.kubernetes.images {
             if ImageRef::parse(image).is_none() {
                 return Err(bad(
@@ -585,7 +636,12 @@ impl ProfileSpec {
     /// docs.
     pub fn merge(&self, child: &ProfileSpec) -> ProfileSpec {
         let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
-        let mut components = self.kubernetes.components.clone();
+        let replaces = |key: &str| child.kubernetes.replace.iter().any(|k| k == key);
+        let mut components = if replaces("components") {
+            BTreeMap::new()
+        } else {
+            self.kubernetes.components.clone()
+        };
         for (name, c) in &child.kubernetes.components {
             let base = components.remove(name).unwrap_or_default();
             components.insert(
@@ -648,15 +704,26 @@ impl ProfileSpec {
                 alternatives,
             },
             kubernetes: KubernetesSpec {
+                // Applied here, to the parents: the merged spec has none left.
+                replace: Vec::new(),
                 version: pick(&self.kubernetes.version, &child.kubernetes.version),
                 components,
-                images: union(&self.kubernetes.images, &child.kubernetes.images),
+                images: if replaces("images") {
+                    union(&[], &child.kubernetes.images)
+                } else {
+                    union(&self.kubernetes.images, &child.kubernetes.images)
+                },
                 registry_mirrors: {
-                    let mut m = self.kubernetes.registry_mirrors.clone();
+                    let mut m = if replaces("registry_mirrors") {
+                        BTreeMap::new()
+                    } else {
+                        self.kubernetes.registry_mirrors.clone()
+                    };
                     m.extend(child.kubernetes.registry_mirrors.clone());
                     m
                 },
                 cni: match (&self.kubernetes.cni, &child.kubernetes.cni) {
+                    _ if replaces("cni") => child.kubernetes.cni.clone(),
                     (Some(a), Some(b)) => Some(CniSpec {
                         name: pick(&a.name, &b.name),
                         url: pick(&a.url, &b.url),
@@ -883,10 +950,7 @@ impl Profile {
     /// Merges a chain (root first) and validates the result. Pure: the
     /// chain's texts are already read.
     pub fn from_chain(chain: &[ChainFile]) -> Result<Profile, ProfileError> {
-        let leaf = chain.last().ok_or_else(|| ProfileError::ExtendsCycle {
-            file: PathBuf::new(),
-            chain: vec![],
-        })?;
+        let leaf = chain.last().ok_or(ProfileError::EmptyChain)?;
         let mut merged = ProfileSpec::default();
         for f in chain {
             merged = merged.merge(&f.spec);
@@ -1085,33 +1149,84 @@ impl Profile {
     }
 }
 
+/// Reads one profile file: a regular file (a device such as `/dev/zero`,
+/// a FIFO or a directory is refused before it is opened) of at most
+/// [`MAX_PROFILE_BYTES`], UTF-8. The error is the reason, for the caller to
+/// place.
+fn read_profile_text(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.is_dir() {
+        return Err("is a directory, not a profile file".into());
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file (a device, FIFO or socket), not a profile".into());
+    }
+    let too_large =
+        || format!("is larger than {MAX_PROFILE_BYTES} bytes, the most a profile may be");
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    // Bounded again: the file may have grown since it was measured.
+    file.take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        format!("is not UTF-8 text (line {line})")
+    })
+}
+
 /// Reads a profile and its `extends` chain from disk, then merges and
 /// validates it. Overlay paths come back absolute (resolved against the
-/// file that names them).
+/// file that names them). See the module docs for the bounds on `extends`.
 pub fn load(path: &Path) -> Result<Profile, ProfileError> {
     let mut chain: Vec<ChainFile> = Vec::new();
-    let mut next = Some(path.to_owned());
-    while let Some(p) = next.take() {
-        let canonical = p.canonicalize().map_err(|source| ProfileError::Read {
-            path: p.clone(),
-            source,
-        })?;
-        if chain.len() >= MAX_EXTENDS_DEPTH || chain.iter().any(|f| f.path == canonical) {
-            let mut names: Vec<String> = chain
+    let mut canonicals: Vec<PathBuf> = Vec::new();
+    // The next file and, for a parent, the `extends` line that names it.
+    let mut next: Option<(PathBuf, Option<Location>)> = Some((path.to_owned(), None));
+    while let Some((p, named_at)) = next.take() {
+        let fail = |reason: String| match &named_at {
+            None => ProfileError::Read {
+                path: p.clone(),
+                reason,
+            },
+            Some(location) => ProfileError::Extends {
+                location: location.clone(),
+                reason,
+            },
+        };
+        // A target that cannot be read: the leaf's own error, or the
+        // `extends` line naming it.
+        let unreadable = |reason: String| match named_at {
+            None => fail(reason),
+            Some(_) => fail(format!("extends {}: {reason}", p.display())),
+        };
+        let canonical = p.canonicalize().map_err(|e| unreadable(e.to_string()))?;
+        let names = |extra: &Path| {
+            chain
                 .iter()
-                .rev()
                 .map(|f| f.path.display().to_string())
-                .collect();
-            names.push(canonical.display().to_string());
-            return Err(ProfileError::ExtendsCycle {
-                file: chain.first().map_or(canonical.clone(), |f| f.path.clone()),
-                chain: names,
-            });
+                .chain([extra.display().to_string()])
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        };
+        if canonicals.contains(&canonical) {
+            return Err(fail(format!("extends cycle: {}", names(&p))));
         }
-        let text = std::fs::read_to_string(&canonical).map_err(|source| ProfileError::Read {
-            path: p.clone(),
-            source,
-        })?;
+        if chain.len() >= MAX_EXTENDS_DEPTH {
+            return Err(fail(format!(
+                "the extends chain is longer than {MAX_EXTENDS_DEPTH} files, the most allowed: {}",
+                names(&p)
+            )));
+        }
+        let text = read_profile_text(&canonical).map_err(unreadable)?;
         let mut spec = ProfileSpec::parse(&p, &text)?;
         let dir = canonical.parent().unwrap_or(Path::new("/")).to_owned();
         spec.overlays = spec
@@ -1120,8 +1235,18 @@ pub fn load(path: &Path) -> Result<Profile, ProfileError> {
             .map(|o| dir.join(o).display().to_string())
             .collect();
         if let Some(parent) = &spec.extends {
-            next = Some(dir.join(parent));
+            let pos = locate_key(&text, &["extends"]);
+            next = Some((
+                dir.join(parent),
+                Some(Location {
+                    file: p.clone(),
+                    line: pos.map(|x| x.0),
+                    column: pos.map(|x| x.1),
+                    key: Some("extends".into()),
+                }),
+            ));
         }
+        canonicals.push(canonical);
         chain.push(ChainFile {
             path: p,
             text,
@@ -1327,6 +1452,97 @@ mod tests {
     }
 
     #[test]
+    fn replace_swaps_the_parents_pins_instead_of_merging() {
+        let d = |c: char| c.to_string().repeat(64);
+        let base = format!(
+            "[kubernetes]\nversion = \"v1.30.4\"\n\
+             images = [\"r/apiserver:v1.30.4@sha256:{}\", \"r/pause:3.9@sha256:{}\"]\n\
+             [kubernetes.registry_mirrors]\n\"r\" = \"http://127.0.0.1:5000\"\n\
+             [kubernetes.components.kubelet]\nurl = \"https://example.invalid/v1.30.4/kubelet\"\n\
+             sha256 = \"{}\"\n\
+             [kubernetes.components.crictl]\nurl = \"https://example.invalid/crictl.tar.gz\"\n\
+             sha256 = \"{}\"\nunpack_to = \"/usr/bin\"\n\
+             [kubernetes.cni]\nname = \"flannel\"\nurl = \"https://example.invalid/f.yml\"\n\
+             sha256 = \"{}\"\n",
+            d('a'),
+            d('b'),
+            d('c'),
+            d('d'),
+            d('e')
+        );
+        let derived = format!(
+            "extends = \"base.toml\"\n[kubernetes]\nversion = \"v1.24.0\"\n\
+             replace = [\"components\", \"images\"]\n\
+             images = [\"r/apiserver:v1.24.0@sha256:{}\"]\n\
+             [kubernetes.components.kubelet]\nurl = \"https://example.invalid/v1.24.0/kubelet\"\n\
+             sha256 = \"{}\"\n[cluster]\nrole = \"master\"\n",
+            d('1'),
+            d('2')
+        );
+        let p = Profile::from_chain(&chain(&[("base.toml", &base), ("m.toml", &derived)])).unwrap();
+        assert_eq!(p.kubernetes_version.as_deref(), Some("v1.24.0"));
+        let images: Vec<String> = p
+            .images
+            .iter()
+            .map(|i| format!("{}@{}", i.name, i.digest))
+            .collect();
+        assert_eq!(images, [format!("r/apiserver:v1.24.0@sha256:{}", d('1'))]);
+        assert_eq!(p.components.len(), 1, "crictl is gone: {:?}", p.components);
+        assert_eq!(p.components[0].name, "kubelet");
+        assert_eq!(
+            p.components[0].url,
+            "https://example.invalid/v1.24.0/kubelet"
+        );
+        assert_eq!(p.components[0].sha256, d('2'));
+        // Keys not listed still merge.
+        assert_eq!(p.cni.as_ref().map(|c| c.sha256.clone()), Some(d('e')));
+        assert_eq!(p.registry_mirrors.len(), 1);
+
+        // Replaced components are not merged field by field: a component
+        // without its url is incomplete, not completed from the parent.
+        let no_url = format!(
+            "extends = \"base.toml\"\n[kubernetes]\nreplace = [\"components\"]\n\
+             [kubernetes.components.kubelet]\nsha256 = \"{}\"\n[cluster]\nrole = \"master\"\n",
+            d('2')
+        );
+        let err = Profile::from_chain(&chain(&[("base.toml", &base), ("m.toml", &no_url)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("component kubelet has no url"), "{err}");
+
+        // A listed key the file does not set becomes empty; a grandchild
+        // without `replace` merges with the replaced value as usual.
+        let empty = "extends = \"base.toml\"\n[kubernetes]\nreplace = [\"images\", \"cni\", \"registry_mirrors\"]\n";
+        let leaf = format!(
+            "extends = \"mid.toml\"\n[kubernetes]\nimages = [\"r/dns:v1@sha256:{}\"]\n\
+             [cluster]\nrole = \"worker\"\n",
+            d('3')
+        );
+        let p = Profile::from_chain(&chain(&[
+            ("base.toml", &base),
+            ("mid.toml", empty),
+            ("w.toml", &leaf),
+        ]))
+        .unwrap();
+        let names: Vec<&str> = p.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["r/dns:v1"]);
+        assert!(p.cni.is_none() && p.registry_mirrors.is_empty());
+        assert_eq!(p.components.len(), 2, "components were not listed: kept");
+    }
+
+    #[test]
+    fn replace_of_an_unknown_key_names_the_line() {
+        let err = parse("[kubernetes]\nversion = \"v1\"\nreplace = [\"images\", \"version\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "p.toml:3:1: key `kubernetes.replace`: \"version\" cannot be replaced: list some of \
+             components, images, cni, registry_mirrors"
+        );
+    }
+
+    #[test]
     fn registry_mirrors_override_key_by_key_and_are_checked() {
         let parent = "[kubernetes.registry_mirrors]\n\
                       \"registry.k8s.io\" = \"http://127.0.0.1:5000\"\n\
@@ -1379,21 +1595,133 @@ mod tests {
         );
     }
 
-    #[test]
-    fn extends_cycle_is_refused() {
+    /// Writes `files` (name, text) into a fresh directory.
+    fn profiles(files: &[(&str, &[u8])]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.toml"), "extends = \"b.toml\"\n").unwrap();
-        std::fs::write(dir.path().join("b.toml"), "extends = \"a.toml\"\n").unwrap();
-        let err = load(&dir.path().join("a.toml")).unwrap_err();
-        assert!(matches!(err, ProfileError::ExtendsCycle { .. }), "{err}");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
     }
 
     #[test]
-    fn missing_parent_names_path() {
+    fn extends_cycle_names_the_file_and_line_that_close_it() {
+        let dir = profiles(&[
+            ("a.toml", &b"# leaf\nextends = \"b.toml\"\n"[..]),
+            ("b.toml", &b"name = \"b\"\n\nextends = \"a.toml\"\n"[..]),
+        ]);
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        let err = load(&a).unwrap_err();
+        assert!(matches!(err, ProfileError::Extends { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:3:1: key `extends`: extends cycle: {} -> {} -> {}",
+                b.display(),
+                a.display(),
+                b.display(),
+                a.display()
+            )
+        );
+    }
+
+    #[test]
+    fn extends_chain_longer_than_the_limit_says_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.toml"), "extends = \"nope.toml\"\n").unwrap();
-        let err = load(&dir.path().join("a.toml")).unwrap_err();
-        assert!(err.to_string().contains("nope.toml"), "{err}");
+        for i in 0..=MAX_EXTENDS_DEPTH {
+            std::fs::write(
+                dir.path().join(format!("p{i}.toml")),
+                format!("extends = \"p{}.toml\"\n", i + 1),
+            )
+            .unwrap();
+        }
+        let err = load(&dir.path().join("p0.toml")).unwrap_err().to_string();
+        let last = dir.path().join(format!("p{}.toml", MAX_EXTENDS_DEPTH - 1));
+        assert!(
+            err.starts_with(&format!("{}:1:1: key `extends`: ", last.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains("the extends chain is longer than 8 files, the most allowed: "),
+            "{err}"
+        );
+        assert!(err.ends_with("p8.toml"), "{err}");
+        // Exactly the limit is fine (the chain's end is a plain profile).
+        std::fs::write(
+            dir.path().join(format!("p{}.toml", MAX_EXTENDS_DEPTH - 1)),
+            "[cluster]\nrole = \"worker\"\n",
+        )
+        .unwrap();
+        let p = load(&dir.path().join("p0.toml")).unwrap();
+        assert_eq!(p.files.len(), MAX_EXTENDS_DEPTH);
+    }
+
+    #[test]
+    fn unusable_extends_targets_name_the_extends_line() {
+        let dir = profiles(&[
+            (
+                "big.toml",
+                vec![b'#'; MAX_PROFILE_BYTES as usize + 1].as_slice(),
+            ),
+            ("latin1.toml", &b"name = \"x\"\n# caf\xe9\n"[..]),
+        ]);
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let d = dir.path();
+        for (target, reason) in [
+            (
+                "nope.toml".to_owned(),
+                "No such file or directory (os error 2)".to_owned(),
+            ),
+            ("sub".into(), "is a directory, not a profile file".into()),
+            // Refused before it is opened: the read would never end.
+            (
+                "/dev/zero".into(),
+                "is not a regular file (a device, FIFO or socket), not a profile".into(),
+            ),
+            (
+                "big.toml".into(),
+                format!("is larger than {MAX_PROFILE_BYTES} bytes, the most a profile may be"),
+            ),
+            ("latin1.toml".into(), "is not UTF-8 text (line 2)".into()),
+        ] {
+            std::fs::write(
+                d.join("leaf.toml"),
+                format!("# a worker\n\nname = \"w\"\n  extends = \"{target}\"\n[cluster]\nrole = \"worker\"\n"),
+            )
+            .unwrap();
+            let err = load(&d.join("leaf.toml")).unwrap_err();
+            assert!(matches!(err, ProfileError::Extends { .. }), "{err}");
+            let resolved = if target.starts_with('/') {
+                PathBuf::from(&target)
+            } else {
+                d.join(&target)
+            };
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{}:4:3: key `extends`: extends {}: {reason}",
+                    d.join("leaf.toml").display(),
+                    resolved.display()
+                ),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn unusable_leaf_says_cannot_read_profile() {
+        let err = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "cannot read profile /dev/zero: is not a regular file (a device, FIFO or socket), not a profile"
+        );
+        let err = load(Path::new("/nonexistent/p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "cannot read profile /nonexistent/p.toml: No such file or directory (os error 2)"
+        );
     }
 
     #[test]
