@@ -34,7 +34,11 @@
 //!     TlsFiles::default(),
 //!     DEFAULT_PROOF_TIMEOUT,
 //! )?;
-//! let quorum = Quorum::Proven { prover, params: DEFAULT_PROOF };
+//! let quorum = Quorum::Proven {
+//!     prover,
+//!     params: DEFAULT_PROOF,
+//!     shed_leadership: true,
+//! };
 //! let checks = tracker::spawn(Vec::new())?; // weighted checks, if any
 //! let (_peers_tx, peers) = tokio::sync::watch::channel(Vec::new());
 //! let handle = Vrrp::spawn(config, quorum, checks.health(), peers).await?;
@@ -64,7 +68,7 @@ pub mod tracker;
 pub use config::VrrpConfig;
 pub use machine::{Health, ProofParams, State};
 #[cfg(feature = "runtime")]
-pub use proof::{EtcdProver, ProofError};
+pub use proof::{EtcdProver, ProofError, Shed};
 #[cfg(feature = "runtime")]
 pub use runner::{Quorum, RunError, Vrrp, VrrpHandle};
 pub use status::Status;

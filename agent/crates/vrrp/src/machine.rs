@@ -35,9 +35,12 @@
 //!   interval) while the VIP stays; `Leaving → Initialize` (VIP removed)
 //!   as soon as a successor's advert arrives, or after
 //!   [`Machine::handover_bound`] without one, or at once when the lease
-//!   runs out. The successor claims after its Skew_Time and a fresh proof,
-//!   so clients lose (almost) nothing, where RFC 5798's remove-first
-//!   leaves the address unanswered for that time.
+//!   runs out. The successor claims after its Skew_Time and a fresh proof;
+//!   having taken over from a master that announced priority 0, it sends
+//!   its advert first and adds the VIP [`HANDOVER_GAP`] later, the time
+//!   for the leaving master to hear it and remove the address: break
+//!   before make, with a gap of milliseconds where RFC 5798's
+//!   remove-first leaves the address unanswered for Skew_Time.
 //! - `any other → Initialize` on shutdown.
 //!
 //! Preempt delay (keepalived's `preempt_delay`, not in RFC 5798): a backup
@@ -223,6 +226,11 @@ pub fn master_down_interval(priority: u8, interval_cs: u16) -> Duration {
     cs(interval_cs) * 3 + skew_time(priority, interval_cs)
 }
 
+/// After a handover (the previous master announced priority 0 and still
+/// holds the VIP until it hears us), a new master adds the VIP this long
+/// after its first advert: the leaving master's time to remove it.
+pub const HANDOVER_GAP: Duration = Duration::from_millis(20);
+
 fn cs(centis: u16) -> Duration {
     Duration::from_millis(u64::from(centis) * 10)
 }
@@ -252,6 +260,12 @@ pub struct Machine {
     /// When a master (priority > 0) was last heard, or the instance
     /// started: the start of the current silence.
     heard_at: Option<Instant>,
+    /// The VIP is on the interface (we told the shell to add it).
+    vip_held: bool,
+    /// A new master adds the VIP then (after a handover).
+    vip_at: Option<Instant>,
+    /// The master we followed announced priority 0 (it is leaving).
+    handover_from: Option<Ipv4Addr>,
 }
 
 impl Machine {
@@ -276,7 +290,16 @@ impl Machine {
             prove_at: None,
             leave_until: None,
             heard_at: None,
+            vip_held: false,
+            vip_at: None,
+            handover_from: None,
         }
+    }
+
+    /// Whether the VIP is on the interface (a new master may hold it a
+    /// [`HANDOVER_GAP`] later than it became master).
+    pub fn holds_vip(&self) -> bool {
+        self.vip_held
     }
 
     /// Current state.
@@ -359,6 +382,7 @@ impl Machine {
             self.prove_at,
             lease,
             self.leave_until,
+            self.vip_at,
         ]
         .into_iter()
         .flatten()
@@ -389,6 +413,31 @@ impl Machine {
         self.garps_left = 0;
         self.claim_since = None;
         self.leave_until = None;
+        self.vip_at = None;
+    }
+
+    /// Removes the VIP if it is on the interface.
+    fn drop_vip(&mut self, out: &mut Vec<Action>) {
+        if self.vip_held {
+            out.push(Action::RemoveVip);
+            self.vip_held = false;
+        }
+    }
+
+    /// Adds the VIP and starts the gratuitous ARP burst.
+    fn add_vip(&mut self, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::AddVip);
+        out.push(Action::SendGarp);
+        self.vip_held = true;
+        self.vip_at = None;
+        self.garps_left = self.params.garp_burst.saturating_sub(1);
+        self.garp_at = Some(
+            now + if self.garps_left > 0 {
+                self.params.garp_spacing
+            } else {
+                self.params.garp_refresh
+            },
+        );
     }
 
     /// Schedules the next proof `period` from now (no-op without a rule).
@@ -415,6 +464,7 @@ impl Machine {
     /// heard a master in the meantime waits the full interval.
     fn enter_backup(&mut self, now: Instant) {
         self.clear_timers();
+        self.handover_from = None;
         self.master_adver_interval_cs = self.params.interval_cs;
         self.go(State::Backup, now);
         let silence = self.heard_at.unwrap_or(now);
@@ -425,11 +475,12 @@ impl Machine {
     fn enter_fault(&mut self, now: Instant, out: &mut Vec<Action>) {
         if matches!(self.state, State::Master | State::Leaving) {
             out.push(Action::SendAdvert { priority: 0 });
-            out.push(Action::RemoveVip);
+            self.drop_vip(out);
             self.holder = None;
             // We were the master: the silence starts now.
             self.heard_at = Some(now);
         }
+        self.handover_from = None;
         self.clear_timers();
         self.go(State::Fault, now);
         self.schedule_proof(now, |p| p.retry);
@@ -439,20 +490,18 @@ impl Machine {
         out.push(Action::SendAdvert {
             priority: self.priority(),
         });
-        out.push(Action::AddVip);
-        out.push(Action::SendGarp);
+        let handover = self.handover_from.take().is_some();
         self.clear_timers();
         self.go(State::Master, now);
         self.holder = Some(self.params.local_addr);
         self.adver_at = Some(now + cs(self.params.interval_cs));
-        self.garps_left = self.params.garp_burst.saturating_sub(1);
-        self.garp_at = Some(
-            now + if self.garps_left > 0 {
-                self.params.garp_spacing
-            } else {
-                self.params.garp_refresh
-            },
-        );
+        if handover {
+            // Break before make: the leaving master removes the VIP on
+            // our advert; we add it a moment later.
+            self.vip_at = Some(now + HANDOVER_GAP);
+        } else {
+            self.add_vip(now, out);
+        }
         self.schedule_proof(now, |p| p.renew);
     }
 
@@ -470,9 +519,8 @@ impl Machine {
 
     /// Leaving | any → Initialize.
     fn stop(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if matches!(self.state, State::Master | State::Leaving) {
-            out.push(Action::RemoveVip);
-        }
+        self.drop_vip(out);
+        self.handover_from = None;
         self.clear_timers();
         self.prove_at = None;
         self.holder = None;
@@ -614,6 +662,9 @@ impl Machine {
                     self.prove_now(now, &mut out, |p| p.retry);
                     return out;
                 }
+                if self.vip_at.is_some_and(|t| t <= now) {
+                    self.add_vip(now, &mut out);
+                }
                 if self.prove_at.is_some_and(|t| t <= now) {
                     self.prove_now(now, &mut out, |p| p.renew);
                 }
@@ -662,7 +713,11 @@ impl Machine {
         if priority == 0 {
             // The master is leaving: take over after Skew_Time alone (a
             // repeated priority 0 never postpones an earlier deadline, and
-            // a claim in progress goes on).
+            // a claim in progress goes on). It keeps the VIP until it
+            // hears its successor: remember to leave it that moment.
+            if self.holder == Some(src) {
+                self.handover_from = Some(src);
+            }
             self.holder = None;
             if self.claim_since.is_none() {
                 let at = now + skew_time(self.priority(), self.master_adver_interval_cs);
@@ -683,6 +738,7 @@ impl Machine {
         if tolerate {
             // A master is there: any claim in progress is dropped.
             self.claim_since = None;
+            self.handover_from = None;
             self.master_adver_interval_cs = interval_cs;
             self.master_down_at = Some(now + self.master_down_interval());
         }
@@ -708,7 +764,7 @@ impl Machine {
         let ours = self.priority();
         if priority > ours || (priority == ours && src > self.params.local_addr) {
             // Master → Backup: a better master exists.
-            out.push(Action::RemoveVip);
+            self.drop_vip(out);
             self.clear_timers();
             self.go(State::Backup, now);
             self.heard_at = Some(now);
@@ -1341,7 +1397,21 @@ mod tests {
         assert_eq!(m.claiming_since(), Some(at));
         assert!(m.handle(failed(at), at + ms(5)).is_empty());
         assert_eq!(m.handle(Event::Timer, at + ms(100)), vec![Action::Prove]);
-        assert_eq!(m.handle(ok(at + ms(100)), at + ms(104))[1], Action::AddVip);
+        // A handover: our advert first, the VIP a gap later (the leaving
+        // master removes it when it hears us).
+        let won = at + ms(104);
+        assert_eq!(
+            m.handle(ok(at + ms(100)), won),
+            vec![Action::SendAdvert { priority: 100 }]
+        );
+        assert_eq!(m.state(), State::Master);
+        assert!(!m.holds_vip());
+        assert_eq!(m.next_deadline(), Some(won + HANDOVER_GAP));
+        assert_eq!(
+            m.handle(Event::Timer, won + HANDOVER_GAP),
+            vec![Action::AddVip, Action::SendGarp]
+        );
+        assert!(m.holds_vip());
 
         // Preemption of a lower master: its adverts are discarded, the
         // timer fires, and only a fresh proof makes us master.
@@ -1356,6 +1426,30 @@ mod tests {
         assert_eq!(m.claiming_since(), Some(down));
         assert_eq!(m.state(), State::Backup);
         assert_eq!(m.handle(ok(down), down + ms(1))[1], Action::AddVip);
+    }
+
+    #[test]
+    fn a_handover_master_yielding_before_its_gap_never_touches_the_vip() {
+        let (mut m, t) = backup(params());
+        m.handle(advert(HIGH, 150), t);
+        m.handle(advert(HIGH, 0), t + ms(10));
+        let at = m.next_deadline().unwrap();
+        assert_eq!(
+            m.handle(Event::Timer, at),
+            vec![Action::SendAdvert { priority: 100 }]
+        );
+        // Someone better speaks before the VIP was added: nothing to remove.
+        assert!(m.handle(advert(HIGH, 150), at + ms(5)).is_empty());
+        assert_eq!(m.state(), State::Backup);
+        assert!(!m.holds_vip());
+        // A priority 0 from a master we did not follow is no handover
+        // (it still shortens the timer, as RFC 5798 says).
+        let (mut m, t) = backup(params());
+        m.handle(advert(HIGH, 150), t);
+        m.handle(advert(LOW, 0), t + ms(10));
+        let down = m.next_deadline().unwrap();
+        assert_eq!(down, t + ms(10) + skew_time(100, 20));
+        assert_eq!(m.handle(Event::Timer, down)[1], Action::AddVip);
     }
 
     #[test]

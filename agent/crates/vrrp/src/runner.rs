@@ -16,7 +16,7 @@ use crate::config::VrrpConfig;
 use crate::machine::{Action, Event, Health, Machine, Params, ProofParams, State};
 use crate::netlink::{LinkInfo, Netlink, NetlinkError};
 use crate::packet::{self, Advert, Reject, VRRP_GROUP};
-use crate::proof::{EtcdProver, ProofError, MAX_PROOFS_IN_FLIGHT};
+use crate::proof::{EtcdProver, ProofError, Shed, MAX_PROOFS_IN_FLIGHT};
 use crate::sock::{garp_frame, GarpSocket, SocketError, VrrpSocket};
 use crate::status::{unix_ms, ProofStatus, Status, TransitionRecord};
 
@@ -33,8 +33,18 @@ pub enum Quorum {
         prover: EtcdProver,
         /// Renewal period, lease, retry and poll periods.
         params: ProofParams,
+        /// While master, hand the etcd leadership to another voter
+        /// ([`EtcdProver::shed_leadership`]), so a holder's failure never
+        /// needs an etcd election before the next holder's proof.
+        shed_leadership: bool,
     },
 }
+
+/// A new master sheds the etcd leadership this long after taking over.
+const SHED_FIRST: Duration = Duration::from_millis(500);
+/// ...and checks again this often while it stays master (one status
+/// request to the local member; an election can make it leader again).
+const SHED_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors starting or running an instance.
 #[derive(Debug, Error)]
@@ -122,11 +132,15 @@ impl Vrrp {
             config.interval_cs,
         );
         status.local_addr = Some(link.local_addr);
-        let (prover, proof) = match quorum {
-            Quorum::Assumed => (None, None),
-            Quorum::Proven { prover, params } => {
+        let (prover, proof, shed) = match quorum {
+            Quorum::Assumed => (None, None, false),
+            Quorum::Proven {
+                prover,
+                params,
+                shed_leadership,
+            } => {
                 status.proof = Some(ProofStatus::new(&params, prover.url()));
-                (Some(Arc::new(prover)), Some(params))
+                (Some(Arc::new(prover)), Some(params), shed_leadership)
             }
         };
         let (status_tx, status_rx) = watch::channel(status.clone());
@@ -151,6 +165,8 @@ impl Vrrp {
             prover,
             proofs_tx,
             proofs_in_flight: 0,
+            shed,
+            shed_at: None,
             garp_frame: garp_frame(link.mac, config.vip.addr()),
             config,
             link,
@@ -179,6 +195,8 @@ struct Shell {
     prover: Option<Arc<EtcdProver>>,
     proofs_tx: mpsc::UnboundedSender<ProofResult>,
     proofs_in_flight: usize,
+    shed: bool,
+    shed_at: Option<Instant>,
     config: VrrpConfig,
     link: LinkInfo,
     netlink: Netlink,
@@ -215,6 +233,7 @@ impl Shell {
         let mut peers_open = true;
         let mut stopping = false;
         let mut buf = vec![0u8; 2048];
+        let (shed_tx, mut shed_rx) = mpsc::unbounded_channel::<Result<Shed, ProofError>>();
         loop {
             if stopping && self.machine.state() == State::Initialize {
                 tracing::info!("VRRP instance stopped");
@@ -270,7 +289,34 @@ impl Shell {
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.step(Event::Timer).await;
                 }
+                _ = sleep_until(self.shed_at), if self.shed_at.is_some() => {
+                    self.shed_at = Some(Instant::now() + SHED_EVERY);
+                    if let Some(prover) = self.prover.clone() {
+                        let tx = shed_tx.clone();
+                        tokio::spawn(async move {
+                            let _ = tx.send(prover.shed_leadership().await);
+                        });
+                    }
+                }
+                Some(shed) = shed_rx.recv() => self.shed_done(shed),
             }
+        }
+    }
+
+    fn shed_done(&mut self, result: Result<Shed, ProofError>) {
+        match result {
+            Ok(Shed::Moved { to }) => {
+                tracing::info!(
+                    to = %format!("{to:x}"),
+                    "VIP holder handed the etcd leadership to another voter"
+                );
+                if let Some(p) = &mut self.status.proof {
+                    p.leadership_moved += 1;
+                }
+                self.publish();
+            }
+            Ok(Shed::NotLeader | Shed::NoTarget) => {}
+            Err(e) => tracing::warn!(error = %e, "handing the etcd leadership over failed"),
         }
     }
 
@@ -344,6 +390,11 @@ impl Shell {
         for action in actions {
             self.act(action).await;
         }
+        self.shed_at = match (self.shed, self.machine.state(), self.shed_at) {
+            (true, State::Master, Some(at)) => Some(at),
+            (true, State::Master, None) => Some(now + SHED_FIRST),
+            _ => None,
+        };
         if let Some(t) = self.machine.last_transition() {
             if Some(t) != before {
                 let wall = SystemTime::now() - Instant::now().saturating_duration_since(t.at);

@@ -33,6 +33,9 @@ pub struct ProofStatus {
     pub last_ok_ms: Option<u64>,
     /// The error of the last proof, while proofs fail (cleared by a success).
     pub last_error: Option<String>,
+    /// Times this node, as VIP holder, handed the etcd leadership away.
+    #[serde(default)]
+    pub leadership_moved: u64,
 }
 
 impl ProofStatus {
@@ -48,6 +51,7 @@ impl ProofStatus {
             failed: 0,
             last_ok_ms: None,
             last_error: None,
+            leadership_moved: 0,
         }
     }
 }
@@ -173,6 +177,13 @@ impl fmt::Display for Status {
             }
             if p.claiming {
                 write!(f, "; claiming the VIP")?;
+            }
+            if p.leadership_moved > 0 {
+                write!(
+                    f,
+                    "; handed the etcd leadership away {} times",
+                    p.leadership_moved
+                )?;
             }
             writeln!(f)?;
             if let Some(e) = &p.last_error {

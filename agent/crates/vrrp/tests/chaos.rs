@@ -200,6 +200,7 @@ impl Cluster {
             etcd: false,
             vrrp: false,
             dead: true,
+            member: true,
         };
         self.record(at, t, format!("kill node {i} (processes and link)"), false);
     }
@@ -247,6 +248,7 @@ impl Cluster {
             etcd: true,
             vrrp: true,
             dead: false,
+            member: true,
         };
         if t.nodes[i] != was {
             self.record(at, t, format!("repair node {i}"), true);
@@ -430,6 +432,17 @@ impl Cluster {
         ));
         s
     }
+}
+
+#[test]
+fn tcpdump_adverts_parse() {
+    let a = common::watch::parse_tcpdump(
+        "1732412345.250000 IP 10.77.0.3 > 224.0.0.18: VRRPv3, Advertisement, vrid 51, prio 100, intvl 20cs, length 12",
+    )
+    .expect("an advert");
+    assert_eq!(a.src, Ipv4Addr::new(10, 77, 0, 3));
+    assert_eq!(a.priority, 100);
+    assert!(common::watch::parse_tcpdump("listening on br0, link-type EN10MB").is_none());
 }
 
 /// One cluster at a time: timing is judged, and the host has two cores.

@@ -60,6 +60,9 @@ struct Args {
     /// Proof renewal period of a master in milliseconds (default: the agent's).
     #[arg(long)]
     proof_renew_ms: Option<u64>,
+    /// Do not hand the etcd leadership away while master (the agent does).
+    #[arg(long)]
+    keep_etcd_leadership: bool,
     /// URL of a weighted health check (for example the API server's
     /// https://127.0.0.1:6443/readyz).
     #[arg(long)]
@@ -111,7 +114,11 @@ fn quorum(args: &Args) -> Result<Quorum> {
     }
     let prover = EtcdProver::new(etcd, tls(args), DEFAULT_PROOF_TIMEOUT.min(params.lease))
         .context("setting up the quorum proof")?;
-    Ok(Quorum::Proven { prover, params })
+    Ok(Quorum::Proven {
+        prover,
+        params,
+        shed_leadership: !args.keep_etcd_leadership,
+    })
 }
 
 fn checks(args: &Args) -> Vec<CheckSpec> {

@@ -186,6 +186,15 @@ impl Lab {
         }
     }
 
+    /// Sends `signal` to process `id` without waiting (see [`Lab::stop`]).
+    pub fn signal(&self, id: usize, signal: &str) {
+        if let Some(Some(p)) = self.procs.get(id) {
+            let _ = Command::new("kill")
+                .args(["-s", signal, &p.child.id().to_string()])
+                .status();
+        }
+    }
+
     /// The log of process `name`.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
@@ -473,6 +482,8 @@ pub fn start_etcd(lab: &mut Lab, i: usize, n: usize) -> usize {
         "new".to_owned(),
         "--initial-cluster-token".to_owned(),
         token,
+        // As the agent runs it (agent/src/etcd.rs).
+        "--pre-vote=true".to_owned(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.spawn(i, &format!("etcd{i}"), "etcd", &args)

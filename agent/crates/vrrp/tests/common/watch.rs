@@ -284,6 +284,8 @@ pub struct NodeState {
     /// The node is dead (processes killed, link down): its leftover
     /// address reaches nobody and is not judged.
     pub dead: bool,
+    /// The node is an etcd member (a client node is not).
+    pub member: bool,
 }
 
 /// Every node's state; the ground truth of quorum.
@@ -304,6 +306,7 @@ impl Topology {
                     etcd: true,
                     vrrp: true,
                     dead: false,
+                    member: true,
                 };
                 n
             ],
@@ -319,16 +322,20 @@ impl Topology {
         i == j || (a.link && b.link && a.bridge == b.bridge)
     }
 
-    /// Node `i` has quorum: its etcd runs and, with the members it can
-    /// reach whose etcd runs, forms a majority of all members.
+    /// Node `i` has quorum: it is a member, its etcd runs and, with the
+    /// members it can reach whose etcd runs, forms a majority of all
+    /// members.
     pub fn quorum(&self, i: usize) -> bool {
         let n = self.nodes.len();
-        self.nodes[i].etcd
-            && !self.nodes[i].dead
+        let members = self.nodes.iter().filter(|s| s.member).count();
+        let s = &self.nodes[i];
+        s.member
+            && s.etcd
+            && !s.dead
             && (0..n)
-                .filter(|&j| self.connected(i, j) && self.nodes[j].etcd)
+                .filter(|&j| self.connected(i, j) && self.nodes[j].member && self.nodes[j].etcd)
                 .count()
-                > n / 2
+                > members / 2
     }
 
     /// The nodes connected to a node with quorum (the majority's side),
@@ -598,20 +605,4 @@ pub fn judge(
         }
     }
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_tcpdump_adverts() {
-        let a = parse_tcpdump(
-            "1732412345.250000 IP 10.77.0.3 > 224.0.0.18: VRRPv3, Advertisement, vrid 51, prio 100, intvl 20cs, length 12",
-        )
-        .expect("an advert");
-        assert_eq!(a.src, Ipv4Addr::new(10, 77, 0, 3));
-        assert_eq!(a.priority, 100);
-        assert!(parse_tcpdump("listening on br0, link-type EN10MB").is_none());
-    }
 }
