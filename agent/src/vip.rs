@@ -147,6 +147,7 @@ impl Vip {
         let quorum = vrrp::Quorum::Proven {
             prover,
             params: vrrp::config::DEFAULT_PROOF,
+            shed_leadership: true,
         };
         let config =
             vrrp::VrrpConfig::new(&cfg.vrrp, vip, interface).context("VIP configuration")?;
