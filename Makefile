@@ -91,6 +91,7 @@ test: deps lint unit fuzz
 bench: deps
 	@mkdir -p bench/results
 	$(MAKE) bench-imagegen
+	$(MAKE) bench-boot
 	$(MAKE) bench-disk
 	$(MAKE) bench-quorum
 	$(MAKE) bench-vrrp
@@ -155,7 +156,7 @@ K8S_FLAGS = $(if $(K8S_COMPONENTS),--components-dir $(abspath $(K8S_COMPONENTS))
 K8S_NONE := --without-kubernetes
 test unit lint fuzz test-imagegen test-reproducible test-cluster test-power-cut \
 	test-disk test-disk-reproducible test-kubernetes \
-	bench bench-cluster bench-disk bench-imagegen: K8S_FLAGS = $(K8S_NONE)
+	bench bench-cluster bench-disk bench-imagegen bench-boot: K8S_FLAGS = $(K8S_NONE)
 # Images with Kubernetes for the real-kubeadm test.
 K8S_OUT := $(OUT)/k8s
 .PHONY: test-imagegen test-reproducible bench-imagegen k8s-image test-kubernetes
@@ -267,6 +268,16 @@ test-imagegen: image test-reproducible
 
 test: test-reproducible
 
+## bench-boot: what the root of issue 12 costs at boot: the master image
+## before the change (old profiles/overlays, old boot path), after, and
+## after without stage 0: boot to multi-user.target and QEMU RSS after
+## boot under TCG (BOOT_RUNS, default 2, boots per variant, ~2 min each);
+## writes bench/results/boot.json. Part of `make bench`.
+.PHONY: bench-boot
+bench-boot: deps image
+	@mkdir -p bench/results
+	OUT=$(OUT) IMAGEGEN=$(IMAGEGEN) IMAGEGEN_CACHE=$(IMAGEGEN_CACHE) imagegen/scripts/bench-boot.sh
+
 ## bench-imagegen: cold build (empty cache), warm rebuild, initramfs sizes,
 ## and mmdebstrap extracting the same package set as the reference; prints a
 ## table and writes bench/results/imagegen.json.
@@ -285,6 +296,9 @@ bench-imagegen: deps build
 ## syslinux-common (BIOS, installer + gptmbr.bin), mtools (syslinux's
 ## installer writes the FAT through it).
 APT_PACKAGES += systemd-boot-efi syslinux syslinux-common mtools bc
+# qemu-tests/tests/smoke.rs: the CRI test image is an OCI archive of the
+# static busybox (qemu_tests::oci).
+APT_PACKAGES += busybox-static
 DISK_BIN := target/release/kubeboot-disk
 DISK_FORMATS ?= raw,qcow2,vmdk,vdi,vhd,aws
 .PHONY: disk-image test-disk test-disk-reproducible bench-disk

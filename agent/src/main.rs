@@ -38,6 +38,33 @@ enum Command {
         #[arg(long, default_value = status::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Start real pods through containerd's CRI, as kubelet does, and print
+    /// what they saw as `key=value` lines (the image self-test; see
+    /// agent/crates/cri). Exit 1 when a step fails.
+    CriCheck(CriCheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CriCheckArgs {
+    /// The CRI socket.
+    #[arg(long, default_value = cri::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// The image to run (busybox at /bin/busybox and /bin/sh), already in
+    /// the runtime.
+    #[arg(long)]
+    image: String,
+    /// Host directory for the pods' mounts and logs (emptied first).
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// What the server pod serves and the client pod must fetch.
+    #[arg(long)]
+    token: String,
+    /// The non-root uid and gid of the containers.
+    #[arg(long, default_value_t = 1000)]
+    uid: u32,
+    /// Budget of each wait, in seconds.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +120,9 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under systemd stderr is the journal,
+        // where escape codes would end up verbatim in every line.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One thread: the agent is I/O bound and small (idle RSS goal < 20 MB).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -119,11 +149,28 @@ fn main() -> Result<()> {
             socket,
         }) => rt.block_on(watch_status(&socket, json, every)),
         Some(Command::Run(args)) => rt.block_on(agent::run::run(options(args))),
+        Some(Command::CriCheck(args)) => rt.block_on(cri_check(args)),
         None => {
             let args = RunArgs::parse_from(["agent"]);
             rt.block_on(agent::run::run(options(args)))
         }
     }
+}
+
+/// `agent cri-check`: runs the CRI check, printing each fact as it comes.
+async fn cri_check(args: CriCheckArgs) -> Result<()> {
+    let config = cri::check::CheckConfig {
+        socket: args.socket,
+        image: args.image,
+        work_dir: args.work_dir,
+        token: args.token,
+        uid: args.uid,
+        timeout: std::time::Duration::from_secs(args.timeout),
+    };
+    let mut emit = |key: &str, value: &str| println!("{key}={value}");
+    cri::check::run(&config, &mut emit)
+        .await
+        .context("CRI check")
 }
 
 /// `agent status --watch`: prints the status every `every` seconds until

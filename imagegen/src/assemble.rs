@@ -96,6 +96,10 @@ pub fn add_entry(tree: &mut Tree, entry: &Entry) -> Result<(), AssembleError> {
             tree.add_file(path, data.clone(), *mode, 0, 0)
                 .map_err(tree_err(format!("adding {path}")))?;
         }
+        Entry::Dir { path, mode } => {
+            tree.add_dir(path, *mode, 0, 0)
+                .map_err(tree_err(format!("adding {path}")))?;
+        }
         Entry::Symlink { path, target } => {
             if tree.contains(path) {
                 tree.remove(path)

@@ -28,6 +28,7 @@ use thiserror::Error;
 
 pub mod cluster;
 pub mod net;
+pub mod oci;
 pub mod proc;
 pub mod status;
 

@@ -85,6 +85,56 @@ impl fmt::Display for Role {
     }
 }
 
+/// How pods get their network (`[kubernetes] cni`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CniMode {
+    /// The image's CNI manifest when it carries one (the profile's
+    /// flannel), else [`CniMode::HostGw`].
+    #[default]
+    Auto,
+    /// The agent's own pod network that needs no container image: the
+    /// bridge and host-local CNI plugins with this node's pod CIDR, and a
+    /// route to every other node's pod CIDR via its address (flannel's
+    /// host-gw, without flannel). Nodes must share one L2 segment.
+    HostGw,
+    /// No CNI from kubeboot: the operator installs one (nodes stay
+    /// NotReady until then).
+    #[serde(rename = "none")]
+    Off,
+}
+
+impl fmt::Display for CniMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CniMode::Auto => "auto",
+            CniMode::HostGw => "host-gw",
+            CniMode::Off => "none",
+        })
+    }
+}
+
+/// A kubeadm add-on the cluster can go without (`[kubernetes] skip_addons`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addon {
+    /// CoreDNS (kubeadm phase `addon/coredns`).
+    #[serde(rename = "coredns")]
+    CoreDns,
+    /// kube-proxy (kubeadm phase `addon/kube-proxy`).
+    KubeProxy,
+}
+
+impl Addon {
+    /// kubeadm's init phase that installs it (for `skipPhases`).
+    pub fn init_phase(self) -> &'static str {
+        match self {
+            Addon::CoreDns => "addon/coredns",
+            Addon::KubeProxy => "addon/kube-proxy",
+        }
+    }
+}
+
 /// How nodes find each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -232,6 +282,11 @@ pub struct KubernetesSpec {
     /// `["NumCPU", "Mem"]` on small test machines). Default: none — every
     /// check is strict.
     pub ignore_preflight_errors: Option<Vec<String>>,
+    /// The pod network (default `auto`).
+    pub cni: Option<CniMode>,
+    /// kubeadm add-ons not to install (`kubeadm init`'s `skipPhases`), for
+    /// components without their images (air-gapped). Default: none.
+    pub skip_addons: Option<Vec<Addon>>,
 }
 
 /// The validated cluster configuration.
@@ -320,6 +375,10 @@ pub struct Kubernetes {
     pub api_port: u16,
     /// kubeadm preflight checks to ignore (empty: none).
     pub ignore_preflight_errors: Vec<String>,
+    /// The pod network.
+    pub cni: CniMode,
+    /// kubeadm add-ons not to install (sorted, no duplicates; empty: none).
+    pub skip_addons: Vec<Addon>,
 }
 
 /// Picks `over` when set, else `base` (one field of a merge).
@@ -386,6 +445,8 @@ impl ClusterSpec {
                     &self.kubernetes.ignore_preflight_errors,
                     &over.kubernetes.ignore_preflight_errors,
                 ),
+                cni: pick(&self.kubernetes.cni, &over.kubernetes.cni),
+                skip_addons: pick(&self.kubernetes.skip_addons, &over.kubernetes.skip_addons),
             },
         }
     }
@@ -530,6 +591,13 @@ impl ClusterSpec {
                 .ignore_preflight_errors
                 .clone()
                 .unwrap_or_default(),
+            cni: self.kubernetes.cni.unwrap_or_default(),
+            skip_addons: {
+                let mut v = self.kubernetes.skip_addons.clone().unwrap_or_default();
+                v.sort();
+                v.dedup();
+                v
+            },
         };
         if let Some(bad) = kubernetes
             .ignore_preflight_errors
@@ -752,6 +820,56 @@ mod tests {
             base.merge(&over).kubernetes.ignore_preflight_errors,
             Some(vec!["Mem".to_owned()])
         );
+    }
+
+    #[test]
+    fn cni_and_skip_addons_default_and_parse() {
+        let parse = |k: &str| {
+            ClusterSpec::from_toml("t", &format!("role = \"master\"\n[kubernetes]\n{k}\n"))
+                .map(|s| s.validate())
+        };
+        let d = parse("").unwrap().unwrap();
+        assert_eq!(d.kubernetes.cni, CniMode::Auto);
+        assert!(d.kubernetes.skip_addons.is_empty());
+        for (text, want) in [
+            ("auto", CniMode::Auto),
+            ("host-gw", CniMode::HostGw),
+            ("none", CniMode::Off),
+        ] {
+            let c = parse(&format!("cni = \"{text}\"")).unwrap().unwrap();
+            assert_eq!(c.kubernetes.cni, want);
+            assert_eq!(want.to_string(), text);
+        }
+        assert!(parse("cni = \"flannel\"").is_err());
+        assert!(parse("cni = \"Off\"").is_err());
+        let c = parse("skip_addons = [\"kube-proxy\", \"coredns\", \"kube-proxy\"]")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c.kubernetes.skip_addons,
+            vec![Addon::CoreDns, Addon::KubeProxy]
+        );
+        assert_eq!(
+            c.kubernetes
+                .skip_addons
+                .iter()
+                .map(|a| a.init_phase())
+                .collect::<Vec<_>>(),
+            vec!["addon/coredns", "addon/kube-proxy"]
+        );
+        let e = parse("skip_addons = [\"dns\"]").unwrap_err();
+        assert!(e.to_string().contains("dns"), "{e}");
+        // A per-node layer overrides both.
+        let base = ClusterSpec::from_toml(
+            "b",
+            "[kubernetes]\ncni = \"host-gw\"\nskip_addons = [\"coredns\"]\n",
+        )
+        .unwrap();
+        let over = ClusterSpec::from_toml("o", "[kubernetes]\ncni = \"none\"\n").unwrap();
+        let m = base.merge(&over);
+        assert_eq!(m.kubernetes.cni, Some(CniMode::Off));
+        assert_eq!(m.kubernetes.skip_addons, Some(vec![Addon::CoreDns]));
+        assert_eq!(ClusterSpec::from_toml("x", &m.to_toml()).unwrap(), m);
     }
 
     #[test]

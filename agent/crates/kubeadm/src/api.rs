@@ -299,8 +299,10 @@ pub struct KubeletConfiguration {
     pub kind: String,
     /// `systemd`, matching containerd's `SystemdCgroup = true`.
     pub cgroup_driver: String,
-    /// containerd's CRI socket.
-    pub container_runtime_endpoint: String,
+    /// containerd's CRI socket (kubelet 1.27 and later only; older ones
+    /// get it as a flag from kubeadm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_runtime_endpoint: Option<String>,
     /// FlexVolume plugin directory (writable: `/usr` is read-only).
     pub volume_plugin_dir: String,
 }

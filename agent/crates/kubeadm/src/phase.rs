@@ -948,10 +948,11 @@ impl DerivedMaterial {
     ) -> Result<Self, DeriveError> {
         let cluster = pki::ClusterPki::derive(secret, cluster_name)?;
         let shared_pki = match role {
-            Role::Master => Some(SharedPki::from_cluster(
-                &cluster,
-                apiserver_client.ok_or(DeriveError::NoApiserverClient)?,
-            )),
+            Role::Master => {
+                let client = apiserver_client.ok_or(DeriveError::NoApiserverClient)?;
+                let sa = pki::derive_service_account(secret, cluster_name)?;
+                Some(SharedPki::from_cluster(&cluster, &sa, client))
+            }
             Role::Worker => None,
         };
         Ok(Self {

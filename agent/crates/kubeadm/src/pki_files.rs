@@ -62,16 +62,22 @@ impl fmt::Debug for SharedPki {
 }
 
 impl SharedPki {
-    /// From the derived cluster PKI and this node's `apiserver-etcd-client`
-    /// certificate (issued by the etcd CA, see `pki::etcd_member_certs`).
-    pub fn from_cluster(cluster: &pki::ClusterPki, apiserver_etcd_client: &pki::Issued) -> Self {
+    /// From the derived cluster PKI, the derived service-account key
+    /// (`pki::derive_service_account`, RSA) and this node's
+    /// `apiserver-etcd-client` certificate (issued by the etcd CA, see
+    /// `pki::etcd_member_certs`).
+    pub fn from_cluster(
+        cluster: &pki::ClusterPki,
+        service_account: &pki::KeyPairPem,
+        apiserver_etcd_client: &pki::Issued,
+    ) -> Self {
         Self {
             ca_crt: cluster.kubernetes_ca.cert_pem.clone(),
             ca_key: cluster.kubernetes_ca.key_pem.clone(),
             front_proxy_ca_crt: cluster.front_proxy_ca.cert_pem.clone(),
             front_proxy_ca_key: cluster.front_proxy_ca.key_pem.clone(),
-            sa_key: cluster.service_account.private_pem.clone(),
-            sa_pub: cluster.service_account.public_pem.clone(),
+            sa_key: service_account.private_pem.clone(),
+            sa_pub: service_account.public_pem.clone(),
             etcd_ca_crt: cluster.etcd_ca.cert_pem.clone(),
             apiserver_etcd_client_crt: apiserver_etcd_client.cert_pem.clone(),
             apiserver_etcd_client_key: apiserver_etcd_client.key_pem.clone(),

@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use cluster_config::ClusterConfig;
+use cluster_config::{Addon, ClusterConfig, CniMode};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use thiserror::Error;
@@ -92,6 +92,11 @@ pub struct KubeadmInputs {
     /// `imagePullPolicy`: `Some("Never")` when the images come from the
     /// image's archive (air-gapped), `None` for kubeadm's default.
     pub image_pull_policy: Option<String>,
+    /// kubeadm add-ons not to install (`skipPhases` of `kubeadm init`).
+    pub skip_addons: Vec<Addon>,
+    /// The pod network (not a kubeadm setting: which CNI the kube phase
+    /// sets up once the node is ready).
+    pub cni: CniMode,
 }
 
 impl KubeadmInputs {
@@ -134,6 +139,8 @@ impl KubeadmInputs {
             ca_pin,
             ignore_preflight_errors: cfg.kubernetes.ignore_preflight_errors.clone(),
             image_pull_policy: None,
+            skip_addons: cfg.kubernetes.skip_addons.clone(),
+            cni: cfg.kubernetes.cni,
         })
     }
 
@@ -242,7 +249,11 @@ impl KubeadmInputs {
             }],
             node_registration: self.node_registration(),
             local_api_endpoint: self.local_endpoint(),
-            skip_phases: Vec::new(),
+            skip_phases: self
+                .skip_addons
+                .iter()
+                .map(|a| a.init_phase().to_owned())
+                .collect(),
             timeouts: Some(self.timeouts(true, false)),
         }
     }
@@ -286,14 +297,23 @@ impl KubeadmInputs {
     }
 
     /// The `KubeletConfiguration` every kubelet of the cluster gets.
-    pub fn kubelet_configuration(&self) -> KubeletConfiguration {
-        KubeletConfiguration {
+    /// `containerRuntimeEndpoint` exists only in kubelets from 1.27 on
+    /// (older kubeadm warns `unknown field` and older kubelets take the
+    /// socket from kubeadm's `--container-runtime-endpoint` flag, written
+    /// from `nodeRegistration.criSocket`), so it is rendered only for
+    /// those (and when the version is unknown: the newest API).
+    pub fn kubelet_configuration(&self) -> Result<KubeletConfiguration, RenderError> {
+        let endpoint = match &self.kubernetes_version {
+            None => true,
+            Some(v) => minor_version(v)? >= KUBELET_RUNTIME_ENDPOINT_SINCE,
+        };
+        Ok(KubeletConfiguration {
             api_version: KUBELET_API_VERSION.to_owned(),
             kind: "KubeletConfiguration".to_owned(),
             cgroup_driver: CGROUP_DRIVER.to_owned(),
-            container_runtime_endpoint: CRI_SOCKET.to_owned(),
+            container_runtime_endpoint: endpoint.then(|| CRI_SOCKET.to_owned()),
             volume_plugin_dir: VOLUME_PLUGIN_DIR.to_owned(),
-        }
+        })
     }
 
     /// The `JoinConfiguration` of a joining master (`control_plane`) or a
@@ -333,7 +353,7 @@ impl KubeadmInputs {
         join_docs(&[
             text("InitConfiguration", &init)?,
             text("ClusterConfiguration", &cluster)?,
-            yaml("KubeletConfiguration", &self.kubelet_configuration())?,
+            yaml("KubeletConfiguration", &self.kubelet_configuration()?)?,
         ])
     }
 
@@ -375,24 +395,35 @@ impl ConfigApi {
     /// The API a kubeadm of `version` (`v1.30.4`, `1.31.0`, `v1.32.0-rc.1`)
     /// reads; kubeadm older than 1.22 is refused.
     pub fn for_version(version: &str) -> Result<Self, RenderError> {
-        let bad = || {
-            RenderError::Input(format!(
-                "Kubernetes version {version:?} is not of the form v1.MINOR.PATCH"
-            ))
-        };
-        let v = version.strip_prefix('v').unwrap_or(version);
-        let mut parts = v.split(['.', '-', '+']);
-        let major: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        match (major, minor) {
-            (1, m) if m >= 31 => Ok(ConfigApi::V1beta4),
-            (1, m) if m >= 22 => Ok(ConfigApi::V1beta3),
-            (1, _) => Err(RenderError::Input(format!(
+        match minor_version(version)? {
+            m if m >= 31 => Ok(ConfigApi::V1beta4),
+            m if m >= 22 => Ok(ConfigApi::V1beta3),
+            _ => Err(RenderError::Input(format!(
                 "Kubernetes {version} is too old: kubeadm before 1.22 reads neither v1beta3 nor v1beta4"
             ))),
-            _ => Err(bad()),
         }
     }
+}
+
+/// The first kubelet whose `KubeletConfiguration` has
+/// `containerRuntimeEndpoint` (1.27).
+pub const KUBELET_RUNTIME_ENDPOINT_SINCE: u32 = 27;
+
+/// The minor version of a Kubernetes `v1.MINOR.PATCH[-pre]` version.
+pub fn minor_version(version: &str) -> Result<u32, RenderError> {
+    let bad = || {
+        RenderError::Input(format!(
+            "Kubernetes version {version:?} is not of the form v1.MINOR.PATCH"
+        ))
+    };
+    let v = version.strip_prefix('v').unwrap_or(version);
+    let mut parts = v.split(['.', '-', '+']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    if major != 1 {
+        return Err(bad());
+    }
+    Ok(minor)
 }
 
 const KUBEADM_V1BETA3: &str = "kubeadm.k8s.io/v1beta3";
@@ -567,6 +598,8 @@ pub(crate) mod tests {
                 .unwrap(),
             ignore_preflight_errors: Vec::new(),
             image_pull_policy: Some("Never".into()),
+            skip_addons: Vec::new(),
+            cni: CniMode::Auto,
         }
     }
 
@@ -633,6 +666,84 @@ pub(crate) mod tests {
         golden("join-worker.v1beta3.yaml", &w.render_join_worker().unwrap());
     }
 
+    /// The Kubernetes built by hand for the QEMU test (upstream master of
+    /// 2021-12-23): v1beta3, and a kubelet without
+    /// `containerRuntimeEndpoint` (kubeadm 1.24 warned `unknown field`).
+    #[test]
+    fn kubeadm_1_24_matches_golden() {
+        let v = |mut i: KubeadmInputs| {
+            i.kubernetes_version = Some("v1.24.0-alpha.1".into());
+            i
+        };
+        let init = v(inputs(1)).render_init().unwrap();
+        assert!(!init.contains("containerRuntimeEndpoint"), "{init}");
+        assert!(init.contains("criSocket: unix:///run/containerd/containerd.sock"));
+        golden("init-master.v1.24.yaml", &init);
+        // The join files carry no kubelet document: the same as 1.30's.
+        assert_eq!(
+            v(inputs(2)).render_join_control_plane().unwrap(),
+            v1beta3(inputs(2)).render_join_control_plane().unwrap()
+        );
+    }
+
+    #[test]
+    fn container_runtime_endpoint_only_for_kubelets_that_know_it() {
+        for (version, want) in [
+            (Some("v1.22.0"), false),
+            (Some("v1.24.0-alpha.1"), false),
+            (Some("v1.26.15"), false),
+            (Some("v1.27.0"), true),
+            (Some("v1.30.4"), true),
+            (Some("v1.31.4"), true),
+            (None, true),
+        ] {
+            let mut i = inputs(1);
+            i.kubernetes_version = version.map(str::to_owned);
+            let k = i.kubelet_configuration().unwrap();
+            assert_eq!(
+                k.container_runtime_endpoint.as_deref(),
+                want.then_some(CRI_SOCKET),
+                "{version:?}"
+            );
+            // The CRI socket reaches kubeadm in every version.
+            assert_eq!(
+                i.init_configuration().node_registration.cri_socket,
+                CRI_SOCKET
+            );
+        }
+        let mut i = inputs(1);
+        i.kubernetes_version = Some("v2.0.0".into());
+        assert!(i.kubelet_configuration().is_err());
+    }
+
+    /// `[kubernetes] skip_addons` become `skipPhases` of the init (never of
+    /// a join: joins run no add-on phase), in both API versions.
+    #[test]
+    fn skipped_addons_become_init_skip_phases() {
+        for version in ["v1.24.0-alpha.1", "v1.30.4", "v1.31.4"] {
+            let mut i = inputs(1);
+            i.kubernetes_version = Some(version.into());
+            i.skip_addons = vec![Addon::CoreDns, Addon::KubeProxy];
+            let init = i.render_init().unwrap();
+            let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&split_docs(&init)[0]).unwrap();
+            assert_eq!(
+                doc["skipPhases"],
+                serde_yaml_ng::Value::Sequence(vec![
+                    "addon/coredns".into(),
+                    "addon/kube-proxy".into()
+                ]),
+                "{version}: {init}"
+            );
+            for join in [
+                i.render_join_control_plane().unwrap(),
+                i.render_join_worker().unwrap(),
+            ] {
+                assert!(!join.contains("skipPhases"), "{join}");
+            }
+        }
+        assert!(!inputs(1).render_init().unwrap().contains("skipPhases"));
+    }
+
     #[test]
     fn config_api_by_kubeadm_version() {
         for (v, want) in [
@@ -683,7 +794,10 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(kubelet.cgroup_driver, "systemd");
-        assert_eq!(kubelet.container_runtime_endpoint, CRI_SOCKET);
+        assert_eq!(
+            kubelet.container_runtime_endpoint.as_deref(),
+            Some(CRI_SOCKET)
+        );
         assert_eq!(init.node_registration.cri_socket, CRI_SOCKET);
         assert_eq!(init.bootstrap_tokens[0].token, "abcdef.0123456789abcdef");
         assert_eq!(init.bootstrap_tokens[0].ttl.as_deref(), Some("24h0m0s"));

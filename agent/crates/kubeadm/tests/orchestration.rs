@@ -26,6 +26,7 @@ const CNI: &str = "/usr/lib/kubeboot/cni/flannel.yaml";
 
 struct Cluster {
     pki: pki::ClusterPki,
+    sa: pki::KeyPairPem,
     token: BootstrapToken,
     pin: CaPin,
 }
@@ -35,7 +36,13 @@ fn cluster() -> Cluster {
     let pki = pki::ClusterPki::derive(&secret, "kubeboot").unwrap();
     let token = BootstrapToken::derive(&secret, "kubeboot").unwrap();
     let pin = CaPin::of(&pki.kubernetes_ca);
-    Cluster { pki, token, pin }
+    let sa = pki::derive_service_account(&secret, "kubeboot").unwrap();
+    Cluster {
+        pki,
+        sa,
+        token,
+        pin,
+    }
 }
 
 fn master_ip(i: u8) -> Ipv4Addr {
@@ -61,6 +68,8 @@ fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
         ca_pin: c.pin.clone(),
         ignore_preflight_errors: vec![],
         image_pull_policy: Some("Never".into()),
+        skip_addons: vec![],
+        cni: cluster_config::CniMode::Auto,
     }
 }
 
@@ -187,7 +196,11 @@ async fn master(c: &Cluster, etcd: &common::EtcdGuard, i: u8) -> Node {
         role: Role::Master,
         node_id: format!("id-{i}"),
         inputs: inputs(c, &name, master_ip(i)),
-        shared_pki: Some(SharedPki::from_cluster(&c.pki, &certs.apiserver_client)),
+        shared_pki: Some(SharedPki::from_cluster(
+            &c.pki,
+            &c.sa,
+            &certs.apiserver_client,
+        )),
         joiners_waiting: false,
     };
     Node {

@@ -264,6 +264,25 @@ struct KubeletConfiguration {
     volume_plugin_dir: Option<String>,
 }
 
+/// The same for kubelets before 1.27, whose `KubeletConfiguration` has
+/// no `containerRuntimeEndpoint` (checked in
+/// `staging/src/k8s.io/kubelet/config/v1beta1/types.go` of 1.24; the
+/// field arrived in 1.27).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct KubeletConfigurationBefore127 {
+    api_version: String,
+    kind: String,
+    cgroup_driver: Option<CgroupDriver>,
+    cluster_dns: Option<Vec<String>>,
+    cluster_domain: Option<String>,
+    rotate_certificates: Option<bool>,
+    server_tls_bootstrap: Option<bool>,
+    fail_swap_on: Option<bool>,
+    volume_plugin_dir: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum CgroupDriver {
@@ -556,5 +575,50 @@ fn a_misspelt_or_misplaced_field_fails_the_check() {
             check_file(&old.replacen(from, to, 1)).is_err(),
             "{to:?} passed"
         );
+    }
+}
+
+/// The file for kubeadm 1.24 (the hand-built QEMU components) passes the
+/// v1beta3 mirrors and, unlike the 1.30 one, the pre-1.27 kubelet mirror;
+/// skipped add-ons are a valid `skipPhases` in both API versions.
+#[test]
+fn the_1_24_file_fits_the_1_24_kubelet_and_skip_phases_fit_both_apis() {
+    let kubelet_doc = |text: &str| {
+        kubeadm::render::split_docs(text)
+            .into_iter()
+            .find(|d| d.contains("kind: KubeletConfiguration"))
+            .unwrap()
+    };
+    let v124 = golden("init-master.v1.24.yaml");
+    assert_eq!(
+        check_file(&v124).unwrap(),
+        vec![
+            "InitConfiguration",
+            "ClusterConfiguration",
+            "KubeletConfiguration"
+        ]
+    );
+    serde_yaml_ng::from_str::<KubeletConfigurationBefore127>(&kubelet_doc(&v124)).unwrap();
+    let v130 = golden("init-master.v1beta3.yaml");
+    assert!(
+        serde_yaml_ng::from_str::<KubeletConfigurationBefore127>(&kubelet_doc(&v130)).is_err(),
+        "containerRuntimeEndpoint passed the pre-1.27 kubelet mirror"
+    );
+    for v in [
+        "kubeadm.k8s.io/v1beta3\nkind: InitConfiguration",
+        "kubeadm.k8s.io/v1beta4\nkind: InitConfiguration",
+    ] {
+        let base = if v.contains("v1beta3") {
+            v124.clone()
+        } else {
+            golden("init-master.yaml")
+        };
+        assert!(base.contains(v), "{v}");
+        let with = base.replacen(
+            "localAPIEndpoint:",
+            "skipPhases:\n- addon/coredns\n- addon/kube-proxy\nlocalAPIEndpoint:",
+            1,
+        );
+        assert!(check_file(&with).is_ok(), "{with}");
     }
 }

@@ -14,10 +14,19 @@
 //! derivation fail. Labels are distinct per CA, so the CAs' keys are
 //! independent. The same labels with the `serial` prefix give each CA a
 //! fixed serial number.
+//!
+//! The service-account key is RSA (kubeadm before 1.25 loads nothing else
+//! for `sa.key`): a 32-byte seed expanded the same way seeds ChaCha20
+//! (`rand_chacha`), and `rsa::RsaPrivateKey::new` searches its primes with
+//! that generator. The result is deterministic for a given `rsa` version
+//! (pinned to `=0.9.10`, with `num-bigint-dig` from `Cargo.lock`); a golden
+//! test (`tests/pki.rs`) fails if an update changes the derived key.
 
 use cluster_config::ClusterSecret;
 use hkdf::Hkdf;
 use p256::SecretKey;
+use rand_chacha::rand_core::SeedableRng as _;
+use rsa::RsaPrivateKey;
 use sha2::Sha256;
 
 use crate::PkiError;
@@ -65,6 +74,24 @@ pub(crate) fn derive_p256(
     Err(PkiError::Derive {
         label: label.to_owned(),
         reason: format!("no valid P-256 scalar in {MAX_TRIES} HKDF blocks"),
+    })
+}
+
+/// Derives an RSA private key of `bits` for `label`: the primes are
+/// searched with ChaCha20 seeded from the secret (see the module docs).
+pub(crate) fn derive_rsa(
+    secret: &ClusterSecret,
+    cluster_name: &str,
+    label: &str,
+    bits: usize,
+) -> Result<RsaPrivateKey, PkiError> {
+    let mut seed = [0u8; 32];
+    expand(secret, cluster_name, label, 0, &mut seed)?;
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+    seed.fill(0);
+    RsaPrivateKey::new(&mut rng, bits).map_err(|e| PkiError::Derive {
+        label: label.to_owned(),
+        reason: format!("RSA key generation: {e}"),
     })
 }
 

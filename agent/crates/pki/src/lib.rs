@@ -5,8 +5,10 @@
 //!
 //! See `README.md` for the reasoning and the threat model.
 //!
-//! - [`ClusterPki::derive`]: the CAs and the service-account key (pure: same
-//!   secret and cluster name give the same bytes, on every machine).
+//! - [`ClusterPki::derive`]: the three ECDSA CAs (pure: same secret and
+//!   cluster name give the same bytes, on every machine).
+//! - [`derive_service_account`]: the RSA service-account key pair (pure
+//!   too; slower, so only masters derive it).
 //! - [`Ca::issue`] / [`Ca::issue_at`]: leaf certificates with a fresh key.
 //! - [`etcd_member_certs`]: the four certificates an etcd member needs.
 //! - [`write_key_file`] / [`write_cert_file`]: atomic writes (0600 / 0644).
@@ -20,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cluster_config::ClusterSecret;
 use p256::ecdsa::signature::Signer as _;
-use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, SignatureAlgorithm,
@@ -104,16 +106,6 @@ impl DerivedKey {
                 reason: e.to_string(),
             })
     }
-
-    fn public_pem(&self, what: &str) -> Result<String, PkiError> {
-        self.key
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| PkiError::Encode {
-                what: what.to_owned(),
-                reason: e.to_string(),
-            })
-    }
 }
 
 impl rcgen::PublicKeyData for DerivedKey {
@@ -177,7 +169,8 @@ impl fmt::Debug for Issued {
 /// A key pair as PEM (the service-account signing key).
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyPairPem {
-    /// Private key, PKCS#8 PEM (kubeadm's `sa.key`). Secret.
+    /// Private key, PKCS#1 PEM (`RSA PRIVATE KEY`, kubeadm's `sa.key`, as
+    /// kubeadm writes it). Secret.
     pub private_pem: String,
     /// Public key, SubjectPublicKeyInfo PEM (kubeadm's `sa.pub`).
     pub public_pem: String,
@@ -236,7 +229,11 @@ const FRONT_PROXY_CA: CaSpec = CaSpec {
     label: "front-proxy-ca",
     common_name: "front-proxy-ca",
 };
-const SERVICE_ACCOUNT_LABEL: &str = "service-account";
+/// HKDF label of the service-account key's seed (`service-account` was
+/// the earlier P-256 key's).
+const SERVICE_ACCOUNT_LABEL: &str = "service-account-rsa";
+/// Size of the service-account RSA key (kubeadm's own default).
+pub const SERVICE_ACCOUNT_RSA_BITS: usize = 2048;
 
 fn ymd(date: (i32, u8, u8)) -> OffsetDateTime {
     rcgen::date_time_ymd(date.0, date.1, date.2)
@@ -354,8 +351,9 @@ impl Ca {
     }
 }
 
-/// Everything a master derives from the cluster secret: identical on every
-/// master, computed locally, never exchanged.
+/// The CAs every master derives from the cluster secret: identical on
+/// every master, computed locally, never exchanged. (The service-account
+/// key is [`derive_service_account`].)
 #[derive(Debug, Clone)]
 pub struct ClusterPki {
     /// Signs the API server, kubelet and admin certificates (kubeadm's `ca`).
@@ -364,29 +362,55 @@ pub struct ClusterPki {
     pub etcd_ca: Ca,
     /// Signs the aggregation layer's client certificate (`front-proxy-ca`).
     pub front_proxy_ca: Ca,
-    /// Service-account token signing key (`sa.key` / `sa.pub`), ECDSA P-256.
-    pub service_account: KeyPairPem,
 }
 
 impl ClusterPki {
-    /// Derives the three CAs and the service-account key from the secret.
-    /// The same `secret` and `cluster_name` give byte-identical output.
+    /// Derives the three CAs from the secret. The same `secret` and
+    /// `cluster_name` give byte-identical output.
     pub fn derive(secret: &ClusterSecret, cluster_name: &str) -> Result<Self, PkiError> {
-        let sa = DerivedKey::new(derive::derive_p256(
-            secret,
-            cluster_name,
-            SERVICE_ACCOUNT_LABEL,
-        )?);
         Ok(ClusterPki {
             kubernetes_ca: Ca::derive(secret, cluster_name, &KUBERNETES_CA)?,
             etcd_ca: Ca::derive(secret, cluster_name, &ETCD_CA)?,
             front_proxy_ca: Ca::derive(secret, cluster_name, &FRONT_PROXY_CA)?,
-            service_account: KeyPairPem {
-                private_pem: sa.private_pem(SERVICE_ACCOUNT_LABEL)?,
-                public_pem: sa.public_pem(SERVICE_ACCOUNT_LABEL)?,
-            },
         })
     }
+}
+
+/// Derives the service-account token signing key pair (kubeadm's `sa.key`
+/// and `sa.pub`): RSA with [`SERVICE_ACCOUNT_RSA_BITS`] bits, because
+/// kubeadm before 1.25 loads an existing `sa.key` only if it is RSA
+/// (`TryLoadPrivatePublicKeyFromDisk`: "isn't in RSA format") and every
+/// later kubeadm accepts RSA too. Deterministic: the same `secret` and
+/// `cluster_name` give the same bytes (see `derive.rs` for what that
+/// depends on). Takes tens to hundreds of milliseconds (a prime search).
+pub fn derive_service_account(
+    secret: &ClusterSecret,
+    cluster_name: &str,
+) -> Result<KeyPairPem, PkiError> {
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::pkcs8::EncodePublicKey as _;
+    let key = derive::derive_rsa(
+        secret,
+        cluster_name,
+        SERVICE_ACCOUNT_LABEL,
+        SERVICE_ACCOUNT_RSA_BITS,
+    )?;
+    let encode = |reason: String| PkiError::Encode {
+        what: SERVICE_ACCOUNT_LABEL.to_owned(),
+        reason,
+    };
+    let private_pem = key
+        .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|e| encode(e.to_string()))?
+        .to_string();
+    let public_pem = key
+        .to_public_key()
+        .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|e| encode(e.to_string()))?;
+    Ok(KeyPairPem {
+        private_pem,
+        public_pem,
+    })
 }
 
 /// The certificates one etcd member (and its clients on that node) needs.

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use cluster_config::ClusterSecret;
 use pki::{
-    etcd_member_certs, etcd_member_certs_at, write_cert_file, write_key_file, ClusterPki,
-    LeafRequest, Usage,
+    derive_service_account, etcd_member_certs, etcd_member_certs_at, write_cert_file,
+    write_key_file, ClusterPki, LeafRequest, Usage,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use time::OffsetDateTime;
@@ -78,7 +78,8 @@ fn derivation_is_deterministic_and_secret_bound() {
         assert_eq!(x.key_pem, y.key_pem);
         assert_eq!(x.spki_pin(), y.spki_pin());
     }
-    assert_eq!(a.service_account, b.service_account);
+    let sa = derive_service_account(&secret(SECRET), "prod").unwrap();
+    assert_eq!(sa, derive_service_account(&secret(SECRET), "prod").unwrap());
 
     // The three CAs and the SA key are distinct keys.
     let pins = [
@@ -97,10 +98,14 @@ fn derivation_is_deterministic_and_secret_bound() {
         assert_ne!(a.etcd_ca.key_pem, other.etcd_ca.key_pem);
         assert_ne!(a.etcd_ca.cert_pem, other.etcd_ca.cert_pem);
         assert_ne!(a.kubernetes_ca.spki_pin(), other.kubernetes_ca.spki_pin());
-        assert_ne!(
-            a.service_account.private_pem,
-            other.service_account.private_pem
-        );
+    }
+    for (s, name) in [
+        ("correct-horse-battery-staple-0124", "prod"),
+        (SECRET, "staging"),
+    ] {
+        let other = derive_service_account(&secret(s), name).unwrap();
+        assert_ne!(sa.private_pem, other.private_pem);
+        assert_ne!(sa.public_pem, other.public_pem);
     }
     // Debug output never shows a private key.
     assert!(!format!("{a:?}").contains("PRIVATE KEY"));
@@ -279,8 +284,9 @@ fn openssl_verifies_chains_hosts_and_keys() {
     write_cert_file(d.join("server.crt"), &certs.server.cert_pem).unwrap();
     write_key_file(d.join("server.key"), &certs.server.key_pem).unwrap();
     write_cert_file(d.join("client.crt"), &certs.apiserver_client.cert_pem).unwrap();
-    write_key_file(d.join("sa.key"), &pki.service_account.private_pem).unwrap();
-    fs::write(d.join("sa.pub"), &pki.service_account.public_pem).unwrap();
+    let sa = derive_service_account(&secret(SECRET), "prod").unwrap();
+    write_key_file(d.join("sa.key"), &sa.private_pem).unwrap();
+    fs::write(d.join("sa.pub"), &sa.public_pem).unwrap();
 
     for key in ["ca.key", "server.key", "sa.key"] {
         let mode = fs::metadata(d.join(key)).unwrap().permissions().mode() & 0o777;
@@ -383,7 +389,17 @@ fn openssl_verifies_chains_hosts_and_keys() {
     let ca_pub_from_cert = ok(&["x509", "-in", "ca.crt", "-noout", "-pubkey"]);
     assert_eq!(ca_pub_from_key, ca_pub_from_cert);
     let sa_pub = ok(&["pkey", "-in", "sa.key", "-pubout"]);
-    assert_eq!(sa_pub, pki.service_account.public_pem);
+    assert_eq!(sa_pub, sa.public_pem);
+    // kubeadm before 1.25 loads only RSA for sa.key: a consistent 2048-bit
+    // RSA key, PKCS#1 as kubeadm writes it.
+    assert!(sa
+        .private_pem
+        .starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+    assert!(sa.public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    let check = ok(&["rsa", "-in", "sa.key", "-check", "-noout"]);
+    assert!(check.contains("RSA key ok"), "{check}");
+    let text = ok(&["rsa", "-in", "sa.key", "-noout", "-text"]);
+    assert!(text.contains("Private-Key: (2048 bit, 2 primes)"), "{text}");
     ok(&["ec", "-in", "server.key", "-check", "-noout"]);
 }
 
@@ -411,3 +427,21 @@ fn spki_pin_matches_openssl_pipeline() {
         .expect("install the Debian package `openssl`");
     assert_eq!(pki.kubernetes_ca.spki_pin(), format!("sha256:{hex}"));
 }
+
+/// The derived service-account key is pinned: its derivation runs the
+/// `rsa` crate's prime search on a seeded generator, so another version
+/// of `rsa` (or of `num-bigint-dig`) could derive another key from the
+/// same secret, and masters running different agent builds would then
+/// disagree on `sa.key` (tokens signed by one would not verify on
+/// another). If this fails after a dependency update, the update changed
+/// the derivation: keep the old version or bump the derivation's label.
+#[test]
+fn service_account_key_is_pinned() {
+    use sha2::{Digest, Sha256};
+    let sa = derive_service_account(&secret(SECRET), "prod").unwrap();
+    let hash = hex::encode(Sha256::digest(sa.public_pem.as_bytes()));
+    assert_eq!(hash, GOLDEN_SA_PUB_SHA256, "{}", sa.public_pem);
+}
+
+const GOLDEN_SA_PUB_SHA256: &str =
+    "ae2846c117867334686f433beffd70dbac51e725077ce47c80c81954c6fbc241";
