@@ -173,6 +173,12 @@ impl Launch {
             format!("--peer-cert-file={}", d(&self.tls.peer_cert)),
             format!("--peer-key-file={}", d(&self.tls.peer_key)),
             "--logger=zap".to_owned(),
+            // A member that comes back from a partition first asks whether
+            // it could win before raising the term (Raft's pre-vote; on by
+            // default from etcd 3.5). Without it, every healed partition
+            // deposes a working leader and costs an election, during which
+            // no VIP holder can renew its quorum proof.
+            "--pre-vote=true".to_owned(),
         ];
         if let Some(token) = token {
             v.push(format!("--initial-cluster-token={token}"));
@@ -493,6 +499,7 @@ mod tests {
             "--initial-cluster-token=tok",
             "--client-cert-auth=true",
             "--peer-client-cert-auth=true",
+            "--pre-vote=true",
             "--listen-peer-urls=https://10.0.0.1:2380",
             "--advertise-client-urls=https://10.0.0.1:2379",
             "--listen-client-urls=https://0.0.0.0:2379",

@@ -727,7 +727,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             kube_join: kube.announced_join(),
         });
         let shown_phase = reported_phase(master, plan.phase, kube_peers.iter().any(|p| p.master));
+        let skewed = disc.clock_skew();
         let mut line = format!("{shown_phase}: {}", plan.detail);
+        // A peer refused for its clock explains "seen 1 of 3 masters".
+        if let Some(s) = skewed.iter().find(|s| s.rejected > 0) {
+            line = format!(
+                "{line}; {}",
+                s.line(discovery::message::DEFAULT_WINDOW_MS / 1000)
+            );
+        }
         if let Some(k) = kube::status_suffix(&report_tx.borrow().kube) {
             line = format!("{line}; {k}");
         }
@@ -754,6 +762,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             r.discovery.accepted = stats.0;
             r.discovery.rejected = stats.1;
             r.discovery.proposal = plan.proposal.iter().map(hex16).collect();
+            r.discovery.clock_skew = skewed;
         });
 
         tokio::select! {

@@ -363,6 +363,48 @@ pub struct DiscoveryStatus {
     pub rejected: BTreeMap<String, u64>,
     /// The proposal this node announces (ids, hex).
     pub proposal: Vec<String>,
+    /// Peers whose clocks are off by more than half the accepted window
+    /// (their messages are refused beyond it).
+    #[serde(default)]
+    pub clock_skew: Vec<ClockSkew>,
+}
+
+/// A peer whose clock differs from this node's (see `discovery::skew`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClockSkew {
+    /// Node id (hex).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: Option<String>,
+    /// Its clock minus this node's, ms (positive: ahead).
+    pub offset_ms: i64,
+    /// Its messages refused for it.
+    pub rejected: u64,
+}
+
+impl ClockSkew {
+    /// One line for `agent status` and the systemd status: who, by how
+    /// much, and the fix.
+    pub fn line(&self, window_s: u64) -> String {
+        let secs = self.offset_ms.unsigned_abs() as f64 / 1000.0;
+        let dir = if self.offset_ms >= 0 {
+            "ahead"
+        } else {
+            "behind"
+        };
+        let fate = if self.rejected > 0 {
+            format!("{} messages refused (window ±{window_s} s)", self.rejected)
+        } else {
+            format!("near the ±{window_s} s window")
+        };
+        format!(
+            "clock skew: peer {} ({}) is {secs:.1} s {dir}: {fate}; synchronise the clocks (NTP)",
+            self.name,
+            self.address.as_deref().unwrap_or("?"),
+        )
+    }
 }
 
 /// PKI status.
@@ -452,6 +494,12 @@ pub fn render(r: &StatusReport) -> String {
     ));
     if !r.discovery.proposal.is_empty() {
         line(format!("  proposal: {}", r.discovery.proposal.join(", ")));
+    }
+    for s in &r.discovery.clock_skew {
+        line(format!(
+            "  {}",
+            s.line(discovery::message::DEFAULT_WINDOW_MS / 1000)
+        ));
     }
     for p in &r.discovery.peers {
         line(format!(
@@ -697,9 +745,41 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing in\n{text}");
         }
+        assert!(!text.contains("clock skew"), "{text}");
         let mut failed = sample();
         failed.config.error = Some("no cluster secret".into());
         assert!(render(&failed).contains("config:    FAILED: no cluster secret"));
+    }
+
+    #[test]
+    fn render_names_a_skewed_peer_its_offset_and_the_fix() {
+        let mut r = sample();
+        r.discovery.rejected.insert("future".into(), 452);
+        r.discovery.clock_skew.push(ClockSkew {
+            id: "07".repeat(16),
+            name: "master-070707".into(),
+            address: Some("10.77.0.7".into()),
+            offset_ms: 7_200_312,
+            rejected: 452,
+        });
+        r.discovery.clock_skew.push(ClockSkew {
+            id: "08".repeat(16),
+            name: "master-080808".into(),
+            address: Some("10.77.0.8".into()),
+            offset_ms: -20_000,
+            rejected: 0,
+        });
+        let text = render(&r);
+        for needle in [
+            "rejected: bad-mac 4, future 452",
+            "  clock skew: peer master-070707 (10.77.0.7) is 7200.3 s ahead: 452 messages refused (window ±30 s); synchronise the clocks (NTP)",
+            "  clock skew: peer master-080808 (10.77.0.8) is 20.0 s behind: near the ±30 s window",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+        // JSON keeps it for tools.
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["discovery"]["clock_skew"][0]["offset_ms"], 7_200_312);
     }
 
     fn kube_text(k: KubeReport) -> String {

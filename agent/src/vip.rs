@@ -1,20 +1,22 @@
 //! The agent's side of the API server's virtual IP: turns the cluster
-//! configuration into a [`vrrp::VrrpConfig`], starts the quorum tracker on
-//! the local etcd member and the VRRPv3 instance (crate `vrrp`), feeds it
-//! the unicast peers from discovery and hands its status to `agent status`.
+//! configuration into a [`vrrp::VrrpConfig`], starts the VRRPv3 instance
+//! (crate `vrrp`) with quorum **proven** by linearizable reads on the local
+//! etcd member ([`vrrp::Quorum::Proven`] with the crate's default bounds),
+//! feeds it the unicast peers from discovery and hands its status to
+//! `agent status`.
 //!
 //! Started once the local etcd member is a healthy voter
 //! ([`crate::plan::Action::StartVip`]); the quorum rule itself lives in the
-//! `vrrp` crate (no quorum = Fault: never hold or claim the VIP).
+//! `vrrp` crate: a backup takes the VIP only on a proof issued after its
+//! master-down decision, a master renews its proof every 200 ms and gives
+//! the VIP up 2 s after the last successful one was issued.
 //!
 //! Health hand-off ([`Vip::set_health`], from [`kubeadm::vip_health`]):
-//! before the kube phase (and when it is skipped) only the etcd quorum
-//! check runs; from the kube phase's first step on, the local API server's
-//! `/readyz` is added as a priority weight ([`APISERVER_WEIGHT`]). etcd
-//! stays the hard quorum check. The two checks run in two trackers whose
-//! health is combined ([`combine`]) into the one channel VRRP reads, so
-//! adding or removing the `/readyz` check never restarts the etcd check
-//! (whose verdict starts as "no quorum").
+//! before the kube phase (and when it is skipped) there is no weighted
+//! check; from the kube phase's first step on, the local API server's
+//! `/readyz` is added as a priority weight ([`APISERVER_WEIGHT`]). Its
+//! tracker's health is forwarded ([`combiner`]) into the one channel VRRP
+//! reads, so adding or removing the check never restarts the instance.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -30,27 +32,22 @@ use vrrp::Health;
 /// (default priority 100) wins the VIP over one without.
 pub const APISERVER_WEIGHT: u8 = 50;
 
-/// The health VRRP sees: quorum only when the etcd check (and the API
-/// check, which never reports a quorum loss itself) says so; the penalties
-/// add up. Pure.
-pub fn combine(etcd: Health, api: Option<Health>) -> Health {
-    match api {
-        None => etcd,
-        Some(a) => Health {
-            quorum: etcd.quorum && a.quorum,
-            penalty: etcd.penalty.saturating_add(a.penalty),
-        },
+/// The health VRRP sees: the `/readyz` check's penalty while it runs,
+/// else none. Never a quorum verdict: quorum is proven by `vrrp` itself.
+/// Pure.
+pub fn combine(api: Option<Health>) -> Health {
+    Health {
+        quorum: true,
+        penalty: api.map_or(0, |a| a.penalty),
     }
 }
 
 use crate::etcd::ClientTls;
 use crate::quorum::PeerFacts;
 
-/// A running VIP instance with its tracker.
+/// A running VIP instance.
 pub struct Vip {
     handle: vrrp::VrrpHandle,
-    // Kept alive for the instance's lifetime: dropping it stops the checks.
-    _tracker: vrrp::Tracker,
     peers: watch::Sender<Vec<Ipv4Addr>>,
     pki_dir: PathBuf,
     /// The `/readyz` tracker while the kube phase runs.
@@ -61,19 +58,16 @@ pub struct Vip {
     combiner: tokio::task::JoinHandle<()>,
 }
 
-/// Feeds VRRP the combined health of the etcd check and, when present, the
-/// `/readyz` check. Ends (closing `out`, which VRRP treats as no quorum)
-/// when the etcd tracker or the [`Vip`] goes away.
+/// Feeds VRRP the `/readyz` check's health while there is one. Runs until
+/// the [`Vip`] goes away.
 async fn combiner(
-    mut etcd: watch::Receiver<Health>,
     mut api_sel: watch::Receiver<Option<watch::Receiver<Health>>>,
     out: watch::Sender<Health>,
 ) {
     let mut api: Option<watch::Receiver<Health>> = None;
     loop {
-        let e = *etcd.borrow_and_update();
         let a = api.as_mut().map(|r| *r.borrow_and_update());
-        let next = combine(e, a);
+        let next = combine(a);
         out.send_if_modified(|h| {
             if *h == next {
                 false
@@ -83,7 +77,6 @@ async fn combiner(
             }
         });
         tokio::select! {
-            r = etcd.changed() => if r.is_err() { return },
             r = api_sel.changed() => match r {
                 Ok(()) => api = api_sel.borrow_and_update().clone(),
                 Err(_) => return,
@@ -118,9 +111,9 @@ pub fn master_addresses(peers: &[PeerFacts]) -> Vec<Ipv4Addr> {
 }
 
 impl Vip {
-    /// Starts the tracker and the VRRP instance on `interface`; `None` when
-    /// the configuration has no VIP. Writes the agent's etcd client
-    /// certificate for the quorum check under `pki_dir` (key mode 0600).
+    /// Starts the VRRP instance on `interface`; `None` when the
+    /// configuration has no VIP. Writes the agent's etcd client
+    /// certificate for the quorum proof under `pki_dir` (key mode 0600).
     pub async fn start(
         cfg: &ClusterConfig,
         interface: &str,
@@ -141,24 +134,28 @@ impl Vip {
             .with_context(|| format!("writing {}", key.display()))?;
         pki::write_cert_file(&ca, &tls.ca_pem)
             .with_context(|| format!("writing {}", ca.display()))?;
-        let check = vrrp::CheckSpec::etcd_quorum(
+        let prover = vrrp::EtcdProver::new(
             &format!("https://127.0.0.1:{}", cfg.etcd.client_port),
             vrrp::TlsFiles {
                 ca: Some(ca),
                 cert: Some(cert),
                 key: Some(key),
             },
-        );
-        let tracker =
-            vrrp::tracker::spawn(vec![check]).context("starting the VIP health checks")?;
+            vrrp::proof::DEFAULT_PROOF_TIMEOUT,
+        )
+        .context("setting up the VIP's quorum proof")?;
+        let quorum = vrrp::Quorum::Proven {
+            prover,
+            params: vrrp::config::DEFAULT_PROOF,
+            shed_leadership: true,
+        };
         let config =
             vrrp::VrrpConfig::new(&cfg.vrrp, vip, interface).context("VIP configuration")?;
         let (peers_tx, peers_rx) = watch::channel(peers);
-        let etcd_health = tracker.health();
-        let (health_tx, health_rx) = watch::channel(*etcd_health.borrow());
+        let (health_tx, health_rx) = watch::channel(combine(None));
         let (api_tx, api_rx) = watch::channel(None);
-        let combiner = tokio::spawn(combiner(etcd_health, api_rx, health_tx));
-        let handle = match vrrp::Vrrp::spawn(config, health_rx, peers_rx).await {
+        let combiner = tokio::spawn(combiner(api_rx, health_tx));
+        let handle = match vrrp::Vrrp::spawn(config, quorum, health_rx, peers_rx).await {
             Ok(h) => h,
             Err(e) => {
                 combiner.abort();
@@ -172,7 +169,6 @@ impl Vip {
         );
         Ok(Some(Vip {
             handle,
-            _tracker: tracker,
             peers: peers_tx,
             pki_dir: pki_dir.to_owned(),
             api: None,
@@ -197,7 +193,7 @@ impl Vip {
             VipHealth::Etcd => {
                 self.api = None;
                 self.api_tx.send_replace(None);
-                tracing::info!("VIP health: etcd quorum only");
+                tracing::info!("VIP health: proven etcd quorum only");
                 Ok(())
             }
             VipHealth::EtcdAndApiServer { api_port } => {
@@ -218,7 +214,7 @@ impl Vip {
                 self.api_tx.send_replace(Some(tracker.health()));
                 self.api = Some(tracker);
                 tracing::info!(
-                    "VIP health: etcd quorum, and the local API server's /readyz \
+                    "VIP health: proven etcd quorum, and the local API server's /readyz \
                      (port {api_port}) as a priority weight of {APISERVER_WEIGHT}"
                 );
                 Ok(())
@@ -248,7 +244,8 @@ impl Vip {
         serde_json::to_value(self.handle.status()).unwrap_or(serde_json::Value::Null)
     }
 
-    /// Graceful stop: priority-0 advert, VIP removed.
+    /// Graceful stop: a holder advertises priority 0 and keeps the VIP
+    /// until its successor speaks (bounded), then removes it.
     pub async fn shutdown(self) {
         if let Err(e) = self.handle.shutdown().await {
             tracing::warn!("stopping the VIP: {e}");
@@ -277,47 +274,24 @@ mod tests {
     }
 
     #[test]
-    fn combined_health_keeps_etcd_as_the_quorum_rule() {
-        let ok = Health {
-            quorum: true,
-            penalty: 0,
-        };
-        let no_quorum = Health {
-            quorum: false,
-            penalty: 0,
-        };
+    fn combined_health_is_the_readyz_penalty_and_never_a_quorum_verdict() {
+        // Before the kube phase: nothing to say.
+        assert_eq!(combine(None), Health::OK);
+        // A failing /readyz lowers the priority, never faults.
         let api_failing = Health {
             quorum: true,
             penalty: APISERVER_WEIGHT,
         };
-        // Before the kube phase: etcd alone.
-        assert_eq!(combine(ok, None), ok);
-        assert_eq!(combine(no_quorum, None), no_quorum);
-        // A failing /readyz lowers the priority, never faults.
-        assert_eq!(combine(ok, Some(api_failing)), api_failing);
-        // No etcd quorum stays a fault whatever the API server says.
-        assert!(!combine(no_quorum, Some(ok)).quorum);
-        // Penalties add up without overflowing.
-        let big = Health {
-            quorum: true,
-            penalty: 250,
-        };
-        assert_eq!(combine(big, Some(big)).penalty, 255);
+        assert_eq!(combine(Some(api_failing)), api_failing);
+        // Whatever the API check says about quorum, it is not its call.
+        assert!(combine(Some(Health::NO_QUORUM)).quorum);
     }
 
     #[tokio::test]
-    async fn combiner_follows_both_checks_and_the_hand_off() {
-        let ok = Health {
-            quorum: true,
-            penalty: 0,
-        };
-        let (etcd_tx, etcd_rx) = watch::channel(ok);
+    async fn combiner_follows_the_readyz_hand_off() {
         let (api_sel_tx, api_sel_rx) = watch::channel(None);
-        let (out_tx, mut out) = watch::channel(Health {
-            quorum: false,
-            penalty: 0,
-        });
-        let task = tokio::spawn(combiner(etcd_rx, api_sel_rx, out_tx));
+        let (out_tx, mut out) = watch::channel(Health::NO_QUORUM);
+        let task = tokio::spawn(combiner(api_sel_rx, out_tx));
         let next = |out: &mut watch::Receiver<Health>| {
             let mut out = out.clone();
             async move {
@@ -328,7 +302,7 @@ mod tests {
                 *out.borrow_and_update()
             }
         };
-        assert_eq!(next(&mut out).await, ok);
+        assert_eq!(next(&mut out).await, Health::OK);
         // Hand-off: the /readyz check arrives, failing.
         let (api_tx, api_rx) = watch::channel(Health {
             quorum: true,
@@ -339,22 +313,18 @@ mod tests {
         assert_eq!(next(&mut out).await.penalty, APISERVER_WEIGHT);
         // The API server answers: penalty gone.
         out.borrow_and_update();
-        api_tx.send_replace(ok);
-        assert_eq!(next(&mut out).await, ok);
-        // etcd loses quorum: fault, whatever /readyz says.
-        out.borrow_and_update();
-        etcd_tx.send_replace(Health {
-            quorum: false,
-            penalty: 0,
-        });
-        assert!(!next(&mut out).await.quorum);
-        // The etcd tracker goes away: the combiner ends (VRRP then sees a
-        // closed channel = no quorum).
-        drop(etcd_tx);
+        api_tx.send_replace(Health::OK);
+        assert_eq!(next(&mut out).await, Health::OK);
+        // Back to no /readyz check (and its tracker gone): still OK.
+        api_sel_tx.send_replace(None);
+        drop(api_tx);
+        // The Vip goes away: the combiner ends.
+        drop(api_sel_tx);
         tokio::time::timeout(std::time::Duration::from_secs(2), task)
             .await
             .expect("combiner ends")
             .unwrap();
+        assert_eq!(*out.borrow(), Health::OK);
     }
 
     #[test]

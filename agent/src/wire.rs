@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::plan::AgentPhase;
 use crate::quorum::{Id, PeerFacts};
 use crate::state::{hex16, Membership};
-use crate::status::PeerStatus;
+use crate::status::{ClockSkew, PeerStatus};
 
 /// What this node announces beyond its fixed identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +237,22 @@ impl Wire {
             }
         }
         (s.accepted, m)
+    }
+
+    /// Peers whose clocks are off (see `discovery::skew`), for the status.
+    pub fn clock_skew(&self) -> Vec<ClockSkew> {
+        self.handle
+            .skew
+            .borrow()
+            .iter()
+            .map(|s| ClockSkew {
+                id: hex16(&s.node_id.0),
+                name: s.name.clone(),
+                address: s.address.map(|a| a.to_string()),
+                offset_ms: s.offset_ms,
+                rejected: s.rejected,
+            })
+            .collect()
     }
 
     /// The peers for the status report.

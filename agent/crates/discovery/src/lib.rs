@@ -12,6 +12,9 @@
 //! - [`message`]: the [`Announcement`], [`seal`] / [`open`] and the bounded
 //!   [`ReplayGuard`] (pure: data + `now`).
 //! - [`peers`]: the [`PeerTable`] with per-role expiry (pure).
+//! - [`skew`]: clock-skew diagnostics: peers whose authenticated messages
+//!   fall outside the time window, their offset and the warning to log
+//!   (pure; documents why the window stays absolute).
 //! - [`rate`]: the rate policy ([`announce_interval`], jitter, replies,
 //!   backoff), which keeps a master under 100 received msg/s with 5,000
 //!   workers and a worker's rate independent of the cluster size (pure).
@@ -24,15 +27,17 @@ pub mod message;
 pub mod peers;
 pub mod rate;
 pub mod runner;
+pub mod skew;
 pub mod source;
 
 pub use message::{
-    open, parse_frame, seal, seal_body, Announcement, DiscoveryKeys, EtcdInfo, KubeJoinInfo,
-    KubeState, NodeId, ParseNodeIdError, Phase, Rejected, ReplayGuard,
+    open, parse_frame, peek_authenticated, seal, seal_body, Announcement, DiscoveryKeys, EtcdInfo,
+    KubeJoinInfo, KubeState, NodeId, ParseNodeIdError, Phase, Rejected, ReplayGuard,
 };
 pub use peers::{Observed, Peer, PeerSnapshot, PeerTable};
 pub use rate::announce_interval;
 pub use runner::{Discovery, DiscoveryHandle, DiscoveryOptions, DiscoveryStats, RejectCounts};
+pub use skew::{SkewReport, SkewTracker};
 pub use source::{
     masters_group, Destination, DiscoverySource, MulticastOptions, MulticastSource,
     StaticPeersSource,

@@ -381,6 +381,19 @@ pub fn open(
     Ok(ann)
 }
 
+/// Authenticates and decodes a message **without** the time and replay
+/// checks: for diagnosing a message [`open`] refused as stale or future
+/// (its tag is genuine, so its sender and timestamp can be believed; see
+/// [`crate::skew`]). Never use its result as a live announcement.
+pub fn peek_authenticated(msg: &[u8], keys: &DiscoveryKeys) -> Option<(Announcement, u64)> {
+    let frame = parse_frame(msg).ok()?;
+    let mut mac = keys.mac();
+    mac.update(frame.signed);
+    mac.verify_slice(frame.tag).ok()?;
+    let ann: Announcement = serde_json::from_slice(frame.body).ok()?;
+    Some((ann, frame.timestamp_ms))
+}
+
 /// What the replay cache remembers of one sender.
 #[derive(Debug, Default)]
 struct SenderNonces {
@@ -616,6 +629,22 @@ mod tests {
         // An authenticated body that is not an announcement.
         let raw = seal_body(b"{}", &k, NOW, [3; 16]);
         assert_eq!(open(&raw, &k, NOW, &mut g), Err(Rejected::Malformed));
+    }
+
+    #[test]
+    fn peek_believes_only_a_genuine_tag() {
+        let k = keys("0123456789abcdef-secret", "c1");
+        let msg = seal(&ann(4), &k, NOW + 7_200_000, [3; 16]);
+        let mut g = ReplayGuard::default();
+        assert_eq!(open(&msg, &k, NOW, &mut g), Err(Rejected::Future));
+        let (peeked, ts) = peek_authenticated(&msg, &k).expect("genuine");
+        assert_eq!(peeked, ann(4));
+        assert_eq!(ts, NOW + 7_200_000);
+        let mut forged = msg.clone();
+        let at = forged.len() - 40;
+        forged[at] ^= 1;
+        assert!(peek_authenticated(&forged, &k).is_none());
+        assert!(peek_authenticated(&msg, &keys("another-secret-0123456789abc", "c1")).is_none());
     }
 
     #[test]

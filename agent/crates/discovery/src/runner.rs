@@ -12,12 +12,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
 use crate::message::{
-    open, seal, Announcement, Rejected, ReplayGuard, DEFAULT_WINDOW_MS, MAX_MESSAGE_LEN,
+    open, parse_frame, peek_authenticated, seal, Announcement, Rejected, ReplayGuard,
+    DEFAULT_WINDOW_MS, MAX_MESSAGE_LEN,
 };
 use crate::peers::{Observed, PeerSnapshot, PeerTable};
 use crate::rate::{
     announce_interval, backoff, jittered, replies_to_new_peers, ReplyLimiter, REPLY_BUDGET_PER_S,
 };
+use crate::skew::{SkewNote, SkewReport, SkewTracker};
 use crate::source::{Destination, DiscoverySource};
 use crate::DiscoveryKeys;
 
@@ -119,6 +121,9 @@ pub struct DiscoveryHandle {
     pub peers: watch::Receiver<PeerSnapshot>,
     /// Counters, including rejected messages by reason.
     pub stats: watch::Receiver<DiscoveryStats>,
+    /// Peers whose clocks are off by more than half the time window (see
+    /// [`crate::skew`]); republished when that changes.
+    pub skew: watch::Receiver<Vec<SkewReport>>,
     task: JoinHandle<()>,
 }
 
@@ -151,15 +156,24 @@ impl Discovery {
     ) -> DiscoveryHandle {
         let (peers_tx, peers) = watch::channel(PeerSnapshot::default());
         let (stats_tx, stats) = watch::channel(DiscoveryStats::default());
+        let (skew_tx, skew) = watch::channel(Vec::new());
         let task = tokio::spawn(run(
             Arc::new(source),
             keys,
             own,
             options,
-            peers_tx,
-            stats_tx,
+            Outputs {
+                peers: peers_tx,
+                stats: stats_tx,
+                skew: skew_tx,
+            },
         ));
-        DiscoveryHandle { peers, stats, task }
+        DiscoveryHandle {
+            peers,
+            stats,
+            skew,
+            task,
+        }
     }
 }
 
@@ -170,14 +184,63 @@ fn destination_for(role: Role) -> Destination {
     }
 }
 
+/// What the runner publishes.
+struct Outputs {
+    peers: watch::Sender<PeerSnapshot>,
+    stats: watch::Sender<DiscoveryStats>,
+    skew: watch::Sender<Vec<SkewReport>>,
+}
+
+/// Feeds one authenticated message's timestamp to the skew tracker, logs
+/// what it says and republishes the report when it changed.
+fn note_skew(
+    skew: &mut SkewTracker,
+    tx: &watch::Sender<Vec<SkewReport>>,
+    ann: &Announcement,
+    from: std::net::SocketAddr,
+    timestamp_ms: u64,
+    now_ms: u64,
+    accepted: bool,
+) {
+    let note = skew.observe(
+        ann.node_id,
+        &ann.name,
+        Some(from.ip()),
+        timestamp_ms,
+        now_ms,
+        accepted,
+    );
+    match note {
+        SkewNote::Quiet => {}
+        SkewNote::Warn(text) => tracing::warn!("{text}"),
+        SkewNote::Recovered(text) => tracing::info!("{text}"),
+    }
+    let report = skew.report(now_ms);
+    tx.send_if_modified(|r| {
+        // Republished when anything in it changed (a skewed peer's
+        // count and time do with each of its messages: one per interval).
+        if *r == report {
+            false
+        } else {
+            *r = report;
+            true
+        }
+    });
+}
+
 async fn run<S: DiscoverySource>(
     source: Arc<S>,
     keys: DiscoveryKeys,
     mut own: watch::Receiver<Announcement>,
     options: DiscoveryOptions,
-    peers_tx: watch::Sender<PeerSnapshot>,
-    stats_tx: watch::Sender<DiscoveryStats>,
+    out: Outputs,
 ) {
+    let Outputs {
+        peers: peers_tx,
+        stats: stats_tx,
+        skew: skew_tx,
+    } = out;
+    let mut skew = SkewTracker::new(options.window_ms);
     let base = options.base_interval_ms.max(1);
     let mut table = PeerTable::new(base);
     let mut replay = ReplayGuard::new(options.window_ms);
@@ -253,6 +316,14 @@ async fn run<S: DiscoverySource>(
                     Err(why) => {
                         tracing::debug!(%from, reason = %why, "discovery: message rejected");
                         stats_tx.send_modify(|s| s.rejected.record(why));
+                        // Genuine but outside the window: a clock is off.
+                        if matches!(why, Rejected::Stale | Rejected::Future) {
+                            if let Some((ann, ts)) = peek_authenticated(&buf[..len], &keys) {
+                                if ann.node_id != own.borrow().node_id {
+                                    note_skew(&mut skew, &skew_tx, &ann, from, ts, now, false);
+                                }
+                            }
+                        }
                         continue;
                     }
                 };
@@ -262,6 +333,9 @@ async fn run<S: DiscoverySource>(
                     continue;
                 }
                 stats_tx.send_modify(|s| s.accepted += 1);
+                if let Ok(frame) = parse_frame(&buf[..len]) {
+                    note_skew(&mut skew, &skew_tx, &ann, from, frame.timestamp_ms, now, true);
+                }
                 let observed = table.observe_from(ann, Some(from), now);
                 if observed == Observed::Refreshed {
                     refreshed = true;

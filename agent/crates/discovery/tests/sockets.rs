@@ -287,4 +287,62 @@ async fn forged_replayed_and_stale_datagrams_are_counted_not_accepted() {
     }
     let peers = handle.peers.borrow().clone();
     assert_eq!(peers.peers[0].announcement.node_id, NodeId([9; 16]));
+    // The stale but genuine message names its sender and the offset.
+    let skew = handle.skew.borrow().clone();
+    assert_eq!(skew.len(), 1, "{skew:?}");
+    assert_eq!(skew[0].node_id, NodeId([8; 16]));
+    assert!(
+        (-121_000..=-119_000).contains(&skew[0].offset_ms),
+        "{skew:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_two_hours_ahead_is_reported_by_name_until_its_clock_is_fixed() {
+    let src = StaticPeersSource::bind("127.0.0.1:0".parse().unwrap(), vec![])
+        .await
+        .unwrap();
+    let target: SocketAddr = src.local_addr().unwrap();
+    let (_tx, rx) = watch::channel(ann(1, Role::Master));
+    let mut handle = Discovery::spawn(src, keys(SECRET), rx, DiscoveryOptions::new(1000));
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let k = keys(SECRET);
+    const AHEAD: u64 = 2 * 3600 * 1000;
+    for _ in 0..3 {
+        let msg = seal(&ann(5, Role::Master), &k, now_ms() + AHEAD, rand::random());
+        peer.send_to(&msg, target).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let r = handle.skew.borrow().clone();
+        if r.first().is_some_and(|p| p.rejected == 3) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no skew report: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(report[0].name, "node-5");
+    assert_eq!(
+        report[0].address,
+        Some(std::net::IpAddr::from([127, 0, 0, 1]))
+    );
+    let off = report[0].offset_ms;
+    assert!(
+        (AHEAD as i64 - 2_000..=AHEAD as i64).contains(&off),
+        "{off}"
+    );
+    assert_eq!(handle.stats.borrow().rejected.future, 3);
+    assert!(
+        handle.peers.borrow().peers.is_empty(),
+        "a skewed peer is never counted"
+    );
+    // Its clock fixed: accepted, and gone from the report.
+    let msg = seal(&ann(5, Role::Master), &k, now_ms(), rand::random());
+    peer.send_to(&msg, target).await.unwrap();
+    wait_for(&mut handle, "the fixed peer", |s| s.peers.len() == 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handle.skew.borrow().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", handle.skew.borrow());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use thiserror::Error;
 
+use crate::machine::ProofParams;
+
 /// Gratuitous ARPs sent on becoming master (keepalived sends 5 by default;
 /// 3 spaced ones cover a lost frame without flooding).
 pub const DEFAULT_GARP_BURST: u8 = 3;
@@ -14,6 +16,21 @@ pub const DEFAULT_GARP_BURST: u8 = 3;
 pub const DEFAULT_GARP_SPACING: Duration = Duration::from_millis(100);
 /// Refresh period of the gratuitous ARP while master.
 pub const DEFAULT_GARP_REFRESH: Duration = Duration::from_secs(10);
+
+/// The bounds of the quorum proof (see the crate README, "The quorum
+/// rule", for how they were chosen): a master renews every 200 ms (one
+/// default advert interval); a proof is valid 2 s after it was issued, so
+/// a holder cut off from the majority drops the VIP at most 2 s after its
+/// last successful proof was issued, while an etcd leader election on the
+/// majority side (1-2 s with etcd's default 1 s election timeout) usually
+/// passes without moving the VIP; a claiming backup retries every 100 ms;
+/// backups poll every 500 ms.
+pub const DEFAULT_PROOF: ProofParams = ProofParams {
+    renew: Duration::from_millis(200),
+    lease: Duration::from_millis(2000),
+    retry: Duration::from_millis(100),
+    poll: Duration::from_millis(500),
+};
 
 /// A setting that cannot be used, with the key at fault.
 #[derive(Debug, Error, PartialEq, Eq)]

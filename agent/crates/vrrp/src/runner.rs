@@ -1,20 +1,50 @@
 //! The shell around [`Machine`]: sockets, netlink, timers and channels on
-//! tokio. It feeds packets, health changes and deadlines to the machine as
-//! events and carries out the actions it returns.
+//! tokio. It feeds packets, proof results, health changes and deadlines to
+//! the machine as events and carries out the actions it returns (each
+//! [`Action::Prove`] is one request of its own, stamped with the moment it
+//! was issued, so a slow answer can never pass for a fresh one).
 
 use std::net::Ipv4Addr;
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::VrrpConfig;
-use crate::machine::{Action, Event, Health, Machine, Params};
+use crate::machine::{Action, Event, Health, Machine, Params, ProofParams, State};
 use crate::netlink::{LinkInfo, Netlink, NetlinkError};
 use crate::packet::{self, Advert, Reject, VRRP_GROUP};
+use crate::proof::{EtcdProver, ProofError, Shed, MAX_PROOFS_IN_FLIGHT};
 use crate::sock::{garp_frame, GarpSocket, SocketError, VrrpSocket};
-use crate::status::{unix_ms, Status, TransitionRecord};
+use crate::status::{unix_ms, ProofStatus, Status, TransitionRecord};
+
+/// Where quorum comes from.
+#[derive(Debug, Clone)]
+pub enum Quorum {
+    /// Assumed (plain keepalived behaviour; the health input may still
+    /// veto it). For the keepalived comparison and interop only.
+    Assumed,
+    /// Proven afresh by linearizable reads on the local etcd member, under
+    /// the bounds of `params` (see [`crate::machine`]).
+    Proven {
+        /// Issues the proofs.
+        prover: EtcdProver,
+        /// Renewal period, lease, retry and poll periods.
+        params: ProofParams,
+        /// While master, hand the etcd leadership to another voter
+        /// ([`EtcdProver::shed_leadership`]), so a holder's failure never
+        /// needs an etcd election before the next holder's proof.
+        shed_leadership: bool,
+    },
+}
+
+/// A new master sheds the etcd leadership this long after taking over.
+const SHED_FIRST: Duration = Duration::from_millis(500);
+/// ...and checks again this often while it stays master (one status
+/// request to the local member; an election can make it leader again).
+const SHED_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors starting or running an instance.
 #[derive(Debug, Error)]
@@ -50,8 +80,10 @@ impl VrrpHandle {
         self.status.clone()
     }
 
-    /// Graceful shutdown: a master sends a priority-0 advert and removes
-    /// the VIP; returns once done.
+    /// Graceful shutdown: a master advertises priority 0 and keeps the VIP
+    /// until a successor's advert arrives (at most
+    /// [`Machine::handover_bound`], or less if its lease ends), then
+    /// removes it; returns once done.
     pub async fn shutdown(mut self) -> Result<(), RunError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -69,13 +101,16 @@ pub struct Vrrp;
 impl Vrrp {
     /// Starts one instance on the current tokio runtime.
     ///
-    /// `health` is the tracker's output (see [`crate::tracker`]); `peers`
-    /// the unicast peers (used only when `config.unicast`; fed from
-    /// discovery, may change at any time). Interface lookup and socket
-    /// setup happen before this returns, so their errors surface here. A
-    /// VIP left on the interface by a previous run is removed first.
+    /// `quorum` says how quorum is established (the agent always proves
+    /// it); `health` is the weighted checks' output (see
+    /// [`crate::tracker`]); `peers` the unicast peers (used only when
+    /// `config.unicast`; fed from discovery, may change at any time).
+    /// Interface lookup and socket setup happen before this returns, so
+    /// their errors surface here. A VIP left on the interface by a
+    /// previous run is removed first.
     pub async fn spawn(
         config: VrrpConfig,
+        quorum: Quorum,
         health: watch::Receiver<Health>,
         peers: watch::Receiver<Vec<Ipv4Addr>>,
     ) -> Result<VrrpHandle, RunError> {
@@ -97,7 +132,19 @@ impl Vrrp {
             config.interval_cs,
         );
         status.local_addr = Some(link.local_addr);
+        let (prover, proof, shed) = match quorum {
+            Quorum::Assumed => (None, None, false),
+            Quorum::Proven {
+                prover,
+                params,
+                shed_leadership,
+            } => {
+                status.proof = Some(ProofStatus::new(&params, prover.url()));
+                (Some(Arc::new(prover)), Some(params), shed_leadership)
+            }
+        };
         let (status_tx, status_rx) = watch::channel(status.clone());
+        let (proofs_tx, proofs_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let shell = Shell {
             machine: Machine::new(
@@ -111,9 +158,15 @@ impl Vrrp {
                     garp_burst: config.garp_burst,
                     garp_spacing: config.garp_spacing,
                     garp_refresh: config.garp_refresh,
+                    proof,
                 },
                 *health.borrow(),
             ),
+            prover,
+            proofs_tx,
+            proofs_in_flight: 0,
+            shed,
+            shed_at: None,
             garp_frame: garp_frame(link.mac, config.vip.addr()),
             config,
             link,
@@ -125,7 +178,7 @@ impl Vrrp {
             status_tx,
             last_logged: None,
         };
-        let task = tokio::spawn(shell.run(health, peers, stop_rx));
+        let task = tokio::spawn(shell.run(health, peers, proofs_rx, stop_rx));
         Ok(VrrpHandle {
             status: status_rx,
             stop: Some(stop_tx),
@@ -134,8 +187,16 @@ impl Vrrp {
     }
 }
 
+/// One finished proof: when it was issued, how it went, how long it took.
+type ProofResult = (Instant, Result<(), ProofError>, Duration);
+
 struct Shell {
     machine: Machine,
+    prover: Option<Arc<EtcdProver>>,
+    proofs_tx: mpsc::UnboundedSender<ProofResult>,
+    proofs_in_flight: usize,
+    shed: bool,
+    shed_at: Option<Instant>,
     config: VrrpConfig,
     link: LinkInfo,
     netlink: Netlink,
@@ -153,6 +214,7 @@ impl Shell {
         mut self,
         mut health: watch::Receiver<Health>,
         mut peers: watch::Receiver<Vec<Ipv4Addr>>,
+        mut proofs: mpsc::UnboundedReceiver<ProofResult>,
         mut stop: oneshot::Receiver<()>,
     ) {
         tracing::info!(
@@ -163,20 +225,27 @@ impl Shell {
             priority = self.config.priority,
             interval_cs = self.config.interval_cs,
             unicast = self.config.unicast,
+            quorum_proof = self.prover.as_ref().map(|p| p.url()),
             "VRRP instance starting"
         );
         self.step(Event::Startup).await;
         let mut health_open = true;
         let mut peers_open = true;
+        let mut stopping = false;
         let mut buf = vec![0u8; 2048];
+        let (shed_tx, mut shed_rx) = mpsc::unbounded_channel::<Result<Shed, ProofError>>();
         loop {
+            if stopping && self.machine.state() == State::Initialize {
+                tracing::info!("VRRP instance stopped");
+                return;
+            }
             let deadline = self.machine.next_deadline();
             tokio::select! {
                 biased;
-                _ = &mut stop => {
+                _ = &mut stop, if !stopping => {
+                    // A master hands over (Leaving) before the loop ends.
+                    stopping = true;
                     self.step(Event::Shutdown).await;
-                    tracing::info!("VRRP instance stopped");
-                    return;
                 }
                 // Packets before timers: a backup whose process was stalled
                 // (a slow TCG guest, a loaded host) must first read the
@@ -193,16 +262,21 @@ impl Shell {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "VRRP receive failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                // Proof results before timers too: a renewal that arrived
+                // in time must count before the lease deadline is judged.
+                Some((issued, result, took)) = proofs.recv() => {
+                    self.proof_done(issued, result, took).await;
+                }
                 changed = health.changed(), if health_open => match changed {
                     Ok(()) => {
                         let h = *health.borrow_and_update();
                         self.step(Event::Health(h)).await;
                     }
                     Err(_) => {
-                        // The tracker is gone: nobody vouches for quorum any more.
+                        // The health source is gone: nobody vouches any more.
                         health_open = false;
                         tracing::warn!("health channel closed: treating as no quorum");
                         self.step(Event::Health(Health::NO_QUORUM)).await;
@@ -215,8 +289,68 @@ impl Shell {
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.step(Event::Timer).await;
                 }
+                _ = sleep_until(self.shed_at), if self.shed_at.is_some() => {
+                    self.shed_at = Some(Instant::now() + SHED_EVERY);
+                    if let Some(prover) = self.prover.clone() {
+                        let tx = shed_tx.clone();
+                        tokio::spawn(async move {
+                            let _ = tx.send(prover.shed_leadership().await);
+                        });
+                    }
+                }
+                Some(shed) = shed_rx.recv() => self.shed_done(shed),
             }
         }
+    }
+
+    fn shed_done(&mut self, result: Result<Shed, ProofError>) {
+        match result {
+            Ok(Shed::Moved { to }) => {
+                tracing::info!(
+                    to = %format!("{to:x}"),
+                    "VIP holder handed the etcd leadership to another voter"
+                );
+                if let Some(p) = &mut self.status.proof {
+                    p.leadership_moved += 1;
+                }
+                self.publish();
+            }
+            Ok(Shed::NotLeader | Shed::NoTarget) => {}
+            Err(e) => tracing::warn!(error = %e, "handing the etcd leadership over failed"),
+        }
+    }
+
+    async fn proof_done(
+        &mut self,
+        issued: Instant,
+        result: Result<(), ProofError>,
+        took: Duration,
+    ) {
+        if !matches!(result, Err(ProofError::Busy { .. })) {
+            self.proofs_in_flight = self.proofs_in_flight.saturating_sub(1);
+        }
+        let ok = result.is_ok();
+        if let Some(p) = &mut self.status.proof {
+            match result {
+                Ok(()) => {
+                    p.ok += 1;
+                    p.last_ok_ms = Some(took.as_millis() as u64);
+                }
+                Err(e) => {
+                    p.failed += 1;
+                    // The first failure after a success is worth a line;
+                    // a run of them is in the status.
+                    if p.last_error.is_none() {
+                        tracing::warn!(error = %e, "quorum proof failed");
+                    }
+                    p.last_error = Some(e.to_string());
+                }
+            }
+            if ok && p.last_error.take().is_some() {
+                tracing::info!(latency_ms = took.as_millis() as u64, "quorum proven again");
+            }
+        }
+        self.step(Event::Proof { issued, ok }).await;
     }
 
     async fn packet(&mut self, bytes: &[u8]) {
@@ -251,10 +385,16 @@ impl Shell {
 
     async fn step(&mut self, event: Event) {
         let before = self.machine.last_transition();
-        let actions = self.machine.handle(event, Instant::now());
+        let now = Instant::now();
+        let actions = self.machine.handle(event, now);
         for action in actions {
             self.act(action).await;
         }
+        self.shed_at = match (self.shed, self.machine.state(), self.shed_at) {
+            (true, State::Master, Some(at)) => Some(at),
+            (true, State::Master, None) => Some(now + SHED_FIRST),
+            _ => None,
+        };
         if let Some(t) = self.machine.last_transition() {
             if Some(t) != before {
                 let wall = SystemTime::now() - Instant::now().saturating_duration_since(t.at);
@@ -267,7 +407,7 @@ impl Shell {
                     from = %t.from,
                     to = %t.to,
                     priority = self.machine.priority(),
-                    quorum = self.machine.health().quorum,
+                    quorum = self.machine.quorum(now),
                     holder = ?self.machine.holder(),
                     "VRRP transition"
                 );
@@ -277,10 +417,22 @@ impl Shell {
     }
 
     fn publish(&mut self) {
+        let now = Instant::now();
         self.status.state = self.machine.state();
         self.status.holder = self.machine.holder();
         self.status.priority = self.machine.priority();
-        self.status.quorum = self.machine.health().quorum;
+        self.status.quorum = self.machine.quorum(now);
+        if let Some(p) = &mut self.status.proof {
+            p.proven_until_unix_ms = self.machine.proven_until().map(|u| {
+                let wall = SystemTime::now();
+                unix_ms(if u >= now {
+                    wall + (u - now)
+                } else {
+                    wall - (now - u)
+                })
+            });
+            p.claiming = self.machine.claiming_since().is_some();
+        }
         self.status_tx.send_replace(self.status.clone());
     }
 
@@ -323,6 +475,31 @@ impl Shell {
             Action::SendGarp => {
                 if let Err(e) = self.garp.send(&self.garp_frame) {
                     tracing::warn!(error = %e, "gratuitous ARP not sent");
+                }
+            }
+            Action::Prove => {
+                // Stamped before the request exists: the lease counts from
+                // here, never from the answer.
+                let issued = Instant::now();
+                let tx = self.proofs_tx.clone();
+                match self.prover.clone() {
+                    Some(_) if self.proofs_in_flight >= MAX_PROOFS_IN_FLIGHT => {
+                        let busy = ProofError::Busy {
+                            in_flight: self.proofs_in_flight,
+                        };
+                        let _ = tx.send((issued, Err(busy), Duration::ZERO));
+                    }
+                    Some(prover) => {
+                        self.proofs_in_flight += 1;
+                        tokio::spawn(async move {
+                            let result = prover.prove().await;
+                            let _ = tx.send((issued, result, issued.elapsed()));
+                        });
+                    }
+                    // The machine asks only when a prover was given.
+                    None => {
+                        let _ = tx.send((issued, Ok(()), Duration::ZERO));
+                    }
                 }
             }
         }

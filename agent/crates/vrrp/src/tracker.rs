@@ -1,24 +1,23 @@
-//! Health and quorum tracking, built in (keepalived's `track_script` with
+//! Weighted health checks, built in (keepalived's `track_script` with
 //! `weight`, `fall` and `rise`, without an external script).
 //!
 //! Each [`CheckSpec`] is an HTTP(S) GET, repeated every `interval`; a
 //! check passes on a 2xx answer whose body contains `expect_body` (when
 //! set), within `timeout`. A check's verdict turns to *failing* after
 //! `fall` consecutive failures and back to *passing* after `rise`
-//! consecutive successes; it starts *failing*, so nothing is claimed
-//! before the first `rise` successes.
+//! consecutive successes; it starts *failing*.
 //!
-//! Roles ([`CheckRole`]):
-//! - `Quorum`: the local etcd member's `/health` (false when the member
-//!   sees no leader or cannot serve a quorum read). While it fails the
-//!   node is in `Fault`: it gives up the VIP and never claims it.
-//! - `Weight(w)`: for example the local API server's `/readyz`; while it
-//!   fails the node's priority drops by `w` (keepalived's negative weight).
+//! A failing check lowers the node's priority by its weight (for example
+//! the local API server's `/readyz`). Quorum is **not** a tracked verdict:
+//! a cached "etcd was healthy a moment ago" never lets a node take or keep
+//! the VIP. Quorum is proven afresh by [`crate::proof`] for every claim and
+//! renewed under a lease (see [`crate::machine`]).
 //!
 //! [`TrackerState`] is the pure part (verdicts → [`Health`]); [`spawn`]
 //! runs the checks on tokio and publishes the health on a watch channel,
 //! which is what [`crate::Vrrp::spawn`] takes. An embedding program can
-//! also publish its own `Health` on such a channel instead.
+//! also publish its own `Health` on such a channel instead (its `quorum:
+//! false` is a veto: the node gives up and never claims the VIP).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,8 +31,6 @@ use crate::machine::Health;
 /// What a failing check does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckRole {
-    /// Failing means "no quorum": hard fault, never hold the VIP.
-    Quorum,
     /// Failing lowers the priority by this much.
     Weight(u8),
 }
@@ -73,25 +70,6 @@ pub struct CheckSpec {
 }
 
 impl CheckSpec {
-    /// The quorum check on the local etcd member: `GET {client_url}/health`
-    /// expecting `"health":"true"`. Every 500 ms with a 1 s timeout,
-    /// `fall` 4 (so an etcd leader election, about 1-2 s with etcd's
-    /// default 1 s election timeout, does not fault every node at once)
-    /// and `rise` 2.
-    pub fn etcd_quorum(client_url: &str, tls: TlsFiles) -> Self {
-        CheckSpec {
-            name: "etcd".to_owned(),
-            url: format!("{}/health", client_url.trim_end_matches('/')),
-            role: CheckRole::Quorum,
-            interval: Duration::from_millis(500),
-            timeout: Duration::from_secs(1),
-            fall: 4,
-            rise: 2,
-            expect_body: Some("\"health\":\"true\"".to_owned()),
-            tls,
-        }
-    }
-
     /// The local API server check, `GET https://127.0.0.1:{port}/readyz`
     /// expecting `ok`, lowering the priority by `weight` while it fails
     /// (every 1 s, 1 s timeout, fall 3, rise 2).
@@ -177,15 +155,9 @@ impl TrackerState {
             .is_some_and(|(_, v)| v.record(success))
     }
 
-    /// Quorum holds when every quorum check passes (and there is none
-    /// configured: the caller then decides, see the crate docs); the
-    /// penalty is the sum of the failing weights.
+    /// The penalty is the sum of the failing weights; the tracker never
+    /// vetoes quorum (see the module docs).
     pub fn health(&self) -> Health {
-        let quorum = self
-            .checks
-            .iter()
-            .filter(|(r, _)| *r == CheckRole::Quorum)
-            .all(|(_, v)| v.passing());
         let penalty = self
             .checks
             .iter()
@@ -195,7 +167,10 @@ impl TrackerState {
             })
             .sum::<u32>()
             .min(255) as u8;
-        Health { quorum, penalty }
+        Health {
+            quorum: true,
+            penalty,
+        }
     }
 }
 
@@ -240,41 +215,52 @@ fn read(check: &str, path: &PathBuf) -> Result<Vec<u8>, TrackerError> {
     })
 }
 
-fn client(spec: &CheckSpec) -> Result<reqwest::Client, TrackerError> {
+/// The HTTP(S) client of a local check (also the quorum prover's): no
+/// proxy from the environment, `timeout` for the connection and the whole
+/// request, the optional CA and client identity of `tls`. `name` names the
+/// check in errors.
+pub(crate) fn http_client(
+    name: &str,
+    timeout: Duration,
+    tls: &TlsFiles,
+) -> Result<reqwest::Client, TrackerError> {
     let err = |what| {
-        let check = spec.name.clone();
+        let check = name.to_owned();
         move |source| TrackerError::Client {
             check,
             what,
             source,
         }
     };
-    // Local checks never go through a proxy from the environment.
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .no_proxy()
-        .timeout(spec.timeout)
-        .connect_timeout(spec.timeout);
-    if let Some(ca) = &spec.tls.ca {
-        let cert = reqwest::Certificate::from_pem(&read(&spec.name, ca)?).map_err(err("CA"))?;
+        .timeout(timeout)
+        .connect_timeout(timeout);
+    if let Some(ca) = &tls.ca {
+        let cert = reqwest::Certificate::from_pem(&read(name, ca)?).map_err(err("CA"))?;
         b = b.add_root_certificate(cert);
     }
-    match (&spec.tls.cert, &spec.tls.key) {
+    match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
-            let mut pem = read(&spec.name, cert)?;
+            let mut pem = read(name, cert)?;
             pem.push(b'\n');
-            pem.extend(read(&spec.name, key)?);
+            pem.extend(read(name, key)?);
             let id = reqwest::Identity::from_pem(&pem).map_err(err("client certificate"))?;
             b = b.identity(id);
         }
         (None, None) => {}
         _ => {
             return Err(TrackerError::HalfIdentity {
-                check: spec.name.clone(),
+                check: name.to_owned(),
             })
         }
     }
     b.build().map_err(err("HTTP client"))
+}
+
+fn client(spec: &CheckSpec) -> Result<reqwest::Client, TrackerError> {
+    http_client(&spec.name, spec.timeout, &spec.tls)
 }
 
 async fn probe(client: &reqwest::Client, spec: &CheckSpec) -> Result<(), String> {
@@ -310,10 +296,8 @@ impl Tracker {
     }
 }
 
-/// Starts the checks on the current tokio runtime. With no quorum check
-/// configured, quorum is reported as held (the embedding program then
-/// owns the rule, see the crate docs); with no checks at all the health is
-/// [`Health::OK`] for good.
+/// Starts the checks on the current tokio runtime; with no checks the
+/// health is [`Health::OK`] for good.
 pub fn spawn(specs: Vec<CheckSpec>) -> Result<Tracker, TrackerError> {
     let clients = specs.iter().map(client).collect::<Result<Vec<_>, _>>()?;
     let mut state = TrackerState::new(&specs);
@@ -383,28 +367,25 @@ mod tests {
     }
 
     #[test]
-    fn health_combines_quorum_and_weights() {
+    fn health_adds_up_the_failing_weights_and_never_vetoes_quorum() {
         let tls = TlsFiles::default();
-        let mut etcd = CheckSpec::etcd_quorum("http://127.0.0.1:2379/", tls.clone());
-        etcd.rise = 1;
-        etcd.fall = 1;
-        assert_eq!(etcd.url, "http://127.0.0.1:2379/health");
         let mut api = CheckSpec::apiserver_readyz(6443, 50, tls.clone());
         api.rise = 1;
         api.fall = 1;
+        assert_eq!(api.url, "https://127.0.0.1:6443/readyz");
         let mut other = api.clone();
         other.role = CheckRole::Weight(250);
-        let mut s = TrackerState::new(&[etcd, api, other]);
-        // Everything starts failing: no quorum, full penalty (capped).
+        let mut s = TrackerState::new(&[api, other]);
+        // Everything starts failing: full penalty (capped), quorum is not
+        // the tracker's to say.
         assert_eq!(
             s.health(),
             Health {
-                quorum: false,
+                quorum: true,
                 penalty: 255
             }
         );
-        s.record(0, true);
-        s.record(2, true);
+        s.record(1, true);
         assert_eq!(
             s.health(),
             Health {
@@ -412,10 +393,8 @@ mod tests {
                 penalty: 50
             }
         );
-        s.record(1, true);
+        s.record(0, true);
         assert_eq!(s.health(), Health::OK);
-        s.record(0, false);
-        assert!(!s.health().quorum);
         assert!(!s.record(9, true), "unknown index ignored");
     }
 
@@ -426,7 +405,7 @@ mod tests {
 
     #[test]
     fn half_identity_refused() {
-        let mut spec = CheckSpec::etcd_quorum("https://127.0.0.1:2379", TlsFiles::default());
+        let mut spec = CheckSpec::apiserver_readyz(6443, 50, TlsFiles::default());
         spec.tls.cert = Some("/nonexistent/cert.pem".into());
         assert!(matches!(
             client(&spec),
@@ -441,11 +420,11 @@ mod tests {
     async fn http_check_against_local_server() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // A one-shot-per-connection HTTP server on loopback answering like
-        // etcd's /health, healthy first, then unhealthy.
+        // a /readyz, ready first, then not.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            for body in ["{\"health\":\"true\"}", "{\"health\":\"false\"}"] {
+            for body in ["ok", "[-]etcd failed: reason withheld"] {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await.unwrap();
@@ -456,11 +435,12 @@ mod tests {
                 s.write_all(resp.as_bytes()).await.unwrap();
             }
         });
-        let spec = CheckSpec::etcd_quorum(&format!("http://{addr}"), TlsFiles::default());
+        let mut spec = CheckSpec::apiserver_readyz(6443, 50, TlsFiles::default());
+        spec.url = format!("http://{addr}/readyz");
         let c = client(&spec).unwrap();
         assert_eq!(probe(&c, &spec).await, Ok(()));
         let err = probe(&c, &spec).await.unwrap_err();
-        assert!(err.contains("health"), "{err}");
+        assert!(err.contains("\"ok\""), "{err}");
         server.await.unwrap();
         // Nothing listens any more: connection refused is a failure.
         assert!(probe(&c, &spec).await.is_err());

@@ -1,7 +1,8 @@
 //! `vrrp-node`: one VRRP instance, standalone. Used by the integration
 //! tests and the failover benchmark; also handy to try the crate on a real
-//! network. Logs every transition with a timestamp; stops gracefully
-//! (priority-0 advert, VIP removed) on SIGTERM or SIGINT.
+//! network. Logs every transition with a timestamp; stops gracefully on
+//! SIGTERM or SIGINT (a master advertises priority 0 and keeps the VIP
+//! until its successor speaks, bounded, then removes it).
 //!
 //! Exit codes: 0 after a graceful stop, 1 on a setup error (bad option,
 //! missing interface, no permission for raw sockets).
@@ -16,7 +17,9 @@ use clap::Parser;
 use ipnet::Ipv4Net;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use vrrp::{tracker, CheckRole, CheckSpec, Health, TlsFiles, Vrrp, VrrpConfig};
+use vrrp::config::DEFAULT_PROOF;
+use vrrp::proof::DEFAULT_PROOF_TIMEOUT;
+use vrrp::{tracker, CheckRole, CheckSpec, EtcdProver, Health, Quorum, TlsFiles, Vrrp, VrrpConfig};
 
 #[derive(Debug, Parser)]
 #[command(about = "Run one VRRPv3 instance (the agent's virtual IP) standalone")]
@@ -45,10 +48,21 @@ struct Args {
     /// Unicast peer (repeat); switches to unicast mode.
     #[arg(long = "peer")]
     peers: Vec<Ipv4Addr>,
-    /// etcd client URL whose /health is the quorum check. Without it,
-    /// quorum is assumed (plain keepalived behaviour).
+    /// etcd client URL of the local member: quorum is proven by a
+    /// linearizable read on it for every claim, and renewed under a lease
+    /// while master. Without it, quorum is assumed (plain keepalived
+    /// behaviour).
     #[arg(long)]
     etcd: Option<String>,
+    /// Proof lease in milliseconds (default: the agent's).
+    #[arg(long)]
+    proof_lease_ms: Option<u64>,
+    /// Proof renewal period of a master in milliseconds (default: the agent's).
+    #[arg(long)]
+    proof_renew_ms: Option<u64>,
+    /// Do not hand the etcd leadership away while master (the agent does).
+    #[arg(long)]
+    keep_etcd_leadership: bool,
     /// URL of a weighted health check (for example the API server's
     /// https://127.0.0.1:6443/readyz).
     #[arg(long)]
@@ -56,16 +70,16 @@ struct Args {
     /// Priority lost while the --readyz check fails.
     #[arg(long, default_value_t = 50)]
     weight: u8,
-    /// Check interval in milliseconds (both checks).
+    /// Check interval in milliseconds (--readyz).
     #[arg(long)]
     check_interval_ms: Option<u64>,
-    /// Consecutive failures before a check fails (both checks).
+    /// Consecutive failures before a check fails (--readyz).
     #[arg(long)]
     fall: Option<u32>,
-    /// Consecutive successes before a check passes again (both checks).
+    /// Consecutive successes before a check passes again (--readyz).
     #[arg(long)]
     rise: Option<u32>,
-    /// CA bundle (PEM) for HTTPS checks.
+    /// CA bundle (PEM) for HTTPS checks and the proof.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for HTTPS checks.
@@ -79,16 +93,37 @@ struct Args {
     status_file: Option<PathBuf>,
 }
 
-fn checks(args: &Args) -> Vec<CheckSpec> {
-    let tls = TlsFiles {
+fn tls(args: &Args) -> TlsFiles {
+    TlsFiles {
         ca: args.tls_ca.clone(),
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
-    };
-    let mut out = Vec::new();
-    if let Some(etcd) = &args.etcd {
-        out.push(CheckSpec::etcd_quorum(etcd, tls.clone()));
     }
+}
+
+fn quorum(args: &Args) -> Result<Quorum> {
+    let Some(etcd) = &args.etcd else {
+        return Ok(Quorum::Assumed);
+    };
+    let mut params = DEFAULT_PROOF;
+    if let Some(ms) = args.proof_lease_ms {
+        params.lease = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.proof_renew_ms {
+        params.renew = Duration::from_millis(ms);
+    }
+    let prover = EtcdProver::new(etcd, tls(args), DEFAULT_PROOF_TIMEOUT.min(params.lease))
+        .context("setting up the quorum proof")?;
+    Ok(Quorum::Proven {
+        prover,
+        params,
+        shed_leadership: !args.keep_etcd_leadership,
+    })
+}
+
+fn checks(args: &Args) -> Vec<CheckSpec> {
+    let tls = tls(args);
+    let mut out = Vec::new();
     if let Some(url) = &args.readyz {
         let mut c = CheckSpec::apiserver_readyz(6443, args.weight, tls);
         c.url = url.clone();
@@ -120,6 +155,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let config = VrrpConfig::new(&spec, args.vip, args.interface.clone())?;
     let checks = checks(&args);
+    let quorum = quorum(&args)?;
     let tracker = if checks.is_empty() {
         None
     } else {
@@ -128,7 +164,7 @@ async fn run(args: Args) -> Result<()> {
     let (_health_tx, fixed_health) = watch::channel(Health::OK);
     let health = tracker.as_ref().map_or(fixed_health, |t| t.health());
     let (_peers_tx, peers) = watch::channel(args.peers.clone());
-    let handle = Vrrp::spawn(config, health, peers)
+    let handle = Vrrp::spawn(config, quorum, health, peers)
         .await
         .context("starting the VRRP instance")?;
 

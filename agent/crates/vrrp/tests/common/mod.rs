@@ -1,10 +1,14 @@
 //! Network-namespace lab shared by the integration tests and the failover
-//! benchmark: a hub namespace with a bridge, and one namespace per node
-//! joined to it by a veth pair. Names carry the process id and a per-use
-//! tag; [`Lab`]'s `Drop` kills every process left in its namespaces and
-//! deletes them, also when a test panics. Tests may run `ip`; the product
-//! code never does.
+//! benchmark: a hub namespace with two bridges (`br0`, where every node
+//! starts, and `br1`, the other side of a partition), and one namespace
+//! per node joined to a bridge by a veth pair. Names carry the process id
+//! and a per-use tag; [`Lab`]'s `Drop` kills every process left in its
+//! namespaces and deletes them, also when a test panics. Tests may run
+//! `ip`; the product code never does. [`watch`] observes the lab (VIP
+//! holders every 20 ms, adverts on the bridges) and judges the quorum rule.
 #![allow(dead_code)]
+
+pub mod watch;
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -94,8 +98,10 @@ impl Lab {
         };
         // From here on, Drop cleans up whatever was created.
         run(&["ip", "netns", "add", &lab.hub]);
-        run(&["ip", "-n", &lab.hub, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &lab.hub, "link", "set", "br0", "up"]);
+        for br in ["br0", "br1"] {
+            run(&["ip", "-n", &lab.hub, "link", "add", br, "type", "bridge"]);
+            run(&["ip", "-n", &lab.hub, "link", "set", br, "up"]);
+        }
         for i in 0..n {
             let node = Node {
                 ns: format!("{base}n{i}"),
@@ -180,6 +186,15 @@ impl Lab {
         }
     }
 
+    /// Sends `signal` to process `id` without waiting (see [`Lab::stop`]).
+    pub fn signal(&self, id: usize, signal: &str) {
+        if let Some(Some(p)) = self.procs.get(id) {
+            let _ = Command::new("kill")
+                .args(["-s", signal, &p.child.id().to_string()])
+                .status();
+        }
+    }
+
     /// The log of process `name`.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
@@ -209,6 +224,38 @@ impl Lab {
             &self.nodes[i].hub_if,
             "up",
         ]);
+    }
+
+    /// Moves node `i`'s port to bridge `br` (`br0` or `br1`): nodes on
+    /// different bridges are partitioned from each other.
+    pub fn set_bridge(&self, i: usize, br: &str) {
+        run(&[
+            "ip",
+            "-n",
+            &self.hub,
+            "link",
+            "set",
+            &self.nodes[i].hub_if,
+            "master",
+            br,
+        ]);
+    }
+
+    /// Whether process `id` (from [`Lab::spawn`]) still runs.
+    pub fn running(&mut self, id: usize) -> bool {
+        self.procs
+            .get_mut(id)
+            .and_then(Option::as_mut)
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+
+    /// Removes the VIP from node `i` (what a restarted instance does
+    /// first; for a node whose instance was killed hard).
+    pub fn drop_vip(&self, i: usize) {
+        let _ = Command::new("ip")
+            .args(["-n", &self.nodes[i].ns, "addr", "del", VIP, "dev", "eth0"])
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Whether node `i` has the VIP on eth0 now.
@@ -435,6 +482,8 @@ pub fn start_etcd(lab: &mut Lab, i: usize, n: usize) -> usize {
         "new".to_owned(),
         "--initial-cluster-token".to_owned(),
         token,
+        // As the agent runs it (agent/src/etcd.rs).
+        "--pre-vote=true".to_owned(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.spawn(i, &format!("etcd{i}"), "etcd", &args)
