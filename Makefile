@@ -127,12 +127,26 @@ clean:
 	rm -rf $(OUT) target
 
 ## bench-vrrp (owner: agent/crates/vrrp): VIP failover, keepalived vs the
-## agent, 20+ trials each in network namespaces (~5-8 min); prints a table
-## and writes bench/results/vrrp.json. The lead wires it into `bench`.
+## agent at the same interval in the same run (ratio), planned stop vs hard
+## failure (lost pings), and with etcd the quorum-loss resign time and the
+## minority-holder count (must be 0); 20 trials per row in network
+## namespaces (~15-20 min, VRRP_BENCH_TRIALS); prints a table and writes
+## bench/results/vrrp.json. The lead wires it into `bench`.
 .PHONY: bench-vrrp
 bench-vrrp: deps
 	@mkdir -p bench/results
 	$(CARGO) bench -p vrrp --bench failover
+
+## bench-vrrp-chaos (owner: agent/crates/vrrp): the quorum rule under 100
+## seeded cut/partition/kill/stop sequences (odd seeds 3 masters, even 5;
+## real etcd; VIP sampled every 20 ms, adverts captured; ~60 min,
+## VRRP_CHAOS_SEEDS to change the count); fails on any minority holder,
+## claim or two holders; writes bench/results/vrrp-chaos.json. Three
+## sequences of it run in `make test` (tests/chaos.rs).
+.PHONY: bench-vrrp-chaos
+bench-vrrp-chaos: deps
+	@mkdir -p bench/results
+	$(CARGO) test --release -p vrrp --test chaos -- --ignored --nocapture chaos_many
 
 ## bench-quorum (owner: agent/): time from the last of three agents starting
 ## to a healthy 3-voter TLS etcd cluster, split into etcd's own start-up (the

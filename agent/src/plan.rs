@@ -207,6 +207,9 @@ pub struct Plan {
     pub proposal: Vec<Id>,
     /// A join attempt is running.
     pub join_in_flight: bool,
+    /// Why the last join attempt did not add this node (standby, or an
+    /// error), shown while it keeps joining.
+    pub join_wait: Option<String>,
     /// No join attempt before this time.
     pub next_join_ms: u64,
     /// A promotion attempt is running.
@@ -231,6 +234,7 @@ impl Plan {
             live_changed_ms: 0,
             proposal: Vec::new(),
             join_in_flight: false,
+            join_wait: None,
             next_join_ms: 0,
             promote_in_flight: false,
             is_learner: false,
@@ -304,6 +308,7 @@ impl Plan {
                 },
             ) => {
                 self.join_in_flight = false;
+                self.join_wait = None;
                 self.persisted.join = Some(JoinRecord {
                     member_id,
                     initial_cluster: initial_cluster.clone(),
@@ -319,6 +324,7 @@ impl Plan {
             // Joining → Joining (retry later)
             (P::Joining, Event::JoinFailed { reason }) => {
                 self.join_in_flight = false;
+                self.join_wait = Some(reason.clone());
                 self.next_join_ms = now_ms + self.node.join_backoff_ms;
                 self.detail = format!("joining: {reason}");
                 Outcome::Applied(vec![])
@@ -460,7 +466,9 @@ impl Plan {
             Decision::Join { reason } => {
                 self.phase = AgentPhase::Joining;
                 self.proposal.clear();
-                self.detail = format!("joining: {reason}");
+                // Re-deciding while joining: the last attempt's outcome
+                // (for example standby) says more than why it joins.
+                self.detail = format!("joining: {}", self.join_wait.as_deref().unwrap_or(&reason));
                 Outcome::Applied(self.maybe_join(now_ms))
             }
             // Discovering → Bootstrapping: persist BEFORE starting etcd.
@@ -665,6 +673,53 @@ mod tests {
             }
             a => panic!("{a:?}"),
         }
+    }
+
+    #[test]
+    fn a_standby_master_keeps_saying_so_while_it_retries() {
+        let mut p = started(4);
+        let mut member = peer(1, &[], 10);
+        member.has_cluster = true;
+        member.cluster_id = Some(42);
+        let peers = vec![member];
+        p.step(
+            Event::Peers {
+                peers: peers.clone(),
+            },
+            5000,
+        );
+        assert!(
+            p.detail.contains("reports an existing cluster"),
+            "{}",
+            p.detail
+        );
+        let standby = crate::quorum::standby_reason(3, 3);
+        p.step(
+            Event::JoinFailed {
+                reason: standby.clone(),
+            },
+            5100,
+        );
+        // Discovery snapshots keep coming: the detail stays the standby.
+        for now in [5200, 5300, 7000] {
+            p.step(
+                Event::Peers {
+                    peers: peers.clone(),
+                },
+                now,
+            );
+            assert_eq!(p.phase, AgentPhase::Joining);
+            assert_eq!(p.detail, format!("joining: {standby}"));
+        }
+        // Added at last: the standby note is gone.
+        p.step(
+            Event::Joined {
+                member_id: 9,
+                initial_cluster: "x=https://10.0.0.4:2380".into(),
+            },
+            8000,
+        );
+        assert_eq!(p.join_wait, None);
     }
 
     #[test]

@@ -261,7 +261,15 @@ pub enum JoinStep {
 ///   etcd 3.4: remove it. A live one: wait for it to be promoted.
 /// * With at least `masters` members, a voting member whose peer URL no
 ///   live peer announces is dead once the joiner has watched for the grace
-///   period (`watched_enough`): remove it.
+///   period (`watched_enough`): remove it (then this node takes its place).
+/// * With at least `masters` members and none dead: **standby** (wait).
+///   The voter count is exactly the configured `masters` (odd by
+///   validation), never more: a sixth master booted beside a 3-voter
+///   cluster would otherwise make it 4, 5, 6 voters, and an even count
+///   tolerates no more failures than the odd count below it while needing
+///   a larger majority. Masters beyond `masters` stay out of etcd (not even
+///   learners: etcd 3.4 allows one, and a learner holds no vote) and
+///   replace the first voter that stays unannounced for the grace period.
 /// * Otherwise add self as a learner.
 pub fn join_step(
     members: &[ClusterMember],
@@ -306,18 +314,37 @@ pub fn join_step(
             ),
         };
     }
-    if members.len() >= masters && watched_enough {
-        if let Some(dead) = members.iter().find(|m| !is_live(m)) {
-            return JoinStep::Remove {
-                id: dead.id,
-                reason: format!(
-                    "member {:x} ({}) has not been announced for the grace period",
-                    dead.id, dead.name
-                ),
-            };
+    if members.len() >= masters {
+        if watched_enough {
+            if let Some(dead) = members.iter().find(|m| !is_live(m)) {
+                return JoinStep::Remove {
+                    id: dead.id,
+                    reason: format!(
+                        "member {:x} ({}) has not been announced for the grace period",
+                        dead.id, dead.name
+                    ),
+                };
+            }
         }
+        return JoinStep::Wait {
+            reason: standby_reason(members.len(), masters),
+        };
     }
     JoinStep::AddLearner
+}
+
+/// The status of a master kept out of etcd by the voter policy (see
+/// [`join_step`]); starts with `standby`.
+pub fn standby_reason(voters: usize, masters: usize) -> String {
+    format!(
+        "standby: the cluster has {voters} voting members (masters = {masters}); \
+         this master replaces the first one unannounced for the grace period"
+    )
+}
+
+/// Whether a join outcome's reason is the standby of [`join_step`].
+pub fn is_standby(reason: &str) -> bool {
+    reason.starts_with("standby:")
 }
 
 #[cfg(test)]
@@ -543,17 +570,60 @@ mod tests {
             join_step(&members, own, None, &live(&[1, 2]), 3, true),
             JoinStep::Remove { id: 3, .. }
         ));
-        assert_eq!(
+        // Not watched long enough yet: standby, never a fourth voter.
+        assert!(matches!(
             join_step(&members, own, None, &live(&[1, 2]), 3, false),
-            JoinStep::AddLearner
-        );
-        assert_eq!(
-            join_step(&members, own, None, &live(&[1, 2, 3]), 3, true),
-            JoinStep::AddLearner
-        );
+            JoinStep::Wait { reason } if is_standby(&reason)
+        ));
         // Below the expected size nothing is removed.
         assert_eq!(
             join_step(&members[..2], own, None, &live(&[1]), 3, true),
+            JoinStep::AddLearner
+        );
+    }
+
+    #[test]
+    fn masters_beyond_the_configured_count_stay_standby() {
+        // Six masters booted at once with masters = 3: the three outside
+        // the initial set find a full, live cluster and wait.
+        let three = vec![
+            m(1, "a", 1, false),
+            m(2, "b", 2, false),
+            m(3, "c", 3, false),
+        ];
+        for (ip, watched) in [(4, false), (5, true), (6, true)] {
+            let own = format!("https://10.0.0.{ip}:2380");
+            let step = join_step(&three, &own, None, &live(&[1, 2, 3, 4, 5, 6]), 3, watched);
+            let JoinStep::Wait { reason } = step else {
+                panic!("master {ip} would join: {step:?}")
+            };
+            assert!(is_standby(&reason), "{reason}");
+            assert!(
+                reason.contains("3 voting members (masters = 3)"),
+                "{reason}"
+            );
+        }
+        // masters = 5: grows to five (one change at a time), never six.
+        let mut five: Vec<ClusterMember> = (1..=4).map(|i| m(i, "x", i as u8, false)).collect();
+        let own = "https://10.0.0.9:2380";
+        let all = live(&[1, 2, 3, 4, 5, 9]);
+        assert_eq!(
+            join_step(&five, own, None, &all, 5, true),
+            JoinStep::AddLearner
+        );
+        five.push(m(5, "e", 5, false));
+        assert!(matches!(
+            join_step(&five, own, None, &all, 5, true),
+            JoinStep::Wait { reason } if is_standby(&reason)
+        ));
+        // A standby replaces a voter gone for the grace period.
+        let gone = live(&[1, 2, 3, 4, 9]);
+        assert!(matches!(
+            join_step(&five, own, None, &gone, 5, true),
+            JoinStep::Remove { id: 5, .. }
+        ));
+        assert_eq!(
+            join_step(&five[..4], own, None, &gone, 5, true),
             JoinStep::AddLearner
         );
     }

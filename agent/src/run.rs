@@ -220,6 +220,32 @@ async fn join_attempt(
         let client = Etcd::connect(&endpoints, &ctx.tls, Duration::from_secs(3))
             .await
             .map_err(|e| e.to_string())?;
+        // A standby master (the cluster has its voters) re-checks every
+        // backoff: read-only, without taking the membership lock.
+        let view = |members: &[etcd::MemberView]| -> Vec<ClusterMember> {
+            members
+                .iter()
+                .map(|m| ClusterMember {
+                    id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    is_learner: m.is_learner,
+                })
+                .collect()
+        };
+        let members = client.members().await.map_err(|e| e.to_string())?;
+        if let JoinStep::Wait { reason } = quorum::join_step(
+            &view(&members),
+            &ctx.own_peer_url(),
+            own_added,
+            &live_peer_urls,
+            usize::from(ctx.cfg.masters),
+            watched_enough,
+        ) {
+            if quorum::is_standby(&reason) {
+                return Err(reason);
+            }
+        }
         let (key, lease) = client
             .lock_membership(15)
             .await
@@ -227,17 +253,8 @@ async fn join_attempt(
         let outcome = async {
             for _ in 0..4 {
                 let members = client.members().await.map_err(|e| e.to_string())?;
-                let view: Vec<ClusterMember> = members
-                    .iter()
-                    .map(|m| ClusterMember {
-                        id: m.id,
-                        name: m.name.clone(),
-                        peer_urls: m.peer_urls.clone(),
-                        is_learner: m.is_learner,
-                    })
-                    .collect();
                 match quorum::join_step(
-                    &view,
+                    &view(&members),
                     &ctx.own_peer_url(),
                     own_added,
                     &live_peer_urls,

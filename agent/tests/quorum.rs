@@ -125,20 +125,32 @@ fn masters_assemble_grow_restart_and_replace() {
         })
     });
 
-    // A fourth master joins as a learner and is promoted.
+    // A fourth master (masters = 3) stays standby: never a member, not
+    // even a learner, and says so; the cluster keeps its three voters.
     let mut fourth = Agent::new(&mut net, 4, CLUSTER, SECRET);
     fourth.start();
     agents.push(fourth);
-    let four = wait_for(Duration::from_secs(60), || {
-        let v = voters(&ns, urls(&agents), CLUSTER)?;
-        (v.len() == 4).then_some(v)
+    let standby = wait_for(Duration::from_secs(40), || {
+        let s = agents[3].status(&rt)?;
+        (s.phase == "joining" && s.detail.contains("standby:")).then_some(s)
     });
     let all: Vec<&Agent> = agents.iter().collect();
-    let four =
-        four.unwrap_or_else(|| panic!("the fourth master was not promoted\n{}", dump(&all, &rt)));
+    let standby =
+        standby.unwrap_or_else(|| panic!("the fourth master is not standby\n{}", dump(&all, &rt)));
+    assert!(
+        standby.detail.contains("3 voting members (masters = 3)"),
+        "{}",
+        standby.detail
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let still = members(&ns, urls(&agents[..3]), CLUSTER).expect("member list");
+    assert_eq!(
+        still.iter().map(|(id, _, _)| *id).collect::<BTreeSet<_>>(),
+        three.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(),
+        "the standby changed the membership: {still:?}"
+    );
     let log = std::fs::read_to_string(agents[3].dir.join("agent.1.log")).unwrap_or_default();
-    assert!(log.contains("added as etcd learner"), "{log}");
-    assert!(log.contains("promoted etcd learner"), "{log}");
+    assert!(!log.contains("added as etcd learner"), "{log}");
 
     // An agent restarted with its state rejoins with its data: same member id.
     let before = ready_member_id(&agents[1], &rt).expect("agent 2 ready");
@@ -164,31 +176,74 @@ fn masters_assemble_grow_restart_and_replace() {
     assert_eq!(value.expect("get").as_deref(), Some("survives"));
 
     // An agent with its state wiped is replaced: stale member removed, a
-    // new one added (new node id, new name), one change at a time.
+    // new one added, one change at a time. The slot goes to the wiped node
+    // (new node id, new name) or to the standby, whichever asks first; the
+    // other stays standby, and the cluster has three voters again.
     let old_name = agents[2].status(&rt).expect("status").node.name;
     let old_id = ready_member_id(&agents[2], &rt).expect("agent 3 ready");
     agents[2].stop();
     std::fs::remove_dir_all(agents[2].state_dir()).expect("wipe");
     agents[2].start();
+    // Agents 1 and 2 stay members throughout: ask them (an endpoint
+    // without etcd, the standby's, can fail the whole request).
     let replaced = wait_for(Duration::from_secs(60), || {
-        let v = voters(&ns, urls(&agents), CLUSTER)?;
+        let v = voters(&ns, urls(&agents[..2]), CLUSTER)?;
         let names: Vec<&String> = v.iter().map(|(_, n)| n).collect();
-        (v.len() == 4 && !names.contains(&&old_name)).then_some(v)
+        (v.len() == 3 && !names.contains(&&old_name)).then_some(v)
     });
     let all: Vec<&Agent> = agents.iter().collect();
     let replaced =
         replaced.unwrap_or_else(|| panic!("the wiped agent was not replaced\n{}", dump(&all, &rt)));
     assert!(replaced.iter().all(|(id, _)| format!("{id:x}") != old_id));
-    let new_id = wait_for(Duration::from_secs(20), || ready_member_id(&agents[2], &rt));
-    assert!(new_id.is_some_and(|id| id != old_id));
-    let log = std::fs::read_to_string(agents[2].dir.join("agent.2.log")).unwrap_or_default();
-    assert!(log.contains("removing etcd member"), "{log}");
-    // Every member from before is still there apart from the wiped one.
-    for (id, name) in four {
-        if name != old_name {
-            assert!(replaced.iter().any(|(i, _)| *i == id), "member {name} lost");
+    // Members 1 and 2 are still there.
+    for (id, name) in &three {
+        if *name != old_name {
+            assert!(replaced.iter().any(|(i, _)| i == id), "member {name} lost");
         }
     }
+    let newcomer = replaced
+        .iter()
+        .find(|(id, _)| !three.iter().any(|(i, _)| i == id))
+        .expect("a new member")
+        .1
+        .clone();
+    let (joined, waiting) = if agents[3]
+        .status(&rt)
+        .is_some_and(|s| s.node.name == newcomer)
+    {
+        (3, 2)
+    } else {
+        (2, 3)
+    };
+    let ready = wait_for(Duration::from_secs(30), || {
+        ready_member_id(&agents[joined], &rt)
+    });
+    assert!(
+        ready.is_some(),
+        "the new member is not ready\n{}",
+        dump(&all, &rt)
+    );
+    let standby = wait_for(Duration::from_secs(30), || {
+        agents[waiting]
+            .status(&rt)
+            .filter(|s| s.detail.contains("standby:"))
+    });
+    assert!(
+        standby.is_some(),
+        "agent {} is not standby\n{}",
+        waiting + 1,
+        dump(&all, &rt)
+    );
+    let log = std::fs::read_to_string(
+        agents[joined]
+            .dir
+            .join(format!("agent.{}.log", if joined == 2 { 2 } else { 1 })),
+    )
+    .unwrap_or_default();
+    assert!(
+        log.contains("removing etcd member") || log.contains("added as etcd learner"),
+        "{log}"
+    );
     // The intruder never became a member.
     assert!(replaced.iter().all(|(_, n)| !n.is_empty()));
     assert_eq!(intruder.status(&rt).expect("intruder").phase, "discovering");
@@ -255,6 +310,32 @@ fn two_groups_never_form_two_clusters() {
         assert!(
             cluster_ids.len() == 1 && decisions.len() == 1,
             "round {round}: cluster ids {cluster_ids:?}, bootstrap decisions {decisions:?}\n{}",
+            dump(&all, &rt)
+        );
+        // Six masters, masters = 3: three voters, the other three standby
+        // (never 4, 5 or 6 voters).
+        let settled = wait_for(Duration::from_secs(30), || {
+            let (mut ready, mut standby) = (0, 0);
+            for a in &agents {
+                let s = a.status(&rt)?;
+                if s.phase == "ready" {
+                    ready += 1;
+                } else if s.detail.contains("standby:") {
+                    standby += 1;
+                }
+            }
+            // Ask the ready ones (a standby's endpoint has no etcd).
+            let ready_urls: Vec<String> = agents
+                .iter()
+                .filter(|a| a.status(&rt).is_some_and(|s| s.phase == "ready"))
+                .map(Agent::client_url)
+                .collect();
+            let voters = voters(&agents[0].ns, ready_urls, CLUSTER)?;
+            (ready == 3 && standby == 3 && voters.len() == 3).then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "round {round}: not 3 voters + 3 standby\n{}",
             dump(&all, &rt)
         );
         for a in &mut agents {

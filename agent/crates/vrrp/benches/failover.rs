@@ -3,6 +3,11 @@
 //! and a client on one bridge, all routers at priority 100).
 //!
 //! Disruptions, one per row:
+//! Every disruption happens at a uniformly random moment within one advert
+//! interval of the holder (a real failure does not pick its phase; without
+//! this the harness's own timing fixed the phase and shifted whole rows by
+//! up to one interval).
+//!
 //! - **cut** (a hard node failure): the holder's link is cut at the bridge.
 //!   Failover is the time from the cut to the first ping reply from the VIP
 //!   that follows a silence of at least 50 ms (the client pings every
@@ -91,6 +96,13 @@ impl Kind {
             Kind::KeepalivedOurs => "keepalived_our_interval",
             Kind::Agent => "agent_default",
             Kind::AgentEtcd => "agent_default_etcd_quorum",
+        }
+    }
+    /// The advert interval of the routers, centiseconds.
+    fn interval_cs(self) -> u64 {
+        match self {
+            Kind::KeepalivedDefault => 100,
+            _ => u64::from(INTERVAL_CS),
         }
     }
     fn tag(self) -> &'static str {
@@ -283,6 +295,9 @@ fn trial(s: &mut Scenario, d: Disruption) -> Result<Trial, String> {
         return Err("the holder changed just before the disruption".to_owned());
     }
     let others: Vec<usize> = ROUTERS.iter().copied().filter(|&i| i != holder).collect();
+    // A uniformly random phase relative to the holder's adverts.
+    let phase_us = random_u64() % (s.kind.interval_cs() * 10_000);
+    std::thread::sleep(Duration::from_micros(phase_us));
     let at = SystemTime::now();
     match d {
         Disruption::Cut => {
@@ -420,6 +435,23 @@ fn trial(s: &mut Scenario, d: Disruption) -> Result<Trial, String> {
         }
     }
     Ok(trial)
+}
+
+/// A random number (splitmix64 over the clock and a counter; the bench
+/// needs spread, not secrecy).
+fn random_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut z = nanos
+        .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -683,6 +715,7 @@ fn main() {
         "interval_cs": INTERVAL_CS,
         "proof_lease_ms": bounds().lease.as_millis() as u64,
         "method": "3 routers (priority 100) + 1 client on a bridge in network namespaces; \
+                   each disruption at a uniformly random phase of the advert interval; \
                    cut: first ping reply (10 ms interval, ARP-resolved) after the holder's \
                    link is cut; stop: SIGTERM to the holder, until another router holds; \
                    quorum_loss: the other two etcd members killed, until the holder drops the VIP; \

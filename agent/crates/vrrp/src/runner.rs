@@ -385,6 +385,7 @@ impl Shell {
 
     async fn step(&mut self, event: Event) {
         let before = self.machine.last_transition();
+        let claim = self.machine.claiming_since();
         let now = Instant::now();
         let actions = self.machine.handle(event, now);
         for action in actions {
@@ -403,12 +404,17 @@ impl Shell {
                     from: t.from,
                     to: t.to,
                 });
+                // How long the claim waited for its fresh proof.
+                let claimed_ms = claim
+                    .filter(|_| t.to == State::Master)
+                    .map(|c| now.saturating_duration_since(c).as_millis() as u64);
                 tracing::info!(
                     from = %t.from,
                     to = %t.to,
                     priority = self.machine.priority(),
                     quorum = self.machine.quorum(now),
                     holder = ?self.machine.holder(),
+                    claimed_ms,
                     "VRRP transition"
                 );
             }

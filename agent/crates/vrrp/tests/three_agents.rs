@@ -1,8 +1,8 @@
 //! Three agents alone, each beside a real etcd member (Debian's
-//! etcd-server, plain HTTP) whose `/health` is its quorum check: exactly
-//! one holds the VIP at every sample; cutting the holder off from the
-//! others (and so from etcd's quorum) makes it drop the VIP while the
-//! majority moves it; killing the holder moves it.
+//! etcd-server, plain HTTP) on which it proves quorum: exactly one holds
+//! the VIP at every sample; cutting the holder off from the others (and so
+//! from etcd's quorum) makes it drop the VIP within the proof lease while
+//! the majority moves it; killing the holder moves it.
 
 mod common;
 
@@ -81,6 +81,13 @@ fn three_agents_with_etcd_quorum() {
         panic!("node {holder}, cut off from the quorum, still holds the VIP after 20 s")
     });
     println!("cut-off node dropped the VIP after {dropped:?}");
+    // The bound: its last proof was issued before the cut, valid for the
+    // lease; 500 ms for the `ip` polling and the machine's resignation.
+    let bound = vrrp::config::DEFAULT_PROOF.lease + Duration::from_millis(500);
+    assert!(
+        dropped <= bound,
+        "the cut-off holder kept the VIP {dropped:?}, more than the {bound:?} bound"
+    );
     // ...and never claims it again while cut off.
     let (_, bad) = lab.sample(&[holder], Some(usize::MAX), Duration::from_secs(3));
     assert!(
