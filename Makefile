@@ -23,9 +23,6 @@ APT_PACKAGES += libprotobuf-dev
 # rustc links through `cc`, and ring's, zstd's and lzma's build scripts
 # compile C: rustup installs no C toolchain.
 APT_PACKAGES += gcc libc6-dev
-# A static shell for the test containers and guests the QEMU tests build by
-# hand (no registry here): /bin/busybox from busybox-static needs no libraries.
-APT_PACKAGES += busybox-static
 # qemu-tests/tests/kubernetes.rs: the API's /readyz on the VIP, TLS verified.
 APT_PACKAGES += curl
 # imagegen/tests/registry.rs: a real distribution registry on loopback (its

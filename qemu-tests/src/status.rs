@@ -465,6 +465,34 @@ pub fn wrap(prefix: &str, text: &str, width: usize) -> Vec<String> {
     lines
 }
 
+/// A shell command after `prefix`, broken at spaces into lines of at most
+/// `width` characters that end in ` \` (continuation lines indented two
+/// more than the prefix), so it can still be pasted into a shell. For
+/// commands without quoted arguments (the harness's own); a word longer
+/// than a line stays whole. Pure.
+pub fn wrap_command(prefix: &str, command: &str, width: usize) -> Vec<String> {
+    let indent = " ".repeat(prefix.chars().count() + 2);
+    let mut lines = Vec::new();
+    let mut line = prefix.to_owned();
+    let mut empty = true;
+    for word in command.split_whitespace() {
+        let used = line.chars().count();
+        // Room for the word and, if more follows, " \".
+        if !empty && used + 1 + word.chars().count() + 2 > width {
+            line.push_str(" \\");
+            lines.push(std::mem::replace(&mut line, indent.clone()));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    lines.push(line);
+    lines
+}
+
 /// The node's cluster address (first of `node.addresses`).
 pub fn address(r: &StatusReport) -> Option<&str> {
     r.node.addresses.first().map(String::as_str)
@@ -624,6 +652,35 @@ mod tests {
         assert!(lines.iter().all(|l| l.chars().count() <= 100), "{lines:?}");
         assert_eq!(lines.concat().matches('x').count(), 150);
         assert_eq!(wrap("p: ", "", 100), ["p: "]);
+    }
+
+    #[test]
+    fn wrapped_commands_stay_commands() {
+        let cmd = "ip netns exec kb-c21721 env ETCDCTL_API=3 etcdctl --endpoints \
+                   https://10.77.0.101:2379,https://10.77.0.102:2379,https://10.77.0.103:2379 \
+                   --cacert /work/run/cluster/etcd-client/ca.crt --cert \
+                   /work/run/cluster/etcd-client/client.crt --key \
+                   /work/run/cluster/etcd-client/client.key endpoint status -w table";
+        let lines = wrap_command("  etcd:    ", cmd, 100);
+        assert!(lines.len() > 1, "{lines:?}");
+        for (i, l) in lines.iter().enumerate() {
+            assert!(l.chars().count() <= 100, "{l:?}");
+            assert_eq!(l.ends_with(" \\"), i + 1 < lines.len(), "{l:?}");
+        }
+        assert!(lines[1].starts_with("             ") && !lines[1].starts_with("              "));
+        // Joined back as a shell would, it is the same command.
+        let joined = lines.join("\n").replace(" \\\n", " ");
+        assert_eq!(
+            joined
+                .trim_start_matches("  etcd:    ")
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            cmd.split_whitespace().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            wrap_command("x: ", "make cluster-down", 100),
+            ["x: make cluster-down"]
+        );
     }
 
     #[test]

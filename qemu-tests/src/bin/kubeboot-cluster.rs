@@ -217,28 +217,38 @@ fn up(
     opts.fit_for_kubeadm(&kubernetes);
     opts.memory_mib = memory.unwrap_or(opts.memory_mib);
     opts.cpus = cpus.unwrap_or(opts.cpus);
+    let say = |text: String| {
+        for line in status::wrap("cluster: ", &text, status::LINE_WIDTH) {
+            println!("{line}");
+        }
+    };
     if kubernetes.present {
-        println!(
-            "cluster: images with Kubernetes {} from {}: etcd + VIP, then kubeadm init/join \
+        say(format!(
+            "images with Kubernetes {} from {}: etcd + VIP, then kubeadm init/join \
              (10-20 min under TCG); {} vCPUs and {} MiB a guest",
             kubernetes.version.as_deref().unwrap_or("?"),
             opts.images.display(),
             opts.cpus,
             opts.memory_mib
-        );
+        ));
     } else {
-        println!(
-            "cluster: images without Kubernetes ({}) from {}: etcd + VIP only, the kube phase \
-             reports itself skipped",
+        say(format!(
+            "images without Kubernetes from {}: etcd + VIP only, the kube phase reports itself \
+             skipped ({})",
+            opts.images.display(),
             kubernetes.reason.as_deref().unwrap_or("no reason recorded"),
-            opts.images.display()
-        );
+        ));
     }
     let mut c = Cluster::create(opts).context("creating the private network")?;
-    println!(
-        "cluster: private network 10.77.0.0/24 (namespace {}, bridge br0 10.77.0.1/24, DHCP .100-.199, VIP {VIP})",
+    say(format!(
+        "private network 10.77.0.0/24 (namespace {}, bridge br0 10.77.0.1/24, DHCP .100-.199, \
+         VIP {VIP})",
         c.options().netns
-    );
+    ));
+    say(format!(
+        "per node in {}: <node>.qcow2 (data disk), <node>.console.log, <node>.status.jsonl",
+        run_dir.display()
+    ));
     let t0 = Instant::now();
     let mut names = Vec::new();
     for i in 1..=MASTERS {
@@ -246,12 +256,10 @@ fn up(
         let fresh = !run_dir.join(format!("{name}.qcow2")).exists();
         let n = c.start(&name, Role::Master, i, None, false)?;
         println!(
-            "[{:>6.1}s] {name}: powered on ({}, {} data disk {}), console {}",
+            "[{:>6.1}s] {name}: powered on ({}, {} data disk)",
             t0.elapsed().as_secs_f64(),
             n.ip(),
             if fresh { "blank" } else { "existing" },
-            n.disk.display(),
-            n.console.display()
         );
         names.push(name);
         std::thread::sleep(stagger);
@@ -260,10 +268,9 @@ fn up(
         let name = format!("worker-{}", w + 1);
         let n = c.start(&name, Role::Worker, FIRST_WORKER + w, None, false)?;
         println!(
-            "[{:>6.1}s] {name}: powered on ({}), console {}",
+            "[{:>6.1}s] {name}: powered on ({})",
             t0.elapsed().as_secs_f64(),
             n.ip(),
-            n.console.display()
         );
         names.push(name);
         std::thread::sleep(stagger);
@@ -338,11 +345,27 @@ fn up(
             println!("{line}");
         }
     }
-    println!("  console: {}/<node>.console.log", run_dir.display());
+    let say = |prefix: &str, text: String| {
+        for line in status::wrap(prefix, &text, status::LINE_WIDTH) {
+            println!("{line}");
+        }
+    };
+    let command = |prefix: &str, text: String| {
+        for line in status::wrap_command(prefix, &text, status::LINE_WIDTH) {
+            println!("{line}");
+        }
+    };
+    say(
+        "  console: ",
+        format!("{}/<node>.console.log", run_dir.display()),
+    );
     let etcd = c.etcd()?;
-    println!(
-        "  status:  make cluster-status   (status streams: {}/<node>.status.jsonl)",
-        run_dir.display()
+    say(
+        "  status:  ",
+        format!(
+            "make cluster-status (status streams: {}/<node>.status.jsonl)",
+            run_dir.display()
+        ),
     );
     let endpoints: Vec<String> = c
         .nodes()
@@ -350,26 +373,35 @@ fn up(
         .filter(|n| n.role == Role::Master)
         .map(Node::etcd_endpoint)
         .collect();
-    println!(
-        "  etcd:    {} endpoint status -w table",
-        etcd.command_line(&endpoints.join(","))
+    command(
+        "  etcd:    ",
+        format!(
+            "{} endpoint status -w table",
+            etcd.command_line(&endpoints.join(","))
+        ),
     );
     if kubernetes.present {
         let api = c.kubernetes()?;
         println!(
-            "  API:     {} get nodes   (kubectl from the components; admin certificate derived from the secret)",
-            api.command_line()
+            "  API:     (kubectl from the components; admin certificate derived from the secret)"
         );
-        println!(
-            "           ip netns exec {} curl --cacert {} https://{VIP}:{}/readyz",
-            c.options().netns,
-            api.ca.display(),
-            cluster::API_PORT
+        command("           ", format!("{} get nodes", api.command_line()));
+        command(
+            "           ",
+            format!(
+                "ip netns exec {} curl --cacert {} https://{VIP}:{}/readyz",
+                c.options().netns,
+                api.ca.display(),
+                cluster::API_PORT
+            ),
         );
     }
-    println!(
-        "  stop:    make cluster-down   (disks kept in {}; PURGE=1 deletes them)",
-        run_dir.display()
+    say(
+        "  stop:    ",
+        format!(
+            "make cluster-down (disks kept in {}; PURGE=1 deletes them)",
+            run_dir.display()
+        ),
     );
     kube_result.with_context(|| {
         format!(
@@ -655,7 +687,7 @@ fn status_cmd(run_dir: &Path) -> Result<()> {
         println!();
         let running = n.pid();
         println!(
-            "== {} ({:?}, {}) {}; console {}",
+            "== {} ({:?}, {}) {}",
             n.name,
             n.role,
             n.ip(),
@@ -663,8 +695,8 @@ fn status_cmd(run_dir: &Path) -> Result<()> {
                 Some(pid) => format!("running, pid {pid}, up {} s", n.uptime().as_secs()),
                 None => "powered off".to_owned(),
             },
-            n.console.display()
         );
+        println!("console:   {}", n.console.display());
         if running.is_none() {
             continue;
         }
