@@ -88,6 +88,10 @@ pub struct Launch {
     pub client_port: u16,
     /// Peer port.
     pub peer_port: u16,
+    /// Raft heartbeat interval in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout in milliseconds.
+    pub election_timeout_ms: u64,
     /// New, existing or restart.
     pub state: ClusterState,
     /// TLS files.
@@ -179,6 +183,11 @@ impl Launch {
             // deposes a working leader and costs an election, during which
             // no VIP holder can renew its quorum proof.
             "--pre-vote=true".to_owned(),
+            // etcd's defaults unless the cluster configuration raises them
+            // (`[etcd] heartbeat_ms`, `election_timeout_ms`) for a slow
+            // machine: every member must use the same values.
+            format!("--heartbeat-interval={}", self.heartbeat_ms),
+            format!("--election-timeout={}", self.election_timeout_ms),
         ];
         if let Some(token) = token {
             v.push(format!("--initial-cluster-token={token}"));
@@ -482,6 +491,8 @@ mod tests {
             ip: "10.0.0.1".parse().unwrap(),
             client_port: 2379,
             peer_port: 2380,
+            heartbeat_ms: 100,
+            election_timeout_ms: 1000,
             state,
             tls: TlsFiles::under(Path::new("/var/lib/kubeboot/pki")),
         }
@@ -500,6 +511,8 @@ mod tests {
             "--client-cert-auth=true",
             "--peer-client-cert-auth=true",
             "--pre-vote=true",
+            "--heartbeat-interval=100",
+            "--election-timeout=1000",
             "--listen-peer-urls=https://10.0.0.1:2380",
             "--advertise-client-urls=https://10.0.0.1:2379",
             "--listen-client-urls=https://0.0.0.0:2379",

@@ -640,6 +640,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                             ip,
                             client_port: cfg.etcd.client_port,
                             peer_port: cfg.etcd.peer_port,
+                            heartbeat_ms: cfg.etcd.heartbeat_ms,
+                            election_timeout_ms: cfg.etcd.election_timeout_ms,
                             state: cs.clone(),
                             tls: TlsFiles::under(&state.pki_dir()),
                         };

@@ -20,6 +20,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cluster_config::ClusterConfig;
@@ -141,12 +142,15 @@ impl Vip {
                 cert: Some(cert),
                 key: Some(key),
             },
-            vrrp::proof::DEFAULT_PROOF_TIMEOUT,
+            Duration::from_millis(cfg.vrrp.proof_timeout_ms),
         )
         .context("setting up the VIP's quorum proof")?;
         let quorum = vrrp::Quorum::Proven {
             prover,
-            params: vrrp::config::DEFAULT_PROOF,
+            params: vrrp::ProofParams {
+                lease: Duration::from_millis(cfg.vrrp.proof_lease_ms),
+                ..vrrp::config::DEFAULT_PROOF
+            },
             shed_leadership: true,
         };
         let config =

@@ -177,6 +177,9 @@ pub struct ClusterOptions {
     /// `kubeboot.config` credential (on top of the image's), for example
     /// `[kubernetes]` settings of a test; `None`: the image's alone.
     pub config: Option<String>,
+    /// Appended to every guest's kernel command line (for example
+    /// `systemd.mask=<unit>` to break a piece on purpose); empty: nothing.
+    pub extra_cmdline: String,
 }
 
 impl ClusterOptions {
@@ -193,6 +196,7 @@ impl ClusterOptions {
             disk_size: "8G".to_owned(),
             images: images_dir(),
             config: None,
+            extra_cmdline: String::new(),
         }
     }
 
@@ -384,6 +388,7 @@ impl Cluster {
         }
         config.daemon_pidfile = Some(node.pidfile.clone());
         config.extra_args = node_args(&node);
+        config.extra_cmdline = self.opts.extra_cmdline.clone();
         // A stale stream from the previous boot must not look current.
         let _ = std::fs::remove_file(&node.status);
         let args = config.args();

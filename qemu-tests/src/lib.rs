@@ -355,10 +355,21 @@ impl VmConfig {
         }
         for (name, value) in &self.credentials {
             a.push("-smbios".into());
-            a.push(format!(
-                "type=11,value=io.systemd.credential:{}",
-                qemu_escape(&format!("{name}={value}"))
-            ));
+            if value.contains('\n') {
+                // A multi-line value (a TOML file) travels base64-encoded:
+                // systemd's `io.systemd.credential.binary:` form.
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+                a.push(format!(
+                    "type=11,value=io.systemd.credential.binary:{}",
+                    qemu_escape(&format!("{name}={encoded}"))
+                ));
+            } else {
+                a.push(format!(
+                    "type=11,value=io.systemd.credential:{}",
+                    qemu_escape(&format!("{name}={value}"))
+                ));
+            }
         }
         a.extend(self.extra_args.iter().cloned());
         a
@@ -747,12 +758,18 @@ mod tests {
         c.disks.push("/d/a,b.qcow2".into());
         c.credentials
             .push(("kubeboot.selftest".into(), "t1,x".into()));
+        c.credentials
+            .push(("kubeboot.config".into(), "a = 1\nb = 2\n".into()));
         c.extra_cmdline = "quiet".into();
         let a = c.args();
         assert!(a.contains(&"file=/d/a,,b.qcow2,if=virtio,format=qcow2".to_string()));
         assert!(
             a.contains(&"type=11,value=io.systemd.credential:kubeboot.selftest=t1,,x".to_string())
         );
+        // Multi-line values go base64 ("a = 1\nb = 2\n").
+        assert!(a.contains(
+            &"type=11,value=io.systemd.credential.binary:kubeboot.config=YSA9IDEKYiA9IDIK".to_string()
+        ));
         let i = a.iter().position(|x| x == "-append").unwrap();
         assert_eq!(a[i + 1], "console=ttyS0 quiet");
     }

@@ -34,6 +34,14 @@ pub const DEFAULT_DISCOVERY_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_VRRP_INTERVAL_CS: u16 = 20;
 /// Default VRRP priority of a healthy master.
 pub const DEFAULT_VRRP_PRIORITY: u8 = 100;
+/// Default time allowed for one VIP quorum proof, in milliseconds.
+pub const DEFAULT_PROOF_TIMEOUT_MS: u64 = 1000;
+/// Default validity of a VIP quorum proof, in milliseconds.
+pub const DEFAULT_PROOF_LEASE_MS: u64 = 2000;
+/// etcd's default heartbeat interval, in milliseconds.
+pub const DEFAULT_ETCD_HEARTBEAT_MS: u64 = 100;
+/// etcd's default election timeout, in milliseconds.
+pub const DEFAULT_ETCD_ELECTION_TIMEOUT_MS: u64 = 1000;
 /// Minimum length of the cluster secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -255,6 +263,13 @@ pub struct VrrpSpec {
     pub preempt_delay_ms: Option<u64>,
     /// Send adverts by unicast to the peers from discovery instead of multicast.
     pub unicast: Option<bool>,
+    /// Time allowed for one quorum proof (a linearizable read on the local
+    /// etcd member), in milliseconds (default 1000).
+    pub proof_timeout_ms: Option<u64>,
+    /// How long a successful quorum proof keeps a holder master, in
+    /// milliseconds (default 2000): a holder that cannot prove quorum for
+    /// this long resigns. Must exceed `proof_timeout_ms`.
+    pub proof_lease_ms: Option<u64>,
 }
 
 /// etcd input.
@@ -265,6 +280,14 @@ pub struct EtcdSpec {
     pub client_port: Option<u16>,
     /// Peer port (default 2380).
     pub peer_port: Option<u16>,
+    /// Raft heartbeat interval in milliseconds (etcd's
+    /// `--heartbeat-interval`, default 100).
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout in milliseconds (etcd's `--election-timeout`,
+    /// default 1000; at least 5 x `heartbeat_ms`, as etcd requires). Raise
+    /// both on slow or overloaded machines (etcd's tuning guide), at the
+    /// cost of a slower leader failover.
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// Kubernetes input.
@@ -353,6 +376,10 @@ pub struct Vrrp {
     pub preempt_delay_ms: u64,
     /// Unicast mode.
     pub unicast: bool,
+    /// Time allowed for one quorum proof, in milliseconds.
+    pub proof_timeout_ms: u64,
+    /// Validity of a successful quorum proof, in milliseconds.
+    pub proof_lease_ms: u64,
 }
 
 /// Validated etcd settings.
@@ -362,6 +389,10 @@ pub struct Etcd {
     pub client_port: u16,
     /// Peer port.
     pub peer_port: u16,
+    /// Raft heartbeat interval in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout in milliseconds.
+    pub election_timeout_ms: u64,
 }
 
 /// Validated Kubernetes settings.
@@ -429,10 +460,17 @@ impl ClusterSpec {
                 preempt: pick(&self.vrrp.preempt, &over.vrrp.preempt),
                 preempt_delay_ms: pick(&self.vrrp.preempt_delay_ms, &over.vrrp.preempt_delay_ms),
                 unicast: pick(&self.vrrp.unicast, &over.vrrp.unicast),
+                proof_timeout_ms: pick(&self.vrrp.proof_timeout_ms, &over.vrrp.proof_timeout_ms),
+                proof_lease_ms: pick(&self.vrrp.proof_lease_ms, &over.vrrp.proof_lease_ms),
             },
             etcd: EtcdSpec {
                 client_port: pick(&self.etcd.client_port, &over.etcd.client_port),
                 peer_port: pick(&self.etcd.peer_port, &over.etcd.peer_port),
+                heartbeat_ms: pick(&self.etcd.heartbeat_ms, &over.etcd.heartbeat_ms),
+                election_timeout_ms: pick(
+                    &self.etcd.election_timeout_ms,
+                    &over.etcd.election_timeout_ms,
+                ),
             },
             kubernetes: KubernetesSpec {
                 pod_subnet: pick(&self.kubernetes.pod_subnet, &over.kubernetes.pod_subnet),
@@ -565,12 +603,37 @@ impl ClusterSpec {
             preempt: self.vrrp.preempt.unwrap_or(true),
             preempt_delay_ms: self.vrrp.preempt_delay_ms.unwrap_or(0),
             unicast: self.vrrp.unicast.unwrap_or(false),
+            proof_timeout_ms: self.vrrp.proof_timeout_ms.unwrap_or(DEFAULT_PROOF_TIMEOUT_MS),
+            proof_lease_ms: self.vrrp.proof_lease_ms.unwrap_or(DEFAULT_PROOF_LEASE_MS),
         };
+        if vrrp.proof_timeout_ms == 0 {
+            return Err(invalid("vrrp.proof_timeout_ms", "must be at least 1"));
+        }
+        if vrrp.proof_lease_ms <= vrrp.proof_timeout_ms {
+            return Err(invalid(
+                "vrrp.proof_lease_ms",
+                "must exceed vrrp.proof_timeout_ms (a proof that took the whole timeout must still be valid when it arrives)",
+            ));
+        }
 
         let etcd = Etcd {
             client_port: self.etcd.client_port.unwrap_or(2379),
             peer_port: self.etcd.peer_port.unwrap_or(2380),
+            heartbeat_ms: self.etcd.heartbeat_ms.unwrap_or(DEFAULT_ETCD_HEARTBEAT_MS),
+            election_timeout_ms: self
+                .etcd
+                .election_timeout_ms
+                .unwrap_or(DEFAULT_ETCD_ELECTION_TIMEOUT_MS),
         };
+        if etcd.heartbeat_ms == 0
+            || etcd.election_timeout_ms < etcd.heartbeat_ms.saturating_mul(5)
+            || etcd.election_timeout_ms > 50_000
+        {
+            return Err(invalid(
+                "etcd.election_timeout_ms",
+                "must be 5 x etcd.heartbeat_ms to 50000 (etcd refuses other values), with a non-zero heartbeat",
+            ));
+        }
         if etcd.client_port == 0 || etcd.peer_port == 0 || etcd.client_port == etcd.peer_port {
             return Err(invalid(
                 "etcd.client_port",
@@ -686,6 +749,29 @@ mod tests {
         assert_eq!(c.vrrp.router_id, derive_router_id("kubeboot"));
         assert!(c.vrrp.preempt);
         assert!(c.secret.is_none());
+    }
+
+    #[test]
+    fn timing_for_slow_machines_is_validated() {
+        let c = master().validate().unwrap();
+        assert_eq!((c.etcd.heartbeat_ms, c.etcd.election_timeout_ms), (100, 1000));
+        assert_eq!((c.vrrp.proof_timeout_ms, c.vrrp.proof_lease_ms), (1000, 2000));
+        let read = |t: &str| ClusterSpec::from_toml("c", t).unwrap().merge(&master()).validate();
+        let slow = read("[etcd]\nheartbeat_ms = 500\nelection_timeout_ms = 5000\n[vrrp]\nproof_timeout_ms = 10000\nproof_lease_ms = 20000\n").unwrap();
+        assert_eq!(slow.etcd.election_timeout_ms, 5000);
+        assert_eq!(slow.vrrp.proof_lease_ms, 20000);
+        for (bad, key) in [
+            ("[etcd]\nheartbeat_ms = 500\n", "etcd.election_timeout_ms"),
+            ("[etcd]\nheartbeat_ms = 0\n", "etcd.election_timeout_ms"),
+            ("[etcd]\nelection_timeout_ms = 60000\n", "etcd.election_timeout_ms"),
+            ("[vrrp]\nproof_timeout_ms = 2000\n", "vrrp.proof_lease_ms"),
+            ("[vrrp]\nproof_timeout_ms = 0\n", "vrrp.proof_timeout_ms"),
+        ] {
+            match read(bad) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -72,14 +72,21 @@ pub struct CheckSpec {
 impl CheckSpec {
     /// The local API server check, `GET https://127.0.0.1:{port}/readyz`
     /// expecting `ok`, lowering the priority by `weight` while it fails
-    /// (every 1 s, 1 s timeout, fall 3, rise 2).
+    /// (every 2 s, 5 s timeout, fall 3, rise 2). A stopped API server
+    /// refuses the connection at once and leaves the rotation after three
+    /// checks (~6 s); the 5 s timeout (keepalived's default connect timeout)
+    /// keeps a busy but working one in: with a 1 s timeout, a master
+    /// starting its control plane under TCG failed the check for minutes
+    /// and the VIP stayed on a node with no API server at all. (The
+    /// keepalived configuration of kubeadm's HA guide checks every 3 s and
+    /// falls after 10.)
     pub fn apiserver_readyz(port: u16, weight: u8, tls: TlsFiles) -> Self {
         CheckSpec {
             name: "apiserver".to_owned(),
             url: format!("https://127.0.0.1:{port}/readyz"),
             role: CheckRole::Weight(weight),
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
             fall: 3,
             rise: 2,
             expect_body: Some("ok".to_owned()),
