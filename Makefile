@@ -237,6 +237,9 @@ endif
 ## and prints a kubeconfig; disks, console logs and status streams in $(CLUSTER_DIR)
 ## (kept by cluster-down, deleted by cluster-down PURGE=1). SECRET_FILE=...
 ## gives the cluster secret (default: generated once into $(CLUSTER_DIR)/secret).
+## CLUSTER_CONFIG=FILE gives every node a cluster configuration over the
+## image's (the kubeboot.config credential): e.g. [etcd]/[vrrp] timing for a
+## slow machine, as qemu-tests/README.md shows for Kubernetes under TCG.
 CLUSTER_BIN := target/release/kubeboot-cluster
 CLUSTER_DIR ?= run/cluster
 WORKERS ?= 0

@@ -33,13 +33,23 @@ use vrrp::Health;
 /// (default priority 100) wins the VIP over one without.
 pub const APISERVER_WEIGHT: u8 = 50;
 
+/// How much lower a standby master ranks (no control plane and not
+/// building one: waiting for init, joining, retrying; see
+/// [`kubeadm::VipHealth`]) than one with a control plane or running
+/// `kubeadm init`, on top of the `/readyz` weight: a tie-breaker below
+/// [`APISERVER_WEIGHT`], so a master whose API answers still wins.
+pub const STANDBY_WEIGHT: u8 = 10;
+
+/// The `/readyz` check and the standby weight handed to the combiner.
+type ApiHealth = Option<(watch::Receiver<Health>, u8)>;
+
 /// The health VRRP sees: the `/readyz` check's penalty while it runs,
-/// else none. Never a quorum verdict: quorum is proven by `vrrp` itself.
-/// Pure.
-pub fn combine(api: Option<Health>) -> Health {
+/// plus `extra` (the standby weight), else none. Never a quorum verdict:
+/// quorum is proven by `vrrp` itself. Pure.
+pub fn combine(api: Option<Health>, extra: u8) -> Health {
     Health {
         quorum: true,
-        penalty: api.map_or(0, |a| a.penalty),
+        penalty: api.map_or(0, |a| a.penalty.saturating_add(extra)),
     }
 }
 
@@ -53,22 +63,20 @@ pub struct Vip {
     pki_dir: PathBuf,
     /// The `/readyz` tracker while the kube phase runs.
     api: Option<vrrp::Tracker>,
-    /// Hands the combiner the `/readyz` health (or none).
-    api_tx: watch::Sender<Option<watch::Receiver<Health>>>,
+    /// Hands the combiner the `/readyz` health and standby weight (or none).
+    api_tx: watch::Sender<ApiHealth>,
     health: VipHealth,
     combiner: tokio::task::JoinHandle<()>,
 }
 
 /// Feeds VRRP the `/readyz` check's health while there is one. Runs until
 /// the [`Vip`] goes away.
-async fn combiner(
-    mut api_sel: watch::Receiver<Option<watch::Receiver<Health>>>,
-    out: watch::Sender<Health>,
-) {
+async fn combiner(mut api_sel: watch::Receiver<ApiHealth>, out: watch::Sender<Health>) {
     let mut api: Option<watch::Receiver<Health>> = None;
+    let mut extra = 0;
     loop {
         let a = api.as_mut().map(|r| *r.borrow_and_update());
-        let next = combine(a);
+        let next = combine(a, extra);
         out.send_if_modified(|h| {
             if *h == next {
                 false
@@ -79,7 +87,11 @@ async fn combiner(
         });
         tokio::select! {
             r = api_sel.changed() => match r {
-                Ok(()) => api = api_sel.borrow_and_update().clone(),
+                Ok(()) => {
+                    let sel = api_sel.borrow_and_update().clone();
+                    extra = sel.as_ref().map_or(0, |(_, e)| *e);
+                    api = sel.map(|(rx, _)| rx);
+                }
                 Err(_) => return,
             },
             r = async {
@@ -156,7 +168,7 @@ impl Vip {
         let config =
             vrrp::VrrpConfig::new(&cfg.vrrp, vip, interface).context("VIP configuration")?;
         let (peers_tx, peers_rx) = watch::channel(peers);
-        let (health_tx, health_rx) = watch::channel(combine(None));
+        let (health_tx, health_rx) = watch::channel(combine(None, 0));
         let (api_tx, api_rx) = watch::channel(None);
         let combiner = tokio::spawn(combiner(api_rx, health_tx));
         let handle = match vrrp::Vrrp::spawn(config, quorum, health_rx, peers_rx).await {
@@ -192,7 +204,7 @@ impl Vip {
         if health == self.health {
             return Ok(());
         }
-        self.health = health;
+        let previous = std::mem::replace(&mut self.health, health);
         match health {
             VipHealth::Etcd => {
                 self.api = None;
@@ -200,7 +212,23 @@ impl Vip {
                 tracing::info!("VIP health: proven etcd quorum only");
                 Ok(())
             }
-            VipHealth::EtcdAndApiServer { api_port } => {
+            VipHealth::EtcdAndApiServer { api_port, standby } => {
+                let extra = if standby { STANDBY_WEIGHT } else { 0 };
+                // Only the standby weight changed: keep the running check.
+                if let (
+                    VipHealth::EtcdAndApiServer { api_port: port, .. },
+                    Some(tracker),
+                ) = (previous, &self.api)
+                {
+                    if port == api_port {
+                        self.api_tx.send_replace(Some((tracker.health(), extra)));
+                        tracing::info!(
+                            "VIP health: standby weight {extra} (this master {} a control plane)",
+                            if standby { "has no" } else { "has or is building" }
+                        );
+                        return Ok(());
+                    }
+                }
                 let ca = self.pki_dir.join("kubernetes-ca.crt");
                 pki::write_cert_file(&ca, kubernetes_ca_pem)
                     .with_context(|| format!("writing {}", ca.display()))?;
@@ -215,11 +243,12 @@ impl Vip {
                 );
                 let tracker = vrrp::tracker::spawn(vec![check])
                     .context("starting the VIP's /readyz check")?;
-                self.api_tx.send_replace(Some(tracker.health()));
+                self.api_tx.send_replace(Some((tracker.health(), extra)));
                 self.api = Some(tracker);
                 tracing::info!(
                     "VIP health: proven etcd quorum, and the local API server's /readyz \
-                     (port {api_port}) as a priority weight of {APISERVER_WEIGHT}"
+                     (port {api_port}) as a priority weight of {APISERVER_WEIGHT}, standby \
+                     weight {extra}"
                 );
                 Ok(())
             }
@@ -280,15 +309,23 @@ mod tests {
     #[test]
     fn combined_health_is_the_readyz_penalty_and_never_a_quorum_verdict() {
         // Before the kube phase: nothing to say.
-        assert_eq!(combine(None), Health::OK);
+        assert_eq!(combine(None, 0), Health::OK);
         // A failing /readyz lowers the priority, never faults.
         let api_failing = Health {
             quorum: true,
             penalty: APISERVER_WEIGHT,
         };
-        assert_eq!(combine(Some(api_failing)), api_failing);
+        assert_eq!(combine(Some(api_failing), 0), api_failing);
+        // A standby master ranks below: the init node wins a tie.
+        assert_eq!(
+            combine(Some(api_failing), STANDBY_WEIGHT).penalty,
+            APISERVER_WEIGHT + STANDBY_WEIGHT
+        );
+        // ... but not below a working API: the standby weight is smaller.
+        const { assert!(STANDBY_WEIGHT < APISERVER_WEIGHT) };
+        assert_eq!(combine(Some(Health::OK), STANDBY_WEIGHT).penalty, STANDBY_WEIGHT);
         // Whatever the API check says about quorum, it is not its call.
-        assert!(combine(Some(Health::NO_QUORUM)).quorum);
+        assert!(combine(Some(Health::NO_QUORUM), 0).quorum);
     }
 
     #[tokio::test]
@@ -313,7 +350,17 @@ mod tests {
             penalty: APISERVER_WEIGHT,
         });
         out.borrow_and_update();
-        api_sel_tx.send_replace(Some(api_rx));
+        api_sel_tx.send_replace(Some((api_rx.clone(), 0)));
+        assert_eq!(next(&mut out).await.penalty, APISERVER_WEIGHT);
+        // The same check with the standby weight.
+        out.borrow_and_update();
+        api_sel_tx.send_replace(Some((api_rx.clone(), STANDBY_WEIGHT)));
+        assert_eq!(
+            next(&mut out).await.penalty,
+            APISERVER_WEIGHT + STANDBY_WEIGHT
+        );
+        out.borrow_and_update();
+        api_sel_tx.send_replace(Some((api_rx, 0)));
         assert_eq!(next(&mut out).await.penalty, APISERVER_WEIGHT);
         // The API server answers: penalty gone.
         out.borrow_and_update();

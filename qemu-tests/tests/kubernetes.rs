@@ -1009,7 +1009,8 @@ fn config_fragment(cni: &str, skip_addons: &[String]) -> String {
     format!(
         "[kubernetes]\ncni = {cni:?}\nskip_addons = {skip_addons:?}\n\n\
          [etcd]\nheartbeat_ms = {SLOW_HEARTBEAT_MS}\nelection_timeout_ms = {SLOW_ELECTION_MS}\n\n\
-         [vrrp]\nproof_timeout_ms = {SLOW_PROOF_TIMEOUT_MS}\nproof_lease_ms = {SLOW_PROOF_LEASE_MS}\n"
+         [vrrp]\ninterval_cs = {SLOW_VRRP_INTERVAL_CS}\n\
+         proof_timeout_ms = {SLOW_PROOF_TIMEOUT_MS}\nproof_lease_ms = {SLOW_PROOF_LEASE_MS}\n"
     )
 }
 
@@ -1017,6 +1018,10 @@ fn config_fragment(cni: &str, skip_addons: &[String]) -> String {
 const SLOW_HEARTBEAT_MS: u64 = 500;
 /// etcd's election timeout here.
 const SLOW_ELECTION_MS: u64 = 5000;
+/// The VIP's advert interval here (keepalived's default, 1 s): with the
+/// default 200 ms a guest busy starting static pods sent its adverts late
+/// enough for a backup to take the VIP during `kubeadm init`.
+const SLOW_VRRP_INTERVAL_CS: u16 = 100;
 /// The VIP's quorum proof timeout here.
 const SLOW_PROOF_TIMEOUT_MS: u64 = 10_000;
 /// The VIP's proof lease here.
@@ -1039,6 +1044,7 @@ fn the_config_credential_is_toml_the_agent_reads() {
     assert_eq!(cfg.etcd.election_timeout_ms, SLOW_ELECTION_MS);
     assert_eq!(cfg.vrrp.proof_timeout_ms, SLOW_PROOF_TIMEOUT_MS);
     assert_eq!(cfg.vrrp.proof_lease_ms, SLOW_PROOF_LEASE_MS);
+    assert_eq!(cfg.vrrp.interval_cs, SLOW_VRRP_INTERVAL_CS);
     assert_eq!(
         cfg.kubernetes.skip_addons,
         vec![

@@ -60,6 +60,13 @@ enum Cmd {
         /// Seconds between two guests' power-on.
         #[arg(long, default_value_t = 3)]
         stagger: u64,
+        /// A cluster configuration file (TOML, the schema of the image's
+        /// /usr/lib/kubeboot/cluster.toml) given to every node as the
+        /// `kubeboot.config` credential, over the image's settings: for
+        /// example `[kubernetes] cni`, or `[etcd]`/`[vrrp]` timing for a slow
+        /// machine.
+        #[arg(long, env = "CLUSTER_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Print `agent status` of every node (from its status stream).
     Status,
@@ -116,6 +123,7 @@ fn main() -> Result<()> {
             memory,
             cpus,
             stagger,
+            config,
         } => up(
             &cli.run_dir,
             workers,
@@ -126,6 +134,7 @@ fn main() -> Result<()> {
             ),
             (memory, cpus),
             Duration::from_secs(stagger),
+            config.as_deref(),
         ),
         Cmd::Status => status_cmd(&cli.run_dir),
         Cmd::Bench { runs, out, timeout } => {
@@ -188,6 +197,7 @@ fn up(
     (timeout, kube_timeout): (Duration, Duration),
     (memory, cpus): (Option<u32>, Option<u32>),
     stagger: Duration,
+    config: Option<&Path>,
 ) -> Result<()> {
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // A cluster already up: say so and show it.
@@ -217,6 +227,13 @@ fn up(
     opts.fit_for_kubeadm(&kubernetes);
     opts.memory_mib = memory.unwrap_or(opts.memory_mib);
     opts.cpus = cpus.unwrap_or(opts.cpus);
+    if let Some(path) = config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the cluster configuration {}", path.display()))?;
+        // Refused here, with the file's line, rather than by every agent.
+        cluster_config::ClusterSpec::from_toml(&path.display().to_string(), &text)?;
+        opts.config = Some(text);
+    }
     let say = |text: String| {
         for line in status::wrap("cluster: ", &text, status::LINE_WIDTH) {
             println!("{line}");

@@ -298,6 +298,15 @@ pub enum VipHealth {
     EtcdAndApiServer {
         /// The API server port.
         api_port: u16,
+        /// This master has no control plane yet and is not building one
+        /// (waiting for the init node, joining, or retrying a failed
+        /// step): it ranks below the init node and below masters with a
+        /// control plane even while their `/readyz` fails too. Without
+        /// this, a busy init node whose adverts came late lost the VIP to
+        /// a waiting master (equal priority, higher address) and its own
+        /// `kubeadm init`, which talks to the API through the VIP, waited
+        /// on a node with no API server.
+        standby: bool,
     },
 }
 
@@ -306,10 +315,15 @@ pub fn vip_health(state: &PhaseState, api_port: u16) -> VipHealth {
     match state {
         PhaseState::Pending | PhaseState::Skipped { .. } => VipHealth::Etcd,
         PhaseState::WaitingForInit { .. }
-        | PhaseState::Initialising
         | PhaseState::Joining
-        | PhaseState::Retrying { .. }
-        | PhaseState::Ready => VipHealth::EtcdAndApiServer { api_port },
+        | PhaseState::Retrying { .. } => VipHealth::EtcdAndApiServer {
+            api_port,
+            standby: true,
+        },
+        PhaseState::Initialising | PhaseState::Ready => VipHealth::EtcdAndApiServer {
+            api_port,
+            standby: false,
+        },
     }
 }
 
@@ -626,22 +640,31 @@ mod tests {
             ),
             VipHealth::Etcd
         );
-        for s in [
-            PhaseState::WaitingForInit {
-                init_node: "a".into(),
-            },
-            PhaseState::Initialising,
-            PhaseState::Joining,
-            PhaseState::Ready,
-            PhaseState::Retrying {
-                failures: 1,
-                last_error: "x".into(),
-                next_attempt_in_s: 5,
-            },
+        for (s, standby) in [
+            (
+                PhaseState::WaitingForInit {
+                    init_node: "a".into(),
+                },
+                true,
+            ),
+            (PhaseState::Initialising, false),
+            (PhaseState::Joining, true),
+            (PhaseState::Ready, false),
+            (
+                PhaseState::Retrying {
+                    failures: 1,
+                    last_error: "x".into(),
+                    next_attempt_in_s: 5,
+                },
+                true,
+            ),
         ] {
             assert_eq!(
                 vip_health(&s, 6443),
-                VipHealth::EtcdAndApiServer { api_port: 6443 },
+                VipHealth::EtcdAndApiServer {
+                    api_port: 6443,
+                    standby
+                },
                 "{s:?}"
             );
         }

@@ -693,7 +693,10 @@ async fn the_state_shows_joining_while_kubeadm_runs() {
     assert_eq!(*rx.borrow(), PhaseState::Ready);
     assert_eq!(
         kubeadm::vip_health(&PhaseState::Joining, 6443),
-        kubeadm::VipHealth::EtcdAndApiServer { api_port: 6443 }
+        kubeadm::VipHealth::EtcdAndApiServer {
+            api_port: 6443,
+            standby: true
+        }
     );
 }
 
