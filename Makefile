@@ -118,6 +118,7 @@ bench: deps
 	$(MAKE) bench-quorum
 	$(MAKE) bench-vrrp
 	$(MAKE) bench-cluster
+	$(MAKE) bench-kubernetes
 	@echo; echo "bench: results in bench/results/:"; ls -l bench/results/*.json
 
 clean:
@@ -244,10 +245,26 @@ CLUSTER_BIN := target/release/kubeboot-cluster
 CLUSTER_DIR ?= run/cluster
 WORKERS ?= 0
 PURGE ?= 0
-.PHONY: test-cluster bench-cluster test-power-cut
+.PHONY: test-cluster bench-cluster test-power-cut bench-kubernetes
 
 cluster: image
 	KUBEBOOT_IMAGES=$(OUT) $(CLUSTER_BIN) --run-dir $(CLUSTER_DIR) up --workers $(WORKERS)
+
+## bench-kubernetes: with K8S_COMPONENTS=DIR, power-on of three masters to
+## the API ready on the VIP and a power cut of the VIP holder to the API
+## answering on the VIP again, BENCH_RUNS times (medians), with the TCG
+## timing of qemu-tests/tcg-timing.toml; writes bench/results/kubernetes.json.
+## Without DIR it says SKIPPED (no Kubernetes components here).
+bench-kubernetes: deps
+	@mkdir -p bench/results
+	@if [ -z "$(K8S_COMPONENTS)" ]; then \
+		echo "bench-kubernetes: SKIPPED: no components directory given (make bench-kubernetes K8S_COMPONENTS=DIR)"; \
+	else \
+		$(MAKE) k8s-image && \
+		KUBEBOOT_IMAGES=$(abspath $(K8S_OUT)) $(CLUSTER_BIN) --run-dir target/qemu-bench \
+			bench-kubernetes --runs $(BENCH_RUNS) --config qemu-tests/tcg-timing.toml \
+			--out bench/results/kubernetes.json; \
+	fi
 
 cluster-status:
 	@test -x $(CLUSTER_BIN) || $(CARGO) build --release -p qemu-tests --bin kubeboot-cluster

@@ -497,7 +497,7 @@ impl Kube {
         if let Some(shared) = &material.shared_pki {
             kube.ca_pem = shared.ca_crt.clone();
         }
-        let facts = kubeadm::facts::gather(&setup.paths);
+        let facts = kubeadm::facts::gather(&setup.paths, setup.cfg.role);
         let me = NodeIdentity {
             node_name: setup.name.clone(),
             ca_pin: material.pin.as_str().to_owned(),

@@ -993,39 +993,15 @@ fn pod_ping(
     }
 }
 
-/// The `kubeboot.config` credential of this test (it travels base64 in an
-/// SMBIOS string): the pod network and add-ons, and etcd and VIP timing
-/// for a machine where four guests of two vCPUs each share two host cores
-/// under TCG. With etcd's defaults (100 ms heartbeat, 1 s election) and the
-/// VIP's (1 s proof timeout, 2 s lease), a guest busy starting its API
-/// server answers its own etcd reads late: the init node lost the VIP
-/// thirteen times during `kubeadm init`, which talks to the API through
-/// the VIP, and init failed; with a 4 s proof timeout, the init node's
-/// reads still took longer while three other guests imported images. etcd
-/// as its tuning guide suggests for slow machines, the VIP's proof sized
-/// to what was measured here; the price is that a holder cut off from the
-/// majority may keep the VIP up to the lease. Pure.
-fn config_fragment(cni: &str, skip_addons: &[String]) -> String {
-    format!(
-        "[kubernetes]\ncni = {cni:?}\nskip_addons = {skip_addons:?}\n\n\
-         [etcd]\nheartbeat_ms = {SLOW_HEARTBEAT_MS}\nelection_timeout_ms = {SLOW_ELECTION_MS}\n\n\
-         [vrrp]\ninterval_cs = {SLOW_VRRP_INTERVAL_CS}\n\
-         proof_timeout_ms = {SLOW_PROOF_TIMEOUT_MS}\nproof_lease_ms = {SLOW_PROOF_LEASE_MS}\n"
-    )
-}
+/// etcd and VIP timing for TCG (`qemu-tests/tcg-timing.toml`, which says
+/// why).
+const TCG_TIMING: &str = include_str!("../tcg-timing.toml");
 
-/// etcd's heartbeat interval here (see [`config_fragment`]).
-const SLOW_HEARTBEAT_MS: u64 = 500;
-/// etcd's election timeout here.
-const SLOW_ELECTION_MS: u64 = 5000;
-/// The VIP's advert interval here (keepalived's default, 1 s): with the
-/// default 200 ms a guest busy starting static pods sent its adverts late
-/// enough for a backup to take the VIP during `kubeadm init`.
-const SLOW_VRRP_INTERVAL_CS: u16 = 100;
-/// The VIP's quorum proof timeout here.
-const SLOW_PROOF_TIMEOUT_MS: u64 = 10_000;
-/// The VIP's proof lease here.
-const SLOW_PROOF_LEASE_MS: u64 = 20_000;
+/// The `kubeboot.config` credential of this test (it travels base64 in an
+/// SMBIOS string): the pod network and add-ons, and [`TCG_TIMING`]. Pure.
+fn config_fragment(cni: &str, skip_addons: &[String]) -> String {
+    format!("{TCG_TIMING}\n[kubernetes]\ncni = {cni:?}\nskip_addons = {skip_addons:?}\n")
+}
 
 #[test]
 fn the_config_credential_is_toml_the_agent_reads() {
@@ -1040,11 +1016,11 @@ fn the_config_credential_is_toml_the_agent_reads() {
     };
     let cfg = read(&text);
     assert_eq!(cfg.kubernetes.cni, cluster_config::CniMode::HostGw);
-    assert_eq!(cfg.etcd.heartbeat_ms, SLOW_HEARTBEAT_MS);
-    assert_eq!(cfg.etcd.election_timeout_ms, SLOW_ELECTION_MS);
-    assert_eq!(cfg.vrrp.proof_timeout_ms, SLOW_PROOF_TIMEOUT_MS);
-    assert_eq!(cfg.vrrp.proof_lease_ms, SLOW_PROOF_LEASE_MS);
-    assert_eq!(cfg.vrrp.interval_cs, SLOW_VRRP_INTERVAL_CS);
+    assert_eq!(cfg.etcd.heartbeat_ms, 500);
+    assert_eq!(cfg.etcd.election_timeout_ms, 5000);
+    assert_eq!(cfg.vrrp.interval_cs, 100);
+    assert_eq!(cfg.vrrp.proof_timeout_ms, 10_000);
+    assert_eq!(cfg.vrrp.proof_lease_ms, 20_000);
     assert_eq!(
         cfg.kubernetes.skip_addons,
         vec![

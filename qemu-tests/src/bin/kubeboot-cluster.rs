@@ -85,6 +85,27 @@ enum Cmd {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
+    /// With images carrying Kubernetes: power-on of three masters (2 vCPUs,
+    /// 3072 MiB each) to the API answering `/readyz` on the VIP (TLS
+    /// verified against the CA derived from the secret), then a power cut
+    /// of the VIP holder to the API answering on the VIP again, `--runs`
+    /// times in fresh clusters under <run-dir>/kbench-<n>; print a table
+    /// and write JSON. TCG: kubeadm init alone takes 5-10 min here.
+    BenchKubernetes {
+        /// Runs (the medians need at least 3).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Machine-readable results.
+        #[arg(long, default_value = "bench/results/kubernetes.json")]
+        out: PathBuf,
+        /// Seconds to wait for the API on the VIP per run.
+        #[arg(long, default_value_t = 2700)]
+        timeout: u64,
+        /// A cluster configuration given to every node (as `up --config`),
+        /// for example etcd/VIP timing for TCG.
+        #[arg(long, env = "CLUSTER_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Stop the guests and remove the network; disks stay unless --purge.
     Down {
         /// Delete disks, logs and the secret too.
@@ -140,8 +161,32 @@ fn main() -> Result<()> {
         Cmd::Bench { runs, out, timeout } => {
             bench(&cli.run_dir, runs, &out, Duration::from_secs(timeout))
         }
+        Cmd::BenchKubernetes {
+            runs,
+            out,
+            timeout,
+            config,
+        } => bench_kubernetes(
+            &cli.run_dir,
+            runs,
+            &out,
+            Duration::from_secs(timeout),
+            config.as_deref(),
+        ),
         Cmd::Down { purge } => down(&cli.run_dir, purge),
     }
+}
+
+/// The cluster configuration file's text, checked (`None` without one).
+fn read_config(config: Option<&Path>) -> Result<Option<String>> {
+    let Some(path) = config else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the cluster configuration {}", path.display()))?;
+    // Refused here, with the file's line, rather than by every agent.
+    cluster_config::ClusterSpec::from_toml(&path.display().to_string(), &text)?;
+    Ok(Some(text))
 }
 
 /// The secret from `file`, or the one generated once in `<run>/secret`.
@@ -227,13 +272,7 @@ fn up(
     opts.fit_for_kubeadm(&kubernetes);
     opts.memory_mib = memory.unwrap_or(opts.memory_mib);
     opts.cpus = cpus.unwrap_or(opts.cpus);
-    if let Some(path) = config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the cluster configuration {}", path.display()))?;
-        // Refused here, with the file's line, rather than by every agent.
-        cluster_config::ClusterSpec::from_toml(&path.display().to_string(), &text)?;
-        opts.config = Some(text);
-    }
+    opts.config = read_config(config)?;
     let say = |text: String| {
         for line in status::wrap("cluster: ", &text, status::LINE_WIDTH) {
             println!("{line}");
@@ -912,6 +951,144 @@ fn bench(run_dir: &Path, runs: u32, out: &Path, timeout: Duration) -> Result<()>
         "bench": "cluster",
         "accel": "tcg",
         "note": "QEMU TCG on a shared 2-core host: guest time runs several times slower than under KVM or on hardware",
+        "runs": rows,
+        "median": med,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("bench: wrote {}", out.display());
+    Ok(())
+}
+
+/// One Kubernetes bench run, seconds.
+#[derive(Debug, Clone, serde::Serialize)]
+struct KubeBenchRun {
+    /// Power-on of the three masters to `/readyz` answering `ok` on the
+    /// VIP.
+    power_on_to_api_on_vip_s: f64,
+    /// Power cut of the VIP holder to `/readyz` answering `ok` on the VIP
+    /// again (from another master).
+    power_cut_to_api_on_vip_s: f64,
+}
+
+/// Polls `GET https://VIP:6443/readyz` until it says `ok` or `timeout`.
+fn wait_api_on_vip(api: &qemu_tests::cluster::KubeClient, timeout: Duration) -> Result<Duration> {
+    let t = Instant::now();
+    loop {
+        if api
+            .get(VIP, "readyz", false)
+            .is_ok_and(|body| body.trim() == "ok")
+        {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > timeout {
+            bail!(
+                "the API did not answer /readyz on {VIP} within {} s",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn bench_kubernetes(
+    run_dir: &Path,
+    runs: u32,
+    out: &Path,
+    timeout: Duration,
+    config: Option<&Path>,
+) -> Result<()> {
+    let config = read_config(config)?;
+    let mut rows: Vec<KubeBenchRun> = Vec::new();
+    for i in 1..=runs {
+        let dir = run_dir.join(format!("kbench-{i}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        let pid = std::process::id();
+        let mut opts = ClusterOptions::new(
+            dir.clone(),
+            format!("kb-kb{pid}"),
+            format!("kubeboot-bench-secret-{pid}-{i}"),
+        );
+        let kubernetes = qemu_tests::find_image_in(&opts.images, "master")?.kubernetes;
+        if !kubernetes.present {
+            bail!(
+                "the images in {} carry no Kubernetes ({}): build them from a components \
+                 directory (make k8s-image K8S_COMPONENTS=DIR)",
+                opts.images.display(),
+                kubernetes.reason.as_deref().unwrap_or("no reason recorded")
+            );
+        }
+        opts.fit_for_kubeadm(&kubernetes);
+        opts.config = config.clone();
+        if i == 1 {
+            println!(
+                "bench: {runs} runs of three masters with Kubernetes {} ({} vCPUs, {} MiB \
+                 each, TCG), then a power cut of the VIP holder",
+                kubernetes.version.as_deref().unwrap_or("?"),
+                opts.cpus,
+                opts.memory_mib
+            );
+        }
+        let mut c = Cluster::create(opts).context("creating the private network")?;
+        let api = c.kubernetes()?;
+        let t0 = Instant::now();
+        for m in 1..=MASTERS {
+            c.start(&format!("master-{m}"), Role::Master, m, None, false)?;
+        }
+        wait_api_on_vip(&api, timeout)
+            .with_context(|| format!("run {i}: console logs in {}", dir.display()))?;
+        let power_on = t0.elapsed();
+        let holder = c
+            .snapshot()
+            .iter()
+            .find_map(|(name, r)| {
+                r.as_ref()
+                    .is_some_and(|r| status::holds_vip(&r.report))
+                    .then(|| name.clone())
+            })
+            .context("no master reports holding the VIP")?;
+        c.power_off(&holder)?;
+        let cut = wait_api_on_vip(&api, Duration::from_secs(600))
+            .with_context(|| format!("run {i} after the power cut of {holder}"))?;
+        let row = KubeBenchRun {
+            power_on_to_api_on_vip_s: power_on.as_secs_f64(),
+            power_cut_to_api_on_vip_s: cut.as_secs_f64(),
+        };
+        println!(
+            "run {i}: API on the VIP {:.1} s after power-on; power cut of {holder}: API on the \
+             VIP again after {:.1} s",
+            row.power_on_to_api_on_vip_s, row.power_cut_to_api_on_vip_s
+        );
+        rows.push(row);
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let col = |f: fn(&KubeBenchRun) -> f64| median(rows.iter().map(f).collect());
+    let med = KubeBenchRun {
+        power_on_to_api_on_vip_s: col(|r| r.power_on_to_api_on_vip_s),
+        power_cut_to_api_on_vip_s: col(|r| r.power_cut_to_api_on_vip_s),
+    };
+    println!();
+    println!("| median of {runs} (TCG, 2 host cores) | seconds |");
+    println!("|---|---|");
+    println!(
+        "| power-on to API ready on the VIP | {:.1} |",
+        med.power_on_to_api_on_vip_s
+    );
+    println!(
+        "| master power cut to API answering on the VIP | {:.1} |",
+        med.power_cut_to_api_on_vip_s
+    );
+    let doc = serde_json::json!({
+        "bench": "kubernetes",
+        "accel": "tcg",
+        "note": "QEMU TCG on a shared 2-core host, three masters of 2 vCPUs: guest time runs many times slower than under KVM or on hardware",
+        "config": config,
         "runs": rows,
         "median": med,
     });

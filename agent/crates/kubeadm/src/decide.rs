@@ -40,6 +40,12 @@ pub struct NodeFacts {
     pub admin_conf: bool,
     /// `/etc/kubernetes/manifests/kube-apiserver.yaml` exists.
     pub apiserver_manifest: bool,
+    /// Files `kubeadm join` writes before anything above and the agent
+    /// never writes (`/etc/kubernetes/bootstrap-kubelet.conf`, and on a
+    /// worker `/etc/kubernetes/pki/ca.crt`): a join that failed early
+    /// (kubelet-start, before the kubelet's configuration) leaves only
+    /// these, and kubeadm's preflight refuses the retry unless they go.
+    pub early_join_files: Vec<String>,
 }
 
 impl NodeFacts {
@@ -51,6 +57,7 @@ impl NodeFacts {
             kubelet_cert: KubeletCert::Missing,
             admin_conf: false,
             apiserver_manifest: false,
+            early_join_files: Vec::new(),
         }
     }
 }
@@ -85,6 +92,7 @@ pub fn judge_setup(role: Role, facts: &NodeFacts, now: SystemTime, me: &NodeIden
     let any = facts.kubelet_config
         || facts.kubelet_cert != KubeletCert::Missing
         || (master && (facts.admin_conf || facts.apiserver_manifest))
+        || !facts.early_join_files.is_empty()
         || facts.proof != ProofFact::Missing;
     if !any {
         return Setup::Absent;
@@ -368,6 +376,23 @@ mod tests {
             kubelet_cert: KubeletCert::ValidUntil(at(until)),
             admin_conf: true,
             apiserver_manifest: true,
+            early_join_files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_join_that_failed_in_kubelet_start_leaves_files_to_reset() {
+        // Seen with the real kubeadm 1.24 on a worker: join failed in
+        // kubelet-start ("cannot get Node") after writing the bootstrap
+        // kubeconfig and the CA; every retry then failed preflight
+        // ("/etc/kubernetes/pki/ca.crt already exists").
+        let facts = NodeFacts {
+            early_join_files: vec!["/etc/kubernetes/pki/ca.crt".into()],
+            ..NodeFacts::fresh()
+        };
+        match judge(Role::Worker, &facts, at(1000)) {
+            Setup::Partial { reason } => assert!(reason.contains("missing"), "{reason}"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -12,16 +12,32 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 
 use crate::decide::{KubeletCert, NodeFacts};
-use crate::paths::{Paths, ADMIN_CONF, APISERVER_MANIFEST, KUBELET_CONF, KUBELET_CONFIG};
+use crate::paths::{
+    Paths, ADMIN_CONF, APISERVER_MANIFEST, BOOTSTRAP_KUBELET_CONF, CA_CRT, KUBELET_CONF,
+    KUBELET_CONFIG,
+};
+use cluster_config::Role;
 
-/// Reads what an earlier kubeadm run left on disk, and the proof record.
-pub fn gather(paths: &Paths) -> NodeFacts {
+/// Reads what an earlier kubeadm run left on disk on a node of `role`, and
+/// the proof record.
+pub fn gather(paths: &Paths, role: Role) -> NodeFacts {
+    // On a master the agent places the CA itself before kubeadm runs: only
+    // on a worker is it kubeadm's.
+    let early: &[&str] = match role {
+        Role::Master => &[BOOTSTRAP_KUBELET_CONF],
+        Role::Worker => &[BOOTSTRAP_KUBELET_CONF, CA_CRT],
+    };
     NodeFacts {
         proof: crate::proof::read(paths),
         kubelet_config: paths.host(KUBELET_CONFIG).is_file(),
         kubelet_cert: kubelet_cert(paths),
         admin_conf: paths.host(ADMIN_CONF).is_file(),
         apiserver_manifest: paths.host(APISERVER_MANIFEST).is_file(),
+        early_join_files: early
+            .iter()
+            .filter(|rel| paths.host(rel).is_file())
+            .map(|rel| format!("/{rel}"))
+            .collect(),
     }
 }
 
@@ -84,6 +100,29 @@ mod tests {
     use super::*;
     use crate::paths::KUBELET_CONF;
 
+    #[test]
+    fn early_join_files_count_by_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        for rel in [CA_CRT, BOOTSTRAP_KUBELET_CONF] {
+            let p = paths.host(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+        }
+        assert_eq!(
+            gather(&paths, Role::Worker).early_join_files,
+            vec![
+                "/etc/kubernetes/bootstrap-kubelet.conf".to_owned(),
+                "/etc/kubernetes/pki/ca.crt".to_owned()
+            ]
+        );
+        // The agent places a master's CA itself.
+        assert_eq!(
+            gather(&paths, Role::Master).early_join_files,
+            vec!["/etc/kubernetes/bootstrap-kubelet.conf".to_owned()]
+        );
+    }
+
     fn issue(not_after_days: i64) -> String {
         let secret = cluster_config::ClusterSecret::new("facts-test-secret-0123456").unwrap();
         let ca = pki::ClusterPki::derive(&secret, "c").unwrap().kubernetes_ca;
@@ -109,7 +148,7 @@ mod tests {
     fn reads_the_certificate_from_data_or_file() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
-        assert_eq!(gather(&paths), NodeFacts::fresh());
+        assert_eq!(gather(&paths, Role::Worker), NodeFacts::fresh());
 
         let pem = issue(30);
         let b64 = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
@@ -118,7 +157,7 @@ mod tests {
             KUBELET_CONF,
             &format!("users:\n- name: a\n  user:\n    client-certificate-data: {b64}\n"),
         );
-        let KubeletCert::ValidUntil(end) = gather(&paths).kubelet_cert else {
+        let KubeletCert::ValidUntil(end) = gather(&paths, Role::Worker).kubelet_cert else {
             panic!("no certificate read")
         };
         let left = end.duration_since(SystemTime::now()).unwrap();
@@ -138,7 +177,7 @@ mod tests {
             KUBELET_CONF,
             "users:\n- name: a\n  user:\n    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem\n",
         );
-        let KubeletCert::ValidUntil(end) = gather(&paths).kubelet_cert else {
+        let KubeletCert::ValidUntil(end) = gather(&paths, Role::Worker).kubelet_cert else {
             panic!("no certificate read")
         };
         assert!(
@@ -165,7 +204,7 @@ mod tests {
             (": : :\n", "not YAML"),
         ] {
             put(dir.path(), KUBELET_CONF, text);
-            match gather(&paths).kubelet_cert {
+            match gather(&paths, Role::Worker).kubelet_cert {
                 KubeletCert::Unreadable { reason } => {
                     assert!(reason.contains(want), "{reason} lacks {want}");
                     assert!(

@@ -29,6 +29,9 @@ pub const ETCD_CA_CRT: &str = "etc/kubernetes/pki/etcd/ca.crt";
 pub const APISERVER_ETCD_CLIENT_CRT: &str = "etc/kubernetes/pki/apiserver-etcd-client.crt";
 /// Its key.
 pub const APISERVER_ETCD_CLIENT_KEY: &str = "etc/kubernetes/pki/apiserver-etcd-client.key";
+/// The kubelet's bootstrap kubeconfig, written by `kubeadm join` first and
+/// removed once the kubelet has its certificate.
+pub const BOOTSTRAP_KUBELET_CONF: &str = "etc/kubernetes/bootstrap-kubelet.conf";
 /// The kubelet's kubeconfig, written by `kubeadm init`/`join`.
 pub const KUBELET_CONF: &str = "etc/kubernetes/kubelet.conf";
 /// The admin kubeconfig (control-plane nodes).

@@ -384,10 +384,16 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         let mut result = self.reconcile_once(ctx).await;
         if let Ok(status) = &mut result {
             // The election's outcome stays in the status while the phase
-            // waits out a backoff (when it does not look at etcd).
+            // waits out a backoff (when it does not look at etcd), and on a
+            // ready node whose read of it failed (a slow etcd: the status
+            // flapped between "init node" and not).
             match &status.init_node {
                 Some(w) => self.last_init = Some((w.clone(), status.is_init_node)),
-                None if matches!(status.phase, PhaseState::Retrying { .. }) => {
+                None if matches!(
+                    status.phase,
+                    PhaseState::Retrying { .. } | PhaseState::Ready
+                ) =>
+                {
                     if let Some((w, me)) = &self.last_init {
                         status.init_node = Some(w.clone());
                         status.is_init_node = *me;
@@ -452,7 +458,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             }
         }
 
-        let facts = crate::facts::gather(&self.paths);
+        let facts = crate::facts::gather(&self.paths, ctx.role);
         let setup = decide::judge_setup(ctx.role, &facts, ctx.now, &identity(ctx));
 
         if setup == Setup::Complete {
