@@ -134,6 +134,8 @@ fn static_run(net: &Net, nss: &[String]) -> u64 {
             ip,
             client_port: 2379,
             peer_port: 2380,
+            heartbeat_ms: cluster_config::DEFAULT_ETCD_HEARTBEAT_MS,
+            election_timeout_ms: cluster_config::DEFAULT_ETCD_ELECTION_TIMEOUT_MS,
             state: ClusterState::New {
                 initial_cluster: initial.join(","),
                 token: format!("static-{}", rand::random::<u32>()),

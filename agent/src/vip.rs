@@ -215,16 +215,18 @@ impl Vip {
             VipHealth::EtcdAndApiServer { api_port, standby } => {
                 let extra = if standby { STANDBY_WEIGHT } else { 0 };
                 // Only the standby weight changed: keep the running check.
-                if let (
-                    VipHealth::EtcdAndApiServer { api_port: port, .. },
-                    Some(tracker),
-                ) = (previous, &self.api)
+                if let (VipHealth::EtcdAndApiServer { api_port: port, .. }, Some(tracker)) =
+                    (previous, &self.api)
                 {
                     if port == api_port {
                         self.api_tx.send_replace(Some((tracker.health(), extra)));
                         tracing::info!(
                             "VIP health: standby weight {extra} (this master {} a control plane)",
-                            if standby { "has no" } else { "has or is building" }
+                            if standby {
+                                "has no"
+                            } else {
+                                "has or is building"
+                            }
                         );
                         return Ok(());
                     }
@@ -323,7 +325,10 @@ mod tests {
         );
         // ... but not below a working API: the standby weight is smaller.
         const { assert!(STANDBY_WEIGHT < APISERVER_WEIGHT) };
-        assert_eq!(combine(Some(Health::OK), STANDBY_WEIGHT).penalty, STANDBY_WEIGHT);
+        assert_eq!(
+            combine(Some(Health::OK), STANDBY_WEIGHT).penalty,
+            STANDBY_WEIGHT
+        );
         // Whatever the API check says about quorum, it is not its call.
         assert!(combine(Some(Health::NO_QUORUM), 0).quorum);
     }

@@ -768,7 +768,8 @@ mod tests {
         );
         // Multi-line values go base64 ("a = 1\nb = 2\n").
         assert!(a.contains(
-            &"type=11,value=io.systemd.credential.binary:kubeboot.config=YSA9IDEKYiA9IDIK".to_string()
+            &"type=11,value=io.systemd.credential.binary:kubeboot.config=YSA9IDEKYiA9IDIK"
+                .to_string()
         ));
         let i = a.iter().position(|x| x == "-append").unwrap();
         assert_eq!(a[i + 1], "console=ttyS0 quiet");

@@ -188,9 +188,8 @@ fn setup(
     // The images must carry Kubernetes: a test that boots images without
     // it would only show the kube phase skipped.
     for role in ["master", "worker"] {
-        let img = find_image_in(&images, role).unwrap_or_else(|e| {
-            panic!("{what}: {IMAGES_ENV}={}: {e}", images.display())
-        });
+        let img = find_image_in(&images, role)
+            .unwrap_or_else(|e| panic!("{what}: {IMAGES_ENV}={}: {e}", images.display()));
         assert!(
             img.kubernetes.present,
             "{what}: {}/{role} was built without Kubernetes ({}); \

@@ -603,7 +603,10 @@ impl ClusterSpec {
             preempt: self.vrrp.preempt.unwrap_or(true),
             preempt_delay_ms: self.vrrp.preempt_delay_ms.unwrap_or(0),
             unicast: self.vrrp.unicast.unwrap_or(false),
-            proof_timeout_ms: self.vrrp.proof_timeout_ms.unwrap_or(DEFAULT_PROOF_TIMEOUT_MS),
+            proof_timeout_ms: self
+                .vrrp
+                .proof_timeout_ms
+                .unwrap_or(DEFAULT_PROOF_TIMEOUT_MS),
             proof_lease_ms: self.vrrp.proof_lease_ms.unwrap_or(DEFAULT_PROOF_LEASE_MS),
         };
         if vrrp.proof_timeout_ms == 0 {
@@ -754,16 +757,30 @@ mod tests {
     #[test]
     fn timing_for_slow_machines_is_validated() {
         let c = master().validate().unwrap();
-        assert_eq!((c.etcd.heartbeat_ms, c.etcd.election_timeout_ms), (100, 1000));
-        assert_eq!((c.vrrp.proof_timeout_ms, c.vrrp.proof_lease_ms), (1000, 2000));
-        let read = |t: &str| ClusterSpec::from_toml("c", t).unwrap().merge(&master()).validate();
+        assert_eq!(
+            (c.etcd.heartbeat_ms, c.etcd.election_timeout_ms),
+            (100, 1000)
+        );
+        assert_eq!(
+            (c.vrrp.proof_timeout_ms, c.vrrp.proof_lease_ms),
+            (1000, 2000)
+        );
+        let read = |t: &str| {
+            ClusterSpec::from_toml("c", t)
+                .unwrap()
+                .merge(&master())
+                .validate()
+        };
         let slow = read("[etcd]\nheartbeat_ms = 500\nelection_timeout_ms = 5000\n[vrrp]\nproof_timeout_ms = 10000\nproof_lease_ms = 20000\n").unwrap();
         assert_eq!(slow.etcd.election_timeout_ms, 5000);
         assert_eq!(slow.vrrp.proof_lease_ms, 20000);
         for (bad, key) in [
             ("[etcd]\nheartbeat_ms = 500\n", "etcd.election_timeout_ms"),
             ("[etcd]\nheartbeat_ms = 0\n", "etcd.election_timeout_ms"),
-            ("[etcd]\nelection_timeout_ms = 60000\n", "etcd.election_timeout_ms"),
+            (
+                "[etcd]\nelection_timeout_ms = 60000\n",
+                "etcd.election_timeout_ms",
+            ),
             ("[vrrp]\nproof_timeout_ms = 2000\n", "vrrp.proof_lease_ms"),
             ("[vrrp]\nproof_timeout_ms = 0\n", "vrrp.proof_timeout_ms"),
         ] {

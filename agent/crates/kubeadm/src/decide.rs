@@ -322,12 +322,12 @@ pub enum VipHealth {
 pub fn vip_health(state: &PhaseState, api_port: u16) -> VipHealth {
     match state {
         PhaseState::Pending | PhaseState::Skipped { .. } => VipHealth::Etcd,
-        PhaseState::WaitingForInit { .. }
-        | PhaseState::Joining
-        | PhaseState::Retrying { .. } => VipHealth::EtcdAndApiServer {
-            api_port,
-            standby: true,
-        },
+        PhaseState::WaitingForInit { .. } | PhaseState::Joining | PhaseState::Retrying { .. } => {
+            VipHealth::EtcdAndApiServer {
+                api_port,
+                standby: true,
+            }
+        }
         PhaseState::Initialising | PhaseState::Ready => VipHealth::EtcdAndApiServer {
             api_port,
             standby: false,

@@ -146,6 +146,8 @@ mod tests {
             preempt: true,
             preempt_delay_ms: 1500,
             unicast: false,
+            proof_timeout_ms: cluster_config::DEFAULT_PROOF_TIMEOUT_MS,
+            proof_lease_ms: cluster_config::DEFAULT_PROOF_LEASE_MS,
         }
     }
 

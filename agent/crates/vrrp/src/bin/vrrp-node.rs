@@ -152,6 +152,9 @@ async fn run(args: Args) -> Result<()> {
         preempt: !args.no_preempt,
         preempt_delay_ms: args.preempt_delay_ms,
         unicast: !args.peers.is_empty(),
+        // Not read by VrrpConfig: the proof bounds come from `quorum`.
+        proof_timeout_ms: cluster_config::DEFAULT_PROOF_TIMEOUT_MS,
+        proof_lease_ms: cluster_config::DEFAULT_PROOF_LEASE_MS,
     };
     let config = VrrpConfig::new(&spec, args.vip, args.interface.clone())?;
     let checks = checks(&args);
