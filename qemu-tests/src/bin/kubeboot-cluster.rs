@@ -123,6 +123,17 @@ fn parse_flag(s: &str) -> Result<bool, String> {
 }
 
 fn main() -> Result<()> {
+    // A command-line tool whose output is piped (`make cluster-status |
+    // head`) ends quietly when the reader goes, as Unix tools do, instead
+    // of panicking in `println!` (Rust ignores SIGPIPE by default).
+    // SAFETY: restoring the default disposition of one signal, before any
+    // thread is started; no handler runs Rust code.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -536,6 +536,24 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                 Ok(status)
             }
             Step::WaitForInit { init_node } => {
+                // The images this master's join will need, imported while
+                // it waits: under TCG the import took 70-90 s of both
+                // vCPUs, and done at join time it landed on the busy
+                // minutes when the new control plane's API answers slowly.
+                // A failure here is only logged: the join imports again.
+                if let Err(e) = self
+                    .import_images(&version, images_archive.as_deref())
+                    .await
+                {
+                    let why = match e {
+                        StepError::Transient(m) => m,
+                        StepError::Config(e) => e.to_string(),
+                    };
+                    tracing::warn!("kube phase: while waiting for init: {why}");
+                }
+                if images_archive.is_some() && self.images_imported {
+                    status.images_imported = Some(true);
+                }
                 status.phase = PhaseState::WaitingForInit { init_node };
                 Ok(status)
             }
