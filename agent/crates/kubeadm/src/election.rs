@@ -43,6 +43,15 @@
 //! etcd with the same derived CAs, so they write the same cluster, never a
 //! second one.)
 
+//!
+//! Control-plane joins run one at a time: a joining master holds
+//! `/kubeboot/kube/join-lock` on a lease for the length of its `kubeadm join
+//! --control-plane` ([`take_join_lock`]); the others wait. kubeadm's HA
+//! guide joins control-plane nodes in sequence, and under load two joins at
+//! once each added a control plane's start-up to the one API server
+//! answering them, which then answered slower than kubeadm's 10 s
+//! timeouts. The lease ends the lock of a master that dies mid-join.
+
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use thiserror::Error;
 
@@ -54,6 +63,80 @@ pub const INIT_DONE_KEY: &str = "/kubeboot/kube/init-done";
 /// Held by the init node, on a lease, from its first init attempt until
 /// init-done is recorded.
 pub const INIT_ALIVE_KEY: &str = "/kubeboot/kube/init-alive";
+
+/// Held, on a lease, by the master running `kubeadm join --control-plane`.
+pub const JOIN_LOCK_KEY: &str = "/kubeboot/kube/join-lock";
+
+/// The control-plane join lock as one master sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinLock {
+    /// This master holds it on this lease.
+    Held(i64),
+    /// Another master (or this one, from before an agent restart, until
+    /// that lease expires) holds it.
+    Busy {
+        /// The holder's node id.
+        holder: String,
+    },
+}
+
+/// Takes the control-plane join lock for `node_id` on a new lease of
+/// `ttl_s` seconds, or says who holds it (the new lease is then revoked).
+pub async fn take_join_lock(
+    client: &mut Client,
+    node_id: &str,
+    ttl_s: i64,
+) -> Result<JoinLock, ElectionError> {
+    let lease = client
+        .lease_grant(ttl_s, None)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "lease grant",
+            key: JOIN_LOCK_KEY,
+            source,
+        })?
+        .id();
+    let txn = Txn::new()
+        .when([Compare::create_revision(JOIN_LOCK_KEY, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            JOIN_LOCK_KEY,
+            node_id,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(JOIN_LOCK_KEY, None)]);
+    let r = match client.txn(txn).await {
+        Ok(r) => r,
+        Err(source) => {
+            let _ = client.lease_revoke(lease).await;
+            return Err(ElectionError::Etcd {
+                op: "txn",
+                key: JOIN_LOCK_KEY,
+                source,
+            });
+        }
+    };
+    if r.succeeded() {
+        return Ok(JoinLock::Held(lease));
+    }
+    let _ = client.lease_revoke(lease).await;
+    for op in r.op_responses() {
+        if let TxnOpResponse::Get(get) = op {
+            if let Some(kv) = get.kvs().first() {
+                return Ok(JoinLock::Busy {
+                    holder: String::from_utf8_lossy(kv.value()).into_owned(),
+                });
+            }
+        }
+    }
+    // The holder's lease ended between the compare and the read: a
+    // transaction rules that out; reported rather than guessed.
+    Err(ElectionError::NoValue { key: JOIN_LOCK_KEY })
+}
+
+/// Gives the join lock back (the join ended, either way).
+pub async fn release_join_lock(client: &mut Client, lease: i64) {
+    let _ = client.lease_revoke(lease).await;
+}
 
 /// Errors talking to etcd; each names the operation and the key.
 #[derive(Debug, Error)]

@@ -260,6 +260,8 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     takeover_grace: std::time::Duration,
     alive: Option<AliveHold>,
     alive_ttl_s: i64,
+    /// The holder of the join lock last seen while waiting for it.
+    join_waiting_for: Option<String>,
     last_init: Option<(String, bool)>,
     last_run: Option<KubeadmRun>,
     proof_timeout: std::time::Duration,
@@ -285,6 +287,10 @@ impl Drop for AliveHold {
 
 /// Lifetime of the init node's liveness lease (kept alive every third of it).
 pub const INIT_ALIVE_TTL_S: i64 = 15;
+/// Lifetime of the control-plane join lock's lease (kept alive every third
+/// of it while the join runs; a master that dies mid-join frees it after
+/// this long).
+pub const JOIN_LOCK_TTL_S: i64 = 15;
 /// How long a waiting master must see no liveness from the init node
 /// before it takes over (well above the lease's TTL).
 pub const DEFAULT_TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -323,6 +329,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             takeover_grace: DEFAULT_TAKEOVER_GRACE,
             alive: None,
             alive_ttl_s: INIT_ALIVE_TTL_S,
+            join_waiting_for: None,
             last_init: None,
             last_run: None,
             proof_timeout: DEFAULT_PROOF_TIMEOUT,
@@ -581,6 +588,19 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                         Err(e) => return Ok(self.fail(ctx, status, format!("init liveness: {e}"))),
                     }
                 }
+                // Control-plane joins one at a time (see `election`).
+                let join_lock = if step == Step::JoinControlPlane {
+                    match self.take_join_lock(ctx).await {
+                        Ok(Some(lease)) => Some(lease),
+                        Ok(None) => {
+                            status.phase = PhaseState::Joining;
+                            return Ok(status);
+                        }
+                        Err(e) => return Ok(self.fail(ctx, status, format!("join lock: {e}"))),
+                    }
+                } else {
+                    None
+                };
                 let result = match self
                     .import_images(&version, images_archive.as_deref())
                     .await
@@ -588,6 +608,12 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                     Ok(()) => self.run_step(&step, &setup, ctx, &inputs).await,
                     Err(e) => Err(e),
                 };
+                if let Some(hold) = join_lock {
+                    hold.keeper.abort();
+                    if let Some(client) = self.etcd.as_mut() {
+                        election::release_join_lock(client, hold.lease).await;
+                    }
+                }
                 if images_archive.is_some() && self.images_imported {
                     status.images_imported = Some(true);
                 }
@@ -698,6 +724,38 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         let period = std::time::Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
         let keeper = tokio::spawn(election::keep_alive(client.clone(), lease, period));
         Ok(Some(AliveHold { lease, keeper }))
+    }
+
+    /// Takes the control-plane join lock on a lease kept alive for the
+    /// join (the same hold as the init liveness key). `None` while
+    /// another master holds it: logged when the holder changes, the
+    /// phase stays `joining` and asks again on the next turn.
+    async fn take_join_lock(
+        &mut self,
+        ctx: &KubeContext,
+    ) -> Result<Option<AliveHold>, ElectionError> {
+        let ttl = JOIN_LOCK_TTL_S;
+        let Some(client) = self.etcd.as_mut() else {
+            return Ok(None);
+        };
+        match election::take_join_lock(client, &ctx.node_id, ttl).await? {
+            election::JoinLock::Held(lease) => {
+                self.join_waiting_for = None;
+                let period = std::time::Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
+                let keeper = tokio::spawn(election::keep_alive(client.clone(), lease, period));
+                Ok(Some(AliveHold { lease, keeper }))
+            }
+            election::JoinLock::Busy { holder } => {
+                if self.join_waiting_for.as_deref() != Some(holder.as_str()) {
+                    tracing::info!(
+                        "kube phase: waiting for the control-plane join of {holder} \
+                         (control-plane joins run one at a time)"
+                    );
+                    self.join_waiting_for = Some(holder);
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// The init node whose lease is gone (its keep-alive task ended: an

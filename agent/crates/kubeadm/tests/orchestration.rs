@@ -314,6 +314,9 @@ async fn three_masters_and_a_worker_form_one_cluster() {
             let calls = masters[i].runner.calls();
             assert_eq!(calls.len(), 1, "{calls:?}");
             assert_eq!(args(&calls[0])[0], "join");
+        } else if s.phase == PhaseState::Joining {
+            // The other master held the join lock.
+            assert!(masters[i].runner.calls().is_empty());
         } else {
             assert_eq!(
                 s.phase,
@@ -376,8 +379,22 @@ async fn three_masters_and_a_worker_form_one_cluster() {
         Some(winner_id.as_str())
     );
 
-    // Round 2: the others join as control-plane nodes.
-    let st = reconcile_all(&mut masters).await;
+    // Round 2 on: the others join as control-plane nodes, one at a time
+    // (the join lock): in a round where both want to join, one runs
+    // `kubeadm join` and the other stays `joining` without running it.
+    let mut st = reconcile_all(&mut masters).await;
+    for _ in 0..2 {
+        if st.iter().all(|s| s.phase == PhaseState::Ready) {
+            break;
+        }
+        for (i, s) in st.iter().enumerate() {
+            if s.phase != PhaseState::Ready {
+                assert_eq!(s.phase, PhaseState::Joining, "master {i}");
+                assert!(masters[i].runner.calls().is_empty(), "master {i}");
+            }
+        }
+        st = reconcile_all(&mut masters).await;
+    }
     for (i, s) in st.iter().enumerate() {
         assert_eq!(s.phase, PhaseState::Ready, "master {i}");
         assert!(s.joined);
@@ -829,6 +846,54 @@ async fn a_master_recreates_an_expired_token_for_a_late_joiner() {
         config_path("join.yaml"),
         "/var/lib/kubeboot/kubeadm/join.yaml"
     );
+}
+
+#[tokio::test]
+async fn control_plane_joins_run_one_at_a_time() {
+    let etcd = common::start_etcd("joinlock").await;
+    let c = cluster();
+    let mut client = common::client(&etcd).await;
+    kubeadm::election::elect_init_node(&mut client, "id-init")
+        .await
+        .unwrap();
+    kubeadm::election::mark_init_done(&mut client, "id-init")
+        .await
+        .unwrap();
+    // Another master is joining: it holds the lock.
+    let kubeadm::election::JoinLock::Held(lease) =
+        kubeadm::election::take_join_lock(&mut client, "id-other", 60)
+            .await
+            .unwrap()
+    else {
+        panic!("the lock is free at first");
+    };
+    assert_eq!(
+        kubeadm::election::take_join_lock(&mut client, "id-third", 60)
+            .await
+            .unwrap(),
+        kubeadm::election::JoinLock::Busy {
+            holder: "id-other".into()
+        }
+    );
+    let mut m = master(&c, &etcd, 2).await;
+    for _ in 0..2 {
+        let s = m.phase.reconcile(&m.ctx).await.unwrap();
+        assert_eq!(s.phase, PhaseState::Joining);
+        assert!(!s.joined);
+        assert!(m.runner.calls().is_empty(), "{:?}", m.runner.calls());
+    }
+    // The other join ends: this master joins, and gives the lock back.
+    kubeadm::election::release_join_lock(&mut client, lease).await;
+    let s = m.phase.reconcile(&m.ctx).await.unwrap();
+    assert_eq!(s.phase, PhaseState::Ready);
+    let calls = m.runner.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(args(&calls[0])[0], "join");
+    let r = client
+        .get(kubeadm::election::JOIN_LOCK_KEY, None)
+        .await
+        .unwrap();
+    assert!(r.kvs().is_empty(), "the lock was not given back");
 }
 
 #[tokio::test]
