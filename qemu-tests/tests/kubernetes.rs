@@ -251,6 +251,19 @@ const RUN_PREFIXES: [&str; 2] = ["kubernetes", "kubeinit-broken"];
 /// that has room for one cluster.
 static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Waits for three healthy voters and one VIP holder (logged).
+fn wait_quorum(c: &Cluster, tl: &Timeline, masters: &[&str], timeout: Duration) {
+    let holder = c
+        .wait(
+            "three healthy etcd voters and one VIP holder",
+            timeout,
+            POLL,
+            |snap| quorum(snap, masters),
+        )
+        .unwrap_or_else(|e| fail(c, format!("etcd quorum: {e}")));
+    tl.log(format!("etcd quorum of three voters, VIP on {holder}"));
+}
+
 #[test]
 fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
     let tl = Timeline(Instant::now());
@@ -305,15 +318,7 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
 
     // The etcd quorum and the VIP come first (the kube phase starts once
     // the local member is a healthy voter).
-    let holder = c
-        .wait(
-            "three healthy etcd voters and one VIP holder",
-            assembly_timeout,
-            POLL,
-            |snap| quorum(snap, &masters),
-        )
-        .unwrap_or_else(|e| fail(&c, format!("etcd quorum: {e}")));
-    tl.log(format!("etcd quorum of three voters, VIP on {holder}"));
+    wait_quorum(&c, &tl, &masters, assembly_timeout);
 
     // The kube phase on every node, its changes printed as they happen.
     let kube_start = Instant::now();
@@ -1075,15 +1080,7 @@ fn a_failed_kubeadm_init_is_never_reported_ready_and_is_retried() {
         }
         std::thread::sleep(Duration::from_secs(4));
     }
-    let holder = c
-        .wait(
-            "three healthy etcd voters and one VIP holder",
-            assembly_timeout,
-            POLL,
-            |snap| quorum(snap, &masters),
-        )
-        .unwrap_or_else(|e| fail(&c, format!("etcd quorum: {e}")));
-    tl.log(format!("etcd quorum of three voters, VIP on {holder}"));
+    wait_quorum(&c, &tl, &masters, assembly_timeout);
 
     let start = Instant::now();
     let mut last: BTreeMap<String, String> = BTreeMap::new();

@@ -965,13 +965,7 @@ fn bench(run_dir: &Path, runs: u32, out: &Path, timeout: Duration) -> Result<()>
         "runs": rows,
         "median": med,
     });
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", out.display()))?;
-    println!("bench: wrote {}", out.display());
-    Ok(())
+    write_results(out, &doc)
 }
 
 /// One Kubernetes bench run, seconds.
@@ -1103,10 +1097,15 @@ fn bench_kubernetes(
         "runs": rows,
         "median": med,
     });
+    write_results(out, &doc)
+}
+
+/// Writes a bench's JSON results to `out` (creating its directory).
+fn write_results(out: &Path, doc: &serde_json::Value) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
+    std::fs::write(out, serde_json::to_string_pretty(doc)? + "\n")
         .with_context(|| format!("writing {}", out.display()))?;
     println!("bench: wrote {}", out.display());
     Ok(())
