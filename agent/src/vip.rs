@@ -8,8 +8,9 @@
 //! Started once the local etcd member is a healthy voter
 //! ([`crate::plan::Action::StartVip`]); the quorum rule itself lives in the
 //! `vrrp` crate: a backup takes the VIP only on a proof issued after its
-//! master-down decision, a master renews its proof every 200 ms and gives
-//! the VIP up 2 s after the last successful one was issued.
+//! master-down decision, a master renews its proof ten times a lease
+//! (`[vrrp] proof_lease_ms`; 200 ms with the default 2 s lease) and gives
+//! the VIP up one lease after the last successful one was issued.
 //!
 //! Health hand-off ([`Vip::set_health`], from [`kubeadm::vip_health`]):
 //! before the kube phase (and when it is skipped) there is no weighted
@@ -159,10 +160,7 @@ impl Vip {
         .context("setting up the VIP's quorum proof")?;
         let quorum = vrrp::Quorum::Proven {
             prover,
-            params: vrrp::ProofParams {
-                lease: Duration::from_millis(cfg.vrrp.proof_lease_ms),
-                ..vrrp::config::DEFAULT_PROOF
-            },
+            params: vrrp::ProofParams::with_lease(Duration::from_millis(cfg.vrrp.proof_lease_ms)),
             shed_leadership: true,
         };
         let config =

@@ -32,6 +32,23 @@ pub const DEFAULT_PROOF: ProofParams = ProofParams {
     poll: Duration::from_millis(500),
 };
 
+impl ProofParams {
+    /// The default bounds scaled to another lease: a master renews ten
+    /// times a lease and backups poll four times a lease, as in
+    /// [`DEFAULT_PROOF`] (a 2 s lease gives exactly the defaults); the
+    /// claim retry stays at 100 ms. A longer lease (a slow machine, see
+    /// `[vrrp] proof_lease_ms`) thus costs etcd proportionally fewer
+    /// linearizable reads instead of ten a second whatever the lease.
+    pub fn with_lease(lease: Duration) -> Self {
+        ProofParams {
+            renew: lease / 10,
+            lease,
+            poll: lease / 4,
+            ..DEFAULT_PROOF
+        }
+    }
+}
+
 /// A setting that cannot be used, with the key at fault.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -149,6 +166,24 @@ mod tests {
             proof_timeout_ms: cluster_config::DEFAULT_PROOF_TIMEOUT_MS,
             proof_lease_ms: cluster_config::DEFAULT_PROOF_LEASE_MS,
         }
+    }
+
+    #[test]
+    fn proof_bounds_scale_with_the_lease() {
+        // The default lease gives exactly the defaults.
+        assert_eq!(
+            ProofParams::with_lease(Duration::from_millis(
+                cluster_config::DEFAULT_PROOF_LEASE_MS
+            )),
+            DEFAULT_PROOF
+        );
+        // qemu-tests/tcg-timing.toml's 20 s lease: a renewal every 2 s,
+        // a backup's poll every 5 s, claims still retried every 100 ms.
+        let slow = ProofParams::with_lease(Duration::from_secs(20));
+        assert_eq!(slow.renew, Duration::from_secs(2));
+        assert_eq!(slow.poll, Duration::from_secs(5));
+        assert_eq!(slow.retry, Duration::from_millis(100));
+        assert_eq!(slow.lease, Duration::from_secs(20));
     }
 
     #[test]
