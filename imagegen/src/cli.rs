@@ -38,9 +38,10 @@ pub enum Command {
     Lock(LockArgs),
     /// Print an image's manifest and list its initramfs contents.
     Inspect(InspectArgs),
-    /// Print the Kubernetes pins of a components directory (version,
-    /// binaries with their SHA256, images with their digests) as a
-    /// profile's [kubernetes] table that replaces the parent profile's pins.
+    /// Print the Kubernetes pins of a components directory, or of an
+    /// upstream release (--version V --profile P), as a profile's
+    /// [kubernetes] table that replaces the parent profile's pins (version,
+    /// binaries with their SHA256, images with their digests).
     Pins(PinsArgs),
 }
 
@@ -229,12 +230,34 @@ pub struct InspectArgs {
 #[derive(Debug, Args)]
 pub struct PinsArgs {
     /// The components directory: binaries at its top level, images as OCI
-    /// archives in DIR/images/*.tar (layout: imagegen/README.md).
-    #[arg(long, value_name = "DIR")]
-    pub components_dir: PathBuf,
-    /// The Kubernetes version (default: the kube-apiserver image's tag).
+    /// archives in DIR/images/*.tar (layout: imagegen/README.md). Without
+    /// it, the pins of upstream release --version, from --profile's.
+    #[arg(long, value_name = "DIR", required_unless_present = "version")]
+    pub components_dir: Option<PathBuf>,
+    /// The Kubernetes version (with a components directory, default: the
+    /// kube-apiserver image's tag).
     #[arg(long, value_name = "V")]
     pub version: Option<String>,
+    /// Upstream release: the profile whose binaries and images are
+    /// re-pinned for --version (its crictl, CNI plugins, pause and CoreDNS
+    /// tags are carried over).
+    /// (default: profiles/master.toml of the workspace).
+    #[arg(long, value_name = "FILE", conflicts_with = "components_dir")]
+    pub profile: Option<PathBuf>,
+    /// Upstream release: where the release binaries and their published
+    /// .sha256 files are (<URL>/<version>/bin/linux/amd64/<name>).
+    #[arg(long, value_name = "URL", conflicts_with = "components_dir",
+          default_value = crate::pins::DEFAULT_RELEASE_URL)]
+    pub release_url: String,
+    /// Upstream release: resolve a registry's tags through a mirror,
+    /// HOST=URL (repeatable; replaces the profile's entry for HOST).
+    #[arg(long, value_name = "HOST=URL", value_parser = parse_mirror,
+          conflicts_with = "components_dir")]
+    pub registry_mirror: Vec<(String, String)>,
+    /// Cache directory (resolved manifests are stored there for the build;
+    /// default: $XDG_CACHE_HOME/kubeboot or ~/.cache/kubeboot).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/kubeboot`, else
@@ -304,12 +327,33 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(a) => cmd_build(a),
         Command::Lock(a) => cmd_lock(a),
         Command::Inspect(a) => cmd_inspect(a),
-        Command::Pins(a) => {
-            let pins = crate::pins::collect(&a.components_dir, a.version.as_deref())?;
-            print!("{}", crate::pins::to_toml(&pins));
-            Ok(())
-        }
+        Command::Pins(a) => cmd_pins(a),
     }
+}
+
+fn cmd_pins(a: PinsArgs) -> Result<()> {
+    let pins = match (&a.components_dir, &a.version) {
+        (Some(dir), version) => crate::pins::collect(dir, version.as_deref())?,
+        (None, Some(version)) => {
+            let path = a.profile.unwrap_or_else(|| {
+                workspace_root()
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join("profiles/master.toml")
+            });
+            let profile = crate::profile::load(&path)?;
+            let mut mirrors = profile.registry_mirrors.clone();
+            mirrors.extend(a.registry_mirror);
+            let client = crate::registry::Client::new(&cache_dir(&a.cache)?, mirrors, false)?;
+            eprintln!(
+                "imagegen: pinning Kubernetes {version} from {} (published checksums, digests by tag)",
+                path.display()
+            );
+            crate::pins::collect_upstream(&profile, version, &a.release_url, &client)?
+        }
+        (None, None) => bail!("give --components-dir DIR or --version V"),
+    };
+    print!("{}", crate::pins::to_toml(&pins));
+    Ok(())
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {

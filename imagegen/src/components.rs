@@ -231,14 +231,20 @@ pub fn install_files(c: &Component, data: &[u8]) -> Result<Vec<(String, Vec<u8>)
 }
 
 fn download(c: &Component) -> Result<Vec<u8>, ComponentError> {
+    fetch_url(&c.name, &c.url)
+}
+
+/// GETs `url` (what `name` needs), telling an unreachable host
+/// ([`ComponentError::Unreachable`]) from any other failure.
+pub fn fetch_url(name: &str, url: &str) -> Result<Vec<u8>, ComponentError> {
     let unreachable = |reason: String| ComponentError::Unreachable {
-        name: c.name.clone(),
-        url: c.url.clone(),
+        name: name.to_owned(),
+        url: url.to_owned(),
         reason,
     };
     let failed = |reason: String| ComponentError::Download {
-        name: c.name.clone(),
-        url: c.url.clone(),
+        name: name.to_owned(),
+        url: url.to_owned(),
         reason,
     };
     let classify = |e: reqwest::Error| {
@@ -255,7 +261,7 @@ fn download(c: &Component) -> Result<Vec<u8>, ComponentError> {
         .build()
         .map_err(|e| failed(e.to_string()))?;
     let mut resp = client
-        .get(&c.url)
+        .get(url)
         .send()
         .and_then(|r| r.error_for_status())
         .map_err(classify)?;

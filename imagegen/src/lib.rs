@@ -32,5 +32,7 @@ pub mod output;
 pub mod packages;
 pub mod pins;
 pub mod registry;
+#[cfg(test)]
+mod testserver;
 /// Profiles: parsing, merge and validation (the `profile` crate).
 pub use ::profile;

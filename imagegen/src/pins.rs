@@ -1,5 +1,5 @@
-//! `imagegen pins`: the Kubernetes pins of a components directory, written
-//! as the `[kubernetes]` table of a profile.
+//! `imagegen pins`: the Kubernetes pins of a components directory or of an
+//! upstream release, written as the `[kubernetes]` table of a profile.
 //!
 //! An operator who changes the Kubernetes version (or builds the binaries
 //! and images themselves) fills a components directory (layout:
@@ -26,14 +26,40 @@
 //!   the linux/amd64 manifest found), so the printed pins build.
 //!
 //! The version is `--version V`, else the tag of the `kube-apiserver` image.
+//!
+//! **An upstream release** (`imagegen pins --version V [--profile P]`, no
+//! components directory; needs the network or mirrors): the release
+//! binaries that `P` pins (`kubelet`, `kubeadm`, `kubectl`, ...) at
+//! `<release-url>/V/bin/linux/amd64/<name>` with the SHA256 that upstream
+//! publishes beside each (`<name>.sha256`; the binaries themselves are not
+//! downloaded); `P`'s images with the four control-plane images'
+//! (`kube-apiserver`, `-controller-manager`, `-scheduler`, `-proxy`) tags
+//! set to V, every digest resolved by tag in its registry (`P`'s and
+//! `--registry-mirror` mirrors honoured); `P`'s other components (crictl,
+//! the CNI plugins) and the other images' tags (pause, CoreDNS) carried
+//! over unchanged, and the output says so: which pause and CoreDNS a
+//! kubeadm version expects is `kubeadm config images list
+//! --kubernetes-version V`.
 
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::components::sha256_hex;
+use crate::components::{self, sha256_hex, ComponentError};
 use crate::images::{self, ImagesError};
-use crate::profile::ImageRef;
+use crate::profile::{ImageRef, Profile};
+use crate::registry::{self, RegistryError};
+
+/// Where upstream publishes the release binaries (`--release-url`).
+pub const DEFAULT_RELEASE_URL: &str = "https://dl.k8s.io/release";
+
+/// The control-plane images whose tag is the Kubernetes version.
+const VERSIONED_IMAGES: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+];
 
 /// Kubernetes release binaries, downloadable by name per version.
 const RELEASE_BINARIES: &[&str] = &[
@@ -76,6 +102,30 @@ pub enum PinsError {
         /// The components directory.
         dir: PathBuf,
     },
+    /// A published checksum could not be fetched or read.
+    #[error("{name}: the published SHA256 {url}: {reason}")]
+    Published {
+        /// Component.
+        name: String,
+        /// The `.sha256` URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// An image's tag could not be resolved in its registry.
+    #[error("{image}: resolving its digest: {source}")]
+    Resolve {
+        /// The image reference (with the tag).
+        image: String,
+        /// Why.
+        source: RegistryError,
+    },
+    /// An image of the profile has no tag to resolve.
+    #[error("{image}: the profile names it without a tag; nothing to resolve")]
+    NoTag {
+        /// The image reference.
+        image: String,
+    },
 }
 
 /// One pinned component.
@@ -83,8 +133,8 @@ pub enum PinsError {
 pub struct PinnedComponent {
     /// Component name (`kubelet`, `crictl`).
     pub name: String,
-    /// The file in the components directory.
-    pub file: String,
+    /// Where the pin comes from (a comment line of the output).
+    pub origin: String,
     /// Upstream URL (its file name is how a components directory finds it).
     pub url: String,
     /// Whether the URL is a known upstream location.
@@ -98,8 +148,8 @@ pub struct PinnedComponent {
 /// Everything `imagegen pins` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pins {
-    /// The components directory (as given).
-    pub dir: PathBuf,
+    /// What the pins were read from (`the components directory DIR`).
+    pub source: String,
     /// The Kubernetes version.
     pub version: String,
     /// Where the version came from.
@@ -110,6 +160,8 @@ pub struct Pins {
     pub images: Vec<ImageRef>,
     /// Files left out (the CNI manifest), by name.
     pub left_out: Vec<String>,
+    /// Notes for the reader (what was carried over), one comment line each.
+    pub notes: Vec<String>,
 }
 
 /// What a file at the top of a components directory is: the component
@@ -198,7 +250,14 @@ pub fn collect(dir: &Path, version: Option<&str>) -> Result<Pins, PinsError> {
                 .unwrap_or_else(|| format!("https://unknown.invalid/{file}")),
             upstream: url.is_some(),
             name,
-            file,
+            origin: if url.is_some() {
+                format!("{file} in the components directory")
+            } else {
+                format!(
+                    "{file} in the components directory; no upstream URL is known for it, so \
+                     only\n# --components-dir can provide it (a download fails: unknown.invalid)."
+                )
+            },
             sha256: sha256_hex(&data),
             unpack_to,
         });
@@ -210,12 +269,143 @@ pub fn collect(dir: &Path, version: Option<&str>) -> Result<Pins, PinsError> {
         });
     }
     Ok(Pins {
-        dir: dir.to_owned(),
+        source: format!("the components directory {}", dir.display()),
         version,
         version_from,
         components,
         images,
         left_out,
+        notes: Vec::new(),
+    })
+}
+
+/// An image reference's repository name (last path part) and tag. Pure.
+fn name_and_tag(image: &str) -> Option<(&str, &str)> {
+    let (repo, tag) = image.rsplit_once(':')?;
+    if tag.contains('/') {
+        return None;
+    }
+    Some((repo.rsplit('/').next().unwrap_or(repo), tag))
+}
+
+/// The image reference to pin for `version`: the control-plane images'
+/// tag becomes the version, every other image keeps its own. Pure.
+fn retag(image: &str, version: &str) -> Result<(String, bool), PinsError> {
+    let Some((name, tag)) = name_and_tag(image) else {
+        return Err(PinsError::NoTag {
+            image: image.to_owned(),
+        });
+    };
+    if VERSIONED_IMAGES.contains(&name) {
+        let repo = &image[..image.len() - tag.len() - 1];
+        Ok((format!("{repo}:{version}"), true))
+    } else {
+        Ok((image.to_owned(), false))
+    }
+}
+
+/// The first field of a published `.sha256` file, if it is a SHA256. Pure.
+fn published_sha256(text: &str) -> Option<String> {
+    let hex = text.split_whitespace().next()?.to_ascii_lowercase();
+    crate::profile::is_sha256(&hex).then_some(hex)
+}
+
+/// The pins of upstream release `version`, starting from `profile`'s
+/// (see the module docs): published checksums from `release_url`,
+/// digests resolved by tag through `client`.
+pub fn collect_upstream(
+    profile: &Profile,
+    version: &str,
+    release_url: &str,
+    client: &registry::Client,
+) -> Result<Pins, PinsError> {
+    let release_url = release_url.trim_end_matches('/');
+    let mut components = Vec::new();
+    let mut carried = Vec::new();
+    for c in &profile.components {
+        if !RELEASE_BINARIES.contains(&c.name.as_str()) {
+            carried.push(c.name.clone());
+            components.push(PinnedComponent {
+                name: c.name.clone(),
+                origin: format!("carried over from the profile {}", profile.name),
+                url: c.url.clone(),
+                upstream: true,
+                sha256: c.sha256.clone(),
+                unpack_to: c.unpack_to.clone(),
+            });
+            continue;
+        }
+        let url = format!("{release_url}/{version}/bin/linux/amd64/{}", c.name);
+        let sum_url = format!("{url}.sha256");
+        let failed = |reason: String| PinsError::Published {
+            name: c.name.clone(),
+            url: sum_url.clone(),
+            reason,
+        };
+        let text = components::fetch_url(&c.name, &sum_url).map_err(|e| match e {
+            ComponentError::Unreachable { reason, .. } => failed(format!("unreachable ({reason})")),
+            ComponentError::Download { reason, .. } => failed(reason),
+            other => failed(other.to_string()),
+        })?;
+        let sha256 = published_sha256(&String::from_utf8_lossy(&text))
+            .ok_or_else(|| failed("not a SHA256 (want 64 hex digits first)".into()))?;
+        components.push(PinnedComponent {
+            name: c.name.clone(),
+            origin: format!("published SHA256: {sum_url}"),
+            url,
+            upstream: true,
+            sha256,
+            unpack_to: c.unpack_to.clone(),
+        });
+    }
+    components.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut images = Vec::new();
+    let mut kept = Vec::new();
+    for i in &profile.images {
+        let (name, versioned) = retag(&i.name, version)?;
+        if !versioned {
+            kept.push(name.clone());
+        }
+        let reference = registry::Reference::parse(&name).map_err(|source| PinsError::Resolve {
+            image: name.clone(),
+            source,
+        })?;
+        let (_, tag) = name_and_tag(&name).ok_or_else(|| PinsError::NoTag {
+            image: name.clone(),
+        })?;
+        let digest = client
+            .resolve_tag(&reference, tag)
+            .map_err(|source| PinsError::Resolve {
+                image: name.clone(),
+                source,
+            })?;
+        images.push(ImageRef { name, digest });
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut notes = Vec::new();
+    if !carried.is_empty() {
+        notes.push(format!(
+            "Carried over from the profile unchanged: {} (not Kubernetes release binaries).",
+            carried.join(", ")
+        ));
+    }
+    if !kept.is_empty() {
+        notes.push(format!(
+            "Tags kept from the profile (digests resolved now): {}; the ones kubeadm {version} \
+             expects: `kubeadm config images list --kubernetes-version {version}`.",
+            kept.join(", ")
+        ));
+    }
+    Ok(Pins {
+        source: format!(
+            "Kubernetes {version} upstream ({release_url}; image digests from their registries)"
+        ),
+        version: version.to_owned(),
+        version_from: "--version".to_owned(),
+        components,
+        images,
+        left_out: Vec::new(),
+        notes,
     })
 }
 
@@ -232,8 +422,8 @@ pub fn to_toml(p: &Pins) -> String {
         out.push('\n');
     };
     line(&format!(
-        "# Kubernetes pins of the components directory {} (`imagegen pins`).",
-        p.dir.display()
+        "# Kubernetes pins of {} (`imagegen pins`).",
+        p.source
     ));
     line("# Put this table in a profile that extends the shipped one (for example");
     line("# `extends = \"base.toml\"`): `replace` makes these binaries and images replace");
@@ -243,6 +433,9 @@ pub fn to_toml(p: &Pins) -> String {
             "# Not pinned here: {} (the CNI manifest is [kubernetes.cni]).",
             p.left_out.join(", ")
         ));
+    }
+    for n in &p.notes {
+        line(&format!("# {n}"));
     }
     line("[kubernetes]");
     line(&format!(
@@ -262,15 +455,7 @@ pub fn to_toml(p: &Pins) -> String {
     for c in &p.components {
         line("");
         line(&format!("[kubernetes.components.{}]", c.name));
-        if c.upstream {
-            line(&format!("# {} in the components directory", c.file));
-        } else {
-            line(&format!(
-                "# {} in the components directory; no upstream URL is known for it, so only",
-                c.file
-            ));
-            line("# --components-dir can provide it (a download fails: unknown.invalid).");
-        }
+        line(&format!("# {}", c.origin));
         line(&format!("url = {}", quoted(&c.url)));
         line(&format!("sha256 = {}", quoted(&c.sha256)));
         if let Some(dir) = &c.unpack_to {
@@ -419,6 +604,144 @@ mod tests {
         }
         let archive = images::collect(dir.path(), &p.images, 0).unwrap();
         assert!(!archive.is_empty());
+    }
+
+    /// `imagegen pins --version V --profile base.toml` against a local
+    /// release server and registry mirror: the release binaries get the
+    /// published checksums, the control-plane images the new tag and the
+    /// digest the registry serves, the rest is carried over; the output
+    /// loads as a derived profile with exactly those pins.
+    #[test]
+    fn pins_of_an_upstream_release() {
+        let (base, _server) = crate::testserver::serve(usize::MAX, |_, path, _| {
+            let ok = |body: Vec<u8>| ("200 OK", String::new(), body);
+            if let Some(name) = path
+                .strip_prefix("/release/v1.31.0/bin/linux/amd64/")
+                .and_then(|n| n.strip_suffix(".sha256"))
+            {
+                return ok(format!("{}\n", sha256_hex(name.as_bytes())).into_bytes());
+            }
+            if let Some(rest) = path.strip_prefix("/v2/") {
+                return ok(format!("{{\"manifest of\":\"{rest}\"}}").into_bytes());
+            }
+            ("404 Not Found", String::new(), Vec::new())
+        });
+        let profiles_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let base_profile = profiles_dir.join("base.toml");
+        let profile = crate::profile::load(&profiles_dir.join("master.toml")).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let mirrors =
+            std::collections::BTreeMap::from([("registry.k8s.io".to_owned(), base.clone())]);
+        let client = registry::Client::new(cache.path(), mirrors, false).unwrap();
+        let release = format!("{base}/release");
+        let p = collect_upstream(&profile, "v1.31.0", &release, &client).unwrap();
+
+        let digest_of = |repo_tag: &str| {
+            let (repo, tag) = repo_tag.rsplit_once(':').unwrap();
+            format!(
+                "sha256:{}",
+                sha256_hex(format!("{{\"manifest of\":\"{repo}/manifests/{tag}\"}}").as_bytes())
+            )
+        };
+        let images: Vec<(String, String)> = p
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), i.digest.clone()))
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("coredns/coredns", "v1.11.1"),
+            ("kube-apiserver", "v1.31.0"),
+            ("kube-controller-manager", "v1.31.0"),
+            ("kube-proxy", "v1.31.0"),
+            ("kube-scheduler", "v1.31.0"),
+            ("pause", "3.9"),
+        ]
+        .iter()
+        .map(|(repo, tag)| {
+            (
+                format!("registry.k8s.io/{repo}:{tag}"),
+                digest_of(&format!("{repo}:{tag}")),
+            )
+        })
+        .collect();
+        assert_eq!(images, want);
+        for i in &p.images {
+            assert!(
+                client.cache_path(&i.digest).unwrap().is_file(),
+                "{} not cached",
+                i.name
+            );
+        }
+
+        let kubelet = p.components.iter().find(|c| c.name == "kubelet").unwrap();
+        assert_eq!(
+            kubelet.url,
+            format!("{release}/v1.31.0/bin/linux/amd64/kubelet")
+        );
+        assert_eq!(kubelet.sha256, sha256_hex(b"kubelet"));
+        let crictl = p.components.iter().find(|c| c.name == "crictl").unwrap();
+        let parent = profile
+            .components
+            .iter()
+            .find(|c| c.name == "crictl")
+            .unwrap();
+        assert_eq!((&crictl.url, &crictl.sha256), (&parent.url, &parent.sha256));
+
+        let text = to_toml(&p);
+        for needle in [
+            "version = \"v1.31.0\"  # from --version\n",
+            "# Carried over from the profile unchanged: cni-plugins, crictl",
+            "# Tags kept from the profile (digests resolved now): registry.k8s.io/pause:3.9, \
+             registry.k8s.io/coredns/coredns:v1.11.1; the ones kubeadm v1.31.0 expects: \
+             `kubeadm config images list --kubernetes-version v1.31.0`.",
+            &format!("# published SHA256: {release}/v1.31.0/bin/linux/amd64/kubeadm.sha256\n"),
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+        let profiles = tempfile::tempdir().unwrap();
+        let derived = profiles.path().join("k131.toml");
+        std::fs::write(
+            &derived,
+            format!(
+                "extends = {}\nname = \"k131\"\n\n{text}\n[cluster]\nrole = \"master\"\n",
+                quoted(&base_profile.display().to_string()),
+            ),
+        )
+        .unwrap();
+        let d = crate::profile::load(&derived).unwrap();
+        assert_eq!(d.kubernetes_version.as_deref(), Some("v1.31.0"));
+        assert_eq!(d.images, p.images);
+        assert_eq!(d.components.len(), profile.components.len());
+
+        // A release that is not published: the error names the URL.
+        let err = collect_upstream(&profile, "v9.9.9", &release, &client)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{release}/v9.9.9/bin/linux/amd64/")) && err.contains("404"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn control_plane_images_take_the_version_and_others_keep_their_tag() {
+        assert_eq!(
+            retag("registry.k8s.io/kube-proxy:v1.30.4", "v1.31.0").unwrap(),
+            ("registry.k8s.io/kube-proxy:v1.31.0".to_owned(), true)
+        );
+        assert_eq!(
+            retag("127.0.0.1:5000/pause:3.9", "v1.31.0").unwrap(),
+            ("127.0.0.1:5000/pause:3.9".to_owned(), false)
+        );
+        assert!(matches!(
+            retag("127.0.0.1:5000/kube-proxy", "v1"),
+            Err(PinsError::NoTag { .. })
+        ));
+        assert_eq!(
+            published_sha256(&format!("{}  kubelet\n", "A".repeat(64))),
+            Some("a".repeat(64))
+        );
+        assert_eq!(published_sha256("<html>"), None);
     }
 
     #[test]

@@ -327,9 +327,7 @@ impl Client {
             });
         }
         let accept = match kind {
-            Kind::Manifest => {
-                Some([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", "))
-            }
+            Kind::Manifest => Some(manifest_accept()),
             Kind::Blob => None,
         };
         tracing::info!(%url, "fetching");
@@ -344,6 +342,20 @@ impl Client {
         }
         self.store(&path, &data)?;
         Ok(data)
+    }
+
+    /// The digest that `tag` names in the registry now (`imagegen pins
+    /// --version`): the manifest or index fetched by tag, hashed as served
+    /// (its content digest) and cached under that digest, so a build from
+    /// the printed pin needs no second request for it. Never offline.
+    pub fn resolve_tag(&self, r: &Reference, tag: &str) -> Result<String, RegistryError> {
+        let url = format!("{}/v2/{}/manifests/{tag}", self.endpoint(r), r.repository);
+        let accept = manifest_accept();
+        tracing::info!(%url, "resolving the tag");
+        let data = self.fetch(r, &url, Some(&accept))?;
+        let hex = sha256_hex(&data);
+        self.store(&self.blobs.join(&hex), &data)?;
+        Ok(format!("sha256:{hex}"))
     }
 
     fn store(&self, path: &Path, data: &[u8]) -> Result<(), RegistryError> {
@@ -471,6 +483,11 @@ impl Client {
             .map(str::to_owned)
             .ok_or_else(|| auth(format!("the answer of {realm} carries no token")))
     }
+}
+
+/// The `Accept` header of a manifest request: indices first.
+fn manifest_accept() -> String {
+    [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ")
 }
 
 /// The hex of a `sha256:<64 hex>` digest.
@@ -680,54 +697,7 @@ mod tests {
         assert!(parse_bearer_challenge("Basic realm=\"x\"").is_none());
     }
 
-    /// What a test server answers: status line, extra headers, body.
-    type Answer = (&'static str, String, Vec<u8>);
-
-    /// Serves `n` connections of one request each with `handler(base,
-    /// path, authorization)`; returns the base URL and, on join, the
-    /// requests seen as "path authorization".
-    fn serve(
-        n: usize,
-        handler: impl Fn(&str, &str, Option<&str>) -> Answer + Send + 'static,
-    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let b = base.clone();
-        let handle = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for stream in listener.incoming().take(n) {
-                let mut stream = stream.unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                reader.read_line(&mut request).unwrap();
-                let mut auth = None;
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    if line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("authorization") {
-                            auth = Some(v.trim().to_owned());
-                        }
-                    }
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
-                seen.push(format!("{path} {}", auth.as_deref().unwrap_or("-")));
-                let (status, extra, body) = handler(&b, &path, auth.as_deref());
-                write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .unwrap();
-                stream.write_all(&body).unwrap();
-            }
-            seen
-        });
-        (base, handle)
-    }
+    use crate::testserver::serve;
 
     /// A registry that challenges requests without `Authorization: Bearer
     /// good-token`, hands that token out at `/token` when asked for the

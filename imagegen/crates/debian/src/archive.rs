@@ -86,7 +86,16 @@ impl Archive {
                     suite: spec.suite.clone(),
                     cache: cache.dir().to_path_buf(),
                 })?,
-            Some(c) => fetch::get_text(c, &inrelease_url, cache, MAX_INRELEASE)?,
+            Some(c) => {
+                // `--offline` can only help when the cache holds this
+                // archive's InRelease (another archive's downloads do not).
+                let hint = if cache.load_release(spec.base(), &spec.suite)?.is_some() {
+                    fetch::offline_hint(cache)
+                } else {
+                    String::new()
+                };
+                fetch::get_text(c, &inrelease_url, &hint, MAX_INRELEASE)?
+            }
         };
         let signed = keyring.verify_clearsigned(&raw, &inrelease_url)?;
         let release = Release::parse(&signed, &inrelease_url)?;

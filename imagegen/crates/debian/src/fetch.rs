@@ -101,7 +101,9 @@ pub fn http_client() -> Result<reqwest::blocking::Client, Error> {
         })
 }
 
-/// `--offline` hint when the cache has something.
+/// `--offline` hint when the cache has something (for an archive's
+/// `InRelease`, only when the cache holds that archive's: see
+/// [`crate::archive`]).
 pub(crate) fn offline_hint(cache: &Cache) -> String {
     if cache.has_entries() {
         format!(
@@ -142,16 +144,17 @@ fn with_retry<T>(url: &str, mut op: impl FnMut() -> Result<T, Error>) -> Result<
     }
 }
 
-/// GETs `url`, failing on non-success statuses.
+/// GETs `url`, failing on non-success statuses; a network error carries
+/// `hint` (the `--offline` hint where it applies, else empty).
 fn get(
     client: &reqwest::blocking::Client,
     url: &str,
-    cache: &Cache,
+    hint: &str,
 ) -> Result<reqwest::blocking::Response, Error> {
     let resp = client.get(url).send().map_err(|e| Error::Http {
         url: url.into(),
         detail: error_chain(&e),
-        hint: offline_hint(cache),
+        hint: hint.into(),
     })?;
     let status = resp.status();
     if !status.is_success() {
@@ -163,30 +166,31 @@ fn get(
     Ok(resp)
 }
 
-/// GETs a small text file (at most `limit` bytes).
+/// GETs a small text file (at most `limit` bytes); network errors carry
+/// `hint`.
 pub(crate) fn get_text(
     client: &reqwest::blocking::Client,
     url: &str,
-    cache: &Cache,
+    hint: &str,
     limit: u64,
 ) -> Result<String, Error> {
-    with_retry(url, || get_text_once(client, url, cache, limit))
+    with_retry(url, || get_text_once(client, url, hint, limit))
 }
 
 fn get_text_once(
     client: &reqwest::blocking::Client,
     url: &str,
-    cache: &Cache,
+    hint: &str,
     limit: u64,
 ) -> Result<String, Error> {
-    let resp = get(client, url, cache)?;
+    let resp = get(client, url, hint)?;
     let mut buf = Vec::new();
     resp.take(limit)
         .read_to_end(&mut buf)
         .map_err(|e| Error::Http {
             url: url.into(),
             detail: e.to_string(),
-            hint: offline_hint(cache),
+            hint: hint.into(),
         })?;
     String::from_utf8(buf).map_err(|_| Error::Http {
         url: url.into(),
@@ -215,8 +219,9 @@ pub(crate) fn download(
     cache: &Cache,
     mut progress: impl FnMut(u64),
 ) -> Result<PathBuf, Error> {
+    let hint = offline_hint(cache);
     with_retry(url, || {
-        let resp = get(client, url, cache)?;
+        let resp = get(client, url, &hint)?;
         Ok(cache.insert_verified(resp, sha256, size, url, &mut progress)?)
     })
 }

@@ -487,6 +487,24 @@ fn unreachable_archive_names_url_and_suggests_offline() {
 }
 
 #[test]
+fn unreachable_archive_not_in_the_cache_gets_no_offline_hint() {
+    // The cache holds another archive's downloads, but not this one's
+    // InRelease: --offline could not help, so it is not suggested.
+    let fx = fixture();
+    let cache = fx.cache();
+    Archive::open(&fx.spec(), &cache, false).unwrap();
+    assert!(cache.has_entries());
+    let mut other = fx.spec();
+    other.suite = "unstable".into();
+    drop(fx.server); // port now closed
+    let err = Archive::open(&other, &cache, false).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Http { .. }), "{msg}");
+    assert!(msg.contains(&other.inrelease_url()), "{msg}");
+    assert!(!msg.contains("offline"), "{msg}");
+}
+
+#[test]
 fn transient_server_errors_are_retried_but_not_found_is_not() {
     let fx = fixture();
     let cache = fx.cache();
