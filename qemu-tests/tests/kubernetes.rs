@@ -1046,6 +1046,13 @@ fn the_config_credential_is_toml_the_agent_reads() {
     assert_eq!(cfg.vrrp.interval_cs, 100);
     assert_eq!(cfg.vrrp.proof_timeout_ms, 10_000);
     assert_eq!(cfg.vrrp.proof_lease_ms, 20_000);
+    for args in [
+        &cfg.kubernetes.controller_manager_args,
+        &cfg.kubernetes.scheduler_args,
+    ] {
+        assert_eq!(args["leader-elect-lease-duration"], "60s");
+        assert_eq!(args["leader-elect-renew-deadline"], "40s");
+    }
     assert_eq!(
         cfg.kubernetes.skip_addons,
         vec![

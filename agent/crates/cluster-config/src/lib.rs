@@ -7,6 +7,7 @@
 //! combine with [`ClusterSpec::merge`] before validation.
 #![warn(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -310,6 +311,14 @@ pub struct KubernetesSpec {
     /// kubeadm add-ons not to install (`kubeadm init`'s `skipPhases`), for
     /// components without their images (air-gapped). Default: none.
     pub skip_addons: Option<Vec<Addon>>,
+    /// Extra kube-apiserver flags, name (without `--`) to value (kubeadm's
+    /// `apiServer.extraArgs`; one set for every master). Default: none.
+    pub apiserver_args: Option<BTreeMap<String, String>>,
+    /// Extra kube-controller-manager flags (`controllerManager.extraArgs`),
+    /// for example a longer `leader-elect-lease-duration` on slow machines.
+    pub controller_manager_args: Option<BTreeMap<String, String>>,
+    /// Extra kube-scheduler flags (`scheduler.extraArgs`).
+    pub scheduler_args: Option<BTreeMap<String, String>>,
 }
 
 /// The validated cluster configuration.
@@ -410,6 +419,22 @@ pub struct Kubernetes {
     pub cni: CniMode,
     /// kubeadm add-ons not to install (sorted, no duplicates; empty: none).
     pub skip_addons: Vec<Addon>,
+    /// Extra kube-apiserver flags (empty: none).
+    pub apiserver_args: BTreeMap<String, String>,
+    /// Extra kube-controller-manager flags (empty: none).
+    pub controller_manager_args: BTreeMap<String, String>,
+    /// Extra kube-scheduler flags (empty: none).
+    pub scheduler_args: BTreeMap<String, String>,
+}
+
+/// A command-line flag name as kubeadm's `extraArgs` take it: no `--`,
+/// lowercase letters, digits and `-`, starting with a letter.
+fn is_flag_name(name: &str) -> bool {
+    name.len() <= 100
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Picks `over` when set, else `base` (one field of a merge).
@@ -485,6 +510,18 @@ impl ClusterSpec {
                 ),
                 cni: pick(&self.kubernetes.cni, &over.kubernetes.cni),
                 skip_addons: pick(&self.kubernetes.skip_addons, &over.kubernetes.skip_addons),
+                apiserver_args: pick(
+                    &self.kubernetes.apiserver_args,
+                    &over.kubernetes.apiserver_args,
+                ),
+                controller_manager_args: pick(
+                    &self.kubernetes.controller_manager_args,
+                    &over.kubernetes.controller_manager_args,
+                ),
+                scheduler_args: pick(
+                    &self.kubernetes.scheduler_args,
+                    &over.kubernetes.scheduler_args,
+                ),
             },
         }
     }
@@ -664,7 +701,35 @@ impl ClusterSpec {
                 v.dedup();
                 v
             },
+            apiserver_args: self.kubernetes.apiserver_args.clone().unwrap_or_default(),
+            controller_manager_args: self
+                .kubernetes
+                .controller_manager_args
+                .clone()
+                .unwrap_or_default(),
+            scheduler_args: self.kubernetes.scheduler_args.clone().unwrap_or_default(),
         };
+        for (key, args) in [
+            ("kubernetes.apiserver_args", &kubernetes.apiserver_args),
+            (
+                "kubernetes.controller_manager_args",
+                &kubernetes.controller_manager_args,
+            ),
+            ("kubernetes.scheduler_args", &kubernetes.scheduler_args),
+        ] {
+            if let Some((flag, value)) = args
+                .iter()
+                .find(|(f, v)| !is_flag_name(f) || v.contains(['\n', '\r', '\0']))
+            {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{flag:?} = {value:?}: a flag is its name without `--` (lowercase \
+                         letters, digits and '-', starting with a letter) and a one-line value"
+                    ),
+                ));
+            }
+        }
         if let Some(bad) = kubernetes
             .ignore_preflight_errors
             .iter()
@@ -874,6 +939,69 @@ mod tests {
         .unwrap();
         let again = ClusterSpec::from_toml("y", &s.to_toml()).unwrap();
         assert_eq!(s, again);
+    }
+
+    #[test]
+    fn control_plane_args_default_empty_parse_and_are_validated() {
+        let parse = |k: &str| {
+            ClusterSpec::from_toml("t", &format!("role = \"master\"\n{k}\n"))
+                .unwrap()
+                .validate()
+        };
+        let d = parse("").unwrap();
+        assert!(d.kubernetes.apiserver_args.is_empty());
+        assert!(d.kubernetes.controller_manager_args.is_empty());
+        assert!(d.kubernetes.scheduler_args.is_empty());
+        // Sub-tables first, then [kubernetes]: the shape of
+        // qemu-tests/tcg-timing.toml followed by a test's own keys.
+        let c = parse(
+            "[kubernetes.controller_manager_args]\nleader-elect-lease-duration = \"60s\"\n\
+             [kubernetes.scheduler_args]\nleader-elect-renew-deadline = \"40s\"\n\
+             [kubernetes]\ncni = \"host-gw\"\napiserver_args = { v = \"2\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.kubernetes.controller_manager_args["leader-elect-lease-duration"],
+            "60s"
+        );
+        assert_eq!(
+            c.kubernetes.scheduler_args["leader-elect-renew-deadline"],
+            "40s"
+        );
+        assert_eq!(c.kubernetes.apiserver_args["v"], "2");
+        for (key, bad) in [
+            (
+                "kubernetes.apiserver_args",
+                "apiserver_args = { \"--v\" = \"2\" }",
+            ),
+            (
+                "kubernetes.scheduler_args",
+                "scheduler_args = { Bad = \"1\" }",
+            ),
+            (
+                "kubernetes.controller_manager_args",
+                "controller_manager_args = { x = \"a\\nb\" }",
+            ),
+        ] {
+            let e = parse(&format!("[kubernetes]\n{bad}")).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{bad}: {e}"
+            );
+        }
+        // A later layer replaces a map as a whole.
+        let base = ClusterSpec::from_toml(
+            "base",
+            "role = \"master\"\n[kubernetes.scheduler_args]\na = \"1\"\n",
+        )
+        .unwrap();
+        let over =
+            ClusterSpec::from_toml("over", "[kubernetes.scheduler_args]\nb = \"2\"\n").unwrap();
+        let merged = base.merge(&over).validate().unwrap();
+        assert_eq!(
+            merged.kubernetes.scheduler_args,
+            BTreeMap::from([("b".to_owned(), "2".to_owned())])
+        );
     }
 
     #[test]

@@ -81,9 +81,12 @@ pub struct ClusterConfiguration {
     /// Controller manager settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_manager: Option<ControlPlaneComponent>,
+    /// Scheduler settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<ControlPlaneComponent>,
 }
 
-/// `ControlPlaneComponent` (the controller manager's settings).
+/// `ControlPlaneComponent` (the controller manager's or scheduler's settings).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControlPlaneComponent {

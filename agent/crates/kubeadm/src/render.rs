@@ -11,6 +11,7 @@
 //! node, and the golden files in `test_data/` are exactly what kubeadm
 //! reads.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -97,6 +98,30 @@ pub struct KubeadmInputs {
     /// The pod network (not a kubeadm setting: which CNI the kube phase
     /// sets up once the node is ready).
     pub cni: CniMode,
+    /// Extra flags of the control-plane components (`[kubernetes]
+    /// apiserver_args`, `controller_manager_args`, `scheduler_args`).
+    pub control_plane_args: ControlPlaneArgs,
+}
+
+/// Extra flags of the control-plane components, flag name (without `--`)
+/// to value, appended after the agent's own, so a name given here
+/// overrides the agent's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlPlaneArgs {
+    /// kube-apiserver.
+    pub apiserver: BTreeMap<String, String>,
+    /// kube-controller-manager.
+    pub controller_manager: BTreeMap<String, String>,
+    /// kube-scheduler.
+    pub scheduler: BTreeMap<String, String>,
+}
+
+/// `extraArgs` entries of a flag map, in name order.
+fn args(map: &BTreeMap<String, String>) -> impl Iterator<Item = Arg> + '_ {
+    map.iter().map(|(name, value)| Arg {
+        name: name.clone(),
+        value: value.clone(),
+    })
 }
 
 impl KubeadmInputs {
@@ -141,6 +166,11 @@ impl KubeadmInputs {
             image_pull_policy: None,
             skip_addons: cfg.kubernetes.skip_addons.clone(),
             cni: cfg.kubernetes.cni,
+            control_plane_args: ControlPlaneArgs {
+                apiserver: cfg.kubernetes.apiserver_args.clone(),
+                controller_manager: cfg.kubernetes.controller_manager_args.clone(),
+                scheduler: cfg.kubernetes.scheduler_args.clone(),
+            },
         })
     }
 
@@ -283,15 +313,22 @@ impl KubeadmInputs {
             },
             api_server: ApiServer {
                 cert_sans: self.cert_sans(),
-                extra_args: Vec::new(),
+                extra_args: args(&self.control_plane_args.apiserver).collect(),
             },
             // kubeadm mounts this directory into the controller manager's
             // pod (creating it): the default under /usr is read-only.
             controller_manager: Some(ControlPlaneComponent {
-                extra_args: vec![Arg {
+                extra_args: std::iter::once(Arg {
                     name: "flex-volume-plugin-dir".to_owned(),
                     value: VOLUME_PLUGIN_DIR.to_owned(),
-                }],
+                })
+                .chain(args(&self.control_plane_args.controller_manager))
+                .collect(),
+            }),
+            scheduler: (!self.control_plane_args.scheduler.is_empty()).then(|| {
+                ControlPlaneComponent {
+                    extra_args: args(&self.control_plane_args.scheduler).collect(),
+                }
             }),
         }
     }
@@ -478,12 +515,11 @@ fn down_init(init: &mut serde_yaml_ng::Value, cluster: &mut serde_yaml_ng::Value
     if let Some(m) = cluster.as_mapping_mut() {
         m.shift_remove("encryptionAlgorithm");
     }
-    if let Some(cm) = cluster
-        .get_mut("controllerManager")
-        .and_then(|c| c.as_mapping_mut())
-    {
-        if let Some(args) = cm.get("extraArgs").map(args_to_map) {
-            cm.insert(key("extraArgs"), args);
+    for component in ["apiServer", "controllerManager", "scheduler"] {
+        if let Some(c) = cluster.get_mut(component).and_then(|c| c.as_mapping_mut()) {
+            if let Some(args) = c.get("extraArgs").map(args_to_map) {
+                c.insert(key("extraArgs"), args);
+            }
         }
     }
     if let (Some(t), Some(api)) = (
@@ -600,6 +636,7 @@ pub(crate) mod tests {
             image_pull_policy: Some("Never".into()),
             skip_addons: Vec::new(),
             cni: CniMode::Auto,
+            control_plane_args: ControlPlaneArgs::default(),
         }
     }
 
@@ -931,5 +968,83 @@ pub(crate) mod tests {
         ] {
             assert!(!text.contains("ignorePreflightErrors"), "{text}");
         }
+    }
+    /// `[kubernetes] *_args` reach the ClusterConfiguration's extraArgs of
+    /// each component, after the agent's own flag: a list of name/value in
+    /// v1beta4 (1.31+), a map in v1beta3; no scheduler section without
+    /// flags (the goldens).
+    #[test]
+    fn control_plane_args_from_the_cluster_configuration() {
+        let cfg = cluster_config::ClusterSpec::from_toml(
+            "t",
+            "role = \"master\"\n[network]\nvip = \"10.77.0.10/24\"\n\
+             [kubernetes.apiserver_args]\nv = \"2\"\n\
+             [kubernetes.controller_manager_args]\nleader-elect-lease-duration = \"60s\"\n\
+             [kubernetes.scheduler_args]\nleader-elect-renew-deadline = \"40s\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let base = inputs(1);
+        let from = |version: &str| {
+            KubeadmInputs::from_cluster(
+                &cfg,
+                Some(version.to_owned()),
+                "m1",
+                Ipv4Addr::new(10, 77, 0, 11),
+                vec![],
+                base.etcd_endpoints.clone(),
+                base.token.clone(),
+                base.ca_pin.clone(),
+            )
+            .unwrap()
+        };
+        let cluster_doc = |i: &KubeadmInputs| {
+            let text = i.render_init().unwrap();
+            let doc = split_docs(&text)
+                .into_iter()
+                .find(|d| d.contains("kind: ClusterConfiguration"))
+                .unwrap();
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&doc).unwrap()
+        };
+        let list = |pairs: &[(&str, &str)]| {
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(
+                &pairs
+                    .iter()
+                    .map(|(n, v)| format!("- name: {n}\n  value: \"{v}\"\n"))
+                    .collect::<String>(),
+            )
+            .unwrap()
+        };
+        let new = cluster_doc(&from("v1.31.4"));
+        assert_eq!(new["apiServer"]["extraArgs"], list(&[("v", "2")]));
+        assert_eq!(
+            new["controllerManager"]["extraArgs"],
+            list(&[
+                ("flex-volume-plugin-dir", VOLUME_PLUGIN_DIR),
+                ("leader-elect-lease-duration", "60s")
+            ])
+        );
+        assert_eq!(
+            new["scheduler"]["extraArgs"],
+            list(&[("leader-elect-renew-deadline", "40s")])
+        );
+        let old = cluster_doc(&from("v1.24.0-alpha.1"));
+        assert_eq!(old["apiServer"]["extraArgs"]["v"], "2");
+        assert_eq!(
+            old["controllerManager"]["extraArgs"]["leader-elect-lease-duration"],
+            "60s"
+        );
+        assert_eq!(
+            old["controllerManager"]["extraArgs"]["flex-volume-plugin-dir"],
+            VOLUME_PLUGIN_DIR
+        );
+        assert_eq!(
+            old["scheduler"]["extraArgs"]["leader-elect-renew-deadline"],
+            "40s"
+        );
+        let plain = cluster_doc(&base);
+        assert!(plain.get("scheduler").is_none());
+        assert!(plain["apiServer"].get("extraArgs").is_none());
     }
 }

@@ -70,6 +70,7 @@ fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
         image_pull_policy: Some("Never".into()),
         skip_addons: vec![],
         cni: cluster_config::CniMode::Auto,
+        control_plane_args: Default::default(),
     }
 }
 
