@@ -827,6 +827,10 @@ async fn reconcile_task(
             ca_pem: material.ca_crt.clone(),
         },
         etcd,
+    )
+    .with_proof_timeout(
+        Duration::from_secs(setup.cfg.kubernetes.proof_timeout_s),
+        kubeadm::phase::PROOF_POLL,
     );
     let cni_name = match &cni {
         EffectiveCni::Manifest(m) => format!("manifest {m}"),

@@ -1025,7 +1025,21 @@ const TCG_TIMING: &str = include_str!("../tcg-timing.toml");
 /// The `kubeboot.config` credential of this test (it travels base64 in an
 /// SMBIOS string): the pod network and add-ons, and [`TCG_TIMING`]. Pure.
 fn config_fragment(cni: &str, skip_addons: &[String]) -> String {
-    format!("{TCG_TIMING}\n[kubernetes]\ncni = {cni:?}\nskip_addons = {skip_addons:?}\n")
+    // Into tcg-timing.toml's own [kubernetes] table (TOML allows one).
+    let mut doc: toml::Table = TCG_TIMING
+        .parse()
+        .unwrap_or_else(|e| panic!("qemu-tests/tcg-timing.toml: {e}"));
+    let kube = doc
+        .entry("kubernetes")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = kube {
+        t.insert("cni".into(), cni.into());
+        t.insert(
+            "skip_addons".into(),
+            toml::Value::Array(skip_addons.iter().map(|a| a.as_str().into()).collect()),
+        );
+    }
+    doc.to_string()
 }
 
 #[test]
@@ -1046,6 +1060,7 @@ fn the_config_credential_is_toml_the_agent_reads() {
     assert_eq!(cfg.vrrp.interval_cs, 100);
     assert_eq!(cfg.vrrp.proof_timeout_ms, 10_000);
     assert_eq!(cfg.vrrp.proof_lease_ms, 20_000);
+    assert_eq!(cfg.kubernetes.proof_timeout_s, 900);
     for args in [
         &cfg.kubernetes.controller_manager_args,
         &cfg.kubernetes.scheduler_args,

@@ -319,6 +319,10 @@ pub struct KubernetesSpec {
     pub controller_manager_args: Option<BTreeMap<String, String>>,
     /// Extra kube-scheduler flags (`scheduler.extraArgs`).
     pub scheduler_args: Option<BTreeMap<String, String>>,
+    /// How long, after `kubeadm init`/`join` exited 0, the node's own API
+    /// server (masters) or its Node (workers) may take to answer before
+    /// the step counts as failed, is reset and retried (default 180 s).
+    pub proof_timeout_s: Option<u64>,
 }
 
 /// The validated cluster configuration.
@@ -425,7 +429,12 @@ pub struct Kubernetes {
     pub controller_manager_args: BTreeMap<String, String>,
     /// Extra kube-scheduler flags (empty: none).
     pub scheduler_args: BTreeMap<String, String>,
+    /// The proof's bound after kubeadm exited 0, seconds.
+    pub proof_timeout_s: u64,
 }
+
+/// Default of `[kubernetes] proof_timeout_s`.
+pub const DEFAULT_KUBE_PROOF_TIMEOUT_S: u64 = 180;
 
 /// A command-line flag name as kubeadm's `extraArgs` take it: no `--`,
 /// lowercase letters, digits and `-`, starting with a letter.
@@ -521,6 +530,10 @@ impl ClusterSpec {
                 scheduler_args: pick(
                     &self.kubernetes.scheduler_args,
                     &over.kubernetes.scheduler_args,
+                ),
+                proof_timeout_s: pick(
+                    &self.kubernetes.proof_timeout_s,
+                    &over.kubernetes.proof_timeout_s,
                 ),
             },
         }
@@ -708,7 +721,17 @@ impl ClusterSpec {
                 .clone()
                 .unwrap_or_default(),
             scheduler_args: self.kubernetes.scheduler_args.clone().unwrap_or_default(),
+            proof_timeout_s: self
+                .kubernetes
+                .proof_timeout_s
+                .unwrap_or(DEFAULT_KUBE_PROOF_TIMEOUT_S),
         };
+        if !(10..=3600).contains(&kubernetes.proof_timeout_s) {
+            return Err(invalid(
+                "kubernetes.proof_timeout_s",
+                "must be 10 to 3600 seconds",
+            ));
+        }
         for (key, args) in [
             ("kubernetes.apiserver_args", &kubernetes.apiserver_args),
             (
@@ -969,6 +992,27 @@ mod tests {
             "40s"
         );
         assert_eq!(c.kubernetes.apiserver_args["v"], "2");
+        assert_eq!(d.kubernetes.proof_timeout_s, DEFAULT_KUBE_PROOF_TIMEOUT_S);
+        assert_eq!(
+            parse("[kubernetes]\nproof_timeout_s = 900")
+                .unwrap()
+                .kubernetes
+                .proof_timeout_s,
+            900
+        );
+        for bad in ["0", "9", "3601"] {
+            let e = parse(&format!("[kubernetes]\nproof_timeout_s = {bad}")).unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    ConfigError::Invalid {
+                        key: "kubernetes.proof_timeout_s",
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
         for (key, bad) in [
             (
                 "kubernetes.apiserver_args",

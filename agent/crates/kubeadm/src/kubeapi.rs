@@ -288,10 +288,7 @@ impl ApiClient {
                 ApiHealth::Ready
             }
             Ok((status, url, body)) => ApiHealth::NotReady {
-                reason: format!(
-                    "GET {url}: {status} {}",
-                    body.lines().next().unwrap_or_default()
-                ),
+                reason: format!("GET {url}: {status} {}", failed_checks(&body)),
             },
         }
     }
@@ -356,6 +353,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// What a failing `/readyz` says, on one line: its failed checks
+/// (`[-]name failed: ...`) when it lists them, else its first line. Pure.
+pub fn failed_checks(body: &str) -> String {
+    let failed: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("[-]"))
+        .collect();
+    if failed.is_empty() {
+        body.lines().next().unwrap_or_default().to_owned()
+    } else {
+        failed.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -490,5 +502,19 @@ mod tests {
             ),
             Err(ApiError::Config(_))
         ));
+    }
+    #[test]
+    fn a_failing_readyz_is_told_by_its_failed_checks() {
+        let body = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n\
+                    [+]poststarthook/start-kube-aggregator-informers ok\n\
+                    [-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n\
+                    readyz check failed\n";
+        assert_eq!(
+            failed_checks(body),
+            "[-]etcd failed: reason withheld; [-]poststarthook/rbac/bootstrap-roles failed: \
+             reason withheld"
+        );
+        assert_eq!(failed_checks("Unauthorized\nmore"), "Unauthorized");
+        assert_eq!(failed_checks(""), "");
     }
 }
