@@ -80,6 +80,23 @@ pub enum JoinLock {
     },
 }
 
+/// Grants a lease of `ttl_s` seconds for `key` (named in the error).
+async fn grant_lease(
+    client: &mut Client,
+    ttl_s: i64,
+    key: &'static str,
+) -> Result<i64, ElectionError> {
+    Ok(client
+        .lease_grant(ttl_s, None)
+        .await
+        .map_err(|source| ElectionError::Etcd {
+            op: "lease grant",
+            key,
+            source,
+        })?
+        .id())
+}
+
 /// Takes the control-plane join lock for `node_id` on a new lease of
 /// `ttl_s` seconds, or says who holds it (the new lease is then revoked).
 pub async fn take_join_lock(
@@ -87,15 +104,7 @@ pub async fn take_join_lock(
     node_id: &str,
     ttl_s: i64,
 ) -> Result<JoinLock, ElectionError> {
-    let lease = client
-        .lease_grant(ttl_s, None)
-        .await
-        .map_err(|source| ElectionError::Etcd {
-            op: "lease grant",
-            key: JOIN_LOCK_KEY,
-            source,
-        })?
-        .id();
+    let lease = grant_lease(client, ttl_s, JOIN_LOCK_KEY).await?;
     let txn = Txn::new()
         .when([Compare::create_revision(JOIN_LOCK_KEY, CompareOp::Equal, 0)])
         .and_then([TxnOp::put(
@@ -249,15 +258,7 @@ pub async fn announce_alive(
     node_id: &str,
     ttl_s: i64,
 ) -> Result<Option<i64>, ElectionError> {
-    let lease = client
-        .lease_grant(ttl_s, None)
-        .await
-        .map_err(|source| ElectionError::Etcd {
-            op: "lease grant",
-            key: INIT_ALIVE_KEY,
-            source,
-        })?
-        .id();
+    let lease = grant_lease(client, ttl_s, INIT_ALIVE_KEY).await?;
     let txn = Txn::new()
         .when([Compare::value(INIT_NODE_KEY, CompareOp::Equal, node_id)])
         .and_then([TxnOp::put(

@@ -919,6 +919,23 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("network.vip"), "{err}");
     }
 
+    /// The inputs of master m1 from a validated configuration, the rest
+    /// as in [`inputs`].
+    fn from_config(cfg: &ClusterConfig, version: Option<&str>) -> KubeadmInputs {
+        let base = inputs(1);
+        KubeadmInputs::from_cluster(
+            cfg,
+            version.map(str::to_owned),
+            "m1",
+            Ipv4Addr::new(10, 77, 0, 11),
+            vec![],
+            base.etcd_endpoints,
+            base.token,
+            base.ca_pin,
+        )
+        .unwrap()
+    }
+
     /// `[kubernetes] ignore_preflight_errors` reaches every role's
     /// `nodeRegistration.ignorePreflightErrors`, in both API versions; by
     /// default the field is absent (the goldens).
@@ -933,19 +950,7 @@ pub(crate) mod tests {
         .validate()
         .unwrap();
         let base = inputs(1);
-        let from = |version: Option<&str>| {
-            KubeadmInputs::from_cluster(
-                &cfg,
-                version.map(str::to_owned),
-                "m1",
-                Ipv4Addr::new(10, 77, 0, 11),
-                vec![],
-                base.etcd_endpoints.clone(),
-                base.token.clone(),
-                base.ca_pin.clone(),
-            )
-            .unwrap()
-        };
+        let from = |version: Option<&str>| from_config(&cfg, version);
         let want = serde_yaml_ng::Value::Sequence(vec!["NumCPU".into(), "Mem".into()]);
         for version in ["v1.31.4", "v1.30.4"] {
             let i = from(Some(version));
@@ -986,19 +991,7 @@ pub(crate) mod tests {
         .validate()
         .unwrap();
         let base = inputs(1);
-        let from = |version: &str| {
-            KubeadmInputs::from_cluster(
-                &cfg,
-                Some(version.to_owned()),
-                "m1",
-                Ipv4Addr::new(10, 77, 0, 11),
-                vec![],
-                base.etcd_endpoints.clone(),
-                base.token.clone(),
-                base.ca_pin.clone(),
-            )
-            .unwrap()
-        };
+        let from = |version: &str| from_config(&cfg, Some(version));
         let cluster_doc = |i: &KubeadmInputs| {
             let text = i.render_init().unwrap();
             let doc = split_docs(&text)
