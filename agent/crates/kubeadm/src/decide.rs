@@ -194,6 +194,65 @@ pub fn takeover_due(now: SystemTime, absent_since: Option<SystemTime>, grace: Du
     }
 }
 
+/// `kubeadm init`'s top-level phases, in the order it runs them (1.22 on).
+const INIT_PHASES: &[&str] = &[
+    "preflight",
+    "certs",
+    "kubeconfig",
+    "kubelet-start",
+    "control-plane",
+    "etcd",
+    "wait-control-plane",
+    "upload-config",
+    "upload-certs",
+    "mark-control-plane",
+    "bootstrap-token",
+    "kubelet-finalize",
+    "addon",
+    "show-join-command",
+];
+
+/// `kubeadm join`'s top-level phases, in order (1.22-1.30; workers run
+/// the control-plane ones as no-ops).
+const JOIN_PHASES: &[&str] = &[
+    "preflight",
+    "control-plane-prepare",
+    "kubelet-start",
+    "control-plane-join",
+];
+
+/// The first phase a run may resume from: everything before it left its
+/// results on disk (certificates, kubeconfigs, manifests) and, for init,
+/// the control plane answered (`wait-control-plane` passed).
+fn first_resumable(step: &Step) -> Option<(&'static [&'static str], &'static str)> {
+    match step {
+        Step::Init => Some((INIT_PHASES, "upload-config")),
+        Step::JoinControlPlane | Step::JoinWorker => Some((JOIN_PHASES, "kubelet-start")),
+        _ => None,
+    }
+}
+
+/// The phases to skip when `step` is run again after it failed in
+/// `failed_phase` (`control-plane-join/mark-control-plane`, as kubeadm
+/// prints it), or `None` when the attempt must be reset and started over.
+/// Pure.
+///
+/// kubeadm runs its phases in order and stops at the first error, and its
+/// phases are written to be idempotent, so a run that failed late (a 10 s
+/// API request timing out while the kubelet registers or the node is
+/// labelled) can go on from the failed phase: `--skip-phases` with the
+/// ones before it. Only the late phases resume (a join from
+/// `kubelet-start`, an init after `wait-control-plane`): an earlier
+/// failure, or a phase this table does not know (another kubeadm
+/// version), is reset as before.
+pub fn resume_skip_phases(step: &Step, failed_phase: &str) -> Option<Vec<&'static str>> {
+    let (order, first) = first_resumable(step)?;
+    let top = failed_phase.split('/').next().unwrap_or_default();
+    let at = order.iter().position(|p| *p == top)?;
+    let from = order.iter().position(|p| *p == first)?;
+    (at >= from).then(|| order[..at].to_vec())
+}
+
 /// Exponential backoff between failed attempts. Pure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -615,6 +674,49 @@ mod tests {
                 want,
                 "{role} {setup:?} {init:?}"
             );
+        }
+    }
+
+    #[test]
+    fn late_failures_resume_from_the_failed_phase() {
+        // A control-plane join that failed while the kubelet registered,
+        // or while the node was labelled, goes on from that phase.
+        assert_eq!(
+            resume_skip_phases(&Step::JoinControlPlane, "kubelet-start"),
+            Some(vec!["preflight", "control-plane-prepare"])
+        );
+        assert_eq!(
+            resume_skip_phases(
+                &Step::JoinControlPlane,
+                "control-plane-join/mark-control-plane"
+            ),
+            Some(vec!["preflight", "control-plane-prepare", "kubelet-start"])
+        );
+        assert_eq!(
+            resume_skip_phases(&Step::JoinWorker, "kubelet-start"),
+            Some(vec!["preflight", "control-plane-prepare"])
+        );
+        // An init whose control plane answered goes on after it.
+        assert_eq!(
+            resume_skip_phases(&Step::Init, "addon/kube-proxy"),
+            Some(INIT_PHASES[..12].to_vec())
+        );
+        assert_eq!(
+            resume_skip_phases(&Step::Init, "upload-config/kubelet"),
+            Some(INIT_PHASES[..7].to_vec())
+        );
+        // Early failures, unknown phases and other steps start over.
+        for (step, phase) in [
+            (Step::Init, "wait-control-plane"),
+            (Step::Init, "preflight"),
+            (Step::Init, "certs/apiserver"),
+            (Step::JoinControlPlane, "preflight"),
+            (Step::JoinControlPlane, "control-plane-prepare/certs"),
+            (Step::JoinControlPlane, "kubelet-wait-bootstrap"),
+            (Step::JoinWorker, ""),
+            (Step::Nothing, "kubelet-start"),
+        ] {
+            assert_eq!(resume_skip_phases(&step, phase), None, "{step:?} {phase}");
         }
     }
 

@@ -23,7 +23,11 @@
 //!
 //! `[reset]` is `kubeadm reset --force`, run only when an earlier attempt
 //! left some but not all of kubeadm's files (its preflight checks refuse
-//! such a node); it never runs on a complete node.
+//! such a node); it never runs on a complete node. An attempt that failed
+//! late (a join in `kubelet-start` or `control-plane-join`, an init after
+//! `wait-control-plane`) is instead continued from its failed phase with
+//! `--skip-phases`, at most [`MAX_RESUMES`] times in a row
+//! ([`decide::resume_skip_phases`]); it is proven like any other attempt.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -264,9 +268,28 @@ pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
     join_waiting_for: Option<String>,
     last_init: Option<(String, bool)>,
     last_run: Option<KubeadmRun>,
+    /// The last attempt failed in a phase the next one may go on from.
+    resume: Option<Resume>,
     proof_timeout: std::time::Duration,
     proof_poll: std::time::Duration,
 }
+
+/// An attempt that failed late, to be continued from its failed phase
+/// instead of reset ([`decide::resume_skip_phases`]). Kept in memory only:
+/// after an agent restart the leftovers are reset as before.
+#[derive(Debug, Clone)]
+struct Resume {
+    step: Step,
+    failed_phase: String,
+    skip: Vec<&'static str>,
+    /// Consecutive resumed attempts, this one included.
+    count: u32,
+}
+
+/// Consecutive attempts that go on from a failed phase before the next
+/// one resets and starts over (a phase that keeps failing may be failing
+/// for a reason a reset clears).
+pub const MAX_RESUMES: u32 = 2;
 
 /// The init node's hold on the liveness key: its lease and the task that
 /// keeps the lease alive. Taken at the first init attempt, kept across
@@ -332,6 +355,7 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             join_waiting_for: None,
             last_init: None,
             last_run: None,
+            resume: None,
             proof_timeout: DEFAULT_PROOF_TIMEOUT,
             proof_poll: PROOF_POLL,
         }
@@ -1052,7 +1076,24 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
         // below, only a proven success writes one again.
         proof::remove(&self.paths)
             .map_err(|e| StepError::Transient(format!("removing the old proof record: {e}")))?;
-        if let Setup::Partial { reason } = setup {
+        // Go on from the phase the last attempt of this same step failed
+        // in, over the files it left (only those: a node that is not
+        // partial has nothing to go on from).
+        let resuming = self
+            .resume
+            .take()
+            .filter(|r| r.step == *step && matches!(setup, Setup::Partial { .. }));
+        if let Some(r) = &resuming {
+            tracing::warn!(
+                "kube phase: {what} failed in phase {} last time; going on from it \
+                 (attempt {} of {MAX_RESUMES} before a reset), skipping the phases \
+                 that completed: {}",
+                r.failed_phase,
+                r.count,
+                r.skip.join(",")
+            );
+            args.push(format!("--skip-phases={}", r.skip.join(",")));
+        } else if let Setup::Partial { reason } = setup {
             tracing::warn!("kube phase: leftovers of an earlier attempt ({reason}): kubeadm reset");
             let reset = Invocation {
                 program: Program::Kubeadm,
@@ -1100,6 +1141,19 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
             Err(e) => {
                 let run = KubeadmRun::failed(&command, &e);
                 let summary = run.summary(what);
+                let count = resuming.as_ref().map_or(0, |r| r.count) + 1;
+                self.resume = run
+                    .failed_phase
+                    .as_deref()
+                    .and_then(|phase| {
+                        Some(Resume {
+                            step: step.clone(),
+                            failed_phase: phase.to_owned(),
+                            skip: decide::resume_skip_phases(step, phase)?,
+                            count,
+                        })
+                    })
+                    .filter(|_| count <= MAX_RESUMES);
                 if !run.output_tail.is_empty() {
                     tracing::warn!(
                         "kube phase: {summary}; last output:\n{}",

@@ -1560,3 +1560,94 @@ async fn complete_files_without_a_proof_are_reset_not_trusted() {
     assert_eq!(got.len(), 4, "{got:?}");
     assert_eq!((got[2][0], got[3][0]), ("reset", "join"));
 }
+
+/// What a real 1.24 `kubeadm join` printed when the API, slow under load,
+/// did not answer one of its 10 s requests after the kubelet's TLS
+/// bootstrap (run 11 in the qemu-tests README).
+fn kubelet_start_failure() -> RunError {
+    RunError::Failed {
+        command: "kubeadm join --config /var/lib/kubeboot/kubeadm/join.yaml".into(),
+        code: Some(1),
+        stderr_tail: "error execution phase kubelet-start: error uploading crisocket".into(),
+        output: RunOutput {
+            stdout: "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap...\n"
+                .into(),
+            stderr: "error execution phase kubelet-start: error uploading crisocket: error \
+                     patching node \"worker-3\" through apiserver: Patch \
+                     \"https://10.77.0.10:6443/api/v1/nodes/worker-3?timeout=10s\": net/http: \
+                     request canceled (Client.Timeout exceeded while awaiting headers)\n\
+                     To see the stack trace of this error execute with --v=5 or higher\n"
+                .into(),
+        },
+    }
+}
+
+/// A join that failed late (in kubelet-start, after the files were
+/// written) goes on from the failed phase, without a reset, at most
+/// `MAX_RESUMES` times in a row; then the next attempt resets and starts
+/// over. Every attempt is still proven before the node is ready.
+#[tokio::test]
+async fn a_join_that_failed_late_goes_on_from_the_failed_phase_then_resets() {
+    let c = cluster();
+    let mut wk = worker(&c, "worker-3");
+    let effect = kubeadm_effect(
+        wk.root.path().to_owned(),
+        c.pki.kubernetes_ca.clone(),
+        "worker-3".into(),
+    );
+    let joins = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = joins.clone();
+    // The first three joins leave the kubelet's files and fail.
+    let runner = RecordingRunner::with_effect(Box::new(move |inv: &Invocation| {
+        let out = effect(inv)?;
+        if inv.args.first().map(String::as_str) == Some("join")
+            && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3
+        {
+            return Err(kubelet_start_failure());
+        }
+        Ok(out)
+    }));
+    wk.runner = runner.clone();
+    wk.phase =
+        KubePhase::new(Paths::under(wk.root.path()), runner, probe(), None).with_backoff(Backoff {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(5),
+        });
+    let t0 = SystemTime::now();
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let mut ctx = wk.ctx.clone();
+        ctx.now = t0 + Duration::from_secs(10 * i);
+        statuses.push(wk.phase.reconcile(&ctx).await.unwrap());
+    }
+    let calls: Vec<Vec<String>> = wk
+        .runner
+        .calls()
+        .iter()
+        .filter(|r| r.program == Program::Kubeadm)
+        .map(|r| r.args.clone())
+        .collect();
+    let skip = "--skip-phases=preflight,control-plane-prepare".to_owned();
+    let resumed: Vec<bool> = calls
+        .iter()
+        .filter(|a| a[0] == "join")
+        .map(|a| a.contains(&skip))
+        .collect();
+    // join, join from kubelet-start, join from kubelet-start, then reset
+    // and a whole join.
+    assert_eq!(resumed, vec![false, true, true, false], "{calls:?}");
+    let subs: Vec<&str> = calls.iter().map(|a| a[0].as_str()).collect();
+    assert_eq!(subs, vec!["join", "join", "join", "reset", "join"]);
+    for s in &statuses[..3] {
+        assert!(!s.joined, "{s:?}");
+        match &s.phase {
+            PhaseState::Retrying { last_error, .. } => {
+                assert!(last_error.contains("kubelet-start"), "{last_error}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(statuses[3].phase, PhaseState::Ready);
+    assert!(statuses[3].joined);
+    assert!(statuses[3].proven.is_some());
+}
