@@ -25,7 +25,7 @@ APT_PACKAGES += libprotobuf-dev
 APT_PACKAGES += gcc libc6-dev
 # qemu-tests/tests/kubernetes.rs: the API's /readyz on the VIP, TLS verified.
 APT_PACKAGES += curl
-# imagegen/tests/registry.rs: a real distribution registry on loopback (its
+# imagegen/crates/kubernetes-payload/tests/registry.rs: a real distribution registry on loopback (its
 # own config and storage; the packaged service is not used) and skopeo to
 # push test images into it.
 APT_PACKAGES += docker-registry skopeo

@@ -247,7 +247,7 @@ pub struct PinsArgs {
     /// Upstream release: where the release binaries and their published
     /// .sha256 files are (<URL>/<version>/bin/linux/amd64/<name>).
     #[arg(long, value_name = "URL", conflicts_with = "components_dir",
-          default_value = crate::pins::DEFAULT_RELEASE_URL)]
+          default_value = kubernetes_payload::pins::DEFAULT_RELEASE_URL)]
     pub release_url: String,
     /// Upstream release: resolve a registry's tags through a mirror,
     /// HOST=URL (repeatable; replaces the profile's entry for HOST).
@@ -333,7 +333,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn cmd_pins(a: PinsArgs) -> Result<()> {
     let pins = match (&a.components_dir, &a.version) {
-        (Some(dir), version) => crate::pins::collect(dir, version.as_deref())?,
+        (Some(dir), version) => kubernetes_payload::pins::collect(dir, version.as_deref())?,
         (None, Some(version)) => {
             let path = a.profile.unwrap_or_else(|| {
                 workspace_root()
@@ -343,16 +343,17 @@ fn cmd_pins(a: PinsArgs) -> Result<()> {
             let profile = crate::profile::load(&path)?;
             let mut mirrors = profile.registry_mirrors.clone();
             mirrors.extend(a.registry_mirror);
-            let client = crate::registry::Client::new(&cache_dir(&a.cache)?, mirrors, false)?;
+            let client =
+                kubernetes_payload::registry::Client::new(&cache_dir(&a.cache)?, mirrors, false)?;
             eprintln!(
                 "imagegen: pinning Kubernetes {version} from {} (published checksums, digests by tag)",
                 path.display()
             );
-            crate::pins::collect_upstream(&profile, version, &a.release_url, &client)?
+            kubernetes_payload::pins::collect_upstream(&profile, version, &a.release_url, &client)?
         }
         (None, None) => bail!("give --components-dir DIR or --version V"),
     };
-    print!("{}", crate::pins::to_toml(&pins));
+    print!("{}", kubernetes_payload::pins::to_toml(&pins));
     Ok(())
 }
 

@@ -11,9 +11,10 @@
 //!    maintainer scripts' effects declaratively;
 //! 4. the Kubernetes payload comes from the source chosen with
 //!    `--kubernetes auto|download|none` or `--components-dir`
-//!    ([`build::KubernetesSource`]): [`components`] (binaries, CNI
-//!    manifest) and [`images`] (container images, pulled by [`registry`] or
-//!    read from OCI archives, merged into one archive);
+//!    ([`build::KubernetesSource`]): the `kubernetes-payload` crate's
+//!    `components` (binaries, CNI manifest) and `images` (container images,
+//!    pulled by its `registry` client or read from OCI archives, merged into
+//!    one archive);
 //! 5. [`bake`] generates the files that come from the profile (sysctls,
 //!    modules, cluster configuration, Kubernetes record) and [`build`] lays
 //!    the overlays, the agent and the components over the tree;
@@ -25,14 +26,8 @@ pub mod assemble;
 pub mod bake;
 pub mod build;
 pub mod cli;
-pub mod components;
-pub mod images;
 pub mod manifest;
 pub mod output;
 pub mod packages;
-pub mod pins;
-pub mod registry;
-#[cfg(test)]
-mod testserver;
 /// Profiles: parsing, merge and validation (the `profile` crate).
 pub use ::profile;
