@@ -28,6 +28,7 @@ pub mod control;
 #[cfg(feature = "network")]
 pub mod fetch;
 pub mod index;
+pub mod locked;
 pub mod lockfile;
 pub mod relation;
 pub mod release;
@@ -43,7 +44,8 @@ pub use cache::{Cache, CacheError};
 #[cfg(feature = "network")]
 pub use fetch::{fetch, fetch_with, FetchOptions, FetchedDeb, MissingFile, Progress};
 pub use index::{Package, PackageIndex};
-pub use lockfile::{LockedArchive, LockedPackage, Lockfile};
+pub use locked::LockedPackage;
+pub use lockfile::{LockedArchive, Lockfile};
 pub use resolve::{resolve, Problem, Resolution, ResolveError, SkippedDep};
 #[cfg(feature = "network")]
 pub use signature::{Keyring, SignatureError};
