@@ -1,5 +1,5 @@
 //! One pinned `.deb`: what the lockfile records for each package and what
-//! [`crate::fetch`] downloads and verifies. Its own module so that `fetch`
+//! [`crate::fetch`](mod@crate::fetch) downloads and verifies. Its own module so that `fetch`
 //! (used by `archive` for the indices) does not import `lockfile`, which
 //! imports `archive` to pin a resolution: the three had formed an import
 //! cycle.

@@ -14,7 +14,7 @@ use crate::resolve::Resolution;
 use crate::Error;
 
 /// One pinned `.deb` (its own module, [`crate::locked`], shared with
-/// [`crate::fetch`] without a cycle).
+/// [`crate::fetch`](mod@crate::fetch) without a cycle).
 pub use crate::locked::LockedPackage;
 
 /// Format version written and accepted.
