@@ -25,7 +25,7 @@ APT_PACKAGES += libprotobuf-dev
 APT_PACKAGES += gcc libc6-dev
 # qemu-tests/tests/kubernetes.rs: the API's /readyz on the VIP, TLS verified.
 APT_PACKAGES += curl
-# imagegen/tests/registry.rs: a real distribution registry on loopback (its
+# imagegen/crates/kubernetes-payload/tests/registry.rs: a real distribution registry on loopback (its
 # own config and storage; the packaged service is not used) and skopeo to
 # push test images into it.
 APT_PACKAGES += docker-registry skopeo
@@ -344,8 +344,8 @@ bench-imagegen: deps build
 ## disk images (owner: imagegen/crates/disk): `make disk-image` turns the
 ## built master and worker into disk.raw (GPT, UEFI via systemd-boot + BIOS
 ## via syslinux), disk.qcow2/.vmdk/.vdi/.vhd and aws-import.json in
-## $(OUT)/<role>/ (the same code as `imagegen build --format ...`, without
-## rebuilding the initramfs). test-disk: crate tests, QEMU boots (OVMF,
+## $(OUT)/<role>/ with `imagegen disk` (the same code as `imagegen build
+## --format ...`, without rebuilding the initramfs). test-disk: crate tests, QEMU boots (OVMF,
 ## SeaBIOS, qcow2/vmdk/vdi, data partition grown to 4 GiB and kept across a
 ## reboot; ~5-8 min) and the bit-identical rebuild of every disk format.
 ## Boot loaders come from the host: systemd-boot-efi (UEFI), syslinux +
@@ -355,16 +355,15 @@ APT_PACKAGES += systemd-boot-efi syslinux syslinux-common mtools bc
 # qemu-tests/tests/smoke.rs: the CRI test image is an OCI archive of the
 # static busybox (qemu_tests::oci).
 APT_PACKAGES += busybox-static
-DISK_BIN := target/release/kubeboot-disk
 DISK_FORMATS ?= raw,qcow2,vmdk,vdi,vhd,aws
 .PHONY: disk-image test-disk test-disk-reproducible bench-disk
 
 disk-image: image
-	@for p in master worker; do $(DISK_BIN) $(OUT)/$$p --format $(DISK_FORMATS) || exit 1; done
+	@for p in master worker; do $(IMAGEGEN) disk $(OUT)/$$p --format $(DISK_FORMATS) || exit 1; done
 
 test-disk-reproducible: disk-image
 	@rm -rf $(OUT)/disk-repro
-	$(DISK_BIN) $(OUT)/master --format $(DISK_FORMATS) --out $(OUT)/disk-repro
+	$(IMAGEGEN) disk $(OUT)/master --format $(DISK_FORMATS) --out $(OUT)/disk-repro
 	@for f in disk.raw disk.qcow2 disk.vmdk disk.vdi disk.vhd aws-import.json; do \
 		a=$$(sha256sum < $(OUT)/master/$$f | cut -d' ' -f1); b=$$(sha256sum < $(OUT)/disk-repro/$$f | cut -d' ' -f1); \
 		if [ "$$a" != "$$b" ]; then echo "reproducibility: $$f differs: $$a vs $$b" >&2; exit 1; fi; \
@@ -384,4 +383,4 @@ test: test-disk-reproducible
 ## all disk formats from a built image; writes bench/results/disk.json.
 bench-disk: deps disk-image
 	@mkdir -p bench/results
-	OUT=$(OUT) KUBEBOOT_DISK=$(DISK_BIN) imagegen/crates/disk/scripts/bench.sh
+	OUT=$(OUT) IMAGEGEN=$(IMAGEGEN) imagegen/crates/disk/scripts/bench.sh

@@ -208,7 +208,7 @@ pub fn generated(profile: &Profile, kubernetes: &KubernetesRecord) -> Vec<Entry>
 
     let cluster = format!(
         "# Written by imagegen from the profile's [cluster] table\n\
-         # (schema: agent/crates/cluster-config).\n{}",
+         # (schema: crates/cluster-config).\n{}",
         profile.cluster.to_toml()
     );
     out.push(file(cluster_config::IMAGE_CONFIG_PATH, 0o644, cluster));

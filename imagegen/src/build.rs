@@ -13,8 +13,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::assemble::{self, Deb, AGENT_PATH};
 use crate::bake::{self, InstalledComponent, KubernetesRecord};
-use crate::components::{self, sha256_hex, Sources};
-use crate::images;
 use crate::manifest::{
     KernelRecord, Manifest, PackageRecord, Sizes, FORMAT_VERSION, INITRAMFS_FILE, KERNEL_FILE,
     MANIFEST_FILE,
@@ -22,7 +20,8 @@ use crate::manifest::{
 use crate::output::{file_sha256, Staging};
 use crate::packages;
 use crate::profile::{self, Profile};
-use crate::registry;
+use kubernetes_payload::components::{self, Sources};
+use kubernetes_payload::{images, registry, sha256_hex};
 
 /// Default zstd level of the initramfs. Measured on the master image (222
 /// MiB of cpio): level 3 gives 79 MiB in ~4 s, level 19 gives 64 MiB in

@@ -1,4 +1,4 @@
-//! The command line: `imagegen build | lock | inspect | pins`.
+//! The command line: `imagegen build | lock | inspect | disk | pins`.
 //!
 //! Exit codes (see [`run`]): 0 success, 1 the command failed (the message
 //! names what and where), 2 usage error (clap).
@@ -38,6 +38,10 @@ pub enum Command {
     Lock(LockArgs),
     /// Print an image's manifest and list its initramfs contents.
     Inspect(InspectArgs),
+    /// Build disk images (raw GPT for UEFI + BIOS, qcow2, vmdk, vdi, vhd,
+    /// aws) from an image directory already built, without rebuilding it
+    /// (what `build --format` does after the build).
+    Disk(DiskArgs),
     /// Print the Kubernetes pins of a components directory, or of an
     /// upstream release (--version V --profile P), as a profile's
     /// [kubernetes] table that replaces the parent profile's pins (version,
@@ -45,37 +49,48 @@ pub enum Command {
     Pins(PinsArgs),
 }
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// An output of `build --format`: the kernel + initramfs (always written)
+/// or one of the disk crate's formats, the one list of disk formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Kernel + initramfs for direct kernel boot (QEMU -kernel/-initrd, PXE).
     Initramfs,
-    /// GPT disk image booting under UEFI and legacy BIOS (disk.raw).
-    Raw,
-    /// disk.qcow2 (QEMU).
-    Qcow2,
-    /// disk.vmdk, monolithicSparse (VirtualBox, VMware).
-    Vmdk,
-    /// disk.vdi (VirtualBox).
-    Vdi,
-    /// disk.vhd, fixed (clouds that need VHD).
-    Vhd,
-    /// AMI-ready disk.raw plus aws-import.json.
-    Aws,
+    /// A disk image format ([`disk::Format`]).
+    Disk(disk::Format),
+}
+
+/// Every `--format` value, in the order `--help` lists them.
+const FORMATS: [Format; 1 + disk::convert::ALL.len()] = {
+    let mut all = [Format::Initramfs; 1 + disk::convert::ALL.len()];
+    let mut i = 0;
+    while i < disk::convert::ALL.len() {
+        all[i + 1] = Format::Disk(disk::convert::ALL[i]);
+        i += 1;
+    }
+    all
+};
+
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &FORMATS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            Format::Initramfs => clap::builder::PossibleValue::new("initramfs")
+                .help("Kernel + initramfs for direct kernel boot (QEMU -kernel/-initrd, PXE)"),
+            Format::Disk(d) => clap::builder::PossibleValue::new(d.name()).help(d.description()),
+        })
+    }
 }
 
 impl Format {
     /// The disk crate's format, None for the initramfs output.
     fn disk(self) -> Option<disk::Format> {
-        Some(match self {
-            Format::Initramfs => return None,
-            Format::Raw => disk::Format::Raw,
-            Format::Qcow2 => disk::Format::Qcow2,
-            Format::Vmdk => disk::Format::Vmdk,
-            Format::Vdi => disk::Format::Vdi,
-            Format::Vhd => disk::Format::Vhd,
-            Format::Aws => disk::Format::Aws,
-        })
+        match self {
+            Format::Initramfs => None,
+            Format::Disk(d) => Some(d),
+        }
     }
 }
 
@@ -226,6 +241,22 @@ pub struct InspectArgs {
     pub manifest_only: bool,
 }
 
+/// `imagegen disk`.
+#[derive(Debug, Args)]
+pub struct DiskArgs {
+    /// imagegen output directory (vmlinuz, initramfs.img, manifest.json).
+    pub image_dir: PathBuf,
+    /// Comma-separated formats: raw, qcow2, vmdk, vdi, vhd, aws.
+    #[arg(long, default_value = "raw", value_parser = disk::convert::parse_list)]
+    pub format: Vec<Vec<disk::Format>>,
+    /// Disk size (for example 4G); default: the smallest that fits.
+    #[arg(long, value_name = "SIZE", value_parser = disk::convert::parse_size)]
+    pub disk_size: Option<u64>,
+    /// Output directory (default: the image directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
 /// `imagegen pins`.
 #[derive(Debug, Args)]
 pub struct PinsArgs {
@@ -247,7 +278,7 @@ pub struct PinsArgs {
     /// Upstream release: where the release binaries and their published
     /// .sha256 files are (<URL>/<version>/bin/linux/amd64/<name>).
     #[arg(long, value_name = "URL", conflicts_with = "components_dir",
-          default_value = crate::pins::DEFAULT_RELEASE_URL)]
+          default_value = kubernetes_payload::pins::DEFAULT_RELEASE_URL)]
     pub release_url: String,
     /// Upstream release: resolve a registry's tags through a mirror,
     /// HOST=URL (repeatable; replaces the profile's entry for HOST).
@@ -327,13 +358,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(a) => cmd_build(a),
         Command::Lock(a) => cmd_lock(a),
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Disk(a) => cmd_disk(a),
         Command::Pins(a) => cmd_pins(a),
     }
 }
 
 fn cmd_pins(a: PinsArgs) -> Result<()> {
     let pins = match (&a.components_dir, &a.version) {
-        (Some(dir), version) => crate::pins::collect(dir, version.as_deref())?,
+        (Some(dir), version) => kubernetes_payload::pins::collect(dir, version.as_deref())?,
         (None, Some(version)) => {
             let path = a.profile.unwrap_or_else(|| {
                 workspace_root()
@@ -343,16 +375,17 @@ fn cmd_pins(a: PinsArgs) -> Result<()> {
             let profile = crate::profile::load(&path)?;
             let mut mirrors = profile.registry_mirrors.clone();
             mirrors.extend(a.registry_mirror);
-            let client = crate::registry::Client::new(&cache_dir(&a.cache)?, mirrors, false)?;
+            let client =
+                kubernetes_payload::registry::Client::new(&cache_dir(&a.cache)?, mirrors, false)?;
             eprintln!(
                 "imagegen: pinning Kubernetes {version} from {} (published checksums, digests by tag)",
                 path.display()
             );
-            crate::pins::collect_upstream(&profile, version, &a.release_url, &client)?
+            kubernetes_payload::pins::collect_upstream(&profile, version, &a.release_url, &client)?
         }
         (None, None) => bail!("give --components-dir DIR or --version V"),
     };
-    print!("{}", crate::pins::to_toml(&pins));
+    print!("{}", kubernetes_payload::pins::to_toml(&pins));
     Ok(())
 }
 
@@ -419,6 +452,27 @@ fn cmd_lock(a: LockArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_disk(a: DiskArgs) -> Result<()> {
+    let mut formats: Vec<disk::Format> = a.format.into_iter().flatten().collect();
+    formats.sort();
+    formats.dedup();
+    let opts = disk::Options {
+        out_dir: a.out.unwrap_or_else(|| a.image_dir.clone()),
+        image_dir: a.image_dir,
+        formats,
+        disk_size: a.disk_size,
+    };
+    let built = disk::build(&opts)
+        .with_context(|| format!("building disk images from {}", opts.image_dir.display()))?;
+    for (path, size) in &built.files {
+        println!("{} {size}", path.display());
+    }
+    for (what, secs) in &built.timings {
+        println!("time {what} {secs:.2}s");
+    }
+    Ok(())
+}
+
 fn cmd_inspect(a: InspectArgs) -> Result<()> {
     let (manifest_path, initramfs) = if a.image.is_dir() {
         (a.image.join(MANIFEST_FILE), a.image.join(INITRAMFS_FILE))
@@ -479,6 +533,23 @@ mod tests {
     struct SaysItsSource {
         path: &'static str,
         source: std::io::Error,
+    }
+
+    /// Moved with the `kubeboot-disk` binary (folded into `imagegen disk`):
+    /// the disk crate's errors, said once by the same rule.
+    #[test]
+    fn error_text_says_the_cause_once() {
+        let e = anyhow::Error::new(disk::Error::Io {
+            what: "writing",
+            path: "out/master/disk.raw".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        })
+        .context("building disk images in out/master");
+        assert_eq!(
+            error_text(&e),
+            "building disk images in out/master: writing out/master/disk.raw: No space left on \
+             device (os error 28)"
+        );
     }
 
     #[test]

@@ -205,7 +205,7 @@ fn pins_prints_the_kubernetes_table_of_a_components_directory() {
     std::fs::write(d.join("kubeadm"), b"kubeadm built here").unwrap();
     std::fs::create_dir(d.join("images")).unwrap();
     let name = "registry.k8s.io/kube-apiserver:v1.24.0-alpha.1";
-    let (archive, digest) = imagegen::images::tiny_archive(name, 0).unwrap();
+    let (archive, digest) = kubernetes_payload::images::tiny_archive(name, 0).unwrap();
     std::fs::write(d.join("images/kube-apiserver.tar"), archive).unwrap();
     let (code, out, err) = imagegen(&["pins", "--components-dir", "."], d);
     eprintln!("{out}");

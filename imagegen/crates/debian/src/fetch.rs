@@ -12,7 +12,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cache::Cache;
-use crate::lockfile::LockedPackage;
+use crate::locked::LockedPackage;
 use crate::Error;
 
 /// Parallel downloads by default.

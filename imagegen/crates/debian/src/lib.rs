@@ -1,22 +1,4 @@
-//! Debian archive client for `imagegen`: signed indices, dependency
-//! resolution, verified downloads into a content-addressed cache, and a
-//! lockfile.
-//!
-//! Flow: [`Archive::open`] fetches `dists/<suite>/InRelease`, verifies its
-//! OpenPGP signature against the archive keyring ([`signature`]), takes the
-//! SHA-256 of each component's `Packages` index from the signed text
-//! ([`release`]), downloads and checks it, and parses it ([`index`]).
-//! [`resolve()`] picks the package set (pure: [`version`], [`relation`],
-//! [`resolve`]). [`Lockfile`] pins it; [`fetch()`] downloads exactly the
-//! pinned `.deb` files into the [`Cache`] (`<cache>/sha256/<hex>`), verified
-//! against the digests and sizes from the signed index.
-//!
-//! Offline mode uses only the cache and names precisely what is missing.
-//! With a lockfile and a warm cache no network is used at all.
-//!
-//! Pure modules (no I/O): [`control`], [`version`], [`relation`], [`index`],
-//! [`release`], [`resolve`], the parsers of [`sources`]. I/O: [`cache`],
-//! [`fetch`], [`archive`], [`lockfile`] read/write.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
@@ -28,6 +10,7 @@ pub mod control;
 #[cfg(feature = "network")]
 pub mod fetch;
 pub mod index;
+pub mod locked;
 pub mod lockfile;
 pub mod relation;
 pub mod release;
@@ -43,7 +26,8 @@ pub use cache::{Cache, CacheError};
 #[cfg(feature = "network")]
 pub use fetch::{fetch, fetch_with, FetchOptions, FetchedDeb, MissingFile, Progress};
 pub use index::{Package, PackageIndex};
-pub use lockfile::{LockedArchive, LockedPackage, Lockfile};
+pub use locked::LockedPackage;
+pub use lockfile::{LockedArchive, Lockfile};
 pub use resolve::{resolve, Problem, Resolution, ResolveError, SkippedDep};
 #[cfg(feature = "network")]
 pub use signature::{Keyring, SignatureError};

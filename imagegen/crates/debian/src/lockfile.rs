@@ -8,10 +8,14 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "network")]
 use crate::archive::Archive;
-use crate::index::{is_sha256_hex, Package};
+use crate::index::is_sha256_hex;
 #[cfg(feature = "network")]
 use crate::resolve::Resolution;
 use crate::Error;
+
+/// One pinned `.deb` (its own module, [`crate::locked`], shared with
+/// [`crate::fetch`](mod@crate::fetch) without a cycle).
+pub use crate::locked::LockedPackage;
 
 /// Format version written and accepted.
 pub const LOCKFILE_VERSION: u32 = 1;
@@ -32,37 +36,6 @@ pub struct LockedArchive {
     pub release_date: String,
     /// SHA-256 of the `InRelease` file.
     pub release_sha256: String,
-}
-
-/// One package pinned by the lockfile.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LockedPackage {
-    /// Package name.
-    pub name: String,
-    /// Exact version.
-    pub version: String,
-    /// Architecture (`amd64` or `all`).
-    pub architecture: String,
-    /// Path of the `.deb` below the archive root (`pool/...`).
-    pub filename: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// SHA-256, lowercase hex.
-    pub sha256: String,
-}
-
-impl From<&Package> for LockedPackage {
-    fn from(p: &Package) -> Self {
-        LockedPackage {
-            name: p.name.clone(),
-            version: p.version.to_string(),
-            architecture: p.architecture.clone(),
-            filename: p.filename.clone(),
-            size: p.size,
-            sha256: p.sha256.clone(),
-        }
-    }
 }
 
 /// A parsed, validated lockfile.

@@ -2,14 +2,14 @@
 # bench-disk: disk image sizes and the time to build every disk format from
 # a built image (warm: the kernel + initramfs exist, as after `make image`).
 # Prints a table and writes bench/results/disk.json.
-#   OUT=out KUBEBOOT_DISK=target/release/kubeboot-disk [ROLES="master worker"] imagegen/crates/disk/scripts/bench.sh
+#   OUT=out IMAGEGEN=target/release/imagegen [ROLES="master worker"] imagegen/crates/disk/scripts/bench.sh
 set -euo pipefail
 OUT=${OUT:-out}
-DISK_BIN=${KUBEBOOT_DISK:-target/release/kubeboot-disk}
+IMAGEGEN=${IMAGEGEN:-target/release/imagegen}
 RESULTS=${RESULTS:-bench/results/disk.json}
 RUNS=${RUNS:-3}
 command -v zstd >/dev/null || { echo "bench-disk: zstd missing: apt-get install zstd" >&2; exit 1; }
-[ -x "$DISK_BIN" ] || { echo "bench-disk: $DISK_BIN missing: cargo build --release -p disk" >&2; exit 1; }
+[ -x "$IMAGEGEN" ] || { echo "bench-disk: $IMAGEGEN missing: cargo build --release -p imagegen" >&2; exit 1; }
 
 mkdir -p "$(dirname "$RESULTS")"
 rows=()
@@ -23,7 +23,7 @@ for role in ${ROLES:-master worker}; do
     for i in $(seq "$RUNS"); do
         rm -rf "$work/out"
         start=$(date +%s.%N)
-        "$DISK_BIN" "$img" --format raw,qcow2,vmdk,vdi,vhd,aws --out "$work/out" >"$work/log" 2>&1 \
+        "$IMAGEGEN" disk "$img" --format raw,qcow2,vmdk,vdi,vhd,aws --out "$work/out" >"$work/log" 2>&1 \
             || { cat "$work/log" >&2; exit 1; }
         end=$(date +%s.%N)
         t=$(echo "$end - $start" | bc)

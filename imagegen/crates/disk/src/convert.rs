@@ -62,18 +62,35 @@ impl FromStr for Format {
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.name())
+    }
+}
+
+impl Format {
+    /// The name `--format` takes (and [`FromStr`] parses).
+    pub fn name(self) -> &'static str {
+        match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
             Format::Vmdk => "vmdk",
             Format::Vdi => "vdi",
             Format::Vhd => "vhd",
             Format::Aws => "aws",
-        })
+        }
     }
-}
 
-impl Format {
+    /// One line for a command line's help: what the format is for.
+    pub fn description(self) -> &'static str {
+        match self {
+            Format::Raw => "GPT disk image booting under UEFI and legacy BIOS (disk.raw)",
+            Format::Qcow2 => "disk.qcow2 (QEMU)",
+            Format::Vmdk => "disk.vmdk, monolithicSparse (VirtualBox, VMware)",
+            Format::Vdi => "disk.vdi (VirtualBox)",
+            Format::Vhd => "disk.vhd, fixed (clouds that need VHD)",
+            Format::Aws => "AMI-ready disk.raw plus aws-import.json",
+        }
+    }
+
     /// The image file this format produces (aws shares `disk.raw`).
     pub fn file_name(self) -> &'static str {
         match self {

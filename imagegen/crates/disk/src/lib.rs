@@ -1,18 +1,4 @@
-//! Bootable disk images for kubeboot nodes.
-//!
-//! Turns an imagegen output directory (`vmlinuz`, `initramfs.img`,
-//! `manifest.json`) into a GPT disk image that boots under UEFI
-//! (systemd-boot) and legacy BIOS (syslinux), without root, loop devices or
-//! mounts: the FAT of the EFI system partition is built in memory
-//! ([`esp`]), the GPT is encoded by hand ([`gpt`]), both are written into a
-//! sparse file at their offsets ([`build`]), and syslinux's installer
-//! patches its boot sector through mtools. The raw image is then converted
-//! with `qemu-img` ([`convert`]) and described for AWS ([`aws`]).
-//!
-//! Pure modules: [`guid`], [`gpt`], [`layout`], [`esp`], [`aws`], [`stamp`], the
-//! configuration renderers in [`boot`]; I/O lives in [`build`] and in the
-//! program runners of [`boot`] and [`convert`]. See README.md for the
-//! layout, partition types, A/B slots and reproducibility notes.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub mod aws;

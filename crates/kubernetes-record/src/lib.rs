@@ -1,10 +1,5 @@
-//! The one schema of `/usr/lib/kubeboot/kubernetes.toml`: which Kubernetes
-//! an image carries. imagegen writes it ([`KubernetesRecord::to_toml`]); the
-//! agent's kubeadm crate reads it ([`KubernetesRecord::from_toml`],
-//! [`read`]) and decides ([`KubernetesRecord::verdict`]).
-//!
-//! The same record (same field names) is also the `kubernetes` object of
-//! imagegen's `manifest.json`, through serde.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 use std::fmt::Write as _;
 use std::path::Path;

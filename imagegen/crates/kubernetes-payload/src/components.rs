@@ -16,10 +16,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::profile::Component;
+use profile::Component;
+
+use crate::http::{error_chain, is_unreachable};
+use crate::sha256_hex;
 
 /// The Kubernetes sources, said by every "cannot get the components" error.
 pub const SOURCE_CHOICES: &str = "Kubernetes components come from upstream by default \
@@ -107,11 +109,6 @@ impl ComponentError {
             _ => None,
         }
     }
-}
-
-/// Lowercase hex SHA256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 fn verify(c: &Component, data: &[u8], from: &Path) -> Result<(), ComponentError> {
@@ -248,8 +245,8 @@ pub fn fetch_url(name: &str, url: &str) -> Result<Vec<u8>, ComponentError> {
         reason,
     };
     let classify = |e: reqwest::Error| {
-        let reason = crate::registry::error_chain(&e);
-        if crate::registry::is_unreachable(&e) {
+        let reason = error_chain(&e);
+        if is_unreachable(&e) {
             unreachable(reason)
         } else {
             failed(reason)

@@ -1,4 +1,4 @@
-//! Helpers shared by imagegen's integration tests: a private containerd
+//! Helpers shared by the payload's integration tests: a private containerd
 //! (its own config, root, state and socket under a test directory, killed
 //! on drop) and the `ctr` calls the tests make against it.
 

@@ -45,10 +45,12 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::components::{self, sha256_hex, ComponentError};
+use profile::{ImageRef, Profile};
+
+use crate::components::{self, ComponentError};
 use crate::images::{self, ImagesError};
-use crate::profile::{ImageRef, Profile};
 use crate::registry::{self, RegistryError};
+use crate::sha256_hex;
 
 /// Where upstream publishes the release binaries (`--release-url`).
 pub const DEFAULT_RELEASE_URL: &str = "https://dl.k8s.io/release";
@@ -307,7 +309,7 @@ fn retag(image: &str, version: &str) -> Result<(String, bool), PinsError> {
 /// The first field of a published `.sha256` file, if it is a SHA256. Pure.
 fn published_sha256(text: &str) -> Option<String> {
     let hex = text.split_whitespace().next()?.to_ascii_lowercase();
-    crate::profile::is_sha256(&hex).then_some(hex)
+    profile::is_sha256(&hex).then_some(hex)
 }
 
 /// The pins of upstream release `version`, starting from `profile`'s
@@ -563,7 +565,7 @@ mod tests {
     fn a_derived_profile_with_the_pins_builds_from_the_directory() {
         let dir = components_dir();
         let pins = collect(dir.path(), None).unwrap();
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/base.toml");
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../profiles/base.toml");
         let profiles = tempfile::tempdir().unwrap();
         let derived = profiles.path().join("k124.toml");
         std::fs::write(
@@ -575,7 +577,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let p = crate::profile::load(&derived).unwrap();
+        let p = profile::load(&derived).unwrap();
         assert_eq!(p.kubernetes_version.as_deref(), Some("v1.24.0-alpha.1"));
         let names: Vec<&str> = p.images.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, [APISERVER, PAUSE], "the v1.30.4 images are gone");
@@ -626,9 +628,9 @@ mod tests {
             }
             ("404 Not Found", String::new(), Vec::new())
         });
-        let profiles_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let profiles_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../profiles");
         let base_profile = profiles_dir.join("base.toml");
-        let profile = crate::profile::load(&profiles_dir.join("master.toml")).unwrap();
+        let profile = profile::load(&profiles_dir.join("master.toml")).unwrap();
         let cache = tempfile::tempdir().unwrap();
         let mirrors =
             std::collections::BTreeMap::from([("registry.k8s.io".to_owned(), base.clone())]);
@@ -708,7 +710,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let d = crate::profile::load(&derived).unwrap();
+        let d = profile::load(&derived).unwrap();
         assert_eq!(d.kubernetes_version.as_deref(), Some("v1.31.0"));
         assert_eq!(d.images, p.images);
         assert_eq!(d.components.len(), profile.components.len());

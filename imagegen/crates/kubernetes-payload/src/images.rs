@@ -30,9 +30,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::components::sha256_hex;
-use crate::profile::ImageRef;
+use profile::ImageRef;
+
 use crate::registry::{self, Kind, Reference, RegistryError};
+use crate::sha256_hex;
 
 /// Where the merged archive is baked.
 pub const IMAGES_ARCHIVE_PATH: &str = "/usr/lib/kubeboot/images.oci.tar";

@@ -36,7 +36,8 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use thiserror::Error;
 
-use crate::components::sha256_hex;
+use crate::http::{error_chain, is_unreachable};
+use crate::sha256_hex;
 
 /// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -148,12 +149,6 @@ impl RegistryError {
             _ => None,
         }
     }
-}
-
-/// Whether a transport error means "could not reach the host" (DNS
-/// failure, refused or timed-out connection, request timeout).
-pub fn is_unreachable(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout()
 }
 
 /// A repository in a registry, parsed from an image name.
@@ -499,18 +494,6 @@ pub fn sha256_of(digest: &str) -> Result<&str, RegistryError> {
             message: "only sha256:<64 lowercase hex> digests are supported".into(),
         }),
     }
-}
-
-/// A transport error with its causes (DNS, refused, TLS), which reqwest's
-/// Display leaves out.
-pub fn error_chain(e: &reqwest::Error) -> String {
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        reason.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    reason
 }
 
 fn transport(url: &str, e: &reqwest::Error) -> RegistryError {

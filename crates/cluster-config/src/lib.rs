@@ -1,10 +1,4 @@
-//! The cluster configuration schema: one owner for the type that `imagegen`
-//! bakes into an image and the agent reads at boot.
-//!
-//! `ClusterSpec` is user input (every field optional, unknown keys refused);
-//! `ClusterConfig` is the validated value, built only by
-//! [`ClusterSpec::validate`]. Layers (image, cloud user data, credentials)
-//! combine with [`ClusterSpec::merge`] before validation.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;

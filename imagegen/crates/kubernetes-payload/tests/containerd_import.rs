@@ -4,8 +4,8 @@
 mod common;
 
 use common::Containerd;
-use imagegen::images;
-use imagegen::profile::ImageRef;
+use kubernetes_payload::images;
+use profile::ImageRef;
 
 #[test]
 fn merged_archive_imports_into_containerd() {

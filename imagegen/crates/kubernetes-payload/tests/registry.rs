@@ -18,9 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Containerd, Daemon};
-use imagegen::images::{self, ImagesError};
-use imagegen::profile::ImageRef;
-use imagegen::registry::{Client, RegistryError};
+use kubernetes_payload::images::{self, ImagesError};
+use kubernetes_payload::registry::{Client, RegistryError};
+use profile::ImageRef;
 
 const PAUSE: &str = "registry.k8s.io/pause:3.9";
 const COREDNS: &str = "registry.k8s.io/coredns/coredns:v1.11.1";
