@@ -10,14 +10,12 @@
 //! | `pki/`          | etcd certificates and keys (keys mode 0600)            |
 //! | `etcd/`         | etcd's data directory (`etcd/member` once it has data) |
 //!
-//! Every file is written with [`write_atomic`] (temporary file, fsync,
+//! Every file is written with `atomic_file::write` (temporary file, fsync,
 //! rename, fsync of the directory), so a crash leaves the old or the new
 //! content, never half of it. The same disk is the same node after a reboot;
 //! a wiped disk is a new node.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -57,32 +55,10 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
     }
 }
 
-/// Writes `bytes` to `path` atomically with file mode `mode`: a temporary
-/// file in the same directory, fsync, rename over `path`, fsync of the
-/// directory (so the rename itself is durable).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io("creating", &tmp))?;
-        f.write_all(bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing directory", dir))?;
-    Ok(())
+/// Writes `bytes` to `path` with the one atomic write (`atomic-file`:
+/// temporary file, fsync, rename over `path`, fsync of the directory).
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    atomic_file::write(path, bytes, mode).map_err(io("writing", path))
 }
 
 /// One member of the decided initial etcd cluster.
@@ -298,20 +274,6 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomic(&p, b"first version, long", 0o600).unwrap();
-        write_atomic(&p, b"second", 0o600).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"second");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["f"]);
     }
 
     #[test]
