@@ -16,7 +16,8 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::etcd::{ClusterState, Etcd, Launch, TlsFiles};
+use agent::core::model::ClusterState;
+use agent::etcd::{Etcd, Launch, TlsFiles};
 use cluster_config::ClusterSecret;
 use common::{client_tls, in_netns, Agent, Net, SECRET};
 

@@ -17,33 +17,9 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, Identity, LockOptions, MemberAddOptions, TlsOptions,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-/// How etcd is told to start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterState {
-    /// First start of a bootstrapping member: `--initial-cluster-state=new`.
-    New {
-        /// `name=peer_url` pairs of the decided initial set.
-        initial_cluster: String,
-        /// `--initial-cluster-token`.
-        token: String,
-    },
-    /// A learner joining an existing cluster: `--initial-cluster-state=existing`.
-    Existing {
-        /// The member list etcd returned when the learner was added.
-        initial_cluster: String,
-    },
-    /// A member with a data directory: restarts with its data. etcd ignores
-    /// the initial-cluster flags when `member/` exists; `existing` is passed
-    /// so that even a data dir lost between the check and the start can
-    /// never make etcd create a new cluster.
-    Restart {
-        /// The last known `--initial-cluster` (own entry at least).
-        initial_cluster: String,
-    },
-}
+use crate::core::model::ClusterState;
 
 /// File locations of etcd's TLS material.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,21 +82,6 @@ pub fn peer_url(ip: std::net::Ipv4Addr, port: u16) -> String {
 /// The client URL of a node.
 pub fn client_url(ip: std::net::Ipv4Addr, port: u16) -> String {
     format!("https://{ip}:{port}")
-}
-
-/// The `--initial-cluster-token`: derived from the cluster name and a hash
-/// of the initial set, so it is identical on every member of the set and
-/// differs between any two sets.
-pub fn cluster_token(cluster_name: &str, member_ids_hex: &[String]) -> String {
-    let mut h = Sha256::new();
-    h.update(cluster_name.as_bytes());
-    for id in member_ids_hex {
-        h.update([0u8]);
-        h.update(id.as_bytes());
-    }
-    let digest = h.finalize();
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{cluster_name}-{hex}")
 }
 
 /// The supervised service's name.
@@ -541,16 +502,6 @@ mod tests {
                 .iter()
                 .any(|a| a.starts_with("--initial-cluster-token")));
         }
-    }
-
-    #[test]
-    fn token_depends_on_name_and_set() {
-        let a = vec!["01".to_owned(), "02".to_owned()];
-        let b = vec!["01".to_owned(), "03".to_owned()];
-        assert_eq!(cluster_token("c", &a), cluster_token("c", &a));
-        assert_ne!(cluster_token("c", &a), cluster_token("c", &b));
-        assert_ne!(cluster_token("c", &a), cluster_token("d", &a));
-        assert!(cluster_token("c", &a).starts_with("c-"));
     }
 
     #[test]

@@ -46,8 +46,8 @@ use kubeadm::{DerivedMaterial, KubeContext, KubePhase, KubeadmInputs, PhaseState
 use supervisor::{ServiceState, Supervisor, SystemdSupervisor};
 use tokio::sync::watch;
 
+use crate::core::plan::AgentPhase;
 use crate::etcd::ClientTls;
-use crate::plan::AgentPhase;
 use crate::status::{JoinReport, JoinSource, KubeReport, StatusReport};
 use crate::wire::KubePeer;
 

@@ -1,11 +1,11 @@
 //! The I/O shell: loads configuration and identity, writes certificates,
-//! runs discovery, feeds the [`plan`](crate::plan) and carries out its
+//! runs discovery, feeds the [`plan`](crate::core::plan) and carries out its
 //! actions (persist, start etcd through the supervisor, join, promote),
 //! serves the status socket and reports the phase to systemd.
 //!
 //! Everything long-running (a join attempt, a promotion, the etcd health
 //! monitor) runs as a task that reports back on one channel as a
-//! [`plan::Event`]; the loop below is the only place the plan changes.
+//! [`Event`]; the loop below is the only place the plan changes.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,11 +19,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Loaded};
-use crate::etcd::{self, ClientTls, ClusterState, Etcd, Launch, TlsFiles};
+use crate::core::model::{hex16, ClusterState};
+use crate::core::plan::{Action, AgentPhase, Event, NodeFacts, Plan};
+use crate::core::quorum::{self, ClusterMember, JoinStep, PeerFacts, Timing};
+use crate::etcd::{self, ClientTls, Etcd, Launch, TlsFiles};
 use crate::kube::{self, Kube};
-use crate::plan::{Action, AgentPhase, Event, NodeFacts, Plan};
-use crate::quorum::{self, ClusterMember, JoinStep, PeerFacts, Timing};
-use crate::state::{hex16, StateDir};
+use crate::state::StateDir;
 use crate::status::{self, StatusReport};
 use crate::vip::{self, Vip};
 use crate::wire;

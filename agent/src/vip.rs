@@ -6,7 +6,7 @@
 //! `agent status`.
 //!
 //! Started once the local etcd member is a healthy voter
-//! ([`crate::plan::Action::StartVip`]); the quorum rule itself lives in the
+//! ([`crate::core::plan::Action::StartVip`]); the quorum rule itself lives in the
 //! `vrrp` crate: a backup takes the VIP only on a proof issued after its
 //! master-down decision, a master renews its proof ten times a lease
 //! (`[vrrp] proof_lease_ms`; 200 ms with the default 2 s lease) and gives
@@ -54,8 +54,8 @@ pub fn combine(api: Option<Health>, extra: u8) -> Health {
     }
 }
 
+use crate::core::quorum::PeerFacts;
 use crate::etcd::ClientTls;
-use crate::quorum::PeerFacts;
 
 /// A running VIP instance.
 pub struct Vip {
