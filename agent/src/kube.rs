@@ -33,7 +33,6 @@ use std::time::{Duration, SystemTime};
 
 use cluster_config::{ClusterConfig, ClusterSecret, Role};
 use discovery::KubeState;
-use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use kubeadm::decide::{judge_setup, Setup};
 use kubeadm::hostgw::{self, EffectiveCni, HostGw, NetlinkRoutes};
 use kubeadm::image::{ImageKubernetes, ImageVerdict, IMAGE_KUBERNETES_PATH};
@@ -47,7 +46,7 @@ use supervisor::{ServiceState, Supervisor, SystemdSupervisor};
 use tokio::sync::watch;
 
 use crate::core::plan::AgentPhase;
-use crate::etcd::ClientTls;
+use crate::etcd::{self, ClientTls, EtcdError};
 use crate::status::{JoinReport, JoinSource, KubeReport, StatusReport};
 use crate::wire::KubePeer;
 
@@ -716,29 +715,14 @@ async fn etcd_client(s: &KubeSetup, endpoints: &[String]) -> Result<etcd_client:
             .filter(|e| **e != s.own_client_url)
             .cloned(),
     );
-    let tls = TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(s.tls.ca_pem.as_bytes()))
-        .identity(Identity::from_pem(
-            s.tls.cert_pem.as_bytes(),
-            s.tls.key_pem.as_bytes(),
-        ));
-    let opts = ConnectOptions::new()
-        .with_tls(tls)
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5));
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        etcd_client::Client::connect(&eps, Some(opts)),
-    )
-    .await
-    {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(format!("connecting to etcd at {}: {e}", eps.join(","))),
-        Err(_) => Err(format!(
-            "connecting to etcd at {}: timed out",
-            eps.join(",")
-        )),
-    }
+    etcd::tls_client(&eps, &s.tls, Duration::from_secs(3), Duration::from_secs(5))
+        .await
+        .map_err(|e| match e {
+            EtcdError::Timeout { .. } => {
+                format!("connecting to etcd at {}: timed out", eps.join(","))
+            }
+            e => e.to_string(),
+        })
 }
 
 /// The task: waits for the gate, then reconciles one step at a time.
