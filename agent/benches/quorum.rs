@@ -119,7 +119,7 @@ fn static_run(net: &Net, nss: &[String]) -> u64 {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let ip = Ipv4Addr::new(10, 77, 0, i);
-        agent::run::write_pki(
+        agent::node_pki::write_pki(
             &dir.join("pki"),
             &secret,
             CLUSTER,

@@ -8,11 +8,14 @@
 //! the Kubernetes phase (crate `kubeadm`) into the loop.
 #![warn(missing_docs)]
 
+mod actions;
 pub mod config;
 pub mod core;
 pub mod etcd;
 pub mod kube;
+pub mod node_pki;
 pub mod run;
+pub mod startup;
 pub mod state;
 pub mod status;
 pub mod vip;
