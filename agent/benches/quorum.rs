@@ -120,7 +120,7 @@ fn static_run(net: &Net, nss: &[String]) -> u64 {
         std::fs::create_dir_all(&dir).expect("dir");
         let ip = Ipv4Addr::new(10, 77, 0, i);
         agent::node_pki::write_pki(
-            &dir.join("pki"),
+            &agent::node_pki::PkiFiles::under(&dir.join("pki")),
             &secret,
             CLUSTER,
             &format!("static{i}"),

@@ -17,13 +17,14 @@ use tokio::task::JoinHandle;
 use crate::core::model::{hex16, ClusterState};
 use crate::core::plan::{Action, AgentPhase, Event, Plan};
 use crate::etcd::membership::{join_attempt, member_endpoints, monitor_etcd, promote_attempt, Ctx};
-use crate::etcd::{Launch, TlsFiles};
+use crate::etcd::Launch;
 use crate::kube::{self, Kube};
+use crate::node_pki::PkiFiles;
+use crate::peers;
 use crate::run::{now_ms, reported_phase};
 use crate::state::StateDir;
 use crate::status::StatusReport;
 use crate::vip::{self, Vip};
-use crate::wire;
 
 /// The shell's side of the plan: what carrying out its actions needs and
 /// what it leaves running.
@@ -92,7 +93,7 @@ impl Actions {
         &mut self,
         plan: &mut Plan,
         event: Event,
-        disc: &wire::Wire,
+        disc: &peers::Wire,
     ) -> Result<()> {
         let now = now_ms();
         let before = plan.phase;
@@ -112,7 +113,7 @@ impl Actions {
         Ok(())
     }
 
-    async fn carry_out(&mut self, action: Action, disc: &wire::Wire, now: u64) -> Result<()> {
+    async fn carry_out(&mut self, action: Action, disc: &peers::Wire, now: u64) -> Result<()> {
         let client_port = self.ctx.cfg.etcd.client_port;
         match action {
             Action::Persist(st) => self.state.save(&st)?,
@@ -159,7 +160,7 @@ impl Actions {
             heartbeat_ms: cfg.etcd.heartbeat_ms,
             election_timeout_ms: cfg.etcd.election_timeout_ms,
             state: cs.clone(),
-            tls: TlsFiles::under(&self.state.pki_dir()),
+            tls: PkiFiles::under(&self.state.pki_dir()).etcd(),
         };
         tracing::info!(
             "starting etcd ({})",
@@ -185,20 +186,13 @@ impl Actions {
         }
     }
 
-    async fn start_vip(&mut self, disc: &wire::Wire) {
+    async fn start_vip(&mut self, disc: &peers::Wire) {
         // The local etcd member is a healthy voter: the VIP
         // may run (its tracker keeps checking quorum).
         if self.vip.is_none() {
             let peers = vip::master_addresses(&disc.peers(now_ms()));
-            match Vip::start(
-                &self.ctx.cfg,
-                &self.iface,
-                &self.state.pki_dir(),
-                &self.ctx.tls,
-                peers,
-            )
-            .await
-            {
+            let pki = PkiFiles::under(&self.state.pki_dir());
+            match Vip::start(&self.ctx.cfg, &self.iface, &pki, peers).await {
                 Ok(v) => self.vip = v,
                 Err(e) => {
                     tracing::error!("VIP not started: {e:#}");
@@ -213,7 +207,7 @@ impl Actions {
     /// After each turn of the loop: feeds the kube phase its gate and facts
     /// from discovery (never waits), announces the current phase, and
     /// reports it (`STATUS=` line, VIP health and peers, the status).
-    pub(crate) fn publish(&mut self, plan: &Plan, disc: &wire::Wire, kube: &mut Kube) {
+    pub(crate) fn publish(&mut self, plan: &Plan, disc: &peers::Wire, kube: &mut Kube) {
         let cfg = &self.ctx.cfg;
         let master = cfg.role == Role::Master;
         let kube_peers = disc.kube_peers();
@@ -240,7 +234,7 @@ impl Actions {
             },
         );
         // Announce and report the current phase.
-        disc.announce(wire::OwnState {
+        disc.announce(peers::OwnState {
             phase: plan.phase,
             proposal: plan.proposal.clone(),
             membership: plan.membership(),

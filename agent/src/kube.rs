@@ -28,7 +28,6 @@
 //! [`master_ips`], [`status_suffix`], [`kubelet_state`]) are pure.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cluster_config::{ClusterConfig, ClusterSecret, Role};
@@ -47,8 +46,8 @@ use tokio::sync::watch;
 
 use crate::core::plan::AgentPhase;
 use crate::etcd::{self, ClientTls, EtcdError};
+use crate::peers::KubePeer;
 use crate::status::{JoinReport, JoinSource, KubeReport, StatusReport};
-use crate::wire::KubePeer;
 
 /// Time between two reconciles once the node is set up (each one reads
 /// the election key, probes the kubelet and `/readyz`).
@@ -401,8 +400,9 @@ pub struct KubeSetup {
     pub ip: Ipv4Addr,
     /// The agent's etcd client certificate (masters).
     pub tls: ClientTls,
-    /// The agent's PKI directory (holds `apiserver-etcd-client.{crt,key}`).
-    pub pki_dir: PathBuf,
+    /// kube-apiserver's etcd client certificate (masters), handed over in
+    /// memory by [`crate::node_pki`].
+    pub apiserver_etcd_client: Option<pki::Issued>,
     /// The local etcd member's client URL.
     pub own_client_url: String,
     /// Where kubeadm's files are (`Paths::node()` on a node).
@@ -681,19 +681,12 @@ impl Kube {
 }
 
 /// Derives the token, the pin and (masters) the shared CA material with
-/// the agent's `apiserver-etcd-client` certificate from its PKI directory.
+/// the `apiserver-etcd-client` certificate the node's PKI handed over.
 fn derive_material(s: &KubeSetup) -> Result<DerivedMaterial, String> {
     let apiserver_client = match s.cfg.role {
-        Role::Master => {
-            let read = |name: &str| {
-                let p = s.pki_dir.join(name);
-                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
-            };
-            Some(pki::Issued {
-                cert_pem: read("apiserver-etcd-client.crt")?,
-                key_pem: read("apiserver-etcd-client.key")?,
-            })
-        }
+        Role::Master => Some(s.apiserver_etcd_client.clone().ok_or_else(|| {
+            "no apiserver-etcd-client certificate from the node's PKI".to_owned()
+        })?),
         Role::Worker => None,
     };
     DerivedMaterial::derive(
@@ -1168,7 +1161,7 @@ mod tests {
                 cert_pem: String::new(),
                 key_pem: String::new(),
             },
-            pki_dir: root.join("pki"),
+            apiserver_etcd_client: None,
             own_client_url: "https://10.0.0.21:2379".into(),
             paths: Paths::under(root),
             systemd: false,
@@ -1283,19 +1276,10 @@ mod tests {
             &["10.0.0.21".parse().unwrap()],
         )
         .unwrap();
-        std::fs::create_dir_all(root.join("pki")).unwrap();
-        std::fs::write(
-            root.join("pki/apiserver-etcd-client.crt"),
-            &certs.apiserver_client.cert_pem,
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("pki/apiserver-etcd-client.key"),
-            &certs.apiserver_client.key_pem,
-        )
-        .unwrap();
+        let mut setup = setup(root, "master");
+        setup.apiserver_etcd_client = Some(certs.apiserver_client);
         let (report, rx) = watch::channel(StatusReport::default());
-        let kube = Kube::start(setup(root, "master"), report);
+        let kube = Kube::start(setup, report);
         assert_eq!(rx.borrow().kube.error, None);
         assert_eq!(kube.wire_state(), KubeState::Pending);
         assert_eq!(kube.announced_join(), None);

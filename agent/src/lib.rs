@@ -14,11 +14,11 @@ pub mod core;
 pub mod etcd;
 pub mod kube;
 pub mod node_pki;
+pub mod peers;
 pub mod run;
 pub mod startup;
 pub mod state;
 pub mod status;
 pub mod vip;
-pub mod wire;
 
 pub use cluster_config;

@@ -23,11 +23,11 @@ use crate::core::plan::{AgentPhase, Event, NodeFacts, Plan};
 use crate::core::quorum::Timing;
 use crate::etcd::membership::Ctx;
 use crate::kube::{self, Kube};
-use crate::node_pki;
+use crate::node_pki::{self, PkiFiles};
+use crate::peers;
 use crate::startup::{self, Configured, RunOptions, SupervisorKind};
 use crate::state::StateDir;
 use crate::status::{self, StatusReport};
-use crate::wire;
 
 /// Milliseconds since the Unix epoch (the time base of discovery too).
 pub fn now_ms() -> u64 {
@@ -60,18 +60,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     // PKI (masters run etcd; workers need none of it here).
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let tls = node_pki::prepare(&state.pki_dir(), &loaded, &name, ip, &report_tx)?;
+    let pki_files = PkiFiles::under(&state.pki_dir());
+    let node_pki = node_pki::prepare(&pki_files, &loaded, &name, ip, &report_tx)?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         name: name.clone(),
         ip,
-        tls,
+        tls: node_pki.client.clone(),
         events: events_tx.clone(),
         grace_ms: opts.dead_member_grace_ms,
     });
 
     // Discovery.
-    let mut disc = wire::start(&cfg, &loaded.secret, ip, node_id, &name)
+    let mut disc = peers::start(&cfg, &loaded.secret, ip, node_id, &name)
         .await
         .context("starting discovery")?;
 
@@ -87,7 +88,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             name: name.clone(),
             ip,
             tls: ctx.tls.clone(),
-            pki_dir: state.pki_dir(),
+            apiserver_etcd_client: node_pki.apiserver_etcd_client.clone(),
             own_client_url: ctx.own_client_url(),
             paths: kubeadm::paths::Paths::node(),
             systemd: opts.supervisor == SupervisorKind::Systemd,
