@@ -16,7 +16,8 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::etcd::{ClusterState, Etcd, Launch, TlsFiles};
+use agent::core::model::ClusterState;
+use agent::etcd::{Etcd, Launch, TlsFiles};
 use cluster_config::ClusterSecret;
 use common::{client_tls, in_netns, Agent, Net, SECRET};
 
@@ -118,8 +119,8 @@ fn static_run(net: &Net, nss: &[String]) -> u64 {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let ip = Ipv4Addr::new(10, 77, 0, i);
-        agent::run::write_pki(
-            &dir.join("pki"),
+        agent::node_pki::write_pki(
+            &agent::node_pki::PkiFiles::under(&dir.join("pki")),
             &secret,
             CLUSTER,
             &format!("static{i}"),

@@ -28,12 +28,10 @@
 //! [`master_ips`], [`status_suffix`], [`kubelet_state`]) are pure.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cluster_config::{ClusterConfig, ClusterSecret, Role};
 use discovery::KubeState;
-use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use kubeadm::decide::{judge_setup, Setup};
 use kubeadm::hostgw::{self, EffectiveCni, HostGw, NetlinkRoutes};
 use kubeadm::image::{ImageKubernetes, ImageVerdict, IMAGE_KUBERNETES_PATH};
@@ -46,10 +44,10 @@ use kubeadm::{DerivedMaterial, KubeContext, KubePhase, KubeadmInputs, PhaseState
 use supervisor::{ServiceState, Supervisor, SystemdSupervisor};
 use tokio::sync::watch;
 
-use crate::etcd::ClientTls;
-use crate::plan::AgentPhase;
+use crate::core::plan::AgentPhase;
+use crate::etcd::{self, ClientTls, EtcdError};
+use crate::peers::KubePeer;
 use crate::status::{JoinReport, JoinSource, KubeReport, StatusReport};
-use crate::wire::KubePeer;
 
 /// Time between two reconciles once the node is set up (each one reads
 /// the election key, probes the kubelet and `/readyz`).
@@ -402,8 +400,9 @@ pub struct KubeSetup {
     pub ip: Ipv4Addr,
     /// The agent's etcd client certificate (masters).
     pub tls: ClientTls,
-    /// The agent's PKI directory (holds `apiserver-etcd-client.{crt,key}`).
-    pub pki_dir: PathBuf,
+    /// kube-apiserver's etcd client certificate (masters), handed over in
+    /// memory by [`crate::node_pki`].
+    pub apiserver_etcd_client: Option<pki::Issued>,
     /// The local etcd member's client URL.
     pub own_client_url: String,
     /// Where kubeadm's files are (`Paths::node()` on a node).
@@ -682,19 +681,12 @@ impl Kube {
 }
 
 /// Derives the token, the pin and (masters) the shared CA material with
-/// the agent's `apiserver-etcd-client` certificate from its PKI directory.
+/// the `apiserver-etcd-client` certificate the node's PKI handed over.
 fn derive_material(s: &KubeSetup) -> Result<DerivedMaterial, String> {
     let apiserver_client = match s.cfg.role {
-        Role::Master => {
-            let read = |name: &str| {
-                let p = s.pki_dir.join(name);
-                std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
-            };
-            Some(pki::Issued {
-                cert_pem: read("apiserver-etcd-client.crt")?,
-                key_pem: read("apiserver-etcd-client.key")?,
-            })
-        }
+        Role::Master => Some(s.apiserver_etcd_client.clone().ok_or_else(|| {
+            "no apiserver-etcd-client certificate from the node's PKI".to_owned()
+        })?),
         Role::Worker => None,
     };
     DerivedMaterial::derive(
@@ -716,29 +708,14 @@ async fn etcd_client(s: &KubeSetup, endpoints: &[String]) -> Result<etcd_client:
             .filter(|e| **e != s.own_client_url)
             .cloned(),
     );
-    let tls = TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(s.tls.ca_pem.as_bytes()))
-        .identity(Identity::from_pem(
-            s.tls.cert_pem.as_bytes(),
-            s.tls.key_pem.as_bytes(),
-        ));
-    let opts = ConnectOptions::new()
-        .with_tls(tls)
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5));
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        etcd_client::Client::connect(&eps, Some(opts)),
-    )
-    .await
-    {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(format!("connecting to etcd at {}: {e}", eps.join(","))),
-        Err(_) => Err(format!(
-            "connecting to etcd at {}: timed out",
-            eps.join(",")
-        )),
-    }
+    etcd::tls_client(&eps, &s.tls, Duration::from_secs(3), Duration::from_secs(5))
+        .await
+        .map_err(|e| match e {
+            EtcdError::Timeout { .. } => {
+                format!("connecting to etcd at {}: timed out", eps.join(","))
+            }
+            e => e.to_string(),
+        })
 }
 
 /// The task: waits for the gate, then reconciles one step at a time.
@@ -1184,7 +1161,7 @@ mod tests {
                 cert_pem: String::new(),
                 key_pem: String::new(),
             },
-            pki_dir: root.join("pki"),
+            apiserver_etcd_client: None,
             own_client_url: "https://10.0.0.21:2379".into(),
             paths: Paths::under(root),
             systemd: false,
@@ -1299,19 +1276,10 @@ mod tests {
             &["10.0.0.21".parse().unwrap()],
         )
         .unwrap();
-        std::fs::create_dir_all(root.join("pki")).unwrap();
-        std::fs::write(
-            root.join("pki/apiserver-etcd-client.crt"),
-            &certs.apiserver_client.cert_pem,
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("pki/apiserver-etcd-client.key"),
-            &certs.apiserver_client.key_pem,
-        )
-        .unwrap();
+        let mut setup = setup(root, "master");
+        setup.apiserver_etcd_client = Some(certs.apiserver_client);
         let (report, rx) = watch::channel(StatusReport::default());
-        let kube = Kube::start(setup(root, "master"), report);
+        let kube = Kube::start(setup, report);
         assert_eq!(rx.borrow().kube.error, None);
         assert_eq!(kube.wire_state(), KubeState::Pending);
         assert_eq!(kube.announced_join(), None);

@@ -7,7 +7,7 @@
 //! state (status line, journal, `agent status`) and re-reads on SIGHUP.
 use std::path::PathBuf;
 
-use agent::run::{RunOptions, SupervisorKind};
+use agent::startup::{RunOptions, SupervisorKind};
 use agent::status;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};

@@ -1,64 +1,33 @@
-//! The I/O shell: loads configuration and identity, writes certificates,
-//! runs discovery, feeds the [`plan`](crate::plan) and carries out its
-//! actions (persist, start etcd through the supervisor, join, promote),
-//! serves the status socket and reports the phase to systemd.
+//! The agent's loop: sets the node up ([`crate::startup`]: configuration,
+//! identity; [`crate::node_pki`]: certificates; discovery, supervisor, the
+//! kube phase), then turns events into [`plan`](crate::core::plan) steps
+//! whose actions [`crate::actions`] carries out, and serves the status
+//! socket.
 //!
 //! Everything long-running (a join attempt, a promotion, the etcd health
-//! monitor) runs as a task that reports back on one channel as a
-//! [`plan::Event`]; the loop below is the only place the plan changes.
+//! monitor) runs as a task that reports back on one channel as an
+//! [`Event`]; the loop below is the only place the plan changes.
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use cluster_config::{ClusterConfig, ClusterSecret, Role};
+use cluster_config::Role;
+use supervisor::notify_ready;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{self, Loaded};
-use crate::etcd::{self, ClientTls, ClusterState, Etcd, Launch, TlsFiles};
+use crate::actions::Actions;
+use crate::core::model::hex16;
+use crate::core::plan::{AgentPhase, Event, NodeFacts, Plan};
+use crate::core::quorum::Timing;
+use crate::etcd::membership::Ctx;
 use crate::kube::{self, Kube};
-use crate::plan::{Action, AgentPhase, Event, NodeFacts, Plan};
-use crate::quorum::{self, ClusterMember, JoinStep, PeerFacts, Timing};
-use crate::state::{hex16, StateDir};
+use crate::node_pki::{self, PkiFiles};
+use crate::peers;
+use crate::startup::{self, Configured, RunOptions, SupervisorKind};
+use crate::state::StateDir;
 use crate::status::{self, StatusReport};
-use crate::vip::{self, Vip};
-use crate::wire;
-
-/// How etcd is supervised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SupervisorKind {
-    /// systemd over D-Bus.
-    Systemd,
-    /// Children of the agent.
-    Process,
-}
-
-/// Options of `agent run`.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Where configuration comes from.
-    pub load: config::LoadOptions,
-    /// Persistent state directory.
-    pub state_dir: PathBuf,
-    /// Interface override.
-    pub interface: Option<String>,
-    /// Status socket.
-    pub socket: PathBuf,
-    /// Supervisor.
-    pub supervisor: SupervisorKind,
-    /// etcd binary.
-    pub etcd_bin: PathBuf,
-    /// Set the hostname when the image default is in place.
-    pub set_hostname: bool,
-    /// Allow the EC2 metadata service (only used when DMI says EC2).
-    pub imds: bool,
-    /// Grace period before an unannounced member counts as dead.
-    pub dead_member_grace_ms: u64,
-}
 
 /// Milliseconds since the Unix epoch (the time base of discovery too).
 pub fn now_ms() -> u64 {
@@ -66,378 +35,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-use supervisor::{
-    notify_ready, notify_status, AnySupervisor, ProcessSupervisor, Supervisor, SystemdSupervisor,
-};
-
-/// Loads the configuration layers (with user data on EC2 only).
-async fn load_config(opts: &RunOptions) -> Result<Loaded, config::LoadError> {
-    let mut sources = config::gather(&opts.load)?;
-    let (sys, board) = config::read_dmi_vendors(std::path::Path::new("/sys/class/dmi/id"));
-    if opts.imds && config::is_ec2(sys.as_deref(), board.as_deref()) {
-        match config::fetch_user_data(config::IMDS_BASE_URL, Duration::from_secs(2)).await {
-            Ok(text) => sources.user_data = config::user_data_layer(text),
-            Err(e) => tracing::warn!("EC2 user data not used: {e}"),
-        }
-    }
-    let mut loaded = config::layer(&sources)?;
-    if let Some(i) = &opts.interface {
-        loaded.config.network.interface = Some(i.clone());
-    }
-    Ok(loaded)
-}
-
-/// The node's cluster address: the first IPv4 address of the configured
-/// interface, else the first address inside the configured CIDR, else the
-/// first non-loopback IPv4 address.
-pub fn cluster_address(cfg: &ClusterConfig) -> Result<(String, Ipv4Addr)> {
-    let addrs = nix::ifaddrs::getifaddrs().context("listing network interfaces")?;
-    let mut found: Vec<(String, Ipv4Addr)> = Vec::new();
-    for a in addrs {
-        if let Some(ip) = a
-            .address
-            .as_ref()
-            .and_then(|s| s.as_sockaddr_in())
-            .map(|s| s.ip())
-        {
-            found.push((a.interface_name.clone(), ip));
-        }
-    }
-    let pick = if let Some(iface) = &cfg.network.interface {
-        found.iter().find(|(n, _)| n == iface).cloned()
-    } else if let Some(cidr) = cfg.network.cidr {
-        found.iter().find(|(_, ip)| cidr.contains(ip)).cloned()
-    } else {
-        found.iter().find(|(_, ip)| !ip.is_loopback()).cloned()
-    };
-    pick.with_context(|| match &cfg.network.interface {
-        Some(i) => format!("interface {i} has no IPv4 address"),
-        None => "no interface with a usable IPv4 address".to_owned(),
-    })
-}
-
-/// Sets the hostname to `name` when the image default (`localhost` or
-/// empty) is in place. sethostname(2) directly: no shelling out.
-fn maybe_set_hostname(name: &str) {
-    let current = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if current.is_empty() || current == "localhost" || current == "(none)" {
-        match nix::unistd::sethostname(name) {
-            Ok(()) => tracing::info!("hostname set to {name}"),
-            Err(e) => tracing::warn!("setting the hostname to {name}: {e}"),
-        }
-    }
-}
-
-/// Writes the etcd TLS files (keys mode 0600) under `dir`, as
-/// [`TlsFiles::under`] names them; returns the agent's client TLS material
-/// and the etcd CA's pin.
-pub fn write_pki(
-    dir: &std::path::Path,
-    secret: &ClusterSecret,
-    cluster: &str,
-    name: &str,
-    ip: Ipv4Addr,
-    vip: Option<Ipv4Addr>,
-) -> Result<(ClientTls, String)> {
-    let cluster_pki =
-        pki::ClusterPki::derive(secret, cluster).context("deriving the cluster PKI")?;
-    // The VIP is a name of every master's etcd (it listens on all local
-    // addresses), so clients reaching it verify the certificate like any.
-    let ips: Vec<IpAddr> = std::iter::once(ip).chain(vip).map(IpAddr::V4).collect();
-    let certs = pki::etcd_member_certs(&cluster_pki.etcd_ca, name, &ips)
-        .context("issuing the etcd member certificates")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let f = TlsFiles::under(dir);
-    let w = |p: &std::path::Path, pem: &str, key: bool| {
-        if key {
-            pki::write_key_file(p, pem)
-        } else {
-            pki::write_cert_file(p, pem)
-        }
-        .with_context(|| format!("writing {}", p.display()))
-    };
-    w(&f.ca, &cluster_pki.etcd_ca.cert_pem, false)?;
-    w(&f.server_cert, &certs.server.cert_pem, false)?;
-    w(&f.server_key, &certs.server.key_pem, true)?;
-    w(&f.peer_cert, &certs.peer.cert_pem, false)?;
-    w(&f.peer_key, &certs.peer.key_pem, true)?;
-    w(
-        &dir.join("apiserver-etcd-client.crt"),
-        &certs.apiserver_client.cert_pem,
-        false,
-    )?;
-    w(
-        &dir.join("apiserver-etcd-client.key"),
-        &certs.apiserver_client.key_pem,
-        true,
-    )?;
-    Ok((
-        ClientTls {
-            ca_pem: cluster_pki.etcd_ca.cert_pem.clone(),
-            cert_pem: certs.agent_client.cert_pem,
-            key_pem: certs.agent_client.key_pem,
-        },
-        cluster_pki.etcd_ca.spki_pin(),
-    ))
-}
-
-/// Shared, read-mostly context of the tasks.
-struct Ctx {
-    cfg: ClusterConfig,
-    name: String,
-    ip: Ipv4Addr,
-    tls: ClientTls,
-    events: mpsc::UnboundedSender<Event>,
-    grace_ms: u64,
-}
-
-impl Ctx {
-    fn own_peer_url(&self) -> String {
-        etcd::peer_url(self.ip, self.cfg.etcd.peer_port)
-    }
-    fn own_client_url(&self) -> String {
-        etcd::client_url(self.ip, self.cfg.etcd.client_port)
-    }
-}
-
-/// One join attempt: membership lock, then one change at a time until this
-/// node is added as a learner (or has to wait).
-async fn join_attempt(
-    ctx: Arc<Ctx>,
-    endpoints: Vec<String>,
-    own_added: Option<u64>,
-    live_peer_urls: BTreeSet<String>,
-    watched_enough: bool,
-) -> Event {
-    let result: Result<Event, String> = async {
-        if endpoints.is_empty() {
-            return Err("no member client URL announced yet".to_owned());
-        }
-        let client = Etcd::connect(&endpoints, &ctx.tls, Duration::from_secs(3))
-            .await
-            .map_err(|e| e.to_string())?;
-        // A standby master (the cluster has its voters) re-checks every
-        // backoff: read-only, without taking the membership lock.
-        let view = |members: &[etcd::MemberView]| -> Vec<ClusterMember> {
-            members
-                .iter()
-                .map(|m| ClusterMember {
-                    id: m.id,
-                    name: m.name.clone(),
-                    peer_urls: m.peer_urls.clone(),
-                    is_learner: m.is_learner,
-                })
-                .collect()
-        };
-        let members = client.members().await.map_err(|e| e.to_string())?;
-        if let JoinStep::Wait { reason } = quorum::join_step(
-            &view(&members),
-            &ctx.own_peer_url(),
-            own_added,
-            &live_peer_urls,
-            usize::from(ctx.cfg.masters),
-            watched_enough,
-        ) {
-            if quorum::is_standby(&reason) {
-                return Err(reason);
-            }
-        }
-        let (key, lease) = client
-            .lock_membership(15)
-            .await
-            .map_err(|e| e.to_string())?;
-        let outcome = async {
-            for _ in 0..4 {
-                let members = client.members().await.map_err(|e| e.to_string())?;
-                match quorum::join_step(
-                    &view(&members),
-                    &ctx.own_peer_url(),
-                    own_added,
-                    &live_peer_urls,
-                    usize::from(ctx.cfg.masters),
-                    watched_enough,
-                ) {
-                    JoinStep::Remove { id, reason } => {
-                        tracing::warn!("removing etcd member {id:x}: {reason}");
-                        client.remove(id).await.map_err(|e| e.to_string())?;
-                    }
-                    JoinStep::AddLearner => {
-                        let (id, members) = client
-                            .add_learner(&ctx.own_peer_url())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        tracing::info!("added as etcd learner {id:x}");
-                        return Ok(Event::Joined {
-                            member_id: id,
-                            initial_cluster: etcd::initial_cluster_of(
-                                &members,
-                                &ctx.name,
-                                &ctx.own_peer_url(),
-                            ),
-                        });
-                    }
-                    JoinStep::AlreadyMember { id } => {
-                        return Ok(Event::Joined {
-                            member_id: id,
-                            initial_cluster: etcd::initial_cluster_of(
-                                &members,
-                                &ctx.name,
-                                &ctx.own_peer_url(),
-                            ),
-                        });
-                    }
-                    JoinStep::Wait { reason } => return Err(reason),
-                }
-            }
-            Err("membership still changing; retrying".to_owned())
-        }
-        .await;
-        if let Err(e) = client.unlock(key, lease).await {
-            tracing::debug!("unlocking membership: {e}");
-        }
-        outcome
-    }
-    .await;
-    result.unwrap_or_else(|reason| Event::JoinFailed { reason })
-}
-
-/// One promotion attempt through the other members.
-async fn promote_attempt(ctx: Arc<Ctx>, endpoints: Vec<String>, member_id: u64) -> Event {
-    let r = async {
-        let client = Etcd::connect(&endpoints, &ctx.tls, Duration::from_secs(3)).await?;
-        client.promote(member_id).await
-    }
-    .await;
-    match r {
-        Ok(()) => {
-            tracing::info!("promoted etcd learner {member_id:x} to voter");
-            Event::Promoted
-        }
-        Err(e) => {
-            // Typically "not in sync with the leader" until it catches up.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Event::PromoteFailed {
-                reason: e.to_string(),
-            }
-        }
-    }
-}
-
-/// Watches the local etcd: sends `EtcdStatus` (voter: only after a quorum
-/// read) or `EtcdUnhealthy`, and refreshes the etcd part of the status.
-/// Polls every 100 ms (short timeouts) until healthy, then every second;
-/// the member list with per-member health every 5 s (clients cached).
-async fn monitor_etcd(ctx: Arc<Ctx>, report: watch::Sender<StatusReport>) {
-    let mut client: Option<(Etcd, bool)> = None;
-    let mut healthy = false;
-    let mut last_members = 0u64;
-    let mut member_clients: std::collections::HashMap<String, Etcd> =
-        std::collections::HashMap::new();
-    loop {
-        // A client whose timeout suits the state: short while starting.
-        if client
-            .as_ref()
-            .is_none_or(|(_, for_healthy)| *for_healthy != healthy)
-        {
-            let timeout = Duration::from_millis(if healthy { 2000 } else { 500 });
-            client = Etcd::connect(&[ctx.own_client_url()], &ctx.tls, timeout)
-                .await
-                .ok()
-                .map(|c| (c, healthy));
-        }
-        let Some((c, _)) = client.clone() else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let status = c.status().await;
-        let event = match &status {
-            Ok(s) if s.is_learner => Event::EtcdStatus {
-                cluster_id: s.cluster_id,
-                member_id: s.member_id,
-                is_learner: true,
-            },
-            Ok(s) => match c.quorum_read().await {
-                Ok(()) => Event::EtcdStatus {
-                    cluster_id: s.cluster_id,
-                    member_id: s.member_id,
-                    is_learner: false,
-                },
-                Err(e) => Event::EtcdUnhealthy {
-                    reason: e.to_string(),
-                },
-            },
-            Err(e) => Event::EtcdUnhealthy {
-                reason: e.to_string(),
-            },
-        };
-        healthy = matches!(event, Event::EtcdStatus { .. });
-        if ctx.events.send(event.clone()).is_err() {
-            return;
-        }
-        let now = now_ms();
-        if healthy && now.saturating_sub(last_members) >= 5000 {
-            last_members = now;
-            if let Ok(members) = c.members().await {
-                let mut out = Vec::new();
-                for m in &members {
-                    let mut ok = false;
-                    if let Some(url) = m.client_urls.first() {
-                        if !member_clients.contains_key(url) {
-                            if let Ok(mc) = Etcd::connect(
-                                std::slice::from_ref(url),
-                                &ctx.tls,
-                                Duration::from_millis(700),
-                            )
-                            .await
-                            {
-                                member_clients.insert(url.clone(), mc);
-                            }
-                        }
-                        if let Some(mc) = member_clients.get(url) {
-                            ok = mc.status().await.is_ok();
-                        }
-                    }
-                    out.push(status::MemberReport {
-                        id: format!("{:x}", m.id),
-                        name: m.name.clone(),
-                        peer_urls: m.peer_urls.clone(),
-                        learner: m.is_learner,
-                        healthy: ok,
-                    });
-                }
-                // Forget clients of members that left.
-                member_clients.retain(|url, _| members.iter().any(|m| m.client_urls.contains(url)));
-                report.send_modify(|r| r.etcd.members = out);
-            }
-        }
-        report.send_modify(|r| {
-            r.etcd.running = true;
-            match (&event, &status) {
-                (
-                    Event::EtcdStatus {
-                        cluster_id,
-                        member_id,
-                        is_learner,
-                    },
-                    Ok(s),
-                ) => {
-                    r.etcd.cluster_id = Some(format!("{cluster_id:x}"));
-                    r.etcd.member_id = Some(format!("{member_id:x}"));
-                    r.etcd.leader = (s.leader != 0).then(|| format!("{:x}", s.leader));
-                    r.etcd.learner = *is_learner;
-                    r.etcd.error = None;
-                }
-                (Event::EtcdUnhealthy { reason }, _) => r.etcd.error = Some(reason.clone()),
-                _ => {}
-            }
-        });
-        let pause = if healthy { 1000 } else { 100 };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-    }
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -452,118 +49,34 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let _server = status::serve(&opts.socket, report_rx).await?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-
-    // Configuration: a failure is a visible, waiting state, never an exit.
-    let (loaded, iface, ip) = loop {
-        match load_config(&opts).await {
-            Ok(l) => match cluster_address(&l.config) {
-                Ok((iface, ip)) => break (l, iface, ip),
-                Err(e) => {
-                    // At boot the address may not be there yet (DHCP):
-                    // wait for it, visibly, instead of exiting.
-                    let reason = format!("waiting for the cluster address: {e:#}");
-                    notify_status(&reason);
-                    notify_ready();
-                    report_tx.send_modify(|r| r.detail = reason.clone());
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = hup.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
-                        _ = term.recv() => return Ok(()),
-                    }
-                }
-            },
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
-                notify_status(&format!("failed: {reason}"));
-                notify_ready();
-                report_tx.send_modify(|r| {
-                    r.phase = "failed".to_owned();
-                    r.detail = reason.clone();
-                    r.config.ok = false;
-                    r.config.error = Some(reason.clone());
-                });
-                tokio::select! {
-                    _ = hup.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
-                    _ = term.recv() => return Ok(()),
-                }
-            }
-        }
+    let Some(node) = startup::wait_for_config(&opts, &report_tx, &mut hup, &mut term).await else {
+        return Ok(());
     };
     notify_ready();
+    let name = startup::identify(&opts, &node, &node_id, &report_tx);
+    let Configured { loaded, iface, ip } = node;
     let cfg = loaded.config.clone();
-    let role = cfg.role;
-    let name = format!("{role}-{}", &hex16(&node_id)[..6]);
-    if opts.set_hostname {
-        maybe_set_hostname(&name);
-    }
-    tracing::info!(
-        "node {name} ({}) on {iface} {ip}, config from {}",
-        hex16(&node_id),
-        loaded.sources.join(" < ")
-    );
-    report_tx.send_modify(|r| {
-        r.node = status::NodeStatus {
-            id: hex16(&node_id),
-            name: name.clone(),
-            role: role.to_string(),
-            addresses: vec![ip.to_string()],
-        };
-        r.config = status::ConfigStatus {
-            ok: true,
-            error: None,
-            sources: loaded.sources.clone(),
-            cluster: cfg.name.clone(),
-            masters: cfg.masters,
-        };
-    });
+    let master = cfg.role == Role::Master;
 
     // PKI (masters run etcd; workers need none of it here).
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let master = role == Role::Master;
-    let tls = if master {
-        notify_status("writing certificates");
-        let (tls, pin) = write_pki(
-            &state.pki_dir(),
-            &loaded.secret,
-            &cfg.name,
-            &name,
-            ip,
-            cfg.network.vip.map(|v| v.addr()),
-        )?;
-        report_tx.send_modify(|r| {
-            r.pki.ready = true;
-            r.pki.etcd_ca_pin = Some(pin);
-        });
-        tls
-    } else {
-        ClientTls {
-            ca_pem: String::new(),
-            cert_pem: String::new(),
-            key_pem: String::new(),
-        }
-    };
+    let pki_files = PkiFiles::under(&state.pki_dir());
+    let node_pki = node_pki::prepare(&pki_files, &loaded, &name, ip, &report_tx)?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         name: name.clone(),
         ip,
-        tls,
+        tls: node_pki.client.clone(),
         events: events_tx.clone(),
         grace_ms: opts.dead_member_grace_ms,
     });
 
     // Discovery.
-    let mut disc = wire::start(&cfg, &loaded.secret, ip, node_id, &name)
+    let mut disc = peers::start(&cfg, &loaded.secret, ip, node_id, &name)
         .await
         .context("starting discovery")?;
 
-    let supervisor: AnySupervisor = match opts.supervisor {
-        SupervisorKind::Systemd => SystemdSupervisor::connect()
-            .await
-            .context("connecting to systemd over D-Bus (use --supervisor process without systemd)")?
-            .into(),
-        SupervisorKind::Process => ProcessSupervisor::new(state.root().join("logs")).into(),
-    };
+    let supervisor = startup::connect_supervisor(&opts, &state).await?;
 
     // The Kubernetes phase: skipped at once when the image has none;
     // otherwise a task that waits for its gate (see `kube::gate`).
@@ -575,7 +88,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             name: name.clone(),
             ip,
             tls: ctx.tls.clone(),
-            pki_dir: state.pki_dir(),
+            apiserver_etcd_client: node_pki.apiserver_etcd_client.clone(),
             own_client_url: ctx.own_client_url(),
             paths: kubeadm::paths::Paths::node(),
             systemd: opts.supervisor == SupervisorKind::Systemd,
@@ -583,7 +96,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         report_tx.clone(),
     );
 
-    let timing = Timing::from_interval(cfg.discovery.interval_ms);
     let mut plan = Plan::new(
         NodeFacts {
             id: node_id,
@@ -592,13 +104,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             peer_url: ctx.own_peer_url(),
             expected_masters: usize::from(cfg.masters),
             cluster_name: cfg.name.clone(),
-            timing,
+            timing: Timing::from_interval(cfg.discovery.interval_ms),
             join_backoff_ms: 1000.max(cfg.discovery.interval_ms),
         },
         state.load()?,
     );
-    let mut joining_since: Option<u64> = None;
-    let mut monitor: Option<tokio::task::JoinHandle<()>> = None;
     let mut pending = vec![Event::Start {
         has_etcd_data: state.has_etcd_data(),
     }];
@@ -606,183 +116,21 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         (cfg.discovery.interval_ms / 2).max(50),
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status = String::new();
-    let mut pending_launch: Option<Launch> = None;
-    let mut vip_instance: Option<Vip> = None;
+    let mut actions = Actions::new(
+        ctx,
+        state,
+        supervisor,
+        opts.etcd_bin.clone(),
+        iface,
+        report_tx,
+    );
+    // The loop: events in, actions out; the only place the plan changes.
     loop {
-        if let Some(launch) = pending_launch.take() {
-            if let Err(e) = supervisor.start(&launch.service_spec()).await {
-                tracing::error!("starting etcd (retry): {e}");
-                pending_launch = Some(launch);
-            }
-        }
+        actions.retry_launch().await;
         for event in pending.drain(..) {
-            let now = now_ms();
-            let before = plan.phase;
-            let actions = plan.step(event.clone(), now).actions();
-            if plan.phase == AgentPhase::Joining && joining_since.is_none() {
-                joining_since = Some(now);
-            }
-            if plan.phase != before {
-                tracing::info!("phase {before:?} → {:?}: {}", plan.phase, plan.detail);
-                if plan.phase == AgentPhase::Failed {
-                    tracing::error!("{}", plan.detail);
-                }
-            }
-            for action in actions {
-                match action {
-                    Action::Persist(st) => state.save(&st)?,
-                    Action::StartEtcd(cs) => {
-                        let launch = Launch {
-                            binary: opts.etcd_bin.clone(),
-                            name: name.clone(),
-                            data_dir: state.etcd_data_dir(),
-                            ip,
-                            client_port: cfg.etcd.client_port,
-                            peer_port: cfg.etcd.peer_port,
-                            heartbeat_ms: cfg.etcd.heartbeat_ms,
-                            election_timeout_ms: cfg.etcd.election_timeout_ms,
-                            state: cs.clone(),
-                            tls: TlsFiles::under(&state.pki_dir()),
-                        };
-                        tracing::info!(
-                            "starting etcd ({})",
-                            match cs {
-                                ClusterState::New { .. } => "new cluster",
-                                ClusterState::Existing { .. } => "joining",
-                                ClusterState::Restart { .. } => "restart with data",
-                            }
-                        );
-                        if let Err(e) = supervisor.start(&launch.service_spec()).await {
-                            // Retried on every tick until the supervisor
-                            // accepts it (for example systemd busy reloading).
-                            tracing::error!("starting etcd: {e}");
-                            pending_launch = Some(launch.clone());
-                        } else {
-                            pending_launch = None;
-                        }
-                        if monitor.is_none() {
-                            monitor =
-                                Some(tokio::spawn(monitor_etcd(ctx.clone(), report_tx.clone())));
-                        }
-                    }
-                    Action::Join { own_added } => {
-                        let snap = disc.peers(now_ms());
-                        let endpoints = member_endpoints(&snap, cfg.etcd.client_port);
-                        let live: BTreeSet<String> = snap
-                            .iter()
-                            .filter(|p| !p.peer_url.is_empty())
-                            .map(|p| p.peer_url.clone())
-                            .collect();
-                        let watched =
-                            joining_since.is_some_and(|s| now.saturating_sub(s) >= ctx.grace_ms);
-                        let c = ctx.clone();
-                        tokio::spawn(async move {
-                            let ev =
-                                join_attempt(c.clone(), endpoints, own_added, live, watched).await;
-                            let _ = c.events.send(ev);
-                        });
-                    }
-                    Action::Promote { member_id } => {
-                        let endpoints: Vec<String> =
-                            member_endpoints(&disc.peers(now_ms()), cfg.etcd.client_port);
-                        let c = ctx.clone();
-                        tokio::spawn(async move {
-                            let ev = promote_attempt(c.clone(), endpoints, member_id).await;
-                            let _ = c.events.send(ev);
-                        });
-                    }
-                    Action::StartVip => {
-                        // The local etcd member is a healthy voter: the VIP
-                        // may run (its tracker keeps checking quorum).
-                        if vip_instance.is_none() {
-                            let peers = vip::master_addresses(&disc.peers(now_ms()));
-                            match Vip::start(&cfg, &iface, &state.pki_dir(), &ctx.tls, peers).await
-                            {
-                                Ok(v) => vip_instance = v,
-                                Err(e) => {
-                                    tracing::error!("VIP not started: {e:#}");
-                                    report_tx.send_modify(|r| {
-                                        r.vip =
-                                            Some(serde_json::json!({ "error": format!("{e:#}") }));
-                                    });
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            actions.step(&mut plan, event, &disc).await?;
         }
-        // The kube phase: gate and facts from discovery (never waits).
-        let kube_peers = disc.kube_peers();
-        let mut etcd_endpoints = member_endpoints(&disc.peers(now_ms()), cfg.etcd.client_port);
-        if master {
-            etcd_endpoints.push(ctx.own_client_url());
-            etcd_endpoints.sort();
-            etcd_endpoints.dedup();
-        }
-        kube.observe_join(&kube_peers);
-        kube.update(
-            kube::gate(
-                role,
-                plan.phase,
-                kube.already_set_up(),
-                kube.join_known(),
-                &kube_peers,
-            ),
-            kube::Feed {
-                master_ips: kube::master_ips(master.then_some(ip), &kube_peers),
-                etcd_endpoints,
-                joiners_waiting: kube::joiners_waiting(&kube_peers),
-                ca_pin: kube.discovered_pin(),
-            },
-        );
-        // Announce and report the current phase.
-        disc.announce(wire::OwnState {
-            phase: plan.phase,
-            proposal: plan.proposal.clone(),
-            membership: plan.membership(),
-            kube: Some(kube.wire_state()),
-            kube_join: kube.announced_join(),
-        });
-        let shown_phase = reported_phase(master, plan.phase, kube_peers.iter().any(|p| p.master));
-        let skewed = disc.clock_skew();
-        let mut line = format!("{shown_phase}: {}", plan.detail);
-        // A peer refused for its clock explains "seen 1 of 3 masters".
-        if let Some(s) = skewed.iter().find(|s| s.rejected > 0) {
-            line = format!(
-                "{line}; {}",
-                s.line(discovery::message::DEFAULT_WINDOW_MS / 1000)
-            );
-        }
-        if let Some(k) = kube::status_suffix(&report_tx.borrow().kube) {
-            line = format!("{line}; {k}");
-        }
-        if line != last_status {
-            notify_status(&line);
-            last_status = line;
-        }
-        let stats = disc.stats();
-        let peers_now = disc.peer_reports(now_ms());
-        if let Some(v) = &mut vip_instance {
-            // The hand-off: /readyz joins the checks once the kube phase runs.
-            if let Err(e) = v.set_health(kube.vip_health(cfg.kubernetes.api_port), kube.ca_pem()) {
-                tracing::error!("VIP health checks: {e:#}");
-            }
-            v.set_peers(vip::master_addresses(&disc.peers(now_ms())));
-            let vs = v.status_json();
-            report_tx.send_modify(|r| r.vip = Some(vs));
-        }
-        report_tx.send_modify(|r| {
-            r.phase = shown_phase.to_owned();
-            r.detail = plan.detail.clone();
-            r.discovery.mode = format!("{:?}", cfg.discovery.mode).to_lowercase();
-            r.discovery.peers = peers_now;
-            r.discovery.accepted = stats.0;
-            r.discovery.rejected = stats.1;
-            r.discovery.proposal = plan.proposal.iter().map(hex16).collect();
-            r.discovery.clock_skew = skewed;
-        });
+        actions.publish(&plan, &disc, &mut kube);
 
         tokio::select! {
             _ = tick.tick() => pending.push(Event::Peers { peers: disc.peers(now_ms()) }),
@@ -790,7 +138,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             Some(ev) = events.recv() => pending.push(ev),
             _ = kube.changed() => {}
             _ = hup.recv() => {
-                match load_config(&opts).await {
+                match startup::load_config(&opts).await {
                     Ok(l) if l.config == cfg => tracing::info!("SIGHUP: configuration unchanged"),
                     Ok(_) => tracing::warn!("SIGHUP: configuration changed; restart the agent to apply it"),
                     Err(e) => tracing::error!("SIGHUP: configuration invalid (the running one stays): {e}"),
@@ -798,37 +146,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: stopping");
-                if let Some(v) = vip_instance.take() {
-                    v.shutdown().await;
-                }
                 // Under systemd etcd keeps running (it is its own unit);
                 // children of the agent are stopped with it.
-                if let AnySupervisor::Process(p) = &supervisor {
-                    p.shutdown().await;
-                }
+                actions.shutdown().await;
                 return Ok(());
             }
         }
     }
-}
-
-fn member_endpoints(peers: &[PeerFacts], client_port: u16) -> Vec<String> {
-    let mut v: Vec<String> = peers
-        .iter()
-        .filter(|p| p.cluster_id.is_some() && !p.peer_url.is_empty())
-        .filter_map(|p| {
-            let host = p
-                .peer_url
-                .trim_start_matches("https://")
-                .rsplit_once(':')?
-                .0
-                .to_owned();
-            Some(format!("https://{host}:{client_port}"))
-        })
-        .collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 /// The phase `agent status` and the `STATUS=` line show. Masters: their

@@ -6,22 +6,21 @@
 //! | path            | what                                                   |
 //! |-----------------|--------------------------------------------------------|
 //! | `node-id`       | 16 random bytes as 32 hex characters, created once     |
-//! | `state.json`    | [`PersistedState`]: bootstrap decision, join, membership |
+//! | `state.json`    | [`PersistedState`] (the pure model, in `core`)          |
 //! | `pki/`          | etcd certificates and keys (keys mode 0600)            |
 //! | `etcd/`         | etcd's data directory (`etcd/member` once it has data) |
 //!
-//! Every file is written with [`write_atomic`] (temporary file, fsync,
+//! Every file is written with `atomic_file::write` (temporary file, fsync,
 //! rename, fsync of the directory), so a crash leaves the old or the new
 //! content, never half of it. The same disk is the same node after a reboot;
 //! a wiped disk is a new node.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::core::model::{hex16, parse_hex16, PersistedState};
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kubeboot";
@@ -57,88 +56,10 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
     }
 }
 
-/// Writes `bytes` to `path` atomically with file mode `mode`: a temporary
-/// file in the same directory, fsync, rename over `path`, fsync of the
-/// directory (so the rename itself is durable).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io("creating", &tmp))?;
-        f.write_all(bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing directory", dir))?;
-    Ok(())
-}
-
-/// One member of the decided initial etcd cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InitialMember {
-    /// The node id (hex).
-    pub node_id: String,
-    /// The etcd member name (the node's name).
-    pub name: String,
-    /// The peer URL.
-    pub peer_url: String,
-}
-
-/// The persisted bootstrap decision: written BEFORE etcd is first started
-/// with `--initial-cluster-state=new`; reused after any restart, so the
-/// decision is made once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootstrapDecision {
-    /// The initial members, sorted by node id.
-    pub members: Vec<InitialMember>,
-    /// The `--initial-cluster-token`.
-    pub token: String,
-}
-
-/// A join in progress or done: the member list etcd returned when this
-/// node was added as a learner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinRecord {
-    /// The member id etcd assigned.
-    pub member_id: u64,
-    /// `--initial-cluster` for the joining member (`name=peer_url,...`).
-    pub initial_cluster: String,
-}
-
-/// Membership once etcd answered as this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    /// etcd cluster id.
-    pub cluster_id: u64,
-    /// This node's member id.
-    pub member_id: u64,
-}
-
-/// The agent's persisted state (`state.json`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PersistedState {
-    /// The bootstrap decision, once made.
-    pub bootstrap: Option<BootstrapDecision>,
-    /// The learner join, once etcd accepted it.
-    pub join: Option<JoinRecord>,
-    /// The membership, once etcd answered.
-    pub membership: Option<Membership>,
-    /// Set once this node's etcd has been a healthy member: a restart never
-    /// bootstraps again.
-    pub bootstrapped: bool,
+/// Writes `bytes` to `path` with the one atomic write (`atomic-file`:
+/// temporary file, fsync, rename over `path`, fsync of the directory).
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
+    atomic_file::write(path, bytes, mode).map_err(io("writing", path))
 }
 
 /// The state directory.
@@ -228,26 +149,10 @@ impl StateDir {
     }
 }
 
-/// Lower-case hex of 16 bytes.
-pub fn hex16(bytes: &[u8; 16]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Parses 32 hex characters.
-pub fn parse_hex16(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::{BootstrapDecision, InitialMember, Membership};
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -301,20 +206,6 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomic(&p, b"first version, long", 0o600).unwrap();
-        write_atomic(&p, b"second", 0o600).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"second");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["f"]);
-    }
-
-    #[test]
     fn a_leftover_temp_file_does_not_affect_load() {
         // A crash between write and rename leaves a temp file: the state
         // read back is the old one.
@@ -330,12 +221,5 @@ mod tests {
         // A truncated state file is reported, not silently reset.
         fs::write(dir.path().join("state.json"), b"{\"bootstr").unwrap();
         assert!(matches!(s.load(), Err(StateError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        let id = [0xab; 16];
-        assert_eq!(parse_hex16(&hex16(&id)), Some(id));
-        assert_eq!(parse_hex16("xyz"), None);
     }
 }

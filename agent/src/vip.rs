@@ -6,7 +6,7 @@
 //! `agent status`.
 //!
 //! Started once the local etcd member is a healthy voter
-//! ([`crate::plan::Action::StartVip`]); the quorum rule itself lives in the
+//! ([`crate::core::plan::Action::StartVip`]); the quorum rule itself lives in the
 //! `vrrp` crate: a backup takes the VIP only on a proof issued after its
 //! master-down decision, a master renews its proof ten times a lease
 //! (`[vrrp] proof_lease_ms`; 200 ms with the default 2 s lease) and gives
@@ -20,7 +20,6 @@
 //! reads, so adding or removing the check never restarts the instance.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -54,14 +53,14 @@ pub fn combine(api: Option<Health>, extra: u8) -> Health {
     }
 }
 
-use crate::etcd::ClientTls;
-use crate::quorum::PeerFacts;
+use crate::core::quorum::PeerFacts;
+use crate::node_pki::PkiFiles;
 
 /// A running VIP instance.
 pub struct Vip {
     handle: vrrp::VrrpHandle,
     peers: watch::Sender<Vec<Ipv4Addr>>,
-    pki_dir: PathBuf,
+    pki: PkiFiles,
     /// The `/readyz` tracker while the kube phase runs.
     api: Option<vrrp::Tracker>,
     /// Hands the combiner the `/readyz` health and standby weight (or none).
@@ -126,35 +125,21 @@ pub fn master_addresses(peers: &[PeerFacts]) -> Vec<Ipv4Addr> {
 
 impl Vip {
     /// Starts the VRRP instance on `interface`; `None` when the
-    /// configuration has no VIP. Writes the agent's etcd client
-    /// certificate for the quorum proof under `pki_dir` (key mode 0600).
+    /// configuration has no VIP. The quorum proof reads the agent's etcd
+    /// client certificate that [`crate::node_pki`] wrote under `pki`.
     pub async fn start(
         cfg: &ClusterConfig,
         interface: &str,
-        pki_dir: &Path,
-        tls: &ClientTls,
+        pki: &PkiFiles,
         peers: Vec<Ipv4Addr>,
     ) -> Result<Option<Vip>> {
         let Some(vip) = cfg.network.vip else {
             tracing::warn!("no network.vip configured: the VIP stays off");
             return Ok(None);
         };
-        let cert = pki_dir.join("agent-client.crt");
-        let key = pki_dir.join("agent-client.key");
-        let ca = pki_dir.join("agent-ca.crt");
-        pki::write_cert_file(&cert, &tls.cert_pem)
-            .with_context(|| format!("writing {}", cert.display()))?;
-        pki::write_key_file(&key, &tls.key_pem)
-            .with_context(|| format!("writing {}", key.display()))?;
-        pki::write_cert_file(&ca, &tls.ca_pem)
-            .with_context(|| format!("writing {}", ca.display()))?;
         let prover = vrrp::EtcdProver::new(
             &format!("https://127.0.0.1:{}", cfg.etcd.client_port),
-            vrrp::TlsFiles {
-                ca: Some(ca),
-                cert: Some(cert),
-                key: Some(key),
-            },
+            pki.agent_client(),
             Duration::from_millis(cfg.vrrp.proof_timeout_ms),
         )
         .context("setting up the VIP's quorum proof")?;
@@ -184,7 +169,7 @@ impl Vip {
         Ok(Some(Vip {
             handle,
             peers: peers_tx,
-            pki_dir: pki_dir.to_owned(),
+            pki: pki.clone(),
             api: None,
             api_tx,
             health: VipHealth::Etcd,
@@ -229,7 +214,7 @@ impl Vip {
                         return Ok(());
                     }
                 }
-                let ca = self.pki_dir.join("kubernetes-ca.crt");
+                let ca = self.pki.kubernetes_ca();
                 pki::write_cert_file(&ca, kubernetes_ca_pem)
                     .with_context(|| format!("writing {}", ca.display()))?;
                 let check = vrrp::CheckSpec::apiserver_readyz(

@@ -309,14 +309,13 @@ impl Cluster {
         };
         let path = self.opts.run_dir.join(STATE_FILE);
         let text = serde_json::to_string_pretty(&state).unwrap_or_default();
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| HarnessError::Io {
+        atomic_file::write(&path, text.as_bytes(), atomic_file::PUBLIC).map_err(|source| {
+            HarnessError::Io {
                 what: "writing",
                 path,
                 source,
-            })
+            }
+        })
     }
 
     /// Powers on node `name` (new or known) with `role` and `index`:

@@ -300,7 +300,7 @@ impl<T: RouteTable> HostGw<T> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
-        pki::write_file_atomic(&path, text.as_bytes(), 0o644)
+        atomic_file::write(&path, text.as_bytes(), atomic_file::PUBLIC)
             .map_err(|e| format!("writing {shown}: {e}"))?;
         tracing::info!("host-gw: wrote {shown} for the pod CIDR {cidr}");
         Ok(())

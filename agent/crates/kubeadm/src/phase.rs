@@ -1227,15 +1227,13 @@ fn images_marker_text(version: &str, archive: &str) -> String {
     format!("{version} {archive}\n")
 }
 
-/// Writes `text` to `path` through a temporary file and a rename (creating
-/// the directory).
+/// Writes `text` to `path` with the one atomic write (creating the
+/// directory).
 fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    atomic_file::write(path, text.as_bytes(), atomic_file::PUBLIC)
 }
 
 enum StepError {

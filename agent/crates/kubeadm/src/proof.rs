@@ -146,7 +146,7 @@ pub fn write(paths: &Paths, record: &ProofRecord) -> std::io::Result<()> {
     }
     let text = serde_json::to_string_pretty(record)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    pki::write_file_atomic(&path, format!("{text}\n").as_bytes(), 0o644)
+    atomic_file::write(&path, format!("{text}\n").as_bytes(), atomic_file::PUBLIC)
 }
 
 /// Removes the record (absent is fine).

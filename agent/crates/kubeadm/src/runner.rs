@@ -168,7 +168,7 @@ fn write_files(inv: &Invocation) -> Result<(), RunError> {
         if let Some(dir) = f.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        pki::write_file_atomic(&f.path, f.contents.as_bytes(), f.mode).map_err(err)?;
+        atomic_file::write(&f.path, f.contents.as_bytes(), f.mode).map_err(err)?;
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 
-pub use files::{write_cert_file, write_file_atomic, write_key_file};
+pub use files::{write_cert_file, write_key_file};
 
 /// Errors from deriving keys or issuing certificates.
 #[derive(Debug, Error)]

@@ -20,7 +20,6 @@
 //! by the unit's `NeedDaemonReload` property, so the reload (and restart)
 //! still happens.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -436,18 +435,7 @@ fn write_if_changed_blocking(path: &Path, text: &str) -> Result<bool, Supervisor
         .parent()
         .ok_or_else(|| write_error(std::io::Error::other("unit path has no directory")))?;
     std::fs::create_dir_all(dir).map_err(write_error)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".kubeboot-")
-        .suffix(".tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(write_error)?;
-    temp.write_all(text.as_bytes()).map_err(write_error)?;
-    temp.as_file().sync_all().map_err(write_error)?;
-    temp.persist(path).map_err(|e| write_error(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_error)?;
+    atomic_file::write(path, text.as_bytes(), atomic_file::PUBLIC).map_err(write_error)?;
     Ok(true)
 }
 

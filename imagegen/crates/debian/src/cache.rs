@@ -128,11 +128,9 @@ impl Cache {
         if !is_sha256_hex(&sha256) {
             return Err(CacheError::BadDigest(sha256));
         }
-        let dir = self.dir.join("sha256");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(&dir)
-            .map_err(io_err(&dir))?;
+        let dest = self.path_for(&sha256);
+        let mut tmp =
+            atomic_file::AtomicFile::create(&dest, atomic_file::PUBLIC).map_err(io_err(&dest))?;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut limited = reader.take(size.saturating_add(1));
@@ -150,7 +148,7 @@ impl Cache {
                 }
             };
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(io_err(tmp.path()))?;
+            tmp.write_all(&buf[..n]).map_err(io_err(&dest))?;
             total += n as u64;
             progress(n as u64);
         }
@@ -165,12 +163,7 @@ impl Cache {
                 actual_size: total,
             });
         }
-        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-        let dest = self.path_for(&sha256);
-        tmp.persist(&dest).map_err(|e| CacheError::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        tmp.commit().map_err(io_err(&dest))?;
         Ok(dest)
     }
 
@@ -209,15 +202,10 @@ pub fn hash_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), n))
 }
 
-/// Writes `bytes` to `dest` via a temporary file in the same directory and
-/// a rename, so readers never see a partial file.
+/// Writes `bytes` to `dest` with the one atomic write (`atomic-file`), so
+/// readers never see a partial file.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(())
+    atomic_file::write(dest, bytes, atomic_file::PUBLIC)
 }
 
 #[cfg(test)]

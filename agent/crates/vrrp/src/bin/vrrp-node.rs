@@ -185,9 +185,7 @@ async fn run(args: Args) -> Result<()> {
                 if let Some(path) = &args.status_file {
                     let json = serde_json::to_vec_pretty(&*status.borrow_and_update())
                         .context("serialising the status")?;
-                    let tmp = path.with_extension("tmp");
-                    std::fs::write(&tmp, json)
-                        .and_then(|()| std::fs::rename(&tmp, path))
+                    atomic_file::write(path, &json, atomic_file::PUBLIC)
                         .with_context(|| format!("writing {}", path.display()))?;
                 }
             }

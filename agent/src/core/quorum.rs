@@ -39,7 +39,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::state::hex16;
+use super::model::hex16;
 
 /// A node id: 16 bytes, ordered bytewise (the same order as its hex form).
 pub type Id = [u8; 16];

@@ -14,9 +14,9 @@ use discovery::{
 };
 use tokio::sync::watch;
 
-use crate::plan::AgentPhase;
-use crate::quorum::{Id, PeerFacts};
-use crate::state::{hex16, Membership};
+use crate::core::model::{hex16, Membership};
+use crate::core::plan::AgentPhase;
+use crate::core::quorum::{Id, PeerFacts};
 use crate::status::{ClockSkew, PeerStatus};
 
 /// What this node announces beyond its fixed identity.

@@ -31,11 +31,11 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::etcd::ClusterState;
-use crate::quorum::{self, Decision, Id, PeerFacts, Timing};
-use crate::state::{
-    hex16, BootstrapDecision, InitialMember, JoinRecord, Membership, PersistedState,
+use super::model::{
+    cluster_token, hex16, parse_hex16, BootstrapDecision, ClusterState, InitialMember, JoinRecord,
+    Membership, PersistedState,
 };
+use super::quorum::{self, Decision, Id, PeerFacts, Timing};
 
 /// The agent's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -425,7 +425,7 @@ impl Plan {
             self.proposal = decision
                 .members
                 .iter()
-                .filter_map(|m| crate::state::parse_hex16(&m.node_id))
+                .filter_map(|m| parse_hex16(&m.node_id))
                 .collect();
             return Outcome::Applied(vec![Action::StartEtcd(ClusterState::New {
                 initial_cluster: initial_cluster(&decision.members),
@@ -496,7 +496,7 @@ impl Plan {
                     });
                 }
                 let ids: Vec<String> = initial.iter().map(|m| m.node_id.clone()).collect();
-                let token = crate::etcd::cluster_token(&self.node.cluster_name, &ids);
+                let token = cluster_token(&self.node.cluster_name, &ids);
                 let decision = BootstrapDecision {
                     members: initial,
                     token: token.clone(),
@@ -693,7 +693,7 @@ mod tests {
             "{}",
             p.detail
         );
-        let standby = crate::quorum::standby_reason(3, 3);
+        let standby = quorum::standby_reason(3, 3);
         p.step(
             Event::JoinFailed {
                 reason: standby.clone(),
@@ -1299,7 +1299,7 @@ mod simulation {
                                 let set: Vec<Id> = d
                                     .members
                                     .iter()
-                                    .filter_map(|m| crate::state::parse_hex16(&m.node_id))
+                                    .filter_map(|m| parse_hex16(&m.node_id))
                                     .collect();
                                 nodes[k].decided = Some(set);
                             }

@@ -1,0 +1,295 @@
+//! Carries out the plan's actions: persist the state, start etcd through
+//! the supervisor (and its health monitor), join and promote as tasks,
+//! start the VIP; after each turn, feed the kube phase and publish the
+//! phase and status. Results come back to the loop as plan events on the
+//! context's channel; nothing here changes the plan itself.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use cluster_config::Role;
+use supervisor::{notify_status, AnySupervisor, Supervisor};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::core::model::{hex16, ClusterState};
+use crate::core::plan::{Action, AgentPhase, Event, Plan};
+use crate::etcd::membership::{join_attempt, member_endpoints, monitor_etcd, promote_attempt, Ctx};
+use crate::etcd::Launch;
+use crate::kube::{self, Kube};
+use crate::node_pki::PkiFiles;
+use crate::peers;
+use crate::run::{now_ms, reported_phase};
+use crate::state::StateDir;
+use crate::status::StatusReport;
+use crate::vip::{self, Vip};
+
+/// The shell's side of the plan: what carrying out its actions needs and
+/// what it leaves running.
+pub(crate) struct Actions {
+    /// Shared with the membership tasks.
+    ctx: Arc<Ctx>,
+    /// The state directory (persisted state, etcd data, PKI).
+    state: StateDir,
+    /// Starts etcd.
+    supervisor: AnySupervisor,
+    /// The etcd binary.
+    etcd_bin: PathBuf,
+    /// The interface the VIP goes on.
+    iface: String,
+    /// The status the monitor and the VIP report into.
+    report_tx: watch::Sender<StatusReport>,
+    /// When the plan first entered `Joining` (the dead-member grace).
+    joining_since: Option<u64>,
+    /// The etcd health monitor, once etcd was started.
+    monitor: Option<JoinHandle<()>>,
+    /// An etcd start the supervisor refused, retried every turn.
+    pending_launch: Option<Launch>,
+    /// The VIP, once started.
+    vip: Option<Vip>,
+    /// The last `STATUS=` line sent to systemd.
+    last_status: String,
+}
+
+impl Actions {
+    /// Nothing started yet.
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        state: StateDir,
+        supervisor: AnySupervisor,
+        etcd_bin: PathBuf,
+        iface: String,
+        report_tx: watch::Sender<StatusReport>,
+    ) -> Self {
+        Actions {
+            ctx,
+            state,
+            supervisor,
+            etcd_bin,
+            iface,
+            report_tx,
+            joining_since: None,
+            monitor: None,
+            pending_launch: None,
+            vip: None,
+            last_status: String::new(),
+        }
+    }
+
+    /// Retries an etcd start the supervisor refused.
+    pub(crate) async fn retry_launch(&mut self) {
+        if let Some(launch) = self.pending_launch.take() {
+            if let Err(e) = self.supervisor.start(&launch.service_spec()).await {
+                tracing::error!("starting etcd (retry): {e}");
+                self.pending_launch = Some(launch);
+            }
+        }
+    }
+
+    /// Steps the plan with `event` and carries out what it returns.
+    pub(crate) async fn step(
+        &mut self,
+        plan: &mut Plan,
+        event: Event,
+        disc: &peers::Wire,
+    ) -> Result<()> {
+        let now = now_ms();
+        let before = plan.phase;
+        let actions = plan.step(event.clone(), now).actions();
+        if plan.phase == AgentPhase::Joining && self.joining_since.is_none() {
+            self.joining_since = Some(now);
+        }
+        if plan.phase != before {
+            tracing::info!("phase {before:?} → {:?}: {}", plan.phase, plan.detail);
+            if plan.phase == AgentPhase::Failed {
+                tracing::error!("{}", plan.detail);
+            }
+        }
+        for action in actions {
+            self.carry_out(action, disc, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn carry_out(&mut self, action: Action, disc: &peers::Wire, now: u64) -> Result<()> {
+        let client_port = self.ctx.cfg.etcd.client_port;
+        match action {
+            Action::Persist(st) => self.state.save(&st)?,
+            Action::StartEtcd(cs) => self.start_etcd(cs).await,
+            Action::Join { own_added } => {
+                let snap = disc.peers(now_ms());
+                let endpoints = member_endpoints(&snap, client_port);
+                let live: BTreeSet<String> = snap
+                    .iter()
+                    .filter(|p| !p.peer_url.is_empty())
+                    .map(|p| p.peer_url.clone())
+                    .collect();
+                let watched = self
+                    .joining_since
+                    .is_some_and(|s| now.saturating_sub(s) >= self.ctx.grace_ms);
+                let c = self.ctx.clone();
+                tokio::spawn(async move {
+                    let ev = join_attempt(c.clone(), endpoints, own_added, live, watched).await;
+                    let _ = c.events.send(ev);
+                });
+            }
+            Action::Promote { member_id } => {
+                let endpoints: Vec<String> = member_endpoints(&disc.peers(now_ms()), client_port);
+                let c = self.ctx.clone();
+                tokio::spawn(async move {
+                    let ev = promote_attempt(c.clone(), endpoints, member_id).await;
+                    let _ = c.events.send(ev);
+                });
+            }
+            Action::StartVip => self.start_vip(disc).await,
+        }
+        Ok(())
+    }
+
+    async fn start_etcd(&mut self, cs: ClusterState) {
+        let cfg = &self.ctx.cfg;
+        let launch = Launch {
+            binary: self.etcd_bin.clone(),
+            name: self.ctx.name.clone(),
+            data_dir: self.state.etcd_data_dir(),
+            ip: self.ctx.ip,
+            client_port: cfg.etcd.client_port,
+            peer_port: cfg.etcd.peer_port,
+            heartbeat_ms: cfg.etcd.heartbeat_ms,
+            election_timeout_ms: cfg.etcd.election_timeout_ms,
+            state: cs.clone(),
+            tls: PkiFiles::under(&self.state.pki_dir()).etcd(),
+        };
+        tracing::info!(
+            "starting etcd ({})",
+            match cs {
+                ClusterState::New { .. } => "new cluster",
+                ClusterState::Existing { .. } => "joining",
+                ClusterState::Restart { .. } => "restart with data",
+            }
+        );
+        if let Err(e) = self.supervisor.start(&launch.service_spec()).await {
+            // Retried on every tick until the supervisor
+            // accepts it (for example systemd busy reloading).
+            tracing::error!("starting etcd: {e}");
+            self.pending_launch = Some(launch.clone());
+        } else {
+            self.pending_launch = None;
+        }
+        if self.monitor.is_none() {
+            self.monitor = Some(tokio::spawn(monitor_etcd(
+                self.ctx.clone(),
+                self.report_tx.clone(),
+            )));
+        }
+    }
+
+    async fn start_vip(&mut self, disc: &peers::Wire) {
+        // The local etcd member is a healthy voter: the VIP
+        // may run (its tracker keeps checking quorum).
+        if self.vip.is_none() {
+            let peers = vip::master_addresses(&disc.peers(now_ms()));
+            let pki = PkiFiles::under(&self.state.pki_dir());
+            match Vip::start(&self.ctx.cfg, &self.iface, &pki, peers).await {
+                Ok(v) => self.vip = v,
+                Err(e) => {
+                    tracing::error!("VIP not started: {e:#}");
+                    self.report_tx.send_modify(|r| {
+                        r.vip = Some(serde_json::json!({ "error": format!("{e:#}") }));
+                    });
+                }
+            }
+        }
+    }
+
+    /// After each turn of the loop: feeds the kube phase its gate and facts
+    /// from discovery (never waits), announces the current phase, and
+    /// reports it (`STATUS=` line, VIP health and peers, the status).
+    pub(crate) fn publish(&mut self, plan: &Plan, disc: &peers::Wire, kube: &mut Kube) {
+        let cfg = &self.ctx.cfg;
+        let master = cfg.role == Role::Master;
+        let kube_peers = disc.kube_peers();
+        let mut etcd_endpoints = member_endpoints(&disc.peers(now_ms()), cfg.etcd.client_port);
+        if master {
+            etcd_endpoints.push(self.ctx.own_client_url());
+            etcd_endpoints.sort();
+            etcd_endpoints.dedup();
+        }
+        kube.observe_join(&kube_peers);
+        kube.update(
+            kube::gate(
+                cfg.role,
+                plan.phase,
+                kube.already_set_up(),
+                kube.join_known(),
+                &kube_peers,
+            ),
+            kube::Feed {
+                master_ips: kube::master_ips(master.then_some(self.ctx.ip), &kube_peers),
+                etcd_endpoints,
+                joiners_waiting: kube::joiners_waiting(&kube_peers),
+                ca_pin: kube.discovered_pin(),
+            },
+        );
+        // Announce and report the current phase.
+        disc.announce(peers::OwnState {
+            phase: plan.phase,
+            proposal: plan.proposal.clone(),
+            membership: plan.membership(),
+            kube: Some(kube.wire_state()),
+            kube_join: kube.announced_join(),
+        });
+        let shown_phase = reported_phase(master, plan.phase, kube_peers.iter().any(|p| p.master));
+        let skewed = disc.clock_skew();
+        let mut line = format!("{shown_phase}: {}", plan.detail);
+        // A peer refused for its clock explains "seen 1 of 3 masters".
+        if let Some(s) = skewed.iter().find(|s| s.rejected > 0) {
+            line = format!(
+                "{line}; {}",
+                s.line(discovery::message::DEFAULT_WINDOW_MS / 1000)
+            );
+        }
+        if let Some(k) = kube::status_suffix(&self.report_tx.borrow().kube) {
+            line = format!("{line}; {k}");
+        }
+        if line != self.last_status {
+            notify_status(&line);
+            self.last_status = line;
+        }
+        let stats = disc.stats();
+        let peers_now = disc.peer_reports(now_ms());
+        if let Some(v) = &mut self.vip {
+            // The hand-off: /readyz joins the checks once the kube phase runs.
+            if let Err(e) = v.set_health(kube.vip_health(cfg.kubernetes.api_port), kube.ca_pem()) {
+                tracing::error!("VIP health checks: {e:#}");
+            }
+            v.set_peers(vip::master_addresses(&disc.peers(now_ms())));
+            let vs = v.status_json();
+            self.report_tx.send_modify(|r| r.vip = Some(vs));
+        }
+        self.report_tx.send_modify(|r| {
+            r.phase = shown_phase.to_owned();
+            r.detail = plan.detail.clone();
+            r.discovery.mode = format!("{:?}", cfg.discovery.mode).to_lowercase();
+            r.discovery.peers = peers_now;
+            r.discovery.accepted = stats.0;
+            r.discovery.rejected = stats.1;
+            r.discovery.proposal = plan.proposal.iter().map(hex16).collect();
+            r.discovery.clock_skew = skewed;
+        });
+    }
+
+    /// Stops what must stop with the agent: the VIP, and etcd when it is
+    /// the agent's child (under systemd etcd is its own unit and keeps
+    /// running).
+    pub(crate) async fn shutdown(&mut self) {
+        if let Some(v) = self.vip.take() {
+            v.shutdown().await;
+        }
+        if let AnySupervisor::Process(p) = &self.supervisor {
+            p.shutdown().await;
+        }
+    }
+}
