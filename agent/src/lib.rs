@@ -1,11 +1,4 @@
-//! The kubeboot node agent: discovers its peers, self-assembles a TLS etcd
-//! quorum and keeps it converged. See `README.md` for the architecture.
-//!
-//! The pure [`core`] (plan, quorum decisions, persisted model), the flag
-//! rendering in [`etcd`] and the layering in [`config`] take data and
-//! `now` and return data; the shell
-//! ([`run`]) does the I/O and feeds results back as events. [`kube`] wires
-//! the Kubernetes phase (crate `kubeadm`) into the loop.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod actions;

@@ -1,12 +1,4 @@
-//! A small CRI v1 client for containerd's Unix socket, and [`check`]: the
-//! node check that starts real pods and containers through it.
-//!
-//! Debian 12 ships no `crictl`; kubelet talks to containerd through exactly
-//! this gRPC API (`runtime.v1.RuntimeService` and `ImageService`), so a
-//! check that goes through it exercises what kubelet will: the pod sandbox
-//! (pause image, network namespace, CNI), the container's root filesystem
-//! (runc's `pivot_root`), its user, mounts, `/etc/hosts` and
-//! `/etc/resolv.conf`. The protocol types come from the `k8s-cri` crate.
+#![doc = include_str!("../README.md")]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,17 +1,4 @@
-//! Cluster PKI: the Kubernetes, etcd and front-proxy CAs and the
-//! service-account key pair, derived deterministically from the cluster
-//! secret so every master computes byte-identical CAs with no key exchange;
-//! plus leaf certificates (etcd server/peer/client) with random per-node keys.
-//!
-//! See `README.md` for the reasoning and the threat model.
-//!
-//! - [`ClusterPki::derive`]: the three ECDSA CAs (pure: same secret and
-//!   cluster name give the same bytes, on every machine).
-//! - [`derive_service_account`]: the RSA service-account key pair (pure
-//!   too; slower, so only masters derive it).
-//! - [`Ca::issue`] / [`Ca::issue_at`]: leaf certificates with a fresh key.
-//! - [`etcd_member_certs`]: the four certificates an etcd member needs.
-//! - [`write_key_file`] / [`write_cert_file`]: atomic writes (0600 / 0644).
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod derive;

@@ -1,28 +1,4 @@
-//! Runs the agent's long-running services (etcd first) and reports the
-//! agent's own state to systemd.
-//!
-//! One trait, [`Supervisor`], with three implementations:
-//!
-//! * [`SystemdSupervisor`] — on a node: renders a unit file from the
-//!   [`ServiceSpec`] into `/run/systemd/system` (the root is read-only), calls
-//!   `Reload` when it changed, and starts, stops or restarts the unit over
-//!   D-Bus (typed zbus proxies in [`systemd1`]), waiting for the job's
-//!   `JobRemoved` signal instead of polling.
-//! * [`ProcessSupervisor`] — in network namespaces and on machines without
-//!   systemd: runs the service as a child of the agent, restarts it when it
-//!   exits, logs to a file, and never leaves orphans.
-//! * [`FakeSupervisor`] — for unit tests: records calls, injects failures.
-//!
-//! [`AnySupervisor`] dispatches to one of them; [`AnySupervisor::detect`]
-//! picks systemd when the machine was booted with it.
-//!
-//! [`notify_status`] / [`notify_ready`] speak `sd_notify` for the agent's own
-//! `Type=notify` unit.
-//!
-//! Every method is idempotent: starting a running service with the same spec
-//! does nothing; with a changed spec it restarts the service; stopping a
-//! stopped one succeeds.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod error;
