@@ -23,7 +23,7 @@ use crate::node_pki::PkiFiles;
 use crate::peers;
 use crate::run::{now_ms, reported_phase};
 use crate::state::StateDir;
-use crate::status::StatusReport;
+use crate::status::{StatusReport, VipStatus};
 use crate::vip::{self, Vip};
 
 /// The shell's side of the plan: what carrying out its actions needs and
@@ -197,7 +197,9 @@ impl Actions {
                 Err(e) => {
                     tracing::error!("VIP not started: {e:#}");
                     self.report_tx.send_modify(|r| {
-                        r.vip = Some(serde_json::json!({ "error": format!("{e:#}") }));
+                        r.vip = Some(VipStatus::Failed {
+                            error: format!("{e:#}"),
+                        });
                     });
                 }
             }
@@ -266,8 +268,9 @@ impl Actions {
                 tracing::error!("VIP health checks: {e:#}");
             }
             v.set_peers(vip::master_addresses(&disc.peers(now_ms())));
-            let vs = v.status_json();
-            self.report_tx.send_modify(|r| r.vip = Some(vs));
+            let vs = v.status();
+            self.report_tx
+                .send_modify(|r| r.vip = Some(VipStatus::Running(vs)));
         }
         self.report_tx.send_modify(|r| {
             r.phase = shown_phase.to_owned();

@@ -12,8 +12,9 @@
 //!   hands it the latest [`Feed`] through a watch channel and never waits
 //!   for it; the task writes the `kube` section of the status report and
 //!   the state this node announces.
-//! - The token, the CA pin and (masters) the shared CA material are derived
-//!   from the cluster secret ([`kubeadm::DerivedMaterial::derive`]); a
+//! - The token, the CA pin and (masters) the shared CA material come from
+//!   the cluster secret and the cluster PKI [`crate::node_pki`] derived
+//!   once ([`kubeadm::DerivedMaterial::derive`]); a
 //!   worker gets the VIP from its configuration and the masters' addresses
 //!   from authenticated announcements, so nothing secret crosses the wire.
 //! - Join material: masters announce the API endpoint (`<VIP>:<port>`)
@@ -28,6 +29,7 @@
 //! [`master_ips`], [`status_suffix`], [`kubelet_state`]) are pure.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cluster_config::{ClusterConfig, ClusterSecret, Role};
@@ -155,14 +157,19 @@ pub struct DerivedJoin {
     pub token_id: String,
 }
 
-/// Derives [`DerivedJoin`]: the token id and the pin from the secret (the
-/// CA is derived in memory), the endpoint from `network.vip`.
-pub fn derive_join(cfg: &ClusterConfig, secret: &ClusterSecret) -> Result<DerivedJoin, String> {
+/// Derives [`DerivedJoin`]: the token id from the secret, the pin from the
+/// cluster's Kubernetes CA (derived from the secret by
+/// [`crate::node_pki`]), the endpoint from `network.vip`.
+pub fn derive_join(
+    cfg: &ClusterConfig,
+    secret: &ClusterSecret,
+    cluster: &pki::ClusterPki,
+) -> Result<DerivedJoin, String> {
     let vip = cfg
         .network
         .vip
         .ok_or("network.vip is not set: the join endpoint is the VIP")?;
-    let m = DerivedMaterial::derive(secret, &cfg.name, Role::Worker, None)
+    let m = DerivedMaterial::derive(secret, &cfg.name, Role::Worker, cluster, None)
         .map_err(|e| format!("deriving the kubeadm token and CA pin: {e}"))?;
     Ok(DerivedJoin {
         api_endpoint: format!("{}:{}", vip.addr(), cfg.kubernetes.api_port),
@@ -403,6 +410,8 @@ pub struct KubeSetup {
     /// kube-apiserver's etcd client certificate (masters), handed over in
     /// memory by [`crate::node_pki`].
     pub apiserver_etcd_client: Option<pki::Issued>,
+    /// The cluster's CAs, derived once by [`crate::node_pki`].
+    pub cluster_pki: Arc<pki::ClusterPki>,
     /// The local etcd member's client URL.
     pub own_client_url: String,
     /// Where kubeadm's files are (`Paths::node()` on a node).
@@ -446,7 +455,7 @@ impl Kube {
             already_set_up: false,
             ca_pem: String::new(),
             role: setup.cfg.role,
-            derived_join: derive_join(&setup.cfg, &setup.secret),
+            derived_join: derive_join(&setup.cfg, &setup.secret, &setup.cluster_pki),
             join: None,
         };
         // Masters show (and announce) their material from the start.
@@ -693,6 +702,7 @@ fn derive_material(s: &KubeSetup) -> Result<DerivedMaterial, String> {
         &s.secret,
         &s.cfg.name,
         s.cfg.role,
+        &s.cluster_pki,
         apiserver_client.as_ref(),
     )
     .map_err(|e| format!("deriving the kubeadm token and CA material: {e}"))
@@ -1139,6 +1149,12 @@ mod tests {
 
     const SECRET: &str = "kube-wiring-test-secret-0123456789";
 
+    /// The test cluster's PKI (derived once per test: what node_pki hands
+    /// over).
+    fn cluster_pki() -> pki::ClusterPki {
+        pki::ClusterPki::derive(&ClusterSecret::new(SECRET).unwrap(), "kt").unwrap()
+    }
+
     fn setup(root: &std::path::Path, role: &str) -> KubeSetup {
         let cfg = cluster_config::ClusterSpec::from_toml(
             "test",
@@ -1162,6 +1178,7 @@ mod tests {
                 key_pem: String::new(),
             },
             apiserver_etcd_client: None,
+            cluster_pki: Arc::new(cluster_pki()),
             own_client_url: "https://10.0.0.21:2379".into(),
             paths: Paths::under(root),
             systemd: false,
@@ -1206,6 +1223,7 @@ mod tests {
             &ClusterSecret::new(SECRET).unwrap(),
             "kt",
             Role::Worker,
+            &cluster_pki(),
             None,
         )
         .unwrap();
@@ -1476,6 +1494,7 @@ mod tests {
         let own = derive_join(
             &setup(root, "worker").cfg,
             &ClusterSecret::new(SECRET).unwrap(),
+            &cluster_pki(),
         )
         .unwrap();
         let announced = discovery::KubeJoinInfo {
@@ -1585,6 +1604,7 @@ mod tests {
             &ClusterSecret::new(SECRET).unwrap(),
             "kt",
             Role::Worker,
+            &cluster_pki(),
             None,
         )
         .unwrap();

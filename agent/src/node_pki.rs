@@ -1,9 +1,10 @@
-//! The node's PKI: derives the cluster PKI from the cluster secret once,
-//! writes this node's etcd certificates and keys (keys mode 0600) and owns
-//! every file name under the state directory's `pki/` ([`PkiFiles`]).
-//! What other parts need in memory (the agent's etcd client TLS, the
+//! The node's PKI: derives the cluster PKI from the cluster secret once
+//! (the only place the agent does), writes this node's etcd certificates
+//! and keys (keys mode 0600) and owns every file name under the state
+//! directory's `pki/` ([`PkiFiles`]). What other parts need in memory (the
+//! cluster's CAs for the kube phase, the agent's etcd client TLS, the
 //! kube-apiserver's etcd client certificate) is handed over as
-//! [`NodePki`], never read back from disk.
+//! [`NodePki`], never read back from disk or derived again.
 //!
 //! | file                         | what                                        |
 //! |------------------------------|---------------------------------------------|
@@ -15,6 +16,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cluster_config::{ClusterSecret, Role};
@@ -63,6 +65,9 @@ impl PkiFiles {
 /// What the node's PKI hands over in memory.
 #[derive(Clone)]
 pub struct NodePki {
+    /// The cluster's CAs, derived from the secret (every role: a worker
+    /// pins the Kubernetes CA from it).
+    pub cluster: Arc<pki::ClusterPki>,
     /// The agent's etcd client TLS material (empty on workers).
     pub client: ClientTls,
     /// kube-apiserver's etcd client certificate (masters).
@@ -81,7 +86,10 @@ pub fn prepare(
 ) -> Result<NodePki> {
     let cfg = &loaded.config;
     if cfg.role != Role::Master {
+        let cluster = pki::ClusterPki::derive(&loaded.secret, &cfg.name)
+            .context("deriving the cluster PKI")?;
         return Ok(NodePki {
+            cluster: Arc::new(cluster),
             client: ClientTls {
                 ca_pem: String::new(),
                 cert_pem: String::new(),
@@ -145,6 +153,7 @@ pub fn write_pki(
         w(cert, &certs.agent_client.cert_pem, false)?;
         w(key, &certs.agent_client.key_pem, true)?;
     }
+    let pin = cluster_pki.etcd_ca.spki_pin();
     Ok((
         NodePki {
             client: ClientTls {
@@ -153,8 +162,9 @@ pub fn write_pki(
                 key_pem: certs.agent_client.key_pem,
             },
             apiserver_etcd_client: Some(certs.apiserver_client),
+            cluster: Arc::new(cluster_pki),
         },
-        cluster_pki.etcd_ca.spki_pin(),
+        pin,
     ))
 }
 

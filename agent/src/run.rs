@@ -89,6 +89,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             ip,
             tls: ctx.tls.clone(),
             apiserver_etcd_client: node_pki.apiserver_etcd_client.clone(),
+            cluster_pki: node_pki.cluster.clone(),
             own_client_url: ctx.own_client_url(),
             paths: kubeadm::paths::Paths::node(),
             systemd: opts.supervisor == SupervisorKind::Systemd,

@@ -22,6 +22,22 @@ use tokio::sync::watch;
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/kubeboot/agent.sock";
 
+/// The `vip` section of a report (the JSON is the variant's own: untagged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VipStatus {
+    /// The VRRP instance runs: its own status.
+    Running(vrrp::Status),
+    /// The instance could not be started.
+    Failed {
+        /// Why, with its causes.
+        error: String,
+    },
+    /// A form this agent does not know (a report of another version),
+    /// shown as it is.
+    Unknown(serde_json::Value),
+}
+
 /// Everything `agent status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -39,8 +55,9 @@ pub struct StatusReport {
     pub pki: PkiStatus,
     /// etcd.
     pub etcd: EtcdReport,
-    /// The VIP runner's status, once it is wired in (free-form JSON).
-    pub vip: Option<serde_json::Value>,
+    /// The VIP instance's status, once the VIP is started (or why it
+    /// could not start).
+    pub vip: Option<VipStatus>,
     /// The Kubernetes (kubeadm) phase. Absent in reports of agents that
     /// predate it (then: pending).
     #[serde(default)]
@@ -564,14 +581,13 @@ pub fn render(r: &StatusReport) -> String {
         ));
     }
     match &r.vip {
-        // The VRRP instance's own rendering when the value is its status.
-        Some(v) => match serde_json::from_value::<vrrp::Status>(v.clone()) {
-            Ok(st) => line(format!(
-                "vip:       {}",
-                st.to_string().replace('\n', "\n           ")
-            )),
-            Err(_) => line(format!("vip:       {v}")),
-        },
+        // The VRRP instance's own rendering.
+        Some(VipStatus::Running(st)) => line(format!(
+            "vip:       {}",
+            st.to_string().replace('\n', "\n           ")
+        )),
+        Some(VipStatus::Failed { error }) => line(format!("vip:       not started: {error}")),
+        Some(VipStatus::Unknown(v)) => line(format!("vip:       {v}")),
         None => line("vip:       not started".to_owned()),
     }
     let k = &r.kube;
@@ -1100,5 +1116,37 @@ mod tests {
             fetch(&missing).await,
             Err(StatusError::Connect { .. })
         ));
+    }
+    #[test]
+    fn the_vip_section_is_typed_and_keeps_its_wire_form() {
+        let st = vrrp::Status::new("enp0s1", "10.77.0.10/24".parse().unwrap(), 51, 100, 20);
+        let mut r = StatusReport {
+            vip: Some(VipStatus::Running(st.clone())),
+            ..StatusReport::default()
+        };
+        // The instance's own JSON, as qemu-tests and operators read it.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["vip"], serde_json::to_value(&st).unwrap());
+        assert_eq!(v["vip"]["router_id"], 51);
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        assert!(render(&r).contains("vip:       "), "{}", render(&r));
+
+        r.vip = Some(VipStatus::Failed {
+            error: "binding the VRRP socket: permission denied".into(),
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["vip"],
+            serde_json::json!({"error": "binding the VRRP socket: permission denied"})
+        );
+        assert_eq!(serde_json::from_value::<StatusReport>(v).unwrap(), r);
+        assert!(render(&r)
+            .contains("vip:       not started: binding the VRRP socket: permission denied"));
+
+        // Another version's form still reads, and shows as it is.
+        let v = serde_json::json!({"state": "master", "holder": "10.77.0.101"});
+        let other: VipStatus = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(other, VipStatus::Unknown(v));
     }
 }

@@ -257,9 +257,9 @@ impl Vip {
         });
     }
 
-    /// The instance's status as JSON for `agent status`.
-    pub fn status_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.handle.status()).unwrap_or(serde_json::Value::Null)
+    /// The instance's status for `agent status`.
+    pub fn status(&self) -> vrrp::Status {
+        self.handle.status()
     }
 
     /// Graceful stop: a holder advertises priority 0 and keeps the VIP

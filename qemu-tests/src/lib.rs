@@ -267,6 +267,17 @@ pub fn create_disk(path: &Path, size: &str) -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// Kernel command line every guest gets under TCG, after the image's.
+///
+/// `tsc=reliable`: the clocksource watchdog compares the TSC with the HPET
+/// and, when the host preempts a vCPU between the two reads, marks the
+/// TSC unstable and moves the guest to the HPET (seen after 1,989 s in
+/// real-kubeadm run 12: "hpet read-back delay ... marking unstable").
+/// Every clock read is then an emulated MMIO access instead of a vDSO
+/// `rdtsc`, and Go programs (etcd, the kubelet, the control plane) read
+/// the clock constantly. TCG's TSC is the host's, which is stable.
+pub const TCG_CMDLINE: &str = "tsc=reliable";
+
 /// How to start a VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -311,6 +322,8 @@ impl VmConfig {
     /// The QEMU arguments for this configuration (pure).
     pub fn args(&self) -> Vec<String> {
         let mut append = self.image.cmdline.clone();
+        append.push(' ');
+        append.push_str(TCG_CMDLINE);
         if !self.extra_cmdline.is_empty() {
             append.push(' ');
             append.push_str(&self.extra_cmdline);
@@ -772,7 +785,7 @@ mod tests {
                 .to_string()
         ));
         let i = a.iter().position(|x| x == "-append").unwrap();
-        assert_eq!(a[i + 1], "console=ttyS0 quiet");
+        assert_eq!(a[i + 1], "console=ttyS0 tsc=reliable quiet");
     }
 
     #[test]

@@ -14,7 +14,6 @@
 //!          ─Start─▶ Bootstrapping     (decision persisted, no data yet)
 //!          ─Start─▶ Joining           (a join recorded, or bootstrapped before but data lost)
 //!          ─Start─▶ Discovering       (fresh)
-//! Starting/Failed(config) ─ConfigFailed─▶ Failed(config) ─Start─▶ as above
 //! Discovering ─Peers─▶ Bootstrapping  (decide() = Bootstrap: persist decision, start etcd new)
 //!             ─Peers─▶ Joining        (decide() = Join: a peer reports a cluster)
 //! Joining ─Joined─▶ EtcdMember        (persist the join, start etcd existing)
@@ -37,32 +36,18 @@ use super::model::{
 };
 use super::quorum::{self, Decision, Id, PeerFacts, Timing};
 
-/// The agent's phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AgentPhase {
-    /// Loading configuration and identity.
-    Starting,
-    /// Listening for peers, assembling the initial member set.
-    Discovering,
-    /// Decided to bootstrap; etcd started with `new`.
-    Bootstrapping,
-    /// Joining the existing cluster as a learner.
-    Joining,
-    /// etcd runs (learner, or waiting for health).
-    EtcdMember,
-    /// A healthy voting member.
-    Ready,
-    /// Visible failure (bad configuration or a cluster conflict).
-    Failed,
-}
+/// The agent's phase: the one phase type, which discovery also carries
+/// in every announcement (its JSON, kebab-case, is the wire form). It
+/// lives in `discovery`'s pure `message` module, so the core still
+/// imports nothing that does I/O. `Failed` is a cluster conflict here: an
+/// invalid configuration never reaches the plan (`startup::wait_for_config`
+/// reports it and waits for a reload before a plan exists).
+pub use discovery::message::Phase as AgentPhase;
 
 /// Why the plan is failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
-    /// The configuration is invalid or incomplete (fixed by a reload).
-    Config,
     /// A peer belongs to a different etcd cluster (needs an operator).
     Conflict,
 }
@@ -74,11 +59,6 @@ pub enum Event {
     Start {
         /// etcd's `member/` directory exists.
         has_etcd_data: bool,
-    },
-    /// The configuration could not be loaded.
-    ConfigFailed {
-        /// The reason, shown in the status.
-        reason: String,
     },
     /// A discovery snapshot (sent on every change and every interval).
     Peers {
@@ -269,24 +249,7 @@ impl Plan {
         use AgentPhase as P;
         let ignored = Outcome::Ignored { phase: self.phase };
         match (self.phase, event) {
-            // Starting/Failed(config) → Failed(config)
-            (P::Starting, Event::ConfigFailed { reason }) => {
-                self.fail(FailureKind::Config, reason);
-                Outcome::Applied(vec![])
-            }
-            (P::Failed, Event::ConfigFailed { reason })
-                if self.failure == Some(FailureKind::Config) =>
-            {
-                self.detail = reason;
-                Outcome::Applied(vec![])
-            }
             (P::Starting, Event::Start { has_etcd_data }) => self.start(has_etcd_data, now_ms),
-            (P::Failed, Event::Start { has_etcd_data })
-                if self.failure == Some(FailureKind::Config) =>
-            {
-                self.failure = None;
-                self.start(has_etcd_data, now_ms)
-            }
             (P::Discovering, Event::Peers { peers }) => self.discover(&peers, now_ms),
             // Joining → Discovering/Bootstrapping: a node that never was a
             // member re-decides while no attempt runs (the evidence it saw
@@ -1069,30 +1032,6 @@ mod tests {
             ),
             Outcome::Ignored { .. }
         ));
-    }
-
-    #[test]
-    fn config_failure_is_visible_and_recovers_on_reload() {
-        let mut p = Plan::new(node(1), PersistedState::default());
-        p.step(
-            Event::ConfigFailed {
-                reason: "no cluster secret".into(),
-            },
-            0,
-        );
-        assert_eq!(
-            (p.phase, p.failure),
-            (AgentPhase::Failed, Some(FailureKind::Config))
-        );
-        assert_eq!(p.detail, "no cluster secret");
-        p.step(
-            Event::Start {
-                has_etcd_data: false,
-            },
-            10,
-        );
-        assert_eq!(p.phase, AgentPhase::Discovering);
-        assert_eq!(p.failure, None);
     }
 
     #[test]

@@ -1272,23 +1272,25 @@ pub enum DeriveError {
 }
 
 impl DerivedMaterial {
-    /// Derives everything for a node of `role`. Masters pass the
-    /// `apiserver_client` certificate the agent issued for etcd (see
-    /// `pki::etcd_member_certs`); workers pass `None` and get no CA keys.
-    /// A worker computes the pin from the derived CA in memory: it holds
-    /// the cluster secret, so this is authenticated by construction.
+    /// Derives everything for a node of `role` from the cluster PKI the
+    /// agent derived once (`cluster`, from the same `secret`) and the
+    /// secret (the token; on masters the service-account key). Masters
+    /// pass the `apiserver_client` certificate the agent issued for etcd
+    /// (see `pki::etcd_member_certs`); workers pass `None` and get no CA
+    /// keys. A worker computes the pin from the derived CA in memory: it
+    /// holds the cluster secret, so this is authenticated by construction.
     pub fn derive(
         secret: &cluster_config::ClusterSecret,
         cluster_name: &str,
         role: Role,
+        cluster: &pki::ClusterPki,
         apiserver_client: Option<&pki::Issued>,
     ) -> Result<Self, DeriveError> {
-        let cluster = pki::ClusterPki::derive(secret, cluster_name)?;
         let shared_pki = match role {
             Role::Master => {
                 let client = apiserver_client.ok_or(DeriveError::NoApiserverClient)?;
                 let sa = pki::derive_service_account(secret, cluster_name)?;
-                Some(SharedPki::from_cluster(&cluster, &sa, client))
+                Some(SharedPki::from_cluster(cluster, &sa, client))
             }
             Role::Worker => None,
         };
@@ -1352,9 +1354,15 @@ mod tests {
         let cluster = pki::ClusterPki::derive(&secret, "c1").unwrap();
         let certs =
             pki::etcd_member_certs(&cluster.etcd_ca, "m1", &["10.0.0.1".parse().unwrap()]).unwrap();
-        let m = DerivedMaterial::derive(&secret, "c1", Role::Master, Some(&certs.apiserver_client))
-            .unwrap();
-        let w = DerivedMaterial::derive(&secret, "c1", Role::Worker, None).unwrap();
+        let m = DerivedMaterial::derive(
+            &secret,
+            "c1",
+            Role::Master,
+            &cluster,
+            Some(&certs.apiserver_client),
+        )
+        .unwrap();
+        let w = DerivedMaterial::derive(&secret, "c1", Role::Worker, &cluster, None).unwrap();
         assert_eq!(m.token, w.token);
         assert_eq!(m.pin, w.pin);
         assert_eq!(w.ca_crt, cluster.kubernetes_ca.cert_pem);
@@ -1368,7 +1376,7 @@ mod tests {
             certs.apiserver_client.cert_pem
         );
         assert!(matches!(
-            DerivedMaterial::derive(&secret, "c1", Role::Master, None),
+            DerivedMaterial::derive(&secret, "c1", Role::Master, &cluster, None),
             Err(DeriveError::NoApiserverClient)
         ));
     }

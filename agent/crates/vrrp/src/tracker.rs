@@ -5,7 +5,10 @@
 //! check passes on a 2xx answer whose body contains `expect_body` (when
 //! set), within `timeout`. A check's verdict turns to *failing* after
 //! `fall` consecutive failures and back to *passing* after `rise`
-//! consecutive successes; it starts *failing*.
+//! consecutive successes; it starts *failing*. A check that only timed
+//! out (the server is there but busy) falls after `slow_fall`
+//! consecutive failures instead, when that is larger: see
+//! [`CheckSpec::apiserver_readyz`].
 //!
 //! A failing check lowers the node's priority by its weight (for example
 //! the local API server's `/readyz`). Quorum is **not** a tracked verdict:
@@ -61,6 +64,9 @@ pub struct CheckSpec {
     pub timeout: Duration,
     /// Consecutive failures that make the verdict failing.
     pub fall: u32,
+    /// Consecutive failures that make the verdict failing when every one
+    /// of them was a timeout ([`Outcome::Slow`]); `fall` when smaller.
+    pub slow_fall: u32,
     /// Consecutive successes that make it passing again.
     pub rise: u32,
     /// Substring the body must contain.
@@ -72,14 +78,22 @@ pub struct CheckSpec {
 impl CheckSpec {
     /// The local API server check, `GET https://127.0.0.1:{port}/readyz`
     /// expecting `ok`, lowering the priority by `weight` while it fails
-    /// (every 2 s, 5 s timeout, fall 3, rise 2). A stopped API server
-    /// refuses the connection at once and leaves the rotation after three
-    /// checks (~6 s); the 5 s timeout (keepalived's default connect timeout)
+    /// (every 2 s, 5 s timeout, fall 3, slow fall 10, rise 2). A stopped
+    /// API server refuses the connection at once and leaves the rotation
+    /// after three checks (~6 s); so does one answering an error (not
+    /// ready: 500). The 5 s timeout (keepalived's default connect timeout)
     /// keeps a busy but working one in: with a 1 s timeout, a master
     /// starting its control plane under TCG failed the check for minutes
-    /// and the VIP stayed on a node with no API server at all. (The
-    /// keepalived configuration of kubeadm's HA guide checks every 3 s and
-    /// falls after 10.)
+    /// and the VIP stayed on a node with no API server at all.
+    ///
+    /// Only timeouts in a row take ten checks (`slow_fall`, at least 50 s,
+    /// the fall of the keepalived check in kubeadm's HA guide): a busy API
+    /// server still serves what reaches it, and moving the VIP to another
+    /// master cuts every connection through the VIP for a master that is
+    /// usually no less busy. In real-kubeadm run 12 the two ready masters'
+    /// checks timed out in streaks of 8 s to 2.5 min while a third joined
+    /// through the VIP, the VIP moved five times in six minutes, and the
+    /// join failed on requests cut short.
     pub fn apiserver_readyz(port: u16, weight: u8, tls: TlsFiles) -> Self {
         CheckSpec {
             name: "apiserver".to_owned(),
@@ -88,6 +102,7 @@ impl CheckSpec {
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
             fall: 3,
+            slow_fall: 10,
             rise: 2,
             expect_body: Some("ok".to_owned()),
             tls,
@@ -95,23 +110,48 @@ impl CheckSpec {
     }
 }
 
+/// The result of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered as expected within the timeout.
+    Pass,
+    /// Refused, failed or answered wrong: the service is down or broken.
+    Fail,
+    /// No answer within the timeout: busy, or hung.
+    Slow,
+}
+
 /// Fall/rise counting for one check. Pure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     fall: u32,
+    slow_fall: u32,
     rise: u32,
     passing: bool,
     streak: u32,
+    /// [`Outcome::Fail`]s in the current failure streak.
+    hard: u32,
 }
 
 impl Verdict {
-    /// A verdict that starts failing.
+    /// A verdict that starts failing; timeouts fall after `fall` too.
     pub fn new(fall: u32, rise: u32) -> Self {
+        Verdict::with_slow_fall(fall, fall, rise)
+    }
+
+    /// A verdict that starts failing and, while passing, falls after
+    /// `fall` consecutive failures of which at least one was a
+    /// [`Outcome::Fail`], or after `slow_fall` consecutive timeouts (at
+    /// least `fall`).
+    pub fn with_slow_fall(fall: u32, slow_fall: u32, rise: u32) -> Self {
+        let fall = fall.max(1);
         Verdict {
-            fall: fall.max(1),
+            fall,
+            slow_fall: slow_fall.max(fall),
             rise: rise.max(1),
             passing: false,
             streak: 0,
+            hard: 0,
         }
     }
 
@@ -121,16 +161,26 @@ impl Verdict {
     }
 
     /// Records one result; returns true when the verdict flipped.
-    pub fn record(&mut self, success: bool) -> bool {
+    pub fn record(&mut self, outcome: Outcome) -> bool {
+        let success = outcome == Outcome::Pass;
         if success == self.passing {
             self.streak = 0;
+            self.hard = 0;
             return false;
         }
         self.streak += 1;
-        let needed = if success { self.rise } else { self.fall };
+        if outcome == Outcome::Fail {
+            self.hard += 1;
+        }
+        let needed = match (success, self.hard > 0) {
+            (true, _) => self.rise,
+            (false, true) => self.fall,
+            (false, false) => self.slow_fall,
+        };
         if self.streak >= needed {
             self.passing = success;
             self.streak = 0;
+            self.hard = 0;
             return true;
         }
         false
@@ -149,17 +199,17 @@ impl TrackerState {
         TrackerState {
             checks: specs
                 .iter()
-                .map(|s| (s.role, Verdict::new(s.fall, s.rise)))
+                .map(|s| (s.role, Verdict::with_slow_fall(s.fall, s.slow_fall, s.rise)))
                 .collect(),
         }
     }
 
     /// Records check `index`'s result; returns true when its verdict
     /// flipped. An out-of-range index is ignored.
-    pub fn record(&mut self, index: usize, success: bool) -> bool {
+    pub fn record(&mut self, index: usize, outcome: Outcome) -> bool {
         self.checks
             .get_mut(index)
-            .is_some_and(|(_, v)| v.record(success))
+            .is_some_and(|(_, v)| v.record(outcome))
     }
 
     /// The penalty is the sum of the failing weights; the tracker never
@@ -270,22 +320,34 @@ fn client(spec: &CheckSpec) -> Result<reqwest::Client, TrackerError> {
     http_client(&spec.name, spec.timeout, &spec.tls)
 }
 
-async fn probe(client: &reqwest::Client, spec: &CheckSpec) -> Result<(), String> {
-    let resp = client
-        .get(&spec.url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+/// One check: its outcome, and why when it did not pass.
+async fn probe(client: &reqwest::Client, spec: &CheckSpec) -> (Outcome, Option<String>) {
+    let transport = |e: reqwest::Error| {
+        let outcome = if e.is_timeout() {
+            Outcome::Slow
+        } else {
+            Outcome::Fail
+        };
+        (outcome, Some(e.to_string()))
+    };
+    let resp = match client.get(&spec.url).send().await {
+        Ok(r) => r,
+        Err(e) => return transport(e),
+    };
     let status = resp.status();
-    let body = resp.text().await.map_err(|e| e.to_string())?;
+    let body = match resp.text().await {
+        Ok(b) => b,
+        Err(e) => return transport(e),
+    };
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        return (Outcome::Fail, Some(format!("HTTP {status}")));
     }
     match &spec.expect_body {
-        Some(want) if !body.contains(want.as_str()) => {
-            Err(format!("body does not contain {want:?}"))
-        }
-        _ => Ok(()),
+        Some(want) if !body.contains(want.as_str()) => (
+            Outcome::Fail,
+            Some(format!("body does not contain {want:?}")),
+        ),
+        _ => (Outcome::Pass, None),
     }
 }
 
@@ -309,7 +371,7 @@ pub fn spawn(specs: Vec<CheckSpec>) -> Result<Tracker, TrackerError> {
     let clients = specs.iter().map(client).collect::<Result<Vec<_>, _>>()?;
     let mut state = TrackerState::new(&specs);
     let (tx, rx) = watch::channel(state.health());
-    let (results_tx, mut results) = mpsc::channel::<(usize, bool)>(16);
+    let (results_tx, mut results) = mpsc::channel::<(usize, Outcome)>(16);
     let mut tasks = JoinSet::new();
     for (index, (spec, client)) in specs.clone().into_iter().zip(clients).enumerate() {
         let results_tx = results_tx.clone();
@@ -318,11 +380,11 @@ pub fn spawn(specs: Vec<CheckSpec>) -> Result<Tracker, TrackerError> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let outcome = probe(&client, &spec).await;
-                if let Err(why) = &outcome {
-                    tracing::debug!(check = %spec.name, url = %spec.url, %why, "check failed");
+                let (outcome, why) = probe(&client, &spec).await;
+                if let Some(why) = &why {
+                    tracing::debug!(check = %spec.name, url = %spec.url, ?outcome, %why, "check failed");
                 }
-                if results_tx.send((index, outcome.is_ok())).await.is_err() {
+                if results_tx.send((index, outcome)).await.is_err() {
                     return;
                 }
             }
@@ -330,8 +392,9 @@ pub fn spawn(specs: Vec<CheckSpec>) -> Result<Tracker, TrackerError> {
     }
     drop(results_tx);
     tasks.spawn(async move {
-        while let Some((index, ok)) = results.recv().await {
-            if state.record(index, ok) {
+        while let Some((index, outcome)) = results.recv().await {
+            if state.record(index, outcome) {
+                let ok = outcome == Outcome::Pass;
                 let name = specs.get(index).map(|s| s.name.as_str()).unwrap_or("?");
                 tracing::info!(check = name, passing = ok, "check verdict changed");
                 let health = state.health();
@@ -353,24 +416,64 @@ mod tests {
     fn verdict_needs_rise_successes_and_fall_failures() {
         let mut v = Verdict::new(3, 2);
         assert!(!v.passing());
-        assert!(!v.record(true));
-        assert!(v.record(true), "second success flips to passing");
+        assert!(!v.record(Outcome::Pass));
+        assert!(v.record(Outcome::Pass), "second success flips to passing");
         assert!(v.passing());
-        assert!(!v.record(false));
-        assert!(!v.record(false));
+        assert!(!v.record(Outcome::Fail));
+        assert!(!v.record(Outcome::Fail));
         // A success in between resets the count.
-        assert!(!v.record(true));
-        assert!(!v.record(false));
-        assert!(!v.record(false));
-        assert!(v.record(false), "third consecutive failure flips");
+        assert!(!v.record(Outcome::Pass));
+        assert!(!v.record(Outcome::Fail));
+        assert!(!v.record(Outcome::Fail));
+        assert!(v.record(Outcome::Fail), "third consecutive failure flips");
         assert!(!v.passing());
+    }
+
+    #[test]
+    fn timeouts_alone_fall_after_slow_fall_and_one_hard_failure_after_fall() {
+        let mut v = Verdict::with_slow_fall(3, 10, 2);
+        v.record(Outcome::Pass);
+        assert!(v.record(Outcome::Pass));
+        // Nine timeouts in a row: still passing (a busy server).
+        for _ in 0..9 {
+            assert!(!v.record(Outcome::Slow));
+        }
+        assert!(v.record(Outcome::Slow), "the tenth timeout flips");
+        assert!(!v.passing());
+        // Back up, then timeouts mixed with one refusal: `fall` counts
+        // the whole streak once a hard failure is in it.
+        v.record(Outcome::Pass);
+        assert!(v.record(Outcome::Pass));
+        assert!(!v.record(Outcome::Slow));
+        assert!(!v.record(Outcome::Fail));
+        assert!(
+            v.record(Outcome::Slow),
+            "third failure with a refusal in it"
+        );
+        // A success resets the hard count too.
+        v.record(Outcome::Pass);
+        assert!(v.record(Outcome::Pass));
+        assert!(!v.record(Outcome::Fail));
+        assert!(!v.record(Outcome::Pass));
+        for _ in 0..9 {
+            assert!(!v.record(Outcome::Slow));
+        }
+        assert!(v.record(Outcome::Slow));
+        // slow_fall below fall acts as fall; new() times out like it fails.
+        let mut w = Verdict::with_slow_fall(3, 1, 1);
+        assert!(w.record(Outcome::Pass));
+        assert!(!w.record(Outcome::Slow));
+        assert!(!w.record(Outcome::Slow));
+        assert!(w.record(Outcome::Slow));
+        let spec = CheckSpec::apiserver_readyz(6443, 50, TlsFiles::default());
+        assert_eq!((spec.fall, spec.slow_fall), (3, 10));
     }
 
     #[test]
     fn zero_fall_or_rise_acts_as_one() {
         let mut v = Verdict::new(0, 0);
-        assert!(v.record(true));
-        assert!(v.record(false));
+        assert!(v.record(Outcome::Pass));
+        assert!(v.record(Outcome::Fail));
     }
 
     #[test]
@@ -392,7 +495,7 @@ mod tests {
                 penalty: 255
             }
         );
-        s.record(1, true);
+        s.record(1, Outcome::Pass);
         assert_eq!(
             s.health(),
             Health {
@@ -400,9 +503,9 @@ mod tests {
                 penalty: 50
             }
         );
-        s.record(0, true);
+        s.record(0, Outcome::Pass);
         assert_eq!(s.health(), Health::OK);
-        assert!(!s.record(9, true), "unknown index ignored");
+        assert!(!s.record(9, Outcome::Pass), "unknown index ignored");
     }
 
     #[test]

@@ -445,6 +445,46 @@ fn tcpdump_adverts_parse() {
     assert!(common::watch::parse_tcpdump("listening on br0, link-type EN10MB").is_none());
 }
 
+/// Seed 1093 of the first 100-seed run: the holder (node 2) was cut for
+/// 0.74 s and put back on a side without quorum; it kept the VIP under its
+/// lease and resigned 2.2 s after the cut, as designed, but its adverts
+/// were invisible during the cut and the first one after it counted as a
+/// new claim. A silence while the node's own link is down is not one; the
+/// same silence with the link up still is.
+#[test]
+fn an_advert_silence_while_the_link_was_cut_is_not_a_new_claim() {
+    use common::watch::{Advert, Sample};
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let addrs: Vec<Ipv4Addr> = (1..=3).map(|i| Ipv4Addr::new(10, 77, 0, i)).collect();
+    let judge_with = |moved: fn(&mut Topology)| {
+        let mut tl = Timeline::new(t0, Topology::healthy(3));
+        let mut lost = Topology::healthy(3);
+        moved(&mut lost);
+        tl.push(ms(1000), lost, "node 2 loses quorum", false);
+        // Back on a bridge alone: still no quorum.
+        let mut alone = Topology::healthy(3);
+        alone.nodes[2].bridge = 1;
+        tl.push(ms(1700), alone, "node 2 alone", true);
+        let samples: Vec<Sample> = (0..100)
+            .map(|k| Sample {
+                at: ms(20 * k),
+                holders: 1 << 2,
+            })
+            .collect();
+        let adverts = [900, 1900].map(|at| Advert {
+            at: ms(at),
+            src: addrs[2],
+            priority: 100,
+        });
+        judge(&tl, &samples, &adverts, &addrs, bounds(), t0, ms(2000))
+    };
+    let cut = judge_with(|t| t.nodes[2].link = false);
+    assert!(cut.clean(), "{}", cut.summary());
+    let moved = judge_with(|t| t.nodes[2].bridge = 1);
+    assert_eq!(moved.minority_claims.len(), 1, "{}", moved.summary());
+}
+
 /// One cluster at a time: timing is judged, and the host has two cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

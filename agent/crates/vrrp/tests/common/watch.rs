@@ -405,6 +405,17 @@ impl Timeline {
         Some(self.events[k].0)
     }
 
+    /// Node `i`'s link was down (cut, or the node dead) at some moment
+    /// in `[from, to]`: its adverts could not reach the capture then.
+    pub fn link_down_between(&self, i: usize, from: SystemTime, to: SystemTime) -> bool {
+        self.events[self.index_at(from)..=self.index_at(to)]
+            .iter()
+            .any(|(_, topo, ..)| {
+                let s = &topo.nodes[i];
+                !s.link || s.dead
+            })
+    }
+
     /// The last merge at or before `t`.
     pub fn last_merge(&self, t: SystemTime) -> Option<SystemTime> {
         self.events[..=self.index_at(t)]
@@ -449,7 +460,10 @@ pub struct Bounds {
     /// Two holders on the majority's side are tolerated this long after a
     /// merge (two masters meet; the lower one yields on the first advert).
     pub merge_settle: Duration,
-    /// Silence after which an advert starts a new mastership.
+    /// Silence after which an advert starts a new mastership (unless the
+    /// node's own link was down during the silence: its adverts were
+    /// sent but reached no capture, and the samples judge whether it
+    /// kept holding).
     pub advert_gap: Duration,
 }
 
@@ -594,7 +608,9 @@ pub fn judge(
             ));
         }
         let starts = prev.is_none_or(|p| {
-            p.priority == 0 || a.at.duration_since(p.at).unwrap_or_default() > b.advert_gap
+            p.priority == 0
+                || (a.at.duration_since(p.at).unwrap_or_default() > b.advert_gap
+                    && !tl.link_down_between(i, p.at, a.at))
         });
         if starts && held > b.claim_slack {
             v.minority_claims.push(format!(
