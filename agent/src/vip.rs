@@ -28,17 +28,41 @@ use kubeadm::VipHealth;
 use tokio::sync::watch;
 use vrrp::Health;
 
-/// How much a failing local `/readyz` lowers this master's VRRP priority
-/// (floored at 1 by `vrrp`): enough that a master with a working API server
-/// (default priority 100) wins the VIP over one without.
+/// How much a failing local `/readyz` (refused, or an error such as 500
+/// not ready) lowers this master's VRRP priority (floored at 1 by `vrrp`):
+/// enough that a master with a working API server (default priority 100)
+/// wins the VIP over one without.
 pub const APISERVER_WEIGHT: u8 = 50;
+
+/// How much a *slow* local `/readyz` (only timeouts, ten in a row; see
+/// [`vrrp::CheckSpec::apiserver_readyz`]) lowers the priority: a busy API
+/// server still serves, so it ranks just below an answering one and above
+/// every standby master.
+pub const APISERVER_SLOW_WEIGHT: u8 = 10;
 
 /// How much lower a standby master ranks (no control plane and not
 /// building one: waiting for init, joining, retrying; see
 /// [`kubeadm::VipHealth`]) than one with a control plane or running
-/// `kubeadm init`, on top of the `/readyz` weight: a tie-breaker below
-/// [`APISERVER_WEIGHT`], so a master whose API answers still wins.
-pub const STANDBY_WEIGHT: u8 = 10;
+/// `kubeadm init`, on top of the `/readyz` weight. The order, from the
+/// default priority 100:
+///
+/// | master                          | priority |
+/// |---------------------------------|----------|
+/// | control plane, `/readyz` passes | 100      |
+/// | control plane, `/readyz` slow   | 90       |
+/// | standby, `/readyz` passes       | 80       |
+/// | standby, `/readyz` slow         | 70       |
+/// | control plane, `/readyz` fails  | 50       |
+/// | standby, `/readyz` fails        | 30       |
+///
+/// A joining master's own API server answers before its join is done; in
+/// real-kubeadm run 13 (standby weight 10 then) it took the VIP from the
+/// two joined masters whose checks timed out, then lost it when its API
+/// answered 500, back and forth, while its own join went through the VIP.
+/// A standby master with an API that answers still wins over a control
+/// plane whose API is down (refused or failing), so a join can go on when
+/// the joined masters' API servers are gone.
+pub const STANDBY_WEIGHT: u8 = 20;
 
 /// The `/readyz` check and the standby weight handed to the combiner.
 type ApiHealth = Option<(watch::Receiver<Health>, u8)>;
@@ -220,6 +244,7 @@ impl Vip {
                 let check = vrrp::CheckSpec::apiserver_readyz(
                     api_port,
                     APISERVER_WEIGHT,
+                    APISERVER_SLOW_WEIGHT,
                     vrrp::TlsFiles {
                         ca: Some(ca),
                         cert: None,
@@ -312,6 +337,24 @@ mod tests {
             combine(Some(Health::OK), STANDBY_WEIGHT).penalty,
             STANDBY_WEIGHT
         );
+        // The whole order of STANDBY_WEIGHT's table, from priority 100.
+        let priority = |api_penalty: u8, standby: bool| {
+            let api = Health {
+                quorum: true,
+                penalty: api_penalty,
+            };
+            let extra = if standby { STANDBY_WEIGHT } else { 0 };
+            100 - i32::from(combine(Some(api), extra).penalty)
+        };
+        let order = [
+            priority(0, false),
+            priority(APISERVER_SLOW_WEIGHT, false),
+            priority(0, true),
+            priority(APISERVER_SLOW_WEIGHT, true),
+            priority(APISERVER_WEIGHT, false),
+            priority(APISERVER_WEIGHT, true),
+        ];
+        assert_eq!(order, [100, 90, 80, 70, 50, 30]);
         // Whatever the API check says about quorum, it is not its call.
         assert!(combine(Some(Health::NO_QUORUM), 0).quorum);
     }

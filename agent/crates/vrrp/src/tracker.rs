@@ -5,10 +5,10 @@
 //! check passes on a 2xx answer whose body contains `expect_body` (when
 //! set), within `timeout`. A check's verdict turns to *failing* after
 //! `fall` consecutive failures and back to *passing* after `rise`
-//! consecutive successes; it starts *failing*. A check that only timed
-//! out (the server is there but busy) falls after `slow_fall`
-//! consecutive failures instead, when that is larger: see
-//! [`CheckSpec::apiserver_readyz`].
+//! consecutive successes; it starts *failing*. A check that only times
+//! out (the server is there but busy) turns *slow* instead, after
+//! `slow_fall` consecutive timeouts, and costs its `slow_weight`: see
+//! [`Verdict`] and [`CheckSpec::apiserver_readyz`].
 //!
 //! A failing check lowers the node's priority by its weight (for example
 //! the local API server's `/readyz`). Quorum is **not** a tracked verdict:
@@ -64,9 +64,12 @@ pub struct CheckSpec {
     pub timeout: Duration,
     /// Consecutive failures that make the verdict failing.
     pub fall: u32,
-    /// Consecutive failures that make the verdict failing when every one
-    /// of them was a timeout ([`Outcome::Slow`]); `fall` when smaller.
+    /// Consecutive timeouts ([`Outcome::Slow`]) that make a passing
+    /// check slow ([`Standing::Slow`]); `fall` when smaller.
     pub slow_fall: u32,
+    /// How much a slow check lowers the priority (instead of its
+    /// weight). Equal to the weight: slow counts as failing.
+    pub slow_weight: u8,
     /// Consecutive successes that make it passing again.
     pub rise: u32,
     /// Substring the body must contain.
@@ -87,14 +90,15 @@ impl CheckSpec {
     /// and the VIP stayed on a node with no API server at all.
     ///
     /// Only timeouts in a row take ten checks (`slow_fall`, at least 50 s,
-    /// the fall of the keepalived check in kubeadm's HA guide): a busy API
-    /// server still serves what reaches it, and moving the VIP to another
-    /// master cuts every connection through the VIP for a master that is
-    /// usually no less busy. In real-kubeadm run 12 the two ready masters'
-    /// checks timed out in streaks of 8 s to 2.5 min while a third joined
-    /// through the VIP, the VIP moved five times in six minutes, and the
-    /// join failed on requests cut short.
-    pub fn apiserver_readyz(port: u16, weight: u8, tls: TlsFiles) -> Self {
+    /// the fall of the keepalived check in kubeadm's HA guide) and then
+    /// cost `slow_weight` instead of `weight`: a busy API server still
+    /// serves what reaches it, and moving the VIP to another master cuts
+    /// every connection through the VIP for a master that is usually no
+    /// less busy. In real-kubeadm run 12 the two ready masters' checks
+    /// timed out in streaks of 8 s to 2.5 min while a third joined through
+    /// the VIP, the VIP moved five times in six minutes, and the join
+    /// failed on requests cut short.
+    pub fn apiserver_readyz(port: u16, weight: u8, slow_weight: u8, tls: TlsFiles) -> Self {
         CheckSpec {
             name: "apiserver".to_owned(),
             url: format!("https://127.0.0.1:{port}/readyz"),
@@ -103,6 +107,7 @@ impl CheckSpec {
             timeout: Duration::from_secs(5),
             fall: 3,
             slow_fall: 10,
+            slow_weight,
             rise: 2,
             expect_body: Some("ok".to_owned()),
             tls,
@@ -121,16 +126,38 @@ pub enum Outcome {
     Slow,
 }
 
+/// Where a check stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Passing.
+    Passing,
+    /// Failing on timeouts only: the service is there but busy (or hung).
+    Slow,
+    /// Failing: refused, broken or answering errors.
+    Failing,
+}
+
 /// Fall/rise counting for one check. Pure.
+///
+/// - passing → slow after `slow_fall` consecutive timeouts;
+/// - passing → failing after `fall` consecutive misses with at least one
+///   [`Outcome::Fail`] among them;
+/// - slow → failing after `fall` consecutive [`Outcome::Fail`]s;
+/// - slow or failing → passing after `rise` consecutive passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     fall: u32,
     slow_fall: u32,
     rise: u32,
-    passing: bool,
-    streak: u32,
-    /// [`Outcome::Fail`]s in the current failure streak.
+    standing: Standing,
+    /// Consecutive passes.
+    passes: u32,
+    /// Consecutive misses (timeouts or failures).
+    misses: u32,
+    /// [`Outcome::Fail`]s among the current misses.
     hard: u32,
+    /// Consecutive [`Outcome::Fail`]s.
+    fails: u32,
 }
 
 impl Verdict {
@@ -139,58 +166,70 @@ impl Verdict {
         Verdict::with_slow_fall(fall, fall, rise)
     }
 
-    /// A verdict that starts failing and, while passing, falls after
-    /// `fall` consecutive failures of which at least one was a
-    /// [`Outcome::Fail`], or after `slow_fall` consecutive timeouts (at
-    /// least `fall`).
+    /// A verdict that starts failing, with `slow_fall` (at least `fall`)
+    /// consecutive timeouts to turn a passing check slow.
     pub fn with_slow_fall(fall: u32, slow_fall: u32, rise: u32) -> Self {
         let fall = fall.max(1);
         Verdict {
             fall,
             slow_fall: slow_fall.max(fall),
             rise: rise.max(1),
-            passing: false,
-            streak: 0,
+            standing: Standing::Failing,
+            passes: 0,
+            misses: 0,
             hard: 0,
+            fails: 0,
         }
     }
 
     /// Whether the check counts as passing.
     pub fn passing(&self) -> bool {
-        self.passing
+        self.standing == Standing::Passing
     }
 
-    /// Records one result; returns true when the verdict flipped.
+    /// Where the check stands.
+    pub fn standing(&self) -> Standing {
+        self.standing
+    }
+
+    /// Records one result; returns true when the standing changed.
     pub fn record(&mut self, outcome: Outcome) -> bool {
-        let success = outcome == Outcome::Pass;
-        if success == self.passing {
-            self.streak = 0;
-            self.hard = 0;
-            return false;
+        match outcome {
+            Outcome::Pass => {
+                self.passes += 1;
+                (self.misses, self.hard, self.fails) = (0, 0, 0);
+            }
+            Outcome::Slow => {
+                self.passes = 0;
+                self.misses += 1;
+                self.fails = 0;
+            }
+            Outcome::Fail => {
+                self.passes = 0;
+                self.misses += 1;
+                self.hard += 1;
+                self.fails += 1;
+            }
         }
-        self.streak += 1;
-        if outcome == Outcome::Fail {
-            self.hard += 1;
-        }
-        let needed = match (success, self.hard > 0) {
-            (true, _) => self.rise,
-            (false, true) => self.fall,
-            (false, false) => self.slow_fall,
+        let next = match self.standing {
+            Standing::Slow | Standing::Failing if self.passes >= self.rise => Standing::Passing,
+            Standing::Passing if self.hard > 0 && self.misses >= self.fall => Standing::Failing,
+            Standing::Passing if self.hard == 0 && self.misses >= self.slow_fall => Standing::Slow,
+            Standing::Slow if self.fails >= self.fall => Standing::Failing,
+            s => s,
         };
-        if self.streak >= needed {
-            self.passing = success;
-            self.streak = 0;
-            self.hard = 0;
-            return true;
-        }
-        false
+        let changed = next != self.standing;
+        self.standing = next;
+        changed
     }
 }
 
 /// Verdicts of all checks, and the [`Health`] they add up to. Pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackerState {
-    checks: Vec<(CheckRole, Verdict)>,
+    /// Per check: its role, its weight while [`Standing::Slow`], its
+    /// verdict.
+    checks: Vec<(CheckRole, u8, Verdict)>,
 }
 
 impl TrackerState {
@@ -199,9 +238,17 @@ impl TrackerState {
         TrackerState {
             checks: specs
                 .iter()
-                .map(|s| (s.role, Verdict::with_slow_fall(s.fall, s.slow_fall, s.rise)))
+                .map(|s| {
+                    let verdict = Verdict::with_slow_fall(s.fall, s.slow_fall, s.rise);
+                    (s.role, s.slow_weight, verdict)
+                })
                 .collect(),
         }
+    }
+
+    /// Where check `index` stands (`None`: no such check).
+    pub fn standing(&self, index: usize) -> Option<Standing> {
+        self.checks.get(index).map(|(_, _, v)| v.standing())
     }
 
     /// Records check `index`'s result; returns true when its verdict
@@ -209,18 +256,20 @@ impl TrackerState {
     pub fn record(&mut self, index: usize, outcome: Outcome) -> bool {
         self.checks
             .get_mut(index)
-            .is_some_and(|(_, v)| v.record(outcome))
+            .is_some_and(|(_, _, v)| v.record(outcome))
     }
 
-    /// The penalty is the sum of the failing weights; the tracker never
+    /// The penalty is the sum of the failing checks' weights (a slow
+    /// check's slow weight); the tracker never
     /// vetoes quorum (see the module docs).
     pub fn health(&self) -> Health {
         let penalty = self
             .checks
             .iter()
-            .filter_map(|(r, v)| match r {
-                CheckRole::Weight(w) if !v.passing() => Some(u32::from(*w)),
-                _ => None,
+            .map(|(r, slow, v)| match (r, v.standing()) {
+                (_, Standing::Passing) => 0,
+                (CheckRole::Weight(_), Standing::Slow) => u32::from(*slow),
+                (CheckRole::Weight(w), Standing::Failing) => u32::from(*w),
             })
             .sum::<u32>()
             .min(255) as u8;
@@ -394,9 +443,9 @@ pub fn spawn(specs: Vec<CheckSpec>) -> Result<Tracker, TrackerError> {
     tasks.spawn(async move {
         while let Some((index, outcome)) = results.recv().await {
             if state.record(index, outcome) {
-                let ok = outcome == Outcome::Pass;
                 let name = specs.get(index).map(|s| s.name.as_str()).unwrap_or("?");
-                tracing::info!(check = name, passing = ok, "check verdict changed");
+                let standing = state.standing(index);
+                tracing::info!(check = name, ?standing, "check verdict changed");
                 let health = state.health();
                 tx.send_replace(health);
             }
@@ -430,43 +479,77 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_alone_fall_after_slow_fall_and_one_hard_failure_after_fall() {
+    fn timeouts_alone_make_a_check_slow_and_refusals_make_it_fail() {
+        use Outcome::*;
         let mut v = Verdict::with_slow_fall(3, 10, 2);
-        v.record(Outcome::Pass);
-        assert!(v.record(Outcome::Pass));
+        assert_eq!(v.standing(), Standing::Failing);
+        v.record(Pass);
+        assert!(v.record(Pass));
         // Nine timeouts in a row: still passing (a busy server).
         for _ in 0..9 {
-            assert!(!v.record(Outcome::Slow));
+            assert!(!v.record(Slow));
         }
-        assert!(v.record(Outcome::Slow), "the tenth timeout flips");
+        assert!(v.record(Slow), "the tenth timeout turns it slow");
+        assert_eq!(v.standing(), Standing::Slow);
         assert!(!v.passing());
-        // Back up, then timeouts mixed with one refusal: `fall` counts
-        // the whole streak once a hard failure is in it.
-        v.record(Outcome::Pass);
-        assert!(v.record(Outcome::Pass));
-        assert!(!v.record(Outcome::Slow));
-        assert!(!v.record(Outcome::Fail));
-        assert!(
-            v.record(Outcome::Slow),
-            "third failure with a refusal in it"
-        );
-        // A success resets the hard count too.
-        v.record(Outcome::Pass);
-        assert!(v.record(Outcome::Pass));
-        assert!(!v.record(Outcome::Fail));
-        assert!(!v.record(Outcome::Pass));
-        for _ in 0..9 {
-            assert!(!v.record(Outcome::Slow));
+        // Slow, then the server dies: three refusals in a row fail it.
+        assert!(!v.record(Fail));
+        assert!(!v.record(Slow), "a timeout breaks the run of refusals");
+        assert!(!v.record(Fail));
+        assert!(!v.record(Fail));
+        assert!(v.record(Fail));
+        assert_eq!(v.standing(), Standing::Failing);
+        // Failing stays failing on timeouts until it passes `rise` times.
+        for _ in 0..20 {
+            assert!(!v.record(Slow));
         }
-        assert!(v.record(Outcome::Slow));
-        // slow_fall below fall acts as fall; new() times out like it fails.
+        v.record(Pass);
+        assert!(v.record(Pass));
+        assert!(v.passing());
+        // From passing, misses with one refusal among them fail after `fall`.
+        assert!(!v.record(Slow));
+        assert!(!v.record(Fail));
+        assert!(v.record(Slow), "third miss with a refusal in it");
+        assert_eq!(v.standing(), Standing::Failing);
+        // Slow, then passes: back to passing after `rise`.
+        v.record(Pass);
+        v.record(Pass);
+        for _ in 0..10 {
+            v.record(Slow);
+        }
+        assert_eq!(v.standing(), Standing::Slow);
+        assert!(!v.record(Pass));
+        assert!(v.record(Pass));
+        assert!(v.passing());
+        // A pass in between resets the run of misses.
+        assert!(!v.record(Fail));
+        assert!(!v.record(Pass));
+        for _ in 0..9 {
+            assert!(!v.record(Slow));
+        }
+        assert!(v.record(Slow));
+        // slow_fall below fall acts as fall; new() treats timeouts alike.
         let mut w = Verdict::with_slow_fall(3, 1, 1);
-        assert!(w.record(Outcome::Pass));
-        assert!(!w.record(Outcome::Slow));
-        assert!(!w.record(Outcome::Slow));
-        assert!(w.record(Outcome::Slow));
-        let spec = CheckSpec::apiserver_readyz(6443, 50, TlsFiles::default());
-        assert_eq!((spec.fall, spec.slow_fall), (3, 10));
+        assert!(w.record(Pass));
+        assert!(!w.record(Slow));
+        assert!(!w.record(Slow));
+        assert!(w.record(Slow));
+        let spec = CheckSpec::apiserver_readyz(6443, 50, 10, TlsFiles::default());
+        assert_eq!((spec.fall, spec.slow_fall, spec.slow_weight), (3, 10, 10));
+    }
+
+    #[test]
+    fn a_slow_check_costs_its_slow_weight() {
+        let mut spec = CheckSpec::apiserver_readyz(6443, 50, 10, TlsFiles::default());
+        (spec.fall, spec.slow_fall, spec.rise) = (1, 1, 1);
+        let mut s = TrackerState::new(&[spec]);
+        assert_eq!(s.health().penalty, 50, "starts failing");
+        s.record(0, Outcome::Pass);
+        assert_eq!(s.health(), Health::OK);
+        s.record(0, Outcome::Slow);
+        assert_eq!(s.standing(0), Some(Standing::Slow));
+        assert_eq!(s.health().penalty, 10);
+        assert_eq!(s.standing(3), None);
     }
 
     #[test]
@@ -479,7 +562,7 @@ mod tests {
     #[test]
     fn health_adds_up_the_failing_weights_and_never_vetoes_quorum() {
         let tls = TlsFiles::default();
-        let mut api = CheckSpec::apiserver_readyz(6443, 50, tls.clone());
+        let mut api = CheckSpec::apiserver_readyz(6443, 50, 50, tls.clone());
         api.rise = 1;
         api.fall = 1;
         assert_eq!(api.url, "https://127.0.0.1:6443/readyz");
@@ -515,7 +598,7 @@ mod tests {
 
     #[test]
     fn half_identity_refused() {
-        let mut spec = CheckSpec::apiserver_readyz(6443, 50, TlsFiles::default());
+        let mut spec = CheckSpec::apiserver_readyz(6443, 50, 50, TlsFiles::default());
         spec.tls.cert = Some("/nonexistent/cert.pem".into());
         assert!(matches!(
             client(&spec),
@@ -545,7 +628,7 @@ mod tests {
                 s.write_all(resp.as_bytes()).await.unwrap();
             }
         });
-        let mut spec = CheckSpec::apiserver_readyz(6443, 50, TlsFiles::default());
+        let mut spec = CheckSpec::apiserver_readyz(6443, 50, 50, TlsFiles::default());
         spec.url = format!("http://{addr}/readyz");
         let c = client(&spec).unwrap();
         assert_eq!(probe(&c, &spec).await, Ok(()));

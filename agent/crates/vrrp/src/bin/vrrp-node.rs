@@ -125,7 +125,8 @@ fn checks(args: &Args) -> Vec<CheckSpec> {
     let tls = tls(args);
     let mut out = Vec::new();
     if let Some(url) = &args.readyz {
-        let mut c = CheckSpec::apiserver_readyz(6443, args.weight, tls);
+        // Slow counts as failing here (slow weight = weight).
+        let mut c = CheckSpec::apiserver_readyz(6443, args.weight, args.weight, tls);
         c.url = url.clone();
         c.role = CheckRole::Weight(args.weight);
         out.push(c);
