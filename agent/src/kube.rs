@@ -308,8 +308,13 @@ pub fn kubelet_state(s: &ServiceState) -> KubeletState {
     }
 }
 
-/// Timeout of one Kubernetes API request (Node reads).
-pub const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of one Kubernetes API request (Node reads: the worker's proof
+/// and host-gw's routes). 30 s: in real-kubeadm run 14 a joined master's
+/// `GET /api/v1/nodes` on its own busy API server took longer than the
+/// 5 s this was, every time for 25 minutes, so host-gw never wrote that
+/// node's CNI configuration and the node stayed NotReady (`cni plugin not
+/// initialized`); a `kubectl get nodes` through the VIP took 30-60 s then.
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The agent's probe: the kubelet's unit state over D-Bus (when the agent
 /// runs under systemd), the local `/readyz` (masters), and the proof of a

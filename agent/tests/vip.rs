@@ -14,9 +14,10 @@ use common::{dump, runtime, wait_for, Agent, Net, SECRET};
 const CLUSTER: &str = "viptest";
 const VIP: &str = "10.77.0.100";
 
-/// The VIP section of an agent's status, when it runs.
+/// The VIP section of an agent's status, when it runs, in its wire form
+/// (what operators and the QEMU tests read).
 fn vip(a: &Agent, rt: &tokio::runtime::Runtime) -> Option<serde_json::Value> {
-    a.status(rt)?.vip
+    serde_json::to_value(a.status(rt)?.vip?).ok()
 }
 
 fn holders(agents: &[Agent], rt: &tokio::runtime::Runtime) -> Vec<usize> {

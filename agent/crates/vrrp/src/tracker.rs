@@ -631,11 +631,28 @@ mod tests {
         let mut spec = CheckSpec::apiserver_readyz(6443, 50, 50, TlsFiles::default());
         spec.url = format!("http://{addr}/readyz");
         let c = client(&spec).unwrap();
-        assert_eq!(probe(&c, &spec).await, Ok(()));
-        let err = probe(&c, &spec).await.unwrap_err();
-        assert!(err.contains("\"ok\""), "{err}");
+        assert_eq!(probe(&c, &spec).await, (Outcome::Pass, None));
+        let (outcome, why) = probe(&c, &spec).await;
+        assert_eq!(outcome, Outcome::Fail);
+        let why = why.unwrap_or_default();
+        assert!(why.contains("\"ok\""), "{why}");
         server.await.unwrap();
         // Nothing listens any more: connection refused is a failure.
-        assert!(probe(&c, &spec).await.is_err());
+        assert_eq!(probe(&c, &spec).await.0, Outcome::Fail);
+
+        // A server that accepts and never answers: a timeout, slow.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (s, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(s);
+        });
+        spec.url = format!("http://{addr}/readyz");
+        spec.timeout = Duration::from_millis(300);
+        let c = client(&spec).unwrap();
+        let (outcome, why) = probe(&c, &spec).await;
+        assert_eq!(outcome, Outcome::Slow, "{why:?}");
+        hold.abort();
     }
 }
