@@ -1137,6 +1137,17 @@ fn the_config_credential_is_toml_the_agent_reads() {
             cluster_config::Addon::KubeProxy
         ]
     );
+    // Every control-plane component's probes are patched, by name.
+    for target in cluster_config::PATCH_TARGETS {
+        let containers = cfg.kubernetes.patches[target]["spec"]["containers"]
+            .as_array()
+            .unwrap();
+        assert_eq!(containers[0]["name"].as_str(), Some(target));
+        assert_eq!(
+            containers[0]["livenessProbe"]["timeoutSeconds"].as_integer(),
+            Some(60)
+        );
+    }
     assert!(cfg.kubernetes.ignore_preflight_errors.is_empty());
     let none = config_fragment("host-gw", &[], 2);
     let cfg = read(&none);

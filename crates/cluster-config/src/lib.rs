@@ -313,6 +313,15 @@ pub struct KubernetesSpec {
     pub controller_manager_args: Option<BTreeMap<String, String>>,
     /// Extra kube-scheduler flags (`scheduler.extraArgs`).
     pub scheduler_args: Option<BTreeMap<String, String>>,
+    /// Strategic-merge patches to the control-plane static pods kubeadm
+    /// writes (kubeadm's `patches.directory`), keyed by component:
+    /// `kube-apiserver`, `kube-controller-manager` or `kube-scheduler`.
+    /// Each is a TOML table with the shape of a Pod, for example
+    /// `[[kubernetes.patches.kube-apiserver.spec.containers]]` with
+    /// `name = "kube-apiserver"` and `livenessProbe = { timeoutSeconds = 60 }`
+    /// to let a slow machine's API server answer its probes later than
+    /// kubeadm's 15 s. Default: none.
+    pub patches: Option<BTreeMap<String, toml::Table>>,
     /// How long, after `kubeadm init`/`join` exited 0, the node's own API
     /// server (masters) or its Node (workers) may take to answer before
     /// the step counts as failed, is reset and retried (default 180 s).
@@ -423,9 +432,20 @@ pub struct Kubernetes {
     pub controller_manager_args: BTreeMap<String, String>,
     /// Extra kube-scheduler flags (empty: none).
     pub scheduler_args: BTreeMap<String, String>,
+    /// Strategic-merge patches to the control-plane static pods, by
+    /// component (one of [`PATCH_TARGETS`]; empty: none).
+    pub patches: BTreeMap<String, toml::Table>,
     /// The proof's bound after kubeadm exited 0, seconds.
     pub proof_timeout_s: u64,
 }
+
+/// The components `[kubernetes.patches]` may patch: kubeadm's static pod
+/// patch targets on a cluster with an external etcd.
+pub const PATCH_TARGETS: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 
 /// Default of `[kubernetes] proof_timeout_s`.
 pub const DEFAULT_KUBE_PROOF_TIMEOUT_S: u64 = 180;
@@ -525,6 +545,7 @@ impl ClusterSpec {
                     &self.kubernetes.scheduler_args,
                     &over.kubernetes.scheduler_args,
                 ),
+                patches: pick(&self.kubernetes.patches, &over.kubernetes.patches),
                 proof_timeout_s: pick(
                     &self.kubernetes.proof_timeout_s,
                     &over.kubernetes.proof_timeout_s,
@@ -715,6 +736,7 @@ impl ClusterSpec {
                 .clone()
                 .unwrap_or_default(),
             scheduler_args: self.kubernetes.scheduler_args.clone().unwrap_or_default(),
+            patches: self.kubernetes.patches.clone().unwrap_or_default(),
             proof_timeout_s: self
                 .kubernetes
                 .proof_timeout_s
@@ -746,6 +768,19 @@ impl ClusterSpec {
                     ),
                 ));
             }
+        }
+        if let Some(bad) = kubernetes
+            .patches
+            .keys()
+            .find(|t| !PATCH_TARGETS.contains(&t.as_str()))
+        {
+            return Err(invalid(
+                "kubernetes.patches",
+                format!(
+                    "{bad:?} is not a component kubeadm patches here (one of {})",
+                    PATCH_TARGETS.join(", ")
+                ),
+            ));
         }
         if let Some(bad) = kubernetes
             .ignore_preflight_errors
@@ -1147,5 +1182,34 @@ mod tests {
             let id = derive_router_id(name);
             assert!(id >= 1);
         }
+    }
+
+    /// `[kubernetes.patches]` takes tables for the three control-plane
+    /// components and refuses any other target, naming it.
+    #[test]
+    fn static_pod_patches_parse_and_refuse_unknown_components() {
+        let parse = |k: &str| {
+            ClusterSpec::from_toml("t", &format!("role = \"master\"\n{k}\n"))
+                .unwrap()
+                .validate()
+        };
+        assert!(parse("").unwrap().kubernetes.patches.is_empty());
+        let c = parse(
+            "[kubernetes.patches.kube-scheduler.spec]\npriority = 5\n\
+             [kubernetes.patches.kube-apiserver.metadata]\nlabels = { a = \"b\" }\n",
+        )
+        .unwrap();
+        let targets: Vec<&str> = c.kubernetes.patches.keys().map(String::as_str).collect();
+        assert_eq!(targets, ["kube-apiserver", "kube-scheduler"]);
+        assert_eq!(
+            c.kubernetes.patches["kube-scheduler"]["spec"]["priority"].as_integer(),
+            Some(5)
+        );
+        let e = parse("[kubernetes.patches.etcd.spec]\npriority = 5\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("kubernetes.patches") && text.contains("\"etcd\""),
+            "{text}"
+        );
     }
 }

@@ -45,6 +45,9 @@ pub struct InitConfiguration {
     /// Phases to skip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip_phases: Vec<String>,
+    /// Patches to the static pod manifests kubeadm writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patches: Option<Patches>,
     /// Timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
@@ -114,9 +117,22 @@ pub struct JoinConfiguration {
     /// Phases to skip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip_phases: Vec<String>,
+    /// Patches to the static pod manifests kubeadm writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patches: Option<Patches>,
     /// Timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+}
+
+/// `Patches` (v1beta3 and v1beta4): a directory of
+/// `target[suffix][+patchtype].extension` files kubeadm applies to the
+/// manifests it writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Patches {
+    /// The directory.
+    pub directory: String,
 }
 
 /// A bootstrap token entry of `InitConfiguration.bootstrapTokens`.

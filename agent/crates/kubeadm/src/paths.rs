@@ -44,6 +44,11 @@ pub const KUBELET_CONFIG: &str = "var/lib/kubelet/config.yaml";
 /// it holds the bootstrap token).
 pub const KUBEADM_CONFIG_DIR: &str = "var/lib/kubeboot/kubeadm";
 
+/// A file of the rendered configuration directory, as kubeadm sees it.
+pub fn config_path(name: &str) -> String {
+    format!("{}/{name}", standard(KUBEADM_CONFIG_DIR))
+}
+
 /// The absolute path on a node of a root-relative constant.
 pub fn standard(rel: &str) -> String {
     format!("/{rel}")

@@ -41,7 +41,7 @@ use crate::decide::{self, Backoff, InitView, PhaseState, RetryState, Setup, Step
 use crate::election::{self, ElectionError};
 use crate::image::{self, ImageError, ImageVerdict, IMAGE_KUBERNETES_PATH};
 use crate::outcome::KubeadmRun;
-use crate::paths::{standard, Paths, ADMIN_CONF, KUBEADM_CONFIG_DIR};
+use crate::paths::{standard, Paths, ADMIN_CONF};
 use crate::pki_files::SharedPki;
 use crate::proof::{self, NodeIdentity, ProofFact, ProofRecord, ProvenStep};
 use crate::render::{KubeadmInputs, RenderError, CRI_SOCKET};
@@ -242,10 +242,7 @@ pub struct KubeContext {
 /// (under [`config_path`]'s directory), when the shipped one differs.
 pub const CNI_MANIFEST_COPY: &str = "cni.yaml";
 
-/// The rendered configuration file, as kubeadm sees it.
-pub fn config_path(name: &str) -> String {
-    format!("{}/{name}", standard(KUBEADM_CONFIG_DIR))
-}
+pub use crate::paths::config_path;
 
 /// The kube phase reconciler.
 pub struct KubePhase<R: KubeadmRunner, P: Probe = NoProbe> {
@@ -1124,14 +1121,35 @@ impl<R: KubeadmRunner, P: Probe> KubePhase<R, P> {
                     .map_err(|e| StepError::Transient(e.to_string()))?;
             }
         }
+        // The patches of this attempt only: a patch dropped from the
+        // configuration must not linger in kubeadm's directory.
+        let patches_dir = self.paths.config_file(crate::render::PATCHES_DIR);
+        match std::fs::remove_dir_all(&patches_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StepError::Transient(format!(
+                    "removing the old kubeadm patches {}: {e}",
+                    patches_dir.display()
+                )))
+            }
+        }
+        let mut files = vec![FileSpec {
+            path: self.paths.config_file(file),
+            contents: text,
+            mode: 0o600,
+        }];
+        if *step != Step::JoinWorker {
+            files.extend(inputs.patch_files().into_iter().map(|p| FileSpec {
+                path: patches_dir.join(p.name),
+                contents: p.contents,
+                mode: 0o644,
+            }));
+        }
         let inv = Invocation {
             program: Program::Kubeadm,
             args,
-            files: vec![FileSpec {
-                path: self.paths.config_file(file),
-                contents: text,
-                mode: 0o600,
-            }],
+            files,
             redact,
         };
         let command = inv.display();

@@ -22,8 +22,8 @@ use thiserror::Error;
 
 use crate::api::*;
 use crate::paths::{
-    standard, APISERVER_ETCD_CLIENT_CRT, APISERVER_ETCD_CLIENT_KEY, ETCD_CA_CRT, PKI_DIR,
-    VOLUME_PLUGIN_DIR,
+    config_path, standard, APISERVER_ETCD_CLIENT_CRT, APISERVER_ETCD_CLIENT_KEY, ETCD_CA_CRT,
+    PKI_DIR, VOLUME_PLUGIN_DIR,
 };
 use crate::pin::CaPin;
 use crate::token::{go_duration, BootstrapToken, TOKEN_DESCRIPTION};
@@ -101,6 +101,22 @@ pub struct KubeadmInputs {
     /// Extra flags of the control-plane components (`[kubernetes]
     /// apiserver_args`, `controller_manager_args`, `scheduler_args`).
     pub control_plane_args: ControlPlaneArgs,
+    /// Strategic-merge patches of the control-plane static pods
+    /// (`[kubernetes.patches]`), component to the patch as JSON.
+    pub patches: BTreeMap<String, String>,
+}
+
+/// Where the agent writes `[kubernetes.patches]` for kubeadm
+/// (`patches.directory`), one `<component>+strategic.json` file each.
+pub const PATCHES_DIR: &str = "patches";
+
+/// A patch file: its name in [`PATCHES_DIR`] and its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchFile {
+    /// `<component>+strategic.json`.
+    pub name: String,
+    /// The patch (JSON, which kubeadm reads as YAML).
+    pub contents: String,
 }
 
 /// Extra flags of the control-plane components, flag name (without `--`)
@@ -171,6 +187,20 @@ impl KubeadmInputs {
                 controller_manager: cfg.kubernetes.controller_manager_args.clone(),
                 scheduler: cfg.kubernetes.scheduler_args.clone(),
             },
+            patches: cfg
+                .kubernetes
+                .patches
+                .iter()
+                .map(|(target, patch)| {
+                    serde_json::to_string(patch)
+                        .map(|json| (target.clone(), json))
+                        .map_err(|e| {
+                            RenderError::Input(format!(
+                                "kubernetes.patches.{target}: not expressible as JSON: {e}"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -265,6 +295,25 @@ impl KubeadmInputs {
         }
     }
 
+    /// `patches.directory`, when there are patches.
+    fn patches_dir(&self) -> Option<Patches> {
+        (!self.patches.is_empty()).then(|| Patches {
+            directory: config_path(PATCHES_DIR),
+        })
+    }
+
+    /// The patch files kubeadm reads from [`PATCHES_DIR`] (none for a
+    /// worker: kubeadm writes no static pod there).
+    pub fn patch_files(&self) -> Vec<PatchFile> {
+        self.patches
+            .iter()
+            .map(|(target, json)| PatchFile {
+                name: format!("{target}+strategic.json"),
+                contents: json.clone(),
+            })
+            .collect()
+    }
+
     /// The `InitConfiguration` of the init node.
     pub fn init_configuration(&self) -> InitConfiguration {
         InitConfiguration {
@@ -284,6 +333,7 @@ impl KubeadmInputs {
                 .iter()
                 .map(|a| a.init_phase().to_owned())
                 .collect(),
+            patches: self.patches_dir(),
             timeouts: Some(self.timeouts(true, false)),
         }
     }
@@ -365,6 +415,7 @@ impl KubeadmInputs {
                 local_api_endpoint: self.local_endpoint(),
             }),
             skip_phases: Vec::new(),
+            patches: self.patches_dir().filter(|_| control_plane),
             timeouts: Some(self.timeouts(control_plane, true)),
         }
     }
@@ -637,6 +688,7 @@ pub(crate) mod tests {
             skip_addons: Vec::new(),
             cni: CniMode::Auto,
             control_plane_args: ControlPlaneArgs::default(),
+            patches: BTreeMap::new(),
         }
     }
 
@@ -1039,5 +1091,54 @@ pub(crate) mod tests {
         let plain = cluster_doc(&base);
         assert!(plain.get("scheduler").is_none());
         assert!(plain["apiServer"].get("extraArgs").is_none());
+    }
+
+    /// `[kubernetes.patches]` become one `<component>+strategic.json` file
+    /// each and `patches.directory` in the init and control-plane join
+    /// documents (both API versions), never in a worker's; without
+    /// patches there is no `patches` field (the goldens).
+    #[test]
+    fn static_pod_patches_from_the_cluster_configuration() {
+        let cfg = cluster_config::ClusterSpec::from_toml(
+            "t",
+            "role = \"master\"\n[network]\nvip = \"10.77.0.10/24\"\n\
+             [[kubernetes.patches.kube-apiserver.spec.containers]]\n\
+             name = \"kube-apiserver\"\n\
+             livenessProbe = { timeoutSeconds = 60, failureThreshold = 30 }\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        for version in ["v1.31.4", "v1.24.0-alpha.1"] {
+            let i = from_config(&cfg, Some(version));
+            let files = i.patch_files();
+            assert_eq!(files.len(), 1);
+            assert_eq!(files[0].name, "kube-apiserver+strategic.json");
+            let patch: serde_json::Value = serde_json::from_str(&files[0].contents).unwrap();
+            assert_eq!(
+                patch["spec"]["containers"][0]["livenessProbe"]["timeoutSeconds"],
+                60
+            );
+            assert_eq!(patch["spec"]["containers"][0]["name"], "kube-apiserver");
+            let dir = serde_yaml_ng::Value::from(config_path(PATCHES_DIR));
+            for text in [
+                i.render_init().unwrap(),
+                i.render_join_control_plane().unwrap(),
+            ] {
+                let first = &split_docs(&text)[0];
+                let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(first).unwrap();
+                assert_eq!(doc["patches"]["directory"], dir, "{version}: {first}");
+            }
+            let worker = i.render_join_worker().unwrap();
+            assert!(!worker.contains("patches"), "{worker}");
+        }
+        let base = inputs(1);
+        assert!(base.patch_files().is_empty());
+        for text in [
+            base.render_init().unwrap(),
+            base.render_join_control_plane().unwrap(),
+        ] {
+            assert!(!text.contains("patches"), "{text}");
+        }
     }
 }

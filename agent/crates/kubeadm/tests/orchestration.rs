@@ -71,6 +71,7 @@ fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
         skip_addons: vec![],
         cni: cluster_config::CniMode::Auto,
         control_plane_args: Default::default(),
+        patches: Default::default(),
     }
 }
 
