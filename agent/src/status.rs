@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use kubeadm::hostgw::HostGwReport;
 use kubeadm::outcome::KubeadmRun;
-use kubeadm::phase::{ApiHealth, KubeletState};
-use kubeadm::PhaseState;
+pub use kubeadm::phase::{ApiHealth, KubeletState};
+pub use kubeadm::PhaseState;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -294,6 +294,43 @@ impl KubeReport {
     fn started(&self) -> bool {
         !matches!(self.phase, PhaseState::Pending | PhaseState::Skipped { .. })
             && self.error.is_none()
+    }
+
+    /// This node's facts under the `kube:` line of [`render`]: init node,
+    /// joined, kubelet, API server, images.
+    pub fn node_line(&self) -> String {
+        let init = match (&self.init_node, self.is_init_node) {
+            (_, true) => "this node".to_owned(),
+            (Some(id), false) => id.get(..6).unwrap_or(id).to_owned(),
+            (None, false) => "-".to_owned(),
+        };
+        format!(
+            "init node {init}, {}, kubelet {}, API server {}{}",
+            if self.joined { "joined" } else { "not joined" },
+            kubelet_name(self.kubelet),
+            api_health_text(&self.api_server),
+            match self.images_imported {
+                None => "",
+                Some(true) => ", images imported",
+                Some(false) => ", images not imported yet",
+            }
+        )
+    }
+
+    /// One line for progress output (the QEMU harness): [`Self::summary`],
+    /// then [`Self::node_line`] once the phase has started.
+    pub fn progress(&self) -> String {
+        let summary = self.summary(&[]);
+        if self.started() {
+            format!("{summary}; {}", self.node_line())
+        } else {
+            summary
+        }
+    }
+
+    /// kubeadm init/join is proven on this node and its kubelet runs.
+    pub fn node_ready(&self) -> bool {
+        self.phase == PhaseState::Ready && self.joined && self.kubelet == KubeletState::Active
     }
 }
 
@@ -593,22 +630,7 @@ pub fn render(r: &StatusReport) -> String {
     let k = &r.kube;
     line(format!("kube:      {}", k.summary(&r.discovery.peers)));
     if k.started() {
-        let init = match (&k.init_node, k.is_init_node) {
-            (_, true) => "this node".to_owned(),
-            (Some(id), false) => id.get(..6).unwrap_or(id).to_owned(),
-            (None, false) => "-".to_owned(),
-        };
-        line(format!(
-            "  init node {init}, {}, kubelet {}, API server {}{}",
-            if k.joined { "joined" } else { "not joined" },
-            kubelet_name(k.kubelet),
-            api_health_text(&k.api_server),
-            match k.images_imported {
-                None => "",
-                Some(true) => ", images imported",
-                Some(false) => ", images not imported yet",
-            }
-        ));
+        line(format!("  {}", k.node_line()));
         for l in k.detail_lines() {
             line(format!("  {l}"));
         }

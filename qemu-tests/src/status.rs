@@ -136,162 +136,11 @@ pub struct EtcdReport {
     pub error: Option<String>,
 }
 
-/// The kube phase's state (`agent status` `kube.phase`): `state` is
-/// `pending`, `skipped`, `waiting-for-init`, `initialising`, `joining`,
-/// `retrying` or `ready`; the other fields belong to one state each.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct KubePhaseReport {
-    /// The state.
-    pub state: String,
-    /// `skipped`: why (the image's reason).
-    pub reason: Option<String>,
-    /// `waiting-for-init`: the init node's id.
-    pub init_node: Option<String>,
-    /// `retrying`: consecutive failures.
-    pub failures: Option<u64>,
-    /// `retrying`: the last error.
-    pub last_error: Option<String>,
-    /// `retrying`: seconds to the next attempt.
-    pub next_attempt_in_s: Option<u64>,
-}
-
-/// The local API server's health (`kube.api_server`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct ApiServerReport {
-    /// `unknown`, `not-applicable` (workers), `ready`, `not-ready`.
-    pub health: String,
-    /// `not-ready`: why.
-    pub reason: Option<String>,
-}
-
-/// The join material a node uses (`kube.join`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct JoinReport {
-    /// `<VIP>:6443`.
-    pub api_endpoint: String,
-    /// `sha256:<hex>` of the Kubernetes CA's SubjectPublicKeyInfo.
-    pub ca_pin: String,
-    /// The bootstrap token's id.
-    pub token_id: String,
-    /// `discovery` (workers) or `derived` (masters).
-    pub source: String,
-}
-
-/// The kube phase as the agent reports it (`kube` section), every field
-/// defaulted.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct KubeReport {
-    /// Where the phase is.
-    pub phase: KubePhaseReport,
-    /// While pending: what it waits for.
-    pub waiting_for: Option<String>,
-    /// A configuration error that stops the phase.
-    pub error: Option<String>,
-    /// The elected init node's id (masters).
-    pub init_node: Option<String>,
-    /// This node is the init node.
-    pub is_init_node: bool,
-    /// kubeadm init/join completed on this node.
-    pub joined: bool,
-    /// The kubelet unit: `unknown`, `active`, `inactive`, `failed`.
-    pub kubelet: String,
-    /// The local API server.
-    pub api_server: ApiServerReport,
-    /// The join material.
-    pub join: Option<JoinReport>,
-    /// Why a worker refuses the announced join material.
-    pub join_error: Option<String>,
-    /// Whether the image's control-plane images were imported into
-    /// containerd (reported by agents that have the field; `None` from
-    /// the others).
-    pub images_imported: Option<bool>,
-    /// The last kubeadm init/join (the proven one on a ready node).
-    pub kubeadm: Option<KubeadmRunReport>,
-    /// What proved the init/join (ready nodes).
-    pub proven: Option<String>,
-    /// The pod network: `manifest <path>`, `host-gw` or `none`.
-    pub cni: Option<String>,
-    /// The host-gw pod network on this node.
-    pub host_gw: Option<HostGwReport>,
-}
-
-/// One kubeadm init/join run (`kube.kubeadm`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct KubeadmRunReport {
-    /// The command line (token redacted).
-    pub command: String,
-    /// It exited 0.
-    pub succeeded: bool,
-    /// The phase that failed.
-    pub failed_phase: Option<String>,
-    /// kubeadm's error.
-    pub error: Option<String>,
-    /// Its warnings.
-    pub warnings: Vec<String>,
-}
-
-/// The host-gw pod network (`kube.host_gw`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default)]
-pub struct HostGwReport {
-    /// This node's pod CIDR.
-    pub pod_cidr: Option<String>,
-    /// Its routes to the other nodes' pods (`<cidr> via <ip>`).
-    pub routes: Vec<String>,
-    /// The last error.
-    pub error: Option<String>,
-}
-
-impl KubeReport {
-    /// One line for progress output: the state and its detail, then
-    /// joined/kubelet/API server once they say something. Pure.
-    pub fn summary(&self) -> String {
-        let p = &self.phase;
-        let mut s = if p.state.is_empty() {
-            "not reported".to_owned()
-        } else {
-            p.state.clone()
-        };
-        if let Some(r) = &p.reason {
-            s += &format!(": {r}");
-        }
-        if let Some(n) = &p.init_node {
-            s += &format!(" (init node {n})");
-        }
-        if let (Some(f), Some(e)) = (p.failures, &p.last_error) {
-            s += &format!(" ({f} failures, last: {e})");
-        }
-        if let Some(w) = &self.waiting_for {
-            s += &format!(" (waiting for {w})");
-        }
-        if let Some(e) = &self.error {
-            s += &format!(" (error: {e})");
-        }
-        if p.state != "skipped" && p.state != "pending" && !p.state.is_empty() {
-            s += &format!(
-                "; {}{}, kubelet {}, API server {}",
-                if self.joined { "joined" } else { "not joined" },
-                if self.is_init_node { ", init node" } else { "" },
-                if self.kubelet.is_empty() {
-                    "?"
-                } else {
-                    &self.kubelet
-                },
-                if self.api_server.health.is_empty() {
-                    "?"
-                } else {
-                    &self.api_server.health
-                },
-            );
-        }
-        s
-    }
-}
+/// The kube section, as the agent's own type: the harness tests the agent
+/// of its own checkout, so its decisions (ready, joined, kubelet, API
+/// server) read the agent's typed report, and its progress lines are the
+/// agent's words ([`KubeReport::progress`]).
+pub use agent::status::{ApiHealth, JoinSource, KubeReport, KubeletState, PhaseState};
 
 /// The report's kube section, `None` from agents without one (or when it
 /// does not parse as [`KubeReport`]).
@@ -519,7 +368,7 @@ mod tests {
         // A line as the 99432dd agent writes it, plus a field no agent has
         // yet: the kube section lands in `other`, unknown fields are
         // ignored, and rendering shows the section.
-        let line = br#"{"phase":"ready","detail":"voting member 1 of cluster 2","node":{"id":"ab","name":"master-ab","role":"master","addresses":["10.77.0.101"],"future":1},"config":{"ok":true},"discovery":{"mode":"multicast","peers":[],"accepted":3,"rejected":{"bad-mac":2},"proposal":[]},"pki":{"ready":true,"etcd_ca_pin":"sha256:x","error":null},"etcd":{"running":true,"cluster_id":"2","member_id":"1","leader":"1","learner":false,"members":[{"id":"1","name":"m","peer_urls":[],"learner":false,"healthy":true}],"error":null},"vip":{"state":"master","holder":"10.77.0.101","vip":"10.77.0.10/24"},"kube":{"phase":{"state":"skipped","reason":"built with --without-kubernetes"},"joined":false,"api_server":{"health":"unknown"}},"next":{"x":[1]}}"#;
+        let line = br#"{"phase":"ready","detail":"voting member 1 of cluster 2","node":{"id":"ab","name":"master-ab","role":"master","addresses":["10.77.0.101"],"future":1},"config":{"ok":true},"discovery":{"mode":"multicast","peers":[],"accepted":3,"rejected":{"bad-mac":2},"proposal":[]},"pki":{"ready":true,"etcd_ca_pin":"sha256:x","error":null},"etcd":{"running":true,"cluster_id":"2","member_id":"1","leader":"1","learner":false,"members":[{"id":"1","name":"m","peer_urls":[],"learner":false,"healthy":true}],"error":null},"vip":{"state":"master","holder":"10.77.0.101","vip":"10.77.0.10/24"},"kube":{"phase":{"state":"skipped","reason":"built with --without-kubernetes"},"joined":false,"kubelet":"unknown","api_server":{"health":"unknown"}},"next":{"x":[1]}}"#;
         let r: StatusReport = serde_json::from_slice(line).unwrap();
         assert_eq!(r.node.addresses, ["10.77.0.101"]);
         assert_eq!(r.discovery.rejected["bad-mac"], 2);
@@ -528,12 +377,13 @@ mod tests {
         assert_eq!(r.other["kube"]["phase"]["state"], "skipped");
         assert!(r.other.contains_key("next"));
         let k = kube(&r).unwrap();
-        assert_eq!(k.phase.state, "skipped");
         assert_eq!(
-            k.phase.reason.as_deref(),
-            Some("built with --without-kubernetes")
+            k.phase,
+            PhaseState::Skipped {
+                reason: "built with --without-kubernetes".into()
+            }
         );
-        assert_eq!(k.summary(), "skipped: built with --without-kubernetes");
+        assert_eq!(k.progress(), "skipped: built with --without-kubernetes");
         // A report from an agent without most sections still parses.
         let old: StatusReport = serde_json::from_slice(br#"{"phase":"starting"}"#).unwrap();
         assert_eq!(old.phase, "starting");
@@ -547,18 +397,20 @@ mod tests {
         let k = kube(&r).unwrap();
         assert!(k.joined && k.is_init_node);
         assert_eq!(k.init_node.as_deref(), Some("ab12"));
-        assert_eq!(k.api_server.health, "ready");
-        assert_eq!(k.join.as_ref().unwrap().source, "derived");
+        assert_eq!(k.api_server, ApiHealth::Ready);
+        assert_eq!(k.join.as_ref().unwrap().source, JoinSource::Derived);
         assert_eq!(k.images_imported, None);
+        assert!(k.node_ready());
         assert_eq!(
-            k.summary(),
-            "ready; joined, init node, kubelet active, API server ready"
+            k.progress(),
+            "ready; init node this node, joined, kubelet active, API server ready"
         );
         let retrying = br#"{"kube":{"phase":{"state":"retrying","failures":2,"last_error":"kubeadm init: exit 1","next_attempt_in_s":20},"joined":false,"kubelet":"inactive","api_server":{"health":"not-ready","reason":"connection refused"}}}"#;
         let r: StatusReport = serde_json::from_slice(retrying).unwrap();
         assert_eq!(
-            kube(&r).unwrap().summary(),
-            "retrying (2 failures, last: kubeadm init: exit 1); not joined, kubelet inactive, API server not-ready"
+            kube(&r).unwrap().progress(),
+            "retrying in 20 s after 2 failures: kubeadm init: exit 1; init node -, not joined, \
+             kubelet inactive, API server not ready (connection refused)"
         );
         let none: StatusReport = serde_json::from_slice(br#"{"phase":"ready"}"#).unwrap();
         assert_eq!(kube(&none), None);

@@ -455,7 +455,7 @@ fn three_masters_assemble_and_survive_faults() {
                 refs.iter()
                     .map(|n| {
                         let k = status::kube(&snap.get(*n)?.as_ref()?.report)?;
-                        (k.phase.state != "pending").then(|| (n.to_string(), k))
+                        (k.phase != status::PhaseState::Pending).then(|| (n.to_string(), k))
                     })
                     .collect::<Option<BTreeMap<_, _>>>()
             },
@@ -463,10 +463,13 @@ fn three_masters_assemble_and_survive_faults() {
         .or_panic("kube phase on the masters");
     for (name, k) in &kube {
         assert!(
-            k.phase.state == "skipped" && k.phase.reason.as_deref() == Some(master_reason.as_str()),
+            k.phase
+                == status::PhaseState::Skipped {
+                    reason: master_reason.clone()
+                },
             "{name}: kube phase {:?}: the image has no Kubernetes, so it must be skipped \
              with the image's reason {master_reason:?}",
-            k.summary()
+            k.progress()
         );
     }
     tl.log(format!(

@@ -67,7 +67,7 @@ use qemu_tests::cluster::{
     reap_abandoned, Cluster, ClusterOptions, Role, API_PORT, KUBEADM_MEMORY_MIB, VIP,
 };
 use qemu_tests::net::Network;
-use qemu_tests::status::{self, KubeReport, Reading};
+use qemu_tests::status::{self, ApiHealth, JoinSource, KubeReport, PhaseState, Reading};
 use qemu_tests::{absolute_in_workspace, find_image_in, logs_dir};
 
 /// The images with Kubernetes (`<dir>/master`, `<dir>/worker`).
@@ -115,7 +115,7 @@ fn fail(c: &Cluster, msg: impl AsRef<str>) -> ! {
                 "  {name}: kube {}",
                 r.as_ref()
                     .and_then(|r| status::kube(&r.report))
-                    .map_or("no report".to_owned(), |k| k.summary())
+                    .map_or("no report".to_owned(), |k| k.progress())
             )
         })
         .collect();
@@ -342,17 +342,16 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
                     format!("{name}: the agent reports no kube section in its status"),
                 );
             };
-            let line = k.summary();
+            let line = k.progress();
             if last.get(*name) != Some(&line) {
                 tl.log(format!("{name}: kube {line}"));
                 last.insert(name.to_string(), line);
             }
-            if k.phase.state == "skipped" {
+            if let PhaseState::Skipped { reason } = &k.phase {
                 fail(
                     &c,
                     format!(
-                        "{name}: kube phase skipped ({}) although the image has Kubernetes",
-                        k.phase.reason.as_deref().unwrap_or("no reason")
+                        "{name}: kube phase skipped ({reason}) although the image has Kubernetes"
                     ),
                 );
             }
@@ -370,14 +369,11 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
             // it joined; under TCG it then flaps (5 s probe timeout on a
             // starved guest), so three at once may never line up (run 9).
             // The host-side /readyz checks below still ask each one.
-            if k.joined && k.api_server.health == "ready" {
+            if k.joined && k.api_server == ApiHealth::Ready {
                 api_seen_ready.insert(name.to_string());
             }
-            let role_done = match *name {
-                "worker-1" => k.kubelet == "active",
-                _ => k.kubelet == "active" && api_seen_ready.contains(*name),
-            };
-            let node_done = k.phase.state == "ready" && k.joined && role_done;
+            let node_done =
+                k.node_ready() && (*name == "worker-1" || api_seen_ready.contains(*name));
             done &= node_done;
             if *name != "worker-1" {
                 masters_done &= node_done;
@@ -453,8 +449,10 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
     // Masters: joined, kubelet active, API server ready (checked in the
     // loop); the worker joined with material from discovery.
     let worker = &kube["worker-1"].0;
-    let join = worker.join.clone().unwrap_or_default();
-    if join.source != "discovery"
+    let Some(join) = worker.join.clone() else {
+        fail(&c, "worker-1 joined without join material in its status");
+    };
+    if join.source != JoinSource::Discovery
         || join.ca_pin != want_pin
         || join.api_endpoint != format!("{VIP}:{API_PORT}")
     {
@@ -1227,24 +1225,30 @@ fn a_failed_kubeadm_init_is_never_reported_ready_and_is_retried() {
             fail(&c, format!("two init nodes at once: {init_nodes:?}"));
         }
         for (name, k) in &kube {
-            let line = k.summary();
+            let line = k.progress();
             if last.get(*name) != Some(&line) {
                 tl.log(format!("{name}: kube {line}"));
                 last.insert(name.to_string(), line.clone());
             }
-            if k.phase.state == "ready" || k.joined || k.proven.is_some() {
+            if k.phase == PhaseState::Ready || k.joined || k.proven.is_some() {
                 fail(
                     &c,
                     format!("{name} reports success although no kubelet can run: {line}"),
                 );
             }
-            if k.phase.state == "joining" {
+            if k.phase == PhaseState::Joining {
                 fail(
                     &c,
                     format!("{name} started a join although no init succeeded: {line}"),
                 );
             }
-            if let (Some(n), Some(e)) = (k.phase.failures, &k.phase.last_error) {
+            if let PhaseState::Retrying {
+                failures: n,
+                last_error: e,
+                ..
+            } = &k.phase
+            {
+                let n = u64::from(*n);
                 if !e.contains("kubeadm init failed") {
                     continue;
                 }

@@ -381,7 +381,7 @@ fn up(
         let state = reading
             .as_ref()
             .and_then(|r| status::kube(&r.report))
-            .map_or("not reported".to_owned(), |k| k.phase.state);
+            .map_or("not reported".to_owned(), |k| k.phase.name().to_owned());
         let text = reading
             .as_ref()
             .map_or("not reported".to_owned(), kube_line);
@@ -500,10 +500,8 @@ fn follow_kube(
                 .and_then(Option::as_ref)
                 .and_then(|r| status::kube(&r.report));
             let ready = k.is_some_and(|k| {
-                k.phase.state == "ready"
-                    && k.joined
-                    && k.kubelet == "active"
-                    && (n.role == Role::Worker || k.api_server.health == "ready")
+                k.node_ready()
+                    && (n.role == Role::Worker || k.api_server == status::ApiHealth::Ready)
             });
             all_ready &= ready;
         }
@@ -636,8 +634,7 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
             say(&status::fit(&format!("kube {line}"), room));
             p.kube = line;
         }
-        let done = k.phase.state == "skipped"
-            || (k.phase.state == "ready" && k.joined && k.kubelet == "active");
+        let done = matches!(k.phase, status::PhaseState::Skipped { .. }) || k.node_ready();
         if done && p.kube_done.is_none() {
             p.kube_done = Some(now);
         }
@@ -655,12 +652,9 @@ fn report_progress(name: &str, n: &Node, r: Option<&Reading>, p: &mut Progress, 
 }
 
 /// A node's kube phase on one line, as the agent renders it (see
-/// [`status::kube_text`]); the harness's own summary when the agent's type
-/// cannot read the report.
+/// [`status::kube_text`]).
 fn kube_line(r: &Reading) -> String {
-    status::kube_text(&r.line).unwrap_or_else(|| {
-        status::kube(&r.report).map_or("not reported".to_owned(), |k| k.summary())
-    })
+    status::kube_text(&r.line).unwrap_or_else(|| "not reported".to_owned())
 }
 
 /// Whether the console log contains `pattern` (colours do not split it).
@@ -1011,7 +1005,9 @@ fn wait_masters_joined(c: &Cluster, timeout: Duration) -> Result<()> {
                     .and_then(Option::as_ref)
                     .and_then(|r| status::kube(&r.report))
                     .is_some_and(|k| {
-                        k.phase.state == "ready" && k.joined && k.api_server.health == "ready"
+                        k.phase == status::PhaseState::Ready
+                            && k.joined
+                            && k.api_server == status::ApiHealth::Ready
                     })
             })
             .count();

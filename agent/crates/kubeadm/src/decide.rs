@@ -348,6 +348,21 @@ pub enum PhaseState {
     Ready,
 }
 
+impl PhaseState {
+    /// The state's name, as in the JSON (`state`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            PhaseState::Pending => "pending",
+            PhaseState::Skipped { .. } => "skipped",
+            PhaseState::WaitingForInit { .. } => "waiting-for-init",
+            PhaseState::Initialising => "initialising",
+            PhaseState::Joining => "joining",
+            PhaseState::Retrying { .. } => "retrying",
+            PhaseState::Ready => "ready",
+        }
+    }
+}
+
 /// Which health checks the VIP runs, per kube phase state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
