@@ -6,7 +6,7 @@
 //! - [`KubeEtcd`]: the task's etcd connection (masters: the init
 //!   election) through the agent's one TLS client ([`etcd::tls_client`])
 //!   with its client certificate, the local member first;
-//! - [`start`]: fills [`KubeSetup`] from what the agent set up and starts
+//! - `start`: fills [`KubeSetup`] from what the agent set up and starts
 //!   the phase with both of these;
 //! - [`mirror`]: copies the published [`KubeReport`] into the `kube`
 //!   section of the agent's [`StatusReport`] on every change.
