@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use cluster_config::Role;
+use kubeadm::task::{self as kube, Kube};
 use supervisor::{notify_status, AnySupervisor, Supervisor};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,7 +19,6 @@ use crate::core::model::{hex16, ClusterState};
 use crate::core::plan::{Action, AgentPhase, Event, Plan};
 use crate::etcd::membership::{join_attempt, member_endpoints, monitor_etcd, promote_attempt, Ctx};
 use crate::etcd::Launch;
-use crate::kube::{self, Kube};
 use crate::node_pki::PkiFiles;
 use crate::peers;
 use crate::run::{now_ms, reported_phase};
@@ -253,7 +253,7 @@ impl Actions {
                 s.line(discovery::message::DEFAULT_WINDOW_MS / 1000)
             );
         }
-        if let Some(k) = kube::status_suffix(&self.report_tx.borrow().kube) {
+        if let Some(k) = kube::status_suffix(&kube.report()) {
             line = format!("{line}; {k}");
         }
         if line != self.last_status {

@@ -14,6 +14,8 @@ use discovery::{
 };
 use tokio::sync::watch;
 
+use kubeadm::task::KubePeer;
+
 use crate::core::model::{hex16, Membership};
 use crate::core::plan::AgentPhase;
 use crate::core::quorum::{Id, PeerFacts};
@@ -28,27 +30,11 @@ pub struct OwnState {
     pub proposal: Vec<Id>,
     /// etcd membership, once known.
     pub membership: Option<Membership>,
-    /// The kube phase's state (see [`crate::kube::wire_state`]).
+    /// The kube phase's state (see [`kubeadm::task::wire_state`]).
     pub kube: Option<KubeState>,
     /// Masters: the public join material (API endpoint, CA pin) workers
-    /// take from authenticated announcements (see [`crate::kube::Kube::announced_join`]).
+    /// take from authenticated announcements (see [`kubeadm::task::Kube::announced_join`]).
     pub kube_join: Option<KubeJoinInfo>,
-}
-
-/// What one peer announces about its kube phase (for the kube wiring).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubePeer {
-    /// The peer's node id (hex).
-    pub id: String,
-    /// A master.
-    pub master: bool,
-    /// Its addresses.
-    pub addresses: Vec<Ipv4Addr>,
-    /// Its kube phase state; `None` from agents that predate it.
-    pub kube: Option<KubeState>,
-    /// The join material it announces (masters); `None` from agents that
-    /// predate it.
-    pub join: Option<KubeJoinInfo>,
 }
 
 /// Converts one peer's announcement into the plan's facts. A peer shows

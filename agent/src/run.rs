@@ -22,7 +22,7 @@ use crate::core::model::hex16;
 use crate::core::plan::{AgentPhase, Event, NodeFacts, Plan};
 use crate::core::quorum::Timing;
 use crate::etcd::membership::Ctx;
-use crate::kube::{self, Kube};
+use crate::kube;
 use crate::node_pki::{self, PkiFiles};
 use crate::peers;
 use crate::startup::{self, Configured, RunOptions, SupervisorKind};
@@ -79,22 +79,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let supervisor = startup::connect_supervisor(&opts, &state).await?;
 
     // The Kubernetes phase: skipped at once when the image has none;
-    // otherwise a task that waits for its gate (see `kube::gate`).
-    let mut kube = Kube::start(
-        kube::KubeSetup {
-            cfg: cfg.clone(),
-            secret: loaded.secret.clone(),
-            node_id: hex16(&node_id),
-            name: name.clone(),
-            ip,
-            tls: ctx.tls.clone(),
-            apiserver_etcd_client: node_pki.apiserver_etcd_client.clone(),
-            cluster_pki: node_pki.cluster.clone(),
-            own_client_url: ctx.own_client_url(),
-            paths: kubeadm::paths::Paths::node(),
-            systemd: opts.supervisor == SupervisorKind::Systemd,
-        },
-        report_tx.clone(),
+    // otherwise a task that waits for its gate (see `kubeadm::task::gate`).
+    let mut kube = kube::start(
+        &ctx,
+        &loaded.secret,
+        hex16(&node_id),
+        &node_pki,
+        opts.supervisor == SupervisorKind::Systemd,
+        &report_tx,
     );
 
     let mut plan = Plan::new(

@@ -16,7 +16,9 @@ pub mod pki_files;
 pub mod probe;
 pub mod proof;
 pub mod render;
+pub mod report;
 pub mod runner;
+pub mod task;
 pub mod token;
 
 pub use decide::{vip_health, PhaseState, VipHealth};
