@@ -270,7 +270,7 @@ impl Actions {
             v.set_peers(vip::master_addresses(&disc.peers(now_ms())));
             let vs = v.status();
             self.report_tx
-                .send_modify(|r| r.vip = Some(VipStatus::Running(vs)));
+                .send_modify(|r| r.vip = Some(VipStatus::Running(Box::new(vs))));
         }
         self.report_tx.send_modify(|r| {
             r.phase = shown_phase.to_owned();

@@ -1,7 +1,7 @@
 //! The agent's loop: sets the node up ([`crate::startup`]: configuration,
 //! identity; [`crate::node_pki`]: certificates; discovery, supervisor, the
 //! kube phase), then turns events into [`plan`](crate::core::plan) steps
-//! whose actions [`crate::actions`] carries out, and serves the status
+//! whose actions `crate::actions` carries out, and serves the status
 //! socket.
 //!
 //! Everything long-running (a join attempt, a promotion, the etcd health

@@ -16,7 +16,7 @@
 //! before the kube phase (and when it is skipped) there is no weighted
 //! check; from the kube phase's first step on, the local API server's
 //! `/readyz` is added as a priority weight ([`APISERVER_WEIGHT`]). Its
-//! tracker's health is forwarded ([`combiner`]) into the one channel VRRP
+//! tracker's health is forwarded (`combiner`) into the one channel VRRP
 //! reads, so adding or removing the check never restarts the instance.
 
 use std::net::Ipv4Addr;

@@ -2,7 +2,7 @@
 //! the one TLS client (`etcd-client`, gRPC over TLS, never etcdctl:
 //! [`client`]) used by the loop, the kube phase and the VIP, and the
 //! membership I/O that joins, promotes and watches this node
-//! ([`membership`]).
+//! (`membership`).
 //!
 //! etcd always runs with peer and client TLS and client-certificate
 //! authentication on both (`--client-cert-auth`, `--peer-client-cert-auth`);
