@@ -134,7 +134,9 @@ mod tests {
 
     #[test]
     fn a_bad_ca_bundle_is_an_error_naming_it() {
-        let spec = CheckSpec::apiserver_readyz(b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".to_vec());
+        let spec = CheckSpec::apiserver_readyz(
+            b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".to_vec(),
+        );
         let err = client(&spec, Duration::from_secs(1)).unwrap_err();
         assert!(err.to_string().contains("CA bundle"), "{err}");
     }

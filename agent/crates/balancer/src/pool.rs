@@ -351,7 +351,11 @@ mod tests {
         p.release(b);
         p.release(d);
         let a2 = p.pick(&[]).unwrap();
-        assert_eq!(a2.index(), 1, "1 and 2 are idle: round robin from 0 reaches 1 first");
+        assert_eq!(
+            a2.index(),
+            1,
+            "1 and 2 are idle: round robin from 0 reaches 1 first"
+        );
         assert_eq!(p.pick(&[]).unwrap().index(), 2, "then 2, the one left idle");
     }
 
@@ -382,7 +386,10 @@ mod tests {
         let totals: Vec<u64> = p.snapshot().iter().map(|b| b.total).collect();
         assert_eq!(totals.iter().sum::<u64>(), 3000);
         for (i, &n) in totals.iter().enumerate() {
-            assert!((900..=1100).contains(&n), "backend {i}: {n} of 3000 ({totals:?})");
+            assert!(
+                (900..=1100).contains(&n),
+                "backend {i}: {n} of 3000 ({totals:?})"
+            );
         }
     }
 

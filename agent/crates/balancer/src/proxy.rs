@@ -168,7 +168,8 @@ impl Balancer {
         for (id, addr) in ids.into_iter().zip(&config.backends) {
             let url = config.check.url(*addr);
             let expect = config.check.expect_body.clone();
-            let (client, shared, interval) = (client.clone(), shared.clone(), config.rules.interval);
+            let (client, shared, interval) =
+                (client.clone(), shared.clone(), config.rules.interval);
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -200,5 +200,4 @@ mod tests {
         assert!(v.record(Outcome::Pass));
         assert!(v.record(Outcome::Fail));
     }
-
 }
