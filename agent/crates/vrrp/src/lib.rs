@@ -15,6 +15,7 @@ pub mod sock;
 pub mod status;
 #[cfg(feature = "runtime")]
 pub mod tracker;
+pub mod verdict;
 
 pub use config::VrrpConfig;
 pub use machine::{Health, ProofParams, State};
