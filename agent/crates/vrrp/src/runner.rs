@@ -94,7 +94,7 @@ impl VrrpHandle {
     }
 }
 
-/// Entry point for embedding: see [`spawn`].
+/// Entry point for embedding: see [`Vrrp::spawn`].
 #[derive(Debug)]
 pub struct Vrrp;
 
