@@ -938,7 +938,6 @@ impl Snapshotter {
                         reason: m.reason,
                     });
                     s.last_age_s = newest.map(|t| now.saturating_sub(t) / 1000);
-                    s.next_due_ms = next_due_ms(newest, self.interval_s, now);
                 });
                 newest
             }
@@ -1000,21 +999,24 @@ impl Snapshotter {
             self.refresh(crate::run::now_ms()).await;
             return;
         }
-        let retry_ms = (RETRY_AFTER.as_millis() as u64).min(self.interval_s * 1000);
+        let interval_ms = self.interval_s.saturating_mul(1000);
+        let retry_ms = (RETRY_AFTER.as_millis() as u64).min(interval_ms);
+        // From the newest snapshot on disk at first (none, or unreadable:
+        // now); then from this task's own outcomes, so a directory that
+        // cannot be listed never makes it snapshot in a loop.
         let mut due = None;
         loop {
             let now = crate::run::now_ms();
             let newest = self.refresh(now).await;
-            let due_ms = due
-                .or_else(|| next_due_ms(newest, self.interval_s, now))
-                .unwrap_or(now);
+            let due_ms = *due
+                .get_or_insert_with(|| next_due_ms(newest, self.interval_s, now).unwrap_or(now));
+            self.report
+                .send_modify(|r| r.snapshots.next_due_ms = Some(due_ms));
             if due_ms <= now {
-                due = match self.snapshot(Reason::Periodic).await {
-                    Ok(_) => None,
-                    Err(_) => Some(crate::run::now_ms() + retry_ms),
-                };
-                self.report
-                    .send_modify(|r| r.snapshots.next_due_ms = due.or(r.snapshots.next_due_ms));
+                due = Some(match self.snapshot(Reason::Periodic).await {
+                    Ok((_, meta)) => meta.taken_at_ms.saturating_add(interval_ms),
+                    Err(_) => crate::run::now_ms().saturating_add(retry_ms),
+                });
                 continue;
             }
             let wait = (due_ms - now).min(60_000);
