@@ -15,9 +15,11 @@ use supervisor::{notify_status, AnySupervisor, Supervisor};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::control::SnapshotSlot;
 use crate::core::model::{hex16, ClusterState};
 use crate::core::plan::{Action, AgentPhase, Event, Plan};
 use crate::etcd::membership::{join_attempt, member_endpoints, monitor_etcd, promote_attempt, Ctx};
+use crate::etcd::snapshot::{self, Snapshotter};
 use crate::etcd::Launch;
 use crate::node_pki::PkiFiles;
 use crate::peers;
@@ -49,6 +51,11 @@ pub(crate) struct Actions {
     pending_launch: Option<Launch>,
     /// The VIP, once started.
     vip: Option<Vip>,
+    /// The etcd snapshots of the local member and their periodic task,
+    /// once the member is a healthy voter.
+    snapshots: Option<(Arc<Snapshotter>, JoinHandle<()>)>,
+    /// Where the control socket finds the snapshotter.
+    snapshot_slot: SnapshotSlot,
     /// The last `STATUS=` line sent to systemd.
     last_status: String,
 }
@@ -62,6 +69,7 @@ impl Actions {
         etcd_bin: PathBuf,
         iface: String,
         report_tx: watch::Sender<StatusReport>,
+        snapshot_slot: SnapshotSlot,
     ) -> Self {
         Actions {
             ctx,
@@ -74,6 +82,8 @@ impl Actions {
             monitor: None,
             pending_launch: None,
             vip: None,
+            snapshots: None,
+            snapshot_slot,
             last_status: String::new(),
         }
     }
@@ -143,7 +153,12 @@ impl Actions {
                     let _ = c.events.send(ev);
                 });
             }
-            Action::StartVip => self.start_vip(disc).await,
+            Action::StartVip => {
+                // The same proof as the VIP's: the local member is a
+                // healthy voter, so its data is the cluster's.
+                self.start_snapshots();
+                self.start_vip(disc).await
+            }
         }
         Ok(())
     }
@@ -184,6 +199,29 @@ impl Actions {
                 self.report_tx.clone(),
             )));
         }
+    }
+
+    /// Starts the periodic snapshots of the local member (once; see
+    /// `etcd::snapshot`: every master snapshots its own member).
+    fn start_snapshots(&mut self) {
+        if self.snapshots.is_some() {
+            return;
+        }
+        let cfg = &self.ctx.cfg;
+        let snapshotter = Snapshotter::new(
+            snapshot::Source {
+                endpoint: self.ctx.own_client_url(),
+                tls: self.ctx.tls.clone(),
+                member_name: self.ctx.name.clone(),
+            },
+            self.state.snapshot_dir(),
+            cfg.etcd.snapshot_interval_s,
+            cfg.etcd.snapshot_retain,
+            self.report_tx.clone(),
+        );
+        let task = tokio::spawn(snapshotter.clone().run_periodic());
+        let _ = self.snapshot_slot.set(snapshotter.clone());
+        self.snapshots = Some((snapshotter, task));
     }
 
     async fn start_vip(&mut self, disc: &peers::Wire) {
@@ -288,6 +326,10 @@ impl Actions {
     /// the agent's child (under systemd etcd is its own unit and keeps
     /// running).
     pub(crate) async fn shutdown(&mut self) {
+        // A snapshot being written is dropped: its temporary file goes.
+        if let Some((_, task)) = self.snapshots.take() {
+            task.abort();
+        }
         if let Some(v) = self.vip.take() {
             v.shutdown().await;
         }

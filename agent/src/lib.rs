@@ -3,6 +3,7 @@
 
 mod actions;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod etcd;
 pub mod kube;

@@ -38,10 +38,29 @@ enum Command {
         #[arg(long, default_value = status::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// etcd operations through the running agent.
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
     /// Start real pods through containerd's CRI, as kubelet does, and print
     /// what they saw as `key=value` lines (the image self-test; see
     /// agent/crates/cri). Exit 1 when a step fails.
     CriCheck(CriCheckArgs),
+}
+
+#[derive(Subcommand)]
+enum EtcdCommand {
+    /// Ask the running agent (a master whose etcd member is a healthy
+    /// voter) for an etcd snapshot now; it is written and verified in the
+    /// agent's snapshot directory and kept under the retention like the
+    /// periodic ones. Exit 1 when the agent refuses or fails.
+    Snapshot {
+        /// Also copy it (with its `.json` sidecar, verified) to FILE.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The agent's status socket (the control socket is beside it).
+        #[arg(long, default_value = status::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -150,6 +169,9 @@ fn main() -> Result<()> {
         }) => rt.block_on(watch_status(&socket, json, every)),
         Some(Command::Run(args)) => rt.block_on(agent::run::run(options(args))),
         Some(Command::CriCheck(args)) => rt.block_on(cri_check(args)),
+        Some(Command::Etcd(EtcdCommand::Snapshot { out, socket })) => {
+            rt.block_on(etcd_snapshot(&socket, out.as_deref()))
+        }
         None => {
             let args = RunArgs::parse_from(["agent"]);
             rt.block_on(agent::run::run(options(args)))
@@ -171,6 +193,36 @@ async fn cri_check(args: CriCheckArgs) -> Result<()> {
     cri::check::run(&config, &mut emit)
         .await
         .context("CRI check")
+}
+
+/// `agent etcd snapshot`: asks the agent over its control socket, prints
+/// what it wrote, and copies it to `out` when given.
+async fn etcd_snapshot(socket: &std::path::Path, out: Option<&std::path::Path>) -> Result<()> {
+    use agent::control::{self, Request, Response};
+    let path = control::socket_beside(socket);
+    match control::ask(&path, &Request::EtcdSnapshot).await? {
+        Response::Snapshot { path, meta } => {
+            println!(
+                "etcd snapshot {}: {} bytes, revision {}, member {} ({}), sha256 {}",
+                path.display(),
+                meta.size,
+                meta.revision,
+                meta.member_name,
+                meta.member_id,
+                meta.sha256
+            );
+            if let Some(out) = out {
+                agent::etcd::snapshot::copy_verified(&path, &meta, out)?;
+                println!(
+                    "copied to {} (sidecar {}.json)",
+                    out.display(),
+                    out.display()
+                );
+            }
+            Ok(())
+        }
+        Response::Error { error } => anyhow::bail!("etcd snapshot: {error}"),
+    }
 }
 
 /// `agent status --watch`: prints the status every `every` seconds until

@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::actions::Actions;
+use crate::control;
 use crate::core::model::hex16;
 use crate::core::plan::{AgentPhase, Event, NodeFacts, Plan};
 use crate::core::quorum::Timing;
@@ -47,6 +48,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         ..Default::default()
     });
     let _server = status::serve(&opts.socket, report_rx).await?;
+    // `agent etcd snapshot`: answered once the snapshotter exists.
+    let snapshot_slot = control::SnapshotSlot::default();
+    let _control = control::serve(&control::socket_beside(&opts.socket), snapshot_slot.clone())?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let Some(node) = startup::wait_for_config(&opts, &report_tx, &mut hup, &mut term).await else {
@@ -116,6 +120,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         opts.etcd_bin.clone(),
         iface,
         report_tx,
+        snapshot_slot,
     );
     // The loop: events in, actions out; the only place the plan changes.
     loop {

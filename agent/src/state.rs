@@ -9,6 +9,7 @@
 //! | `state.json`    | [`PersistedState`] (the pure model, in `core`)          |
 //! | `pki/`          | etcd certificates and keys (keys mode 0600)            |
 //! | `etcd/`         | etcd's data directory (`etcd/member` once it has data) |
+//! | `etcd-snapshots/` | etcd snapshots and their sidecars (`etcd::snapshot`) |
 //!
 //! Every file is written with `atomic_file::write` (temporary file, fsync,
 //! rename, fsync of the directory), so a crash leaves the old or the new
@@ -92,6 +93,13 @@ impl StateDir {
     /// restarts etcd with that data, never as a new cluster.
     pub fn has_etcd_data(&self) -> bool {
         self.etcd_data_dir().join("member").is_dir()
+    }
+
+    /// Where etcd snapshots go (`etcd::snapshot`): beside etcd's data
+    /// directory, never in it, so replacing that directory in a recovery
+    /// keeps them.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.root.join(crate::etcd::snapshot::DIR_NAME)
     }
 
     /// Where certificates and keys go.

@@ -58,6 +58,10 @@ pub struct StatusReport {
     /// predate it (then: pending).
     #[serde(default)]
     pub kube: KubeReport,
+    /// etcd snapshots on this node (masters; issue 17). Absent in reports
+    /// of agents that predate them.
+    #[serde(default)]
+    pub snapshots: crate::etcd::snapshot::SnapshotsReport,
 }
 
 /// This node.
@@ -324,6 +328,12 @@ pub fn render(r: &StatusReport) -> String {
             if m.healthy { "healthy" } else { "unhealthy" },
             m.peer_urls.join(",")
         ));
+    }
+    // etcd snapshots (masters): crate::etcd::snapshot.
+    if r.snapshots.enabled || r.node.role == "master" {
+        for l in r.snapshots.lines() {
+            line(l);
+        }
     }
     match &r.vip {
         // The VRRP instance's own rendering.

@@ -2,7 +2,8 @@
 //! the one TLS client (`etcd-client`, gRPC over TLS, never etcdctl:
 //! [`client`]) used by the loop, the kube phase and the VIP, and the
 //! membership I/O that joins, promotes and watches this node
-//! (`membership`).
+//! (`membership`), and the snapshots every master keeps of its own
+//! member (`snapshot`).
 //!
 //! etcd always runs with peer and client TLS and client-certificate
 //! authentication on both (`--client-cert-auth`, `--peer-client-cert-auth`);
@@ -15,6 +16,7 @@
 pub mod client;
 pub mod command;
 pub(crate) mod membership;
+pub mod snapshot;
 
 pub use client::{
     initial_cluster_of, tls_client, ClientTls, Etcd, EtcdError, MemberStatus, MemberView,

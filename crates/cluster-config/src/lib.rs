@@ -37,6 +37,10 @@ pub const DEFAULT_PROOF_LEASE_MS: u64 = 2000;
 pub const DEFAULT_ETCD_HEARTBEAT_MS: u64 = 100;
 /// etcd's default election timeout, in milliseconds.
 pub const DEFAULT_ETCD_ELECTION_TIMEOUT_MS: u64 = 1000;
+/// Default interval between etcd snapshots, in seconds (6 h).
+pub const DEFAULT_ETCD_SNAPSHOT_INTERVAL_S: u64 = 6 * 3600;
+/// Default number of etcd snapshots a master keeps.
+pub const DEFAULT_ETCD_SNAPSHOT_RETAIN: u32 = 8;
 /// Minimum length of the cluster secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -283,6 +287,13 @@ pub struct EtcdSpec {
     /// both on slow or overloaded machines (etcd's tuning guide), at the
     /// cost of a slower leader failover.
     pub election_timeout_ms: Option<u64>,
+    /// Seconds between the snapshots every master takes of its own etcd
+    /// member (default 21600, 6 h; 0 disables the periodic snapshots, not
+    /// the on-demand ones). At least 60 when not 0.
+    pub snapshot_interval_s: Option<u64>,
+    /// How many snapshots a master keeps; older ones are pruned (default
+    /// 8, at least 1).
+    pub snapshot_retain: Option<u32>,
 }
 
 /// Kubernetes input.
@@ -409,6 +420,10 @@ pub struct Etcd {
     pub heartbeat_ms: u64,
     /// Raft election timeout in milliseconds.
     pub election_timeout_ms: u64,
+    /// Seconds between periodic snapshots; 0: none.
+    pub snapshot_interval_s: u64,
+    /// Snapshots kept (at least 1).
+    pub snapshot_retain: u32,
 }
 
 /// Validated Kubernetes settings.
@@ -519,6 +534,11 @@ impl ClusterSpec {
                     &self.etcd.election_timeout_ms,
                     &over.etcd.election_timeout_ms,
                 ),
+                snapshot_interval_s: pick(
+                    &self.etcd.snapshot_interval_s,
+                    &over.etcd.snapshot_interval_s,
+                ),
+                snapshot_retain: pick(&self.etcd.snapshot_retain, &over.etcd.snapshot_retain),
             },
             kubernetes: KubernetesSpec {
                 pod_subnet: pick(&self.kubernetes.pod_subnet, &over.kubernetes.pod_subnet),
@@ -692,7 +712,27 @@ impl ClusterSpec {
                 .etcd
                 .election_timeout_ms
                 .unwrap_or(DEFAULT_ETCD_ELECTION_TIMEOUT_MS),
+            snapshot_interval_s: self
+                .etcd
+                .snapshot_interval_s
+                .unwrap_or(DEFAULT_ETCD_SNAPSHOT_INTERVAL_S),
+            snapshot_retain: self
+                .etcd
+                .snapshot_retain
+                .unwrap_or(DEFAULT_ETCD_SNAPSHOT_RETAIN),
         };
+        if etcd.snapshot_interval_s != 0 && etcd.snapshot_interval_s < 60 {
+            return Err(invalid(
+                "etcd.snapshot_interval_s",
+                "must be 0 (no periodic snapshots) or at least 60 seconds",
+            ));
+        }
+        if etcd.snapshot_retain == 0 {
+            return Err(invalid(
+                "etcd.snapshot_retain",
+                "must be at least 1 (set snapshot_interval_s = 0 to take no periodic snapshots)",
+            ));
+        }
         if etcd.heartbeat_ms == 0
             || etcd.election_timeout_ms < etcd.heartbeat_ms.saturating_mul(5)
             || etcd.election_timeout_ms > 50_000
@@ -900,6 +940,60 @@ mod tests {
             ),
             ("[vrrp]\nproof_timeout_ms = 2000\n", "vrrp.proof_lease_ms"),
             ("[vrrp]\nproof_timeout_ms = 0\n", "vrrp.proof_timeout_ms"),
+        ] {
+            match read(bad) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_settings_default_merge_and_validate() {
+        let c = master().validate().unwrap();
+        assert_eq!(
+            (c.etcd.snapshot_interval_s, c.etcd.snapshot_retain),
+            (
+                DEFAULT_ETCD_SNAPSHOT_INTERVAL_S,
+                DEFAULT_ETCD_SNAPSHOT_RETAIN
+            )
+        );
+        assert_eq!(c.etcd.snapshot_interval_s, 21600);
+        let read = |t: &str| {
+            ClusterSpec::from_toml("c", t)
+                .unwrap()
+                .merge(&master())
+                .validate()
+        };
+        // 0 disables the periodic snapshots; 60 s is the shortest interval.
+        let off = read("[etcd]\nsnapshot_interval_s = 0\n").unwrap();
+        assert_eq!(off.etcd.snapshot_interval_s, 0);
+        let set = read("[etcd]\nsnapshot_interval_s = 60\nsnapshot_retain = 1\n").unwrap();
+        assert_eq!(
+            (set.etcd.snapshot_interval_s, set.etcd.snapshot_retain),
+            (60, 1)
+        );
+        // A higher-precedence fragment overrides one key, keeps the other.
+        let base = ClusterSpec::from_toml("image", "[etcd]\nsnapshot_retain = 3\n")
+            .unwrap()
+            .merge(&master());
+        let merged =
+            ClusterSpec::from_toml("credential", "[etcd]\nsnapshot_interval_s = 3600\n").unwrap();
+        let both = base.merge(&merged).validate().unwrap();
+        assert_eq!(
+            (both.etcd.snapshot_interval_s, both.etcd.snapshot_retain),
+            (3600, 3)
+        );
+        for (bad, key) in [
+            (
+                "[etcd]\nsnapshot_interval_s = 59\n",
+                "etcd.snapshot_interval_s",
+            ),
+            (
+                "[etcd]\nsnapshot_interval_s = 1\n",
+                "etcd.snapshot_interval_s",
+            ),
+            ("[etcd]\nsnapshot_retain = 0\n", "etcd.snapshot_retain"),
         ] {
             match read(bad) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),

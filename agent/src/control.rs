@@ -1,0 +1,242 @@
+//! The control socket: requests to the running agent (so far one, `agent
+//! etcd snapshot`). It sits beside the status socket ([`socket_beside`]:
+//! `/run/kubeboot/control.sock` by default), mode 0600: only root may ask
+//! the agent to write a snapshot of every Secret.
+//!
+//! Protocol: connect, write one JSON [`Request`], shut down the write side,
+//! read one JSON [`Response`] until EOF. Kept apart from the status socket,
+//! whose clients read without writing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::etcd::snapshot::{Reason, SnapshotMeta, Snapshotter};
+
+/// The control socket's file name, in the status socket's directory.
+pub const SOCKET_NAME: &str = "control.sock";
+/// The largest request read.
+const MAX_REQUEST: u64 = 4096;
+
+/// The control socket of an agent whose status socket is `status_socket`.
+pub fn socket_beside(status_socket: &Path) -> PathBuf {
+    status_socket.with_file_name(SOCKET_NAME)
+}
+
+/// Where the running agent's snapshotter appears once the local etcd
+/// member is a healthy voter (set once; empty on workers).
+pub type SnapshotSlot = Arc<OnceLock<Arc<Snapshotter>>>;
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    /// Take an etcd snapshot now (kept under the retention like any).
+    EtcdSnapshot,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    /// A snapshot was written and verified.
+    Snapshot {
+        /// Its path on the node.
+        path: PathBuf,
+        /// Its sidecar.
+        meta: SnapshotMeta,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Errors serving or using the control socket.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// Binding the socket failed.
+    #[error("binding the control socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Connecting to the agent failed (is it running?).
+    #[error("connecting to the agent at {path} (is it running?): {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The exchange failed or the answer did not parse.
+    #[error("asking the agent at {path}: {reason}")]
+    Exchange {
+        /// The socket path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+async fn answer(req: &[u8], slot: &SnapshotSlot) -> Response {
+    let request: Request = match serde_json::from_slice(req) {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::Error {
+                error: format!("bad request: {e}"),
+            }
+        }
+    };
+    match request {
+        Request::EtcdSnapshot => match slot.get() {
+            None => Response::Error {
+                error: "no etcd snapshots on this node yet: they start once this master's \
+                        etcd member is a healthy voter (workers have none)"
+                    .to_owned(),
+            },
+            Some(s) => match s.snapshot(Reason::OnDemand).await {
+                Ok((path, meta)) => Response::Snapshot { path, meta },
+                Err(e) => Response::Error {
+                    error: e.to_string(),
+                },
+            },
+        },
+    }
+}
+
+/// Binds the control socket (replacing a stale one, mode 0600) and
+/// answers requests until the task is dropped.
+pub fn serve(path: &Path, slot: SnapshotSlot) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let bind_err = |source| ControlError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(bind_err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(
+        path,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .map_err(bind_err)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let slot = slot.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = sock.into_split();
+                let mut req = Vec::new();
+                let read = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    read.take(MAX_REQUEST).read_to_end(&mut req),
+                )
+                .await;
+                let resp = match read {
+                    Ok(Ok(_)) => answer(&req, &slot).await,
+                    Ok(Err(e)) => Response::Error {
+                        error: format!("reading the request: {e}"),
+                    },
+                    Err(_) => Response::Error {
+                        error: "no request within 5 s".to_owned(),
+                    },
+                };
+                let body = serde_json::to_vec(&resp).unwrap_or_default();
+                if let Err(e) = write.write_all(&body).await {
+                    tracing::debug!("control client went away: {e}");
+                }
+                let _ = write.shutdown().await;
+            });
+        }
+    }))
+}
+
+/// Sends `request` to the agent at `path` and returns its answer.
+pub async fn ask(path: &Path, request: &Request) -> Result<Response, ControlError> {
+    let exchange = |reason: String| ControlError::Exchange {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut sock = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let body = serde_json::to_vec(request).map_err(|e| exchange(e.to_string()))?;
+    sock.write_all(&body)
+        .await
+        .map_err(|e| exchange(e.to_string()))?;
+    sock.shutdown().await.map_err(|e| exchange(e.to_string()))?;
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf)
+        .await
+        .map_err(|e| exchange(e.to_string()))?;
+    serde_json::from_slice(&buf).map_err(|e| exchange(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_form_is_tagged_json() {
+        assert_eq!(
+            serde_json::to_string(&Request::EtcdSnapshot).unwrap(),
+            r#"{"command":"etcd-snapshot"}"#
+        );
+        let e = Response::Error { error: "x".into() };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"error":{"error":"x"}}"#
+        );
+        assert_eq!(
+            socket_beside(Path::new("/run/kubeboot/agent.sock")),
+            Path::new("/run/kubeboot/control.sock")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_node_without_snapshots_says_why_and_bad_requests_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SOCKET_NAME);
+        let _server = serve(&path, SnapshotSlot::default()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        match ask(&path, &Request::EtcdSnapshot).await.unwrap() {
+            Response::Error { error } => assert!(error.contains("healthy voter"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        let mut sock = UnixStream::connect(&path).await.unwrap();
+        sock.write_all(b"{\"command\":\"reboot\"}").await.unwrap();
+        sock.shutdown().await.unwrap();
+        let mut buf = Vec::new();
+        sock.read_to_end(&mut buf).await.unwrap();
+        let resp: Response = serde_json::from_slice(&buf).unwrap();
+        assert!(
+            matches!(&resp, Response::Error { error } if error.contains("bad request")),
+            "{resp:?}"
+        );
+        let missing = ask(&dir.path().join("nope.sock"), &Request::EtcdSnapshot)
+            .await
+            .unwrap_err();
+        assert!(missing.to_string().contains("nope.sock"), "{missing}");
+    }
+}
