@@ -12,11 +12,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
 
 use crate::etcd::snapshot::{Reason, SnapshotMeta, Snapshotter};
+use crate::socket::{self, SocketError};
 
 /// The control socket's file name, in the status socket's directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -59,33 +58,7 @@ pub enum Response {
 }
 
 /// Errors serving or using the control socket.
-#[derive(Debug, Error)]
-pub enum ControlError {
-    /// Binding the socket failed.
-    #[error("binding the control socket {path}: {source}")]
-    Bind {
-        /// The socket path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Connecting to the agent failed (is it running?).
-    #[error("connecting to the agent at {path} (is it running?): {source}")]
-    Connect {
-        /// The socket path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The exchange failed or the answer did not parse.
-    #[error("asking the agent at {path}: {reason}")]
-    Exchange {
-        /// The socket path.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-}
+pub type ControlError = SocketError;
 
 async fn answer(req: &[u8], slot: &SnapshotSlot) -> Response {
     let request: Request = match serde_json::from_slice(req) {
@@ -116,24 +89,7 @@ async fn answer(req: &[u8], slot: &SnapshotSlot) -> Response {
 /// Binds the control socket (replacing a stale one, mode 0600) and
 /// answers requests until the task is dropped.
 pub fn serve(path: &Path, slot: SnapshotSlot) -> Result<tokio::task::JoinHandle<()>, ControlError> {
-    let bind_err = |source| ControlError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(
-        path,
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
-    )
-    .map_err(bind_err)?;
+    let listener = socket::bind("control", path, Some(0o600))?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((sock, _)) = listener.accept().await else {
@@ -169,16 +125,12 @@ pub fn serve(path: &Path, slot: SnapshotSlot) -> Result<tokio::task::JoinHandle<
 
 /// Sends `request` to the agent at `path` and returns its answer.
 pub async fn ask(path: &Path, request: &Request) -> Result<Response, ControlError> {
-    let exchange = |reason: String| ControlError::Exchange {
+    let exchange = |reason: String| SocketError::Exchange {
+        doing: "asking the agent at",
         path: path.to_owned(),
         reason,
     };
-    let mut sock = UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
+    let mut sock = socket::connect(path).await?;
     let body = serde_json::to_vec(request).map_err(|e| exchange(e.to_string()))?;
     sock.write_all(&body)
         .await
@@ -224,7 +176,7 @@ mod tests {
             Response::Error { error } => assert!(error.contains("healthy voter"), "{error}"),
             other => panic!("{other:?}"),
         }
-        let mut sock = UnixStream::connect(&path).await.unwrap();
+        let mut sock = tokio::net::UnixStream::connect(&path).await.unwrap();
         sock.write_all(b"{\"command\":\"reboot\"}").await.unwrap();
         sock.shutdown().await.unwrap();
         let mut buf = Vec::new();

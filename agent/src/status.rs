@@ -7,16 +7,16 @@
 //! Kubernetes).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use kubeadm::phase::{ApiHealth, KubeletState};
 pub use kubeadm::report::{JoinReport, JoinSource, KubeReport};
 pub use kubeadm::PhaseState;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
+
+use crate::socket::{self, SocketError};
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/kubeboot/agent.sock";
@@ -365,33 +365,7 @@ pub fn render(r: &StatusReport) -> String {
 }
 
 /// Errors serving or reading the status socket.
-#[derive(Debug, Error)]
-pub enum StatusError {
-    /// Binding the socket failed.
-    #[error("binding the status socket {path}: {source}")]
-    Bind {
-        /// The socket path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Connecting to the agent failed (is it running?).
-    #[error("connecting to the agent at {path} (is it running?): {source}")]
-    Connect {
-        /// The socket path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Reading the report failed or it did not parse.
-    #[error("reading the status from {path}: {reason}")]
-    Read {
-        /// The socket path.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-}
+pub type StatusError = SocketError;
 
 /// Binds the socket (replacing a stale one) and serves the latest report to
 /// every client until the task is dropped.
@@ -399,19 +373,7 @@ pub async fn serve(
     path: &Path,
     report: watch::Receiver<StatusReport>,
 ) -> Result<tokio::task::JoinHandle<()>, StatusError> {
-    let bind_err = |source| StatusError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    let listener = socket::bind("status", path, None)?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -430,23 +392,17 @@ pub async fn serve(
 
 /// Reads the report from a running agent.
 pub async fn fetch(path: &Path) -> Result<StatusReport, StatusError> {
-    let mut sock = UnixStream::connect(path)
-        .await
-        .map_err(|source| StatusError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
+    let read = |reason: String| SocketError::Exchange {
+        doing: "reading the status from",
+        path: path.to_owned(),
+        reason,
+    };
+    let mut sock = socket::connect(path).await?;
     let mut buf = Vec::new();
     sock.read_to_end(&mut buf)
         .await
-        .map_err(|e| StatusError::Read {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    serde_json::from_slice(&buf).map_err(|e| StatusError::Read {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+        .map_err(|e| read(e.to_string()))?;
+    serde_json::from_slice(&buf).map_err(|e| read(e.to_string()))
 }
 
 #[cfg(test)]
