@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use thiserror::Error;
-use vrrp::verdict::Outcome;
 
 /// What to check on each backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,49 +83,9 @@ pub fn client(spec: &CheckSpec, timeout: Duration) -> Result<reqwest::Client, Ch
     b.build().map_err(|source| CheckError::Client { source })
 }
 
-/// One check of `url`: its outcome, and why when it did not pass. A
-/// timeout is [`Outcome::Slow`]; anything else that is not a pass
-/// (refused, TLS failure, error status, wrong body) is [`Outcome::Fail`].
-pub async fn probe(
-    client: &reqwest::Client,
-    url: &str,
-    expect_body: Option<&str>,
-) -> (Outcome, Option<String>) {
-    let transport = |e: reqwest::Error| {
-        let outcome = if e.is_timeout() {
-            Outcome::Slow
-        } else {
-            Outcome::Fail
-        };
-        // The chain names the cause (refused, certificate unknown, ...).
-        let mut why = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            why = format!("{why}: {s}");
-            source = s.source();
-        }
-        (outcome, Some(why))
-    };
-    let resp = match client.get(url).send().await {
-        Ok(r) => r,
-        Err(e) => return transport(e),
-    };
-    let status = resp.status();
-    let body = match resp.text().await {
-        Ok(b) => b,
-        Err(e) => return transport(e),
-    };
-    if !status.is_success() {
-        return (Outcome::Fail, Some(format!("HTTP {status}")));
-    }
-    match expect_body {
-        Some(want) if !body.contains(want) => (
-            Outcome::Fail,
-            Some(format!("body does not contain {want:?}")),
-        ),
-        _ => (Outcome::Pass, None),
-    }
-}
+/// One check of `url` (the one HTTP check, shared with the VIP's
+/// tracker).
+pub use vrrp::http_check::probe;
 
 #[cfg(test)]
 mod tests {
@@ -170,7 +129,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let (outcome, why) = probe(&c, &spec.url(addr), Some("ok")).await;
-        assert_eq!(outcome, Outcome::Fail, "{why:?}");
+        assert_eq!(outcome, vrrp::verdict::Outcome::Fail, "{why:?}");
         assert!(why.is_some());
     }
 }

@@ -2,6 +2,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "http-check")]
+pub mod http_check;
 pub mod machine;
 #[cfg(feature = "runtime")]
 pub mod netlink;

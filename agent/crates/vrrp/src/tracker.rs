@@ -263,33 +263,7 @@ fn client(spec: &CheckSpec) -> Result<reqwest::Client, TrackerError> {
 
 /// One check: its outcome, and why when it did not pass.
 async fn probe(client: &reqwest::Client, spec: &CheckSpec) -> (Outcome, Option<String>) {
-    let transport = |e: reqwest::Error| {
-        let outcome = if e.is_timeout() {
-            Outcome::Slow
-        } else {
-            Outcome::Fail
-        };
-        (outcome, Some(e.to_string()))
-    };
-    let resp = match client.get(&spec.url).send().await {
-        Ok(r) => r,
-        Err(e) => return transport(e),
-    };
-    let status = resp.status();
-    let body = match resp.text().await {
-        Ok(b) => b,
-        Err(e) => return transport(e),
-    };
-    if !status.is_success() {
-        return (Outcome::Fail, Some(format!("HTTP {status}")));
-    }
-    match &spec.expect_body {
-        Some(want) if !body.contains(want.as_str()) => (
-            Outcome::Fail,
-            Some(format!("body does not contain {want:?}")),
-        ),
-        _ => (Outcome::Pass, None),
-    }
+    crate::http_check::probe(client, &spec.url, spec.expect_body.as_deref()).await
 }
 
 /// A running tracker; dropping it stops the checks.
