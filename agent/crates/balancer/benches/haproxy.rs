@@ -19,8 +19,10 @@
 //! Rows, each run `RUNS` times with the proxies interleaved (agent,
 //! HAProxy, direct, agent, ...) after a warm-up through each:
 //! - **steady**: `REQUESTS` requests, all backends up: connections/s
-//!   (requests completed / wall time), p50 and p99 latency (connect to
-//!   last byte).
+//!   (requests completed / wall time), mean, p50 and p99 latency
+//!   (connect to last byte). With a fixed number in flight the mean is
+//!   `CONCURRENCY / rate` (Little's law): equal rates mean equal means,
+//!   and p50/p99 show how the latencies spread around it.
 //! - **kill**: the same, with backend 1 killed (SIGKILL) once a third of
 //!   the requests completed; failed requests, and those among them that
 //!   started after the backend was dead. The backend is restarted and both
@@ -272,6 +274,7 @@ struct RunResult {
     failed: usize,
     failed_after_death: Option<usize>,
     conn_per_s: f64,
+    mean_ms: f64,
     p50_ms: f64,
     p99_ms: f64,
     first_error: Option<String>,
@@ -291,6 +294,7 @@ impl RunResult {
             failed: failed.len(),
             failed_after_death: dead_at.map(|t| failed.iter().filter(|s| s.start > t).count()),
             conn_per_s: lat.len() as f64 / wall.as_secs_f64(),
+            mean_ms: lat.iter().sum::<f64>() / lat.len().max(1) as f64,
             p50_ms: percentile(&lat, 0.50),
             p99_ms: percentile(&lat, 0.99),
             first_error: failed
@@ -304,6 +308,7 @@ impl RunResult {
             "failed": self.failed,
             "failed_started_after_backend_dead": self.failed_after_death,
             "conn_per_s": round1(self.conn_per_s),
+            "mean_ms": round2(self.mean_ms),
             "p50_ms": round2(self.p50_ms),
             "p99_ms": round2(self.p99_ms),
             "first_error": self.first_error,
@@ -541,6 +546,7 @@ fn summary(runs: &[RunResult]) -> serde_json::Value {
     serde_json::json!({
         "median": {
             "conn_per_s": round1(m(|r| r.conn_per_s)),
+            "mean_ms": round2(m(|r| r.mean_ms)),
             "p50_ms": round2(m(|r| r.p50_ms)),
             "p99_ms": round2(m(|r| r.p99_ms)),
             "failed": m(|r| r.failed as f64),
@@ -625,8 +631,8 @@ fn main() {
          {CONCURRENCY} in flight, a new TLS connection per request; medians of {runs} interleaved runs"
     );
     println!(
-        "{:<20} {:<8} {:>9} {:>9} {:>9} {:>8} {:>14}",
-        "proxy", "row", "conn/s", "p50 ms", "p99 ms", "failed", "after death"
+        "{:<20} {:<8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>14}",
+        "proxy", "row", "conn/s", "mean ms", "p50 ms", "p99 ms", "failed", "after death"
     );
     for (label, rows, is_kill) in [("steady", &steady, false), ("kill b1", &killed, true)] {
         for (t, _) in rows.iter() {
@@ -639,10 +645,11 @@ fn main() {
                 "-".to_owned()
             };
             println!(
-                "{:<20} {:<8} {:>9.1} {:>9.2} {:>9.2} {:>8.0} {:>14}",
+                "{:<20} {:<8} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>8.0} {:>14}",
                 t.label(),
                 label,
                 med(rows, *t, |r| r.conn_per_s),
+                med(rows, *t, |r| r.mean_ms),
                 med(rows, *t, |r| r.p50_ms),
                 med(rows, *t, |r| r.p99_ms),
                 med(rows, *t, |r| r.failed as f64),
@@ -654,12 +661,13 @@ fn main() {
         med(rows, Target::Agent, f) / med(rows, Target::Haproxy, f)
     };
     let conn_ratio = ratio(&steady, |r| r.conn_per_s);
+    let mean_ratio = ratio(&steady, |r| r.mean_ms);
     let p50_ratio = ratio(&steady, |r| r.p50_ms);
     let p99_ratio = ratio(&steady, |r| r.p99_ms);
     let agent_failed = med(&killed, Target::Agent, |r| r.failed as f64);
     let haproxy_failed = med(&killed, Target::Haproxy, |r| r.failed as f64);
     println!();
-    println!("agent / HAProxy, steady: conn/s {conn_ratio:.2} (goal >= 1.00), p50 {p50_ratio:.2}, p99 {p99_ratio:.2} (goal <= 1.00)");
+    println!("agent / HAProxy, steady: conn/s {conn_ratio:.2} (goal >= 1.00), mean {mean_ratio:.2}, p50 {p50_ratio:.2}, p99 {p99_ratio:.2} (goal <= 1.00)");
     println!(
         "failed requests with a backend killed (median): agent {agent_failed:.0}, HAProxy {haproxy_failed:.0} (goal: agent <= HAProxy)"
     );
@@ -730,6 +738,7 @@ fn main() {
         "kill_one_backend": rows(&killed),
         "ratio_agent_to_haproxy": {
             "conn_per_s": round2(conn_ratio),
+            "mean_ms": round2(mean_ratio),
             "p50_ms": round2(p50_ratio),
             "p99_ms": round2(p99_ratio),
             "goal": "conn/s ratio >= 1, latency ratios <= 1, failed requests with a backend killed no more than HAProxy's",
