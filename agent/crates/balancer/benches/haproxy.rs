@@ -299,7 +299,8 @@ impl RunResult {
             p99_ms: percentile(&lat, 0.99),
             first_error: failed
                 .first()
-                .and_then(|s| s.result.as_ref().err().cloned()),
+                .and_then(|s| s.result.as_ref().err())
+                .map(|e| without_urls(e)),
         }
     }
     fn json(&self) -> serde_json::Value {
@@ -313,6 +314,15 @@ impl RunResult {
             "p99_ms": round2(self.p99_ms),
             "first_error": self.first_error,
         })
+    }
+}
+
+/// An error text without the links some errors append (rustls points to
+/// its manual): the result file keeps what failed, not where to read more.
+fn without_urls(e: &str) -> String {
+    match e.find(": http") {
+        Some(i) => e[..i].to_owned(),
+        None => e.to_owned(),
     }
 }
 
