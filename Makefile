@@ -29,6 +29,9 @@ APT_PACKAGES += curl
 # own config and storage; the packaged service is not used) and skopeo to
 # push test images into it.
 APT_PACKAGES += docker-registry skopeo
+# agent/crates/balancer/benches/haproxy.rs (`make bench-balancer`): HAProxy,
+# the reference the agent's API load balancer is measured against.
+APT_PACKAGES += haproxy
 # supervisor tests (owner: agent/crates/supervisor): a private message bus and
 # `systemd-analyze verify` for the generated unit files.
 APT_PACKAGES += dbus-daemon systemd
@@ -117,6 +120,7 @@ bench: deps
 	$(MAKE) bench-disk
 	$(MAKE) bench-quorum
 	$(MAKE) bench-vrrp
+	$(MAKE) bench-balancer
 	$(MAKE) bench-cluster
 	$(MAKE) bench-kubernetes
 	@echo; echo "bench: results in bench/results/:"; ls -l bench/results/*.json
@@ -134,6 +138,20 @@ clean:
 bench-vrrp: deps
 	@mkdir -p bench/results
 	$(CARGO) bench -p vrrp --bench failover
+
+## bench-balancer (owner: agent/crates/balancer): the agent's API load
+## balancer against HAProxy (`mode tcp`, the kubeadm HA guide's
+## configuration) on the same three `openssl s_server` TLS backends, the
+## same client and the same run, in network namespaces: connections/s and
+## p50/p99 latency (one new TLS connection per request, 8 in flight) and
+## failed requests while a backend is killed, medians of
+## BALANCER_BENCH_RUNS (3) interleaved runs of BALANCER_BENCH_REQUESTS
+## (3000) requests (~1-2 min, root); prints a table and writes
+## bench/results/balancer.json. Part of `make bench`.
+.PHONY: bench-balancer
+bench-balancer: deps
+	@mkdir -p bench/results
+	$(CARGO) bench -p balancer --bench haproxy
 
 ## bench-vrrp-chaos (owner: agent/crates/vrrp): the quorum rule under 100
 ## seeded cut/partition/kill/stop sequences (odd seeds 3 masters, even 5;

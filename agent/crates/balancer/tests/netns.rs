@@ -13,17 +13,17 @@
 
 #[path = "../../vrrp/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use balancer::{Balancer, BalancerConfig, BalancerStatus, CheckSpec, HealthRules};
 use common::{require, run, Lab, VIP, VIP_ADDR};
+use support::runtime_in;
 
 /// Fast checks so the test takes seconds: out within 1.25 s, back
 /// within 1 s.
@@ -40,27 +40,6 @@ const RULES: HealthRules = HealthRules {
 const SLACK: Duration = Duration::from_millis(750);
 
 const PORT: u16 = 6443;
-
-/// A tokio runtime whose threads live in network namespace `ns`: built on
-/// a thread that entered `ns`, so its workers (and their blocking pool)
-/// inherit it. Work must be `spawn`ed onto it (`block_on` polls on the
-/// caller's thread, in the caller's namespace).
-fn runtime_in(ns: &str) -> tokio::runtime::Runtime {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        // SAFETY: setns on a valid namespace fd; affects this thread only.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("building a runtime")
-    })
-    .join()
-    .expect("the runtime thread")
-}
 
 /// One client connection: when it started, and the backend's name or
 /// the error.
