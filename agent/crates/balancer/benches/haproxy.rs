@@ -42,7 +42,7 @@ mod common;
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,7 +53,7 @@ use balancer::{Balancer, BalancerConfig, CheckSpec, HealthRules, POLICY};
 use common::{require, run, Lab, VIP, VIP_ADDR};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use support::runtime_in;
+use support::{prepare_backend, runtime_in, start_backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
@@ -366,17 +366,6 @@ struct Bench {
     lab: Lab,
 }
 
-/// Starts backend `b` (1..=3) in node `b`.
-fn start_backend(lab: &mut Lab, b: usize) -> usize {
-    let dir = lab.path(&format!("b{b}"));
-    let addr = lab.nodes[b].addr;
-    let cmd = format!(
-        "cd {} && exec openssl s_server -accept {addr}:{BACKEND_PORT} -cert cert.pem -key key.pem -WWW -quiet",
-        dir.display()
-    );
-    lab.spawn(b, &format!("b{b}"), "sh", &["-c", &cmd])
-}
-
 impl Bench {
     fn new() -> Bench {
         let mut lab = Lab::new("bh", 5);
@@ -400,22 +389,8 @@ impl Bench {
             .collect();
         let mut procs = Vec::new();
         for b in 1..=3 {
-            let leaf = pki
-                .kubernetes_ca
-                .issue(&pki::LeafRequest {
-                    common_name: "kube-apiserver".to_owned(),
-                    dns_names: Vec::new(),
-                    ips: vec![IpAddr::V4(lab.nodes[b].addr), IpAddr::V4(VIP_ADDR)],
-                    usage: pki::Usage::Server,
-                    organization: None,
-                })
-                .expect("a server certificate");
-            std::fs::create_dir_all(lab.path(&format!("b{b}"))).expect("a backend directory");
-            lab.write(&format!("b{b}/cert.pem"), &leaf.cert_pem);
-            lab.write(&format!("b{b}/key.pem"), &leaf.key_pem);
-            lab.write(&format!("b{b}/readyz"), "ok\n");
-            lab.write(&format!("b{b}/file"), &file);
-            procs.push(start_backend(&mut lab, b));
+            prepare_backend(&lab, &pki, b, &[("file", &file)]);
+            procs.push(start_backend(&mut lab, b, BACKEND_PORT));
         }
         let backends: Vec<SocketAddr> = (1..=3)
             .map(|b| SocketAddr::from((lab.nodes[b].addr, BACKEND_PORT)))
@@ -510,7 +485,7 @@ impl Bench {
         let (samples, wall) = self.client.block_on(handle).expect("the client load task");
         let result = RunResult::of(&samples, wall, dead_at);
         if kill {
-            self.procs[0] = start_backend(&mut self.lab, 1);
+            self.procs[0] = start_backend(&mut self.lab, 1, BACKEND_PORT);
             self.wait_all_up();
         }
         result

@@ -16,14 +16,14 @@ mod common;
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use balancer::{Balancer, BalancerConfig, BalancerStatus, CheckSpec, HealthRules};
 use common::{require, run, Lab, VIP, VIP_ADDR};
-use support::runtime_in;
+use support::{prepare_backend, runtime_in, start_backend};
 
 /// Fast checks so the test takes seconds: out within 1.25 s, back
 /// within 1 s.
@@ -145,18 +145,6 @@ fn wait_for(
     }
 }
 
-/// Starts backend `b` (1..=3) in node `b`: `openssl s_server -WWW` on
-/// its address, serving the files in its directory.
-fn start_backend(lab: &mut Lab, b: usize) -> usize {
-    let dir = lab.path(&format!("b{b}"));
-    let addr = lab.nodes[b].addr;
-    let cmd = format!(
-        "cd {} && exec openssl s_server -accept {addr}:{PORT} -cert cert.pem -key key.pem -WWW -quiet",
-        dir.display()
-    );
-    lab.spawn(b, &format!("b{b}"), "sh", &["-c", &cmd])
-}
-
 #[test]
 fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
     require("openssl", "openssl");
@@ -178,22 +166,8 @@ fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
     let ca_pem = pki.kubernetes_ca.cert_pem.clone().into_bytes();
     let mut procs = BTreeMap::new();
     for b in 1..=3 {
-        let leaf = pki
-            .kubernetes_ca
-            .issue(&pki::LeafRequest {
-                common_name: "kube-apiserver".to_owned(),
-                dns_names: Vec::new(),
-                ips: vec![IpAddr::V4(lab.nodes[b].addr), IpAddr::V4(VIP_ADDR)],
-                usage: pki::Usage::Server,
-                organization: None,
-            })
-            .unwrap();
-        std::fs::create_dir_all(lab.path(&format!("b{b}"))).unwrap();
-        lab.write(&format!("b{b}/cert.pem"), &leaf.cert_pem);
-        lab.write(&format!("b{b}/key.pem"), &leaf.key_pem);
-        lab.write(&format!("b{b}/readyz"), "ok\n");
-        lab.write(&format!("b{b}/name"), &format!("b{b}\n"));
-        procs.insert(b, start_backend(&mut lab, b));
+        prepare_backend(&lab, &pki, b, &[("name", &format!("b{b}\n"))]);
+        procs.insert(b, start_backend(&mut lab, b, PORT));
     }
 
     let backends: Vec<SocketAddr> = (1..=3)
@@ -296,7 +270,7 @@ fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
 
     // 3. Restart b1: back after `rise` passes, and it takes connections.
     let restarted_at = Instant::now();
-    procs.insert(1, start_backend(&mut lab, 1));
+    procs.insert(1, start_backend(&mut lab, 1, PORT));
     let back = wait_for(&balancer, "b1 back", RULES.return_bound() + SLACK, |s| {
         s.backends[0].in_rotation
     });
