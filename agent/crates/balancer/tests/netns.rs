@@ -17,13 +17,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use balancer::{Balancer, BalancerConfig, BalancerStatus, CheckSpec, HealthRules};
+use balancer::{Balancer, BalancerConfig, CheckSpec, HealthRules};
 use common::{require, run, Lab, VIP, VIP_ADDR};
-use support::{prepare_backend, runtime_in, start_backend};
+use support::{
+    errors, load, per_backend, prepare_backend, runtime_in, start_backend, wait_for, Sample,
+};
 
 /// Fast checks so the test takes seconds: out within 1.25 s, back
 /// within 1 s.
@@ -40,110 +42,6 @@ const RULES: HealthRules = HealthRules {
 const SLACK: Duration = Duration::from_millis(750);
 
 const PORT: u16 = 6443;
-
-/// One client connection: when it started, and the backend's name or
-/// the error.
-struct Sample {
-    start: Instant,
-    got: Result<String, String>,
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s = format!("{s}: {c}");
-        src = c.source();
-    }
-    s
-}
-
-/// `concurrency` workers each GET `/name` through the VIP on a new TLS
-/// connection (verified against the CA, server name the VIP) until
-/// `count` connections were made or `stop` is set.
-async fn load(
-    ca_pem: Vec<u8>,
-    count: usize,
-    concurrency: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<Sample> {
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let url = format!("https://{VIP_ADDR}:{PORT}/name");
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, url, next, stop) = (client.clone(), url.clone(), next.clone(), stop.clone());
-        workers.spawn(async move {
-            let mut out = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < count && !stop.load(Ordering::Relaxed) {
-                let start = Instant::now();
-                let got = match client.get(&url).send().await {
-                    Ok(r) => r
-                        .text()
-                        .await
-                        .map(|b| b.trim().to_owned())
-                        .map_err(|e| chain(&e)),
-                    Err(e) => Err(chain(&e)),
-                };
-                out.push(Sample { start, got });
-            }
-            out
-        });
-    }
-    let mut all = Vec::new();
-    while let Some(w) = workers.join_next().await {
-        all.extend(w.unwrap());
-    }
-    all
-}
-
-fn per_backend(samples: &[Sample]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for s in samples {
-        let key = match &s.got {
-            Ok(name) => name.clone(),
-            Err(_) => "error".to_owned(),
-        };
-        *m.entry(key).or_insert(0) += 1;
-    }
-    m
-}
-
-fn errors(samples: &[Sample]) -> Vec<&str> {
-    samples
-        .iter()
-        .filter_map(|s| s.got.as_ref().err().map(String::as_str))
-        .collect()
-}
-
-/// Polls the status every 10 ms until `pred` holds; the time it took.
-fn wait_for(
-    balancer: &Balancer,
-    what: &str,
-    within: Duration,
-    pred: impl Fn(&BalancerStatus) -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let status = balancer.status();
-        if pred(&status) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "{what}: not within {within:?}\n{status}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
@@ -199,7 +97,7 @@ fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
     // 1. Spread: 3,000 connections, 6 at a time.
     let t = Instant::now();
     let samples = crt
-        .block_on(crt.spawn(load(ca_pem.clone(), 3000, 6, never.clone())))
+        .block_on(crt.spawn(load(ca_pem.clone(), PORT, 3000, 6, never.clone())))
         .unwrap();
     let counts = per_backend(&samples);
     println!("3000 connections in {:?}: {counts:?}", t.elapsed());
@@ -220,7 +118,7 @@ fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
     // connection that starts after its death succeeds (a refused connect
     // is retried on the next backend).
     let stop = Arc::new(AtomicBool::new(false));
-    let bg = crt.spawn(load(ca_pem.clone(), usize::MAX, 4, stop.clone()));
+    let bg = crt.spawn(load(ca_pem.clone(), PORT, usize::MAX, 4, stop.clone()));
     std::thread::sleep(Duration::from_millis(500));
     let killed_at = Instant::now();
     lab.stop(procs[&1], "KILL");
@@ -280,7 +178,7 @@ fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
     );
     assert!(restarted_at.elapsed() >= RULES.interval, "needs two passes");
     let samples = crt
-        .block_on(crt.spawn(load(ca_pem.clone(), 300, 3, never.clone())))
+        .block_on(crt.spawn(load(ca_pem.clone(), PORT, 300, 3, never.clone())))
         .unwrap();
     let counts = per_backend(&samples);
     println!("300 connections after b1's return: {counts:?}");
@@ -290,7 +188,7 @@ fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
     // 4. b2 alive but not ready: out within the bound, and no connection
     // that starts after that reaches it although it still accepts.
     let stop = Arc::new(AtomicBool::new(false));
-    let bg = crt.spawn(load(ca_pem.clone(), usize::MAX, 4, stop.clone()));
+    let bg = crt.spawn(load(ca_pem.clone(), PORT, usize::MAX, 4, stop.clone()));
     std::thread::sleep(Duration::from_millis(500));
     let unready_at = Instant::now();
     lab.write("b2/readyz", "[-]etcd failed: not ready\n");
@@ -347,7 +245,7 @@ fn spreads_drops_dead_and_not_ready_backends_and_takes_them_back() {
     );
     assert!(out <= RULES.leave_bound() + SLACK);
     let samples = crt
-        .block_on(crt.spawn(load(ca_pem.clone(), 300, 3, never.clone())))
+        .block_on(crt.spawn(load(ca_pem.clone(), PORT, 300, 3, never.clone())))
         .unwrap();
     let counts = per_backend(&samples);
     println!("300 connections without b3: {counts:?}");

@@ -1,10 +1,17 @@
 //! Helpers shared by `tests/netns.rs` and `benches/haproxy.rs` (both
-//! include this file with `#[path]`), on top of the VRRP tests' lab.
+//! include this file with `#[path]`, `tests/handover.rs` too), on top of
+//! the VRRP tests' lab.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use balancer::{Balancer, BalancerStatus};
 
 use crate::common::{Lab, VIP_ADDR};
 
@@ -63,4 +70,120 @@ pub fn start_backend(lab: &mut Lab, b: usize, port: u16) -> usize {
         dir.display()
     );
     lab.spawn(b, &format!("b{b}"), "sh", &["-c", &cmd])
+}
+
+/// One client connection: when it started and ended, and the backend's
+/// name or the error.
+pub struct Sample {
+    /// Before the connection was opened.
+    pub start: Instant,
+    /// When the answer (or the error) was in.
+    pub end: Instant,
+    /// The backend's name, or the error chain.
+    pub got: Result<String, String>,
+}
+
+/// An error with its sources.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s = format!("{s}: {c}");
+        src = c.source();
+    }
+    s
+}
+
+/// `concurrency` workers each GET `/name` through `VIP:port` on a new
+/// TLS connection (verified against the CA, server name the VIP) until
+/// `count` connections were made or `stop` is set.
+pub async fn load(
+    ca_pem: Vec<u8>,
+    port: u16,
+    count: usize,
+    concurrency: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<Sample> {
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("https://{VIP_ADDR}:{port}/name");
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, next, stop) = (client.clone(), url.clone(), next.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count && !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let got = match client.get(&url).send().await {
+                    Ok(r) => r
+                        .text()
+                        .await
+                        .map(|b| b.trim().to_owned())
+                        .map_err(|e| chain(&e)),
+                    Err(e) => Err(chain(&e)),
+                };
+                out.push(Sample {
+                    start,
+                    end: Instant::now(),
+                    got,
+                });
+            }
+            out
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(w) = workers.join_next().await {
+        all.extend(w.unwrap());
+    }
+    all
+}
+
+/// Connections per backend name (`error`: failed).
+pub fn per_backend(samples: &[Sample]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for s in samples {
+        let key = match &s.got {
+            Ok(name) => name.clone(),
+            Err(_) => "error".to_owned(),
+        };
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The failed connections' errors.
+pub fn errors(samples: &[Sample]) -> Vec<&str> {
+    samples
+        .iter()
+        .filter_map(|s| s.got.as_ref().err().map(String::as_str))
+        .collect()
+}
+
+/// Polls the status every 10 ms until `pred` holds; the time it took.
+pub fn wait_for(
+    balancer: &Balancer,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&BalancerStatus) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let status = balancer.status();
+        if pred(&status) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what}: not within {within:?}\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
