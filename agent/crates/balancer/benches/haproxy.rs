@@ -27,6 +27,16 @@
 //!   the requests completed; failed requests, and those among them that
 //!   started after the backend was dead. The backend is restarted and both
 //!   proxies see it back before the next run.
+//! - **holder restarted gracefully** (a second lab, see `graceful_row`):
+//!   two holder nodes, each with the agent side (an in-process
+//!   `vrrp::Vrrp` and a balancer on `*:6443`) or, in later runs, Debian's
+//!   keepalived (the kubeadm HA guide's configuration) and HAProxy on
+//!   `*:6443`; once a third of the requests to `VIP:6443` completed, the
+//!   holder stops gracefully: the agent's [`hand_over`] (quiesce, drain,
+//!   VRRP shutdown), or what `systemctl restart keepalived haproxy` does
+//!   (SIGTERM to keepalived, then HAProxy's soft stop, SIGUSR1). Failed
+//!   requests, requests started during the hand-over, its duration, p50
+//!   and max latency.
 //! - **direct** (steady only): the client spreads its requests over the
 //!   three backends itself, no proxy: what the TLS servers and the client
 //!   alone reach on this machine.
@@ -34,7 +44,7 @@
 //! Medians of the runs per proxy, the ratios agent / HAProxy, a table on
 //! stdout and `bench/results/balancer.json`. `BALANCER_BENCH_RUNS`
 //! (default 3) and `BALANCER_BENCH_REQUESTS` (default 3000) change the
-//! size. Root, `ip`, `openssl` and `haproxy` needed.
+//! size. Root, `ip`, `openssl`, `haproxy` and `keepalived` needed.
 
 #[path = "../../vrrp/tests/common/mod.rs"]
 mod common;
@@ -49,11 +59,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use balancer::{Balancer, BalancerConfig, CheckSpec, HealthRules, POLICY};
-use common::{require, run, Lab, VIP, VIP_ADDR};
+use balancer::{hand_over, Balancer, BalancerConfig, CheckSpec, HealthRules, POLICY};
+use common::{require, run, start_keepalived, Lab, VIP, VIP_ADDR};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use support::{prepare_backend, runtime_in, start_backend};
+use support::{prepare_backend, runtime_in, start_backend, start_holder, Holder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
@@ -96,7 +106,7 @@ impl Target {
 /// `balance roundrobin`, `option httpchk`, its `defaults`), the check
 /// path `/readyz` and the checks at the agent's period and thresholds,
 /// verified against the cluster CA as the agent's checks are.
-fn haproxy_conf(backends: &[SocketAddr], ca: &str, sock: &str) -> String {
+fn haproxy_conf(backends: &[SocketAddr], ca: &str, sock: &str, bind: &str) -> String {
     let servers: String = backends
         .iter()
         .enumerate()
@@ -124,7 +134,7 @@ fn haproxy_conf(backends: &[SocketAddr], ca: &str, sock: &str) -> String {
          \x20   maxconn 3000\n\
          \n\
          frontend apiserver\n\
-         \x20   bind {VIP_ADDR}:{HAPROXY_PORT}\n\
+         \x20   bind {bind}\n\
          \x20   mode tcp\n\
          \x20   default_backend apiserverbackend\n\
          \n\
@@ -411,7 +421,8 @@ impl Bench {
 
         let ca_path = common::path_str(&lab.write("ca.pem", &pki.kubernetes_ca.cert_pem));
         let haproxy_sock = common::path_str(&lab.path("haproxy.sock"));
-        let conf = haproxy_conf(&backends, &ca_path, &haproxy_sock);
+        let bind = format!("{VIP_ADDR}:{HAPROXY_PORT}");
+        let conf = haproxy_conf(&backends, &ca_path, &haproxy_sock, &bind);
         let conf_path = common::path_str(&lab.write("haproxy.cfg", &conf));
         run(&["haproxy", "-c", "-q", "-f", &conf_path]);
         lab.spawn(0, "haproxy", "haproxy", &["-db", "-f", &conf_path]);
@@ -603,6 +614,8 @@ fn main() {
     let status = bench.balancer.status();
     let haproxy_cfg = std::fs::read_to_string(bench.lab.path("haproxy.cfg")).unwrap_or_default();
     drop(bench);
+    require("keepalived", "keepalived");
+    let (graceful_agent, graceful_haproxy, keepalived_cfg) = graceful_row(runs, requests);
 
     let med = |rows: &[(Target, Vec<RunResult>)], t: Target, f: fn(&RunResult) -> f64| {
         rows.iter()
@@ -641,6 +654,29 @@ fn main() {
                 after
             );
         }
+    }
+    println!();
+    println!(
+        "holder restarted gracefully (two holders, the VIP moves; medians of {runs} runs, failed: total)"
+    );
+    println!(
+        "{:<28} {:>8} {:>16} {:>13} {:>9} {:>9}",
+        "proxy", "failed", "started during", "hand-over ms", "p50 ms", "max ms"
+    );
+    for (label, r) in [
+        ("agent (vrrp + balancer)", &graceful_agent),
+        ("keepalived + HAProxy", &graceful_haproxy),
+    ] {
+        let m = |f: fn(&GracefulRun) -> f64| median(r.iter().map(f).collect());
+        println!(
+            "{:<28} {:>8} {:>16.0} {:>13.0} {:>9.2} {:>9.0}",
+            label,
+            r.iter().map(|x| x.failed).sum::<usize>(),
+            m(|x| x.started_during as f64),
+            m(|x| x.handover_ms),
+            m(|x| x.p50_ms),
+            m(|x| x.max_ms)
+        );
     }
     let ratio = |rows: &[(Target, Vec<RunResult>)], f: fn(&RunResult) -> f64| {
         med(rows, Target::Agent, f) / med(rows, Target::Haproxy, f)
@@ -721,6 +757,37 @@ fn main() {
         },
         "steady": rows(&steady),
         "kill_one_backend": rows(&killed),
+        "holder_restarted_gracefully": {
+            "agent": graceful_summary(&graceful_agent),
+            "haproxy": graceful_summary(&graceful_haproxy),
+            "setup": "a second lab: holders 0 and 1, three openssl s_server backends on port 6444, \
+                      the client on a sixth node; both sides serve VIP:6443 from a proxy on \
+                      *:6443 on each holder; per run the client load of the other rows (a new \
+                      TLS connection per request, 8 in flight) to VIP:6443, the holder stopped \
+                      gracefully once a third of the requests completed; runs of the agent side, \
+                      then runs of the HAProxy side (the two VRRP stacks cannot share the VIP)",
+            "agent_setup": {
+                "vrrp": "in-process vrrp::Vrrp, priorities 120/110, advert interval 200 ms (the default), quorum assumed",
+                "restart": format!("balancer::hand_over: quiesce (SYN-dropping socket filter), drain (bound {} s), \
+                                    then the VRRP shutdown (priority-0 advert); node 0 restarted after the run", G_DRAIN.as_secs()),
+            },
+            "haproxy_setup": {
+                "keepalived": version("keepalived", "--version"),
+                "keepalived_config": keepalived_cfg,
+                "haproxy_bind": format!("*:{G_PORT}, otherwise the configuration above"),
+                "restart": "what `systemctl restart keepalived haproxy` does to the holder: SIGTERM to \
+                            keepalived (priority-0 advert, VIP removed, exit), then HAProxy's soft stop \
+                            (SIGUSR1: unbind, exit once its connections closed); both restarted after the run",
+            },
+            "started_during_handover": "requests started between the stop's start and the VIP seen (5 ms polling) on the other node",
+            "backend_caveat": "openssl s_server serves one connection at a time: a proxy connection to a \
+                               backend left open by the old holder (its client's side gone with the VIP) holds \
+                               that backend up until the old proxy closes it, and requests queued behind it \
+                               through the new holder can time out; with a concurrent API server only the \
+                               requests in flight through the old holder at the move would fail \
+                               (failed_started_before_the_move)",
+            "measured_window": "the stop and the take-over; the restarted node's return (it preempts the VIP back with the guide's priorities on both sides) is after the run",
+        },
         "ratio_agent_to_haproxy": {
             "conn_per_s": round2(conn_ratio),
             "mean_ms": round2(mean_ratio),
@@ -731,9 +798,8 @@ fn main() {
         "final_agent_status": status,
         "wall_seconds": started.elapsed().as_secs(),
         "notes": [
-            "graceful restart (failed requests while the proxy itself is restarted) is not \
-             measured: the balancer is not wired into the agent yet (issue 18), so there is no \
-             agent restart to hand over from",
+            "holder_restarted_gracefully: the agent side is the crate's hand_over with an \
+             in-process VRRP instance (what the agent runs), not the agent binary",
             "direct: the client spreads its requests over the three backends itself; what the \
              TLS servers and the client reach on this machine without a proxy",
             "HAProxy runs with its defaults for threads (one per CPU) and checks every backend \
@@ -750,4 +816,328 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+// ---- The graceful-restart row -------------------------------------------
+
+/// The graceful row's lab: holders 0 and 1, backends 2-4 (API servers
+/// on 6444, the port plan), the client on 5; the cluster endpoint is
+/// `VIP:6443` on both sides.
+const G_HOLDERS: [usize; 2] = [0, 1];
+const G_BACKENDS: [usize; 3] = [2, 3, 4];
+const G_CLIENT: usize = 5;
+const G_API_PORT: u16 = 6444;
+const G_PORT: u16 = 6443;
+/// The agent's drain bound in the hand-over.
+const G_DRAIN: Duration = Duration::from_secs(5);
+
+/// keepalived as the kubeadm HA guide configures it (`state`, priority
+/// 101 on the first master and 100 on the others, PASS authentication,
+/// VRRPv2, advert_int 1 s by default), without its `track_script` (a
+/// curl of the local API server every 3 s, weight -2: it plays no part
+/// in a graceful restart).
+fn guide_keepalived_conf(state: &str, priority: u8) -> String {
+    format!(
+        "global_defs {{\n    router_id LVS_DEVEL\n}}\n\
+         vrrp_instance VI_1 {{\n    state {state}\n    interface eth0\n    virtual_router_id 51\n    \
+         priority {priority}\n    authentication {{\n        auth_type PASS\n        auth_pass 42\n    }}\n    \
+         virtual_ipaddress {{\n        {VIP}\n    }}\n}}\n"
+    )
+}
+
+/// One graceful-restart run.
+#[derive(Debug, Clone)]
+struct GracefulRun {
+    requests: usize,
+    failed: usize,
+    /// Requests started between the stop's start and the VIP seen on
+    /// the other node.
+    started_during: usize,
+    /// Failed requests that started before the VIP was seen on the other
+    /// node (in flight through the old holder, or sent to it).
+    failed_before_move: usize,
+    /// From the stop's start to the VIP seen on the other node.
+    handover_ms: f64,
+    p50_ms: f64,
+    max_ms: f64,
+    first_error: Option<String>,
+}
+
+impl GracefulRun {
+    fn of(samples: &[Sample], stop_at: Instant, moved_at: Instant) -> GracefulRun {
+        let mut lat: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.result.is_ok())
+            .map(|s| s.latency.as_secs_f64() * 1000.0)
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let failed: Vec<&Sample> = samples.iter().filter(|s| s.result.is_err()).collect();
+        GracefulRun {
+            requests: samples.len(),
+            failed: failed.len(),
+            started_during: samples
+                .iter()
+                .filter(|s| s.start >= stop_at && s.start <= moved_at)
+                .count(),
+            failed_before_move: failed.iter().filter(|s| s.start <= moved_at).count(),
+            handover_ms: (moved_at - stop_at).as_secs_f64() * 1000.0,
+            p50_ms: percentile(&lat, 0.50),
+            max_ms: lat.last().copied().unwrap_or(f64::NAN),
+            first_error: failed
+                .first()
+                .and_then(|s| s.result.as_ref().err())
+                .map(|e| without_urls(e)),
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests,
+            "failed": self.failed,
+            "started_during_handover": self.started_during,
+            "failed_started_before_the_move": self.failed_before_move,
+            "handover_ms": round1(self.handover_ms),
+            "p50_ms": round2(self.p50_ms),
+            "max_ms": round1(self.max_ms),
+            "first_error": self.first_error,
+        })
+    }
+}
+
+fn graceful_summary(runs: &[GracefulRun]) -> serde_json::Value {
+    let m = |f: fn(&GracefulRun) -> f64| median(runs.iter().map(f).collect());
+    serde_json::json!({
+        "median": {
+            "failed": m(|r| r.failed as f64),
+            "started_during_handover": m(|r| r.started_during as f64),
+            "handover_ms": round1(m(|r| r.handover_ms)),
+            "p50_ms": round2(m(|r| r.p50_ms)),
+            "max_ms": round1(m(|r| r.max_ms)),
+        },
+        "failed_total": runs.iter().map(|r| r.failed).sum::<usize>(),
+        "runs": runs.iter().map(GracefulRun::json).collect::<Vec<_>>(),
+    })
+}
+
+/// Watches, on its own thread (every 5 ms, `ip addr`), for the VIP to be
+/// on namespace `ns`; the thread returns when it was first seen.
+fn watch_vip(ns: String) -> std::thread::JoinHandle<Option<Instant>> {
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            let out = Command::new("ip")
+                .args(["-n", &ns, "-4", "-o", "addr", "show", "dev", "eth0"])
+                .output()
+                .ok()?;
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP_ADDR}/")) {
+                return Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    })
+}
+
+/// Polls until node `i` alone of the holders has the VIP.
+fn wait_holder(lab: &Lab, i: usize, within: Duration) -> Instant {
+    let until = Instant::now() + within;
+    loop {
+        if lab.holders(&G_HOLDERS) == [i] {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < until,
+            "the VIP is not on node {i} alone within {within:?}: {:?}",
+            lab.holders(&G_HOLDERS)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts the client load on `client` and waits until a third of it
+/// completed.
+fn start_load(
+    client: &tokio::runtime::Runtime,
+    tls: &Arc<rustls::ClientConfig>,
+    expect: &Arc<Vec<u8>>,
+    count: usize,
+) -> tokio::task::JoinHandle<(Vec<Sample>, Duration)> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let handle = client.spawn(load(
+        tls.clone(),
+        vec![SocketAddr::from((VIP_ADDR, G_PORT))],
+        expect.clone(),
+        count,
+        done.clone(),
+    ));
+    while done.load(Ordering::Relaxed) < count / 3 && !handle.is_finished() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handle
+}
+
+/// The row "holder restarted gracefully": `runs` runs per side of
+/// `requests` requests each (the client as in the other rows), the
+/// holder stopped gracefully once a third completed. Returns the agent's
+/// runs, HAProxy's, and the keepalived configuration used.
+fn graceful_row(runs: usize, requests: usize) -> (Vec<GracefulRun>, Vec<GracefulRun>, String) {
+    let mut lab = Lab::new("bg", 6);
+    let secret =
+        cluster_config::ClusterSecret::new("balancer-bench-secret-0123456789").expect("the secret");
+    let pki = pki::ClusterPki::derive(&secret, "balancer-bench").expect("the PKI");
+    let ca_pem = pki.kubernetes_ca.cert_pem.clone().into_bytes();
+    let file: String = (0..FILE_BYTES)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for b in G_BACKENDS {
+        prepare_backend(&lab, &pki, b, &[("file", &file)]);
+        start_backend(&mut lab, b, G_API_PORT);
+    }
+    let backends: Vec<SocketAddr> = G_BACKENDS
+        .iter()
+        .map(|&b| SocketAddr::from((lab.nodes[b].addr, G_API_PORT)))
+        .collect();
+    let tls = tls_config(&ca_pem);
+    let expect = Arc::new(file.into_bytes());
+    let client = runtime_in(&lab.nodes[G_CLIENT].ns);
+
+    // Agent side: vrrp + balancer on both holders; the holder hands
+    // over (quiesce, drain, VRRP shutdown with its priority-0 advert),
+    // then its agent "restarts" once the run's load is done (a restarted
+    // node 0 preempts the VIP back, outside the measured window).
+    let config = BalancerConfig {
+        backends: backends.clone(),
+        check: CheckSpec::apiserver_readyz(ca_pem.clone()),
+        rules: RULES,
+        connect_timeout: Duration::from_secs(2),
+    };
+    let mut agent_runs = Vec::new();
+    let h1 = start_holder(&lab, 1, 110, &config, G_PORT);
+    for i in 1..=runs {
+        let mut h0 = start_holder(&lab, 0, 120, &config, G_PORT);
+        wait_holder(&lab, 0, Duration::from_secs(10));
+        for h in [&h0, &h1] {
+            let within = RULES.return_bound() * 3;
+            let start = Instant::now();
+            while h.balancer().status().serving() < 3 {
+                assert!(
+                    start.elapsed() < within,
+                    "backends not up: {}",
+                    h.balancer().status()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let handle = start_load(&client, &tls, &expect, requests);
+        let moved = watch_vip(lab.nodes[1].ns.clone());
+        let stop_at = Instant::now();
+        let (balancer, vrrp) = (h0.balancer.take().unwrap(), h0.vrrp.take().unwrap());
+        let report = h0
+            .rt
+            .block_on(
+                h0.rt
+                    .spawn(async move { hand_over(&balancer, G_DRAIN, vrrp.shutdown()).await }),
+            )
+            .expect("the hand-over task");
+        let moved_at = moved.join().ok().flatten().expect("the VIP on node 1");
+        wait_holder(&lab, 1, Duration::from_secs(10));
+        let (samples, _) = client.block_on(handle).expect("the client load task");
+        drop(h0);
+        let r = GracefulRun::of(&samples, stop_at, moved_at);
+        println!(
+            "run {i} graceful agent balancer  failed {} ({} started before the move)  started during the hand-over {}  hand-over {:.0} ms  \
+             p50 {:.2} ms  max {:.0} ms  (drained in {:?}, cut {}){}",
+            r.failed,
+            r.failed_before_move,
+            r.started_during,
+            r.handover_ms,
+            r.p50_ms,
+            r.max_ms,
+            report.drained,
+            report.cut,
+            r.first_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default()
+        );
+        agent_runs.push(r);
+    }
+    let Holder {
+        rt,
+        vrrp,
+        balancer,
+        _inputs,
+    } = h1;
+    if let Some(v) = vrrp {
+        let _ = rt.block_on(rt.spawn(v.shutdown()));
+    }
+    drop((balancer, _inputs));
+    drop(rt);
+
+    // HAProxy side: keepalived (the guide's configuration) and HAProxy
+    // (bound on *:6443, as the guide's) on both holders. The restart is
+    // what `systemctl restart keepalived haproxy` does to the holder's
+    // two services: keepalived gets SIGTERM (it advertises priority 0 and
+    // removes the VIP, then exits), then HAProxy its soft stop (SIGUSR1:
+    // it unbinds its listener and exits once its connections closed);
+    // both start again once the run's load is done (keepalived at 101
+    // preempts the VIP back, outside the measured window).
+    let ca_path = common::path_str(&lab.write("ca.pem", &pki.kubernetes_ca.cert_pem));
+    let keepalived = [
+        guide_keepalived_conf("MASTER", 101),
+        guide_keepalived_conf("BACKUP", 100),
+    ];
+    let start_haproxy = |lab: &mut Lab, n: usize| -> (usize, String) {
+        let sock = common::path_str(&lab.path(&format!("haproxy{n}.sock")));
+        let conf = haproxy_conf(&backends, &ca_path, &sock, &format!("*:{G_PORT}"));
+        let conf_path = common::path_str(&lab.write(&format!("haproxy{n}.cfg"), &conf));
+        (
+            lab.spawn(
+                n,
+                &format!("haproxy{n}"),
+                "haproxy",
+                &["-db", "-f", &conf_path],
+            ),
+            sock,
+        )
+    };
+    let (_, sock1) = start_haproxy(&mut lab, 1);
+    start_keepalived(&mut lab, 1, "keepalived1", &keepalived[1]);
+    let mut haproxy_runs = Vec::new();
+    for i in 1..=runs {
+        let (hp0, sock0) = start_haproxy(&mut lab, 0);
+        let ka0 = start_keepalived(&mut lab, 0, "keepalived0", &keepalived[0]);
+        wait_holder(&lab, 0, Duration::from_secs(15));
+        let within = RULES.return_bound() * 3 + Duration::from_secs(5);
+        let start = Instant::now();
+        while haproxy_up(&sock0) < 3 || haproxy_up(&sock1) < 3 {
+            assert!(start.elapsed() < within, "HAProxy backends not up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let handle = start_load(&client, &tls, &expect, requests);
+        let moved = watch_vip(lab.nodes[1].ns.clone());
+        let stop_at = Instant::now();
+        lab.stop(ka0, "TERM");
+        let keepalived_stopped = stop_at.elapsed();
+        lab.signal(hp0, "USR1");
+        let moved_at = moved.join().ok().flatten().expect("the VIP on node 1");
+        wait_holder(&lab, 1, Duration::from_secs(10));
+        let (samples, _) = client.block_on(handle).expect("the client load task");
+        // Soft-stopped HAProxy exits once its connections closed (5 s,
+        // then SIGKILL).
+        lab.stop(hp0, "USR1");
+        let haproxy_stopped = stop_at.elapsed();
+        let r = GracefulRun::of(&samples, stop_at, moved_at);
+        println!(
+            "run {i} graceful HAProxy         failed {} ({} started before the move)  started during the hand-over {}  hand-over {:.0} ms  \
+             p50 {:.2} ms  max {:.0} ms  (keepalived exited after {keepalived_stopped:?}, HAProxy after {haproxy_stopped:?}){}",
+            r.failed,
+            r.failed_before_move,
+            r.started_during,
+            r.handover_ms,
+            r.p50_ms,
+            r.max_ms,
+            r.first_error.as_deref().map(|e| format!(", first: {e}")).unwrap_or_default()
+        );
+        haproxy_runs.push(r);
+    }
+    drop(client);
+    drop(lab);
+    (agent_runs, haproxy_runs, keepalived[0].clone())
 }

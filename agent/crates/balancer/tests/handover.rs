@@ -25,16 +25,17 @@
 mod common;
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use balancer::{hand_over, Balancer, BalancerConfig, CheckSpec, HealthRules, ListenerState};
-use common::{require, Lab, VIP};
-use support::{errors, load, per_backend, prepare_backend, runtime_in, start_backend, wait_for};
-use tokio::sync::watch;
-use vrrp::{Health, Quorum, Vrrp, VrrpConfig, VrrpHandle};
+use balancer::{hand_over, BalancerConfig, CheckSpec, HealthRules, ListenerState};
+use common::{require, Lab};
+use support::{
+    errors, load, per_backend, prepare_backend, runtime_in, start_backend, start_holder, wait_for,
+    Holder,
+};
 
 /// Fast checks so the test takes seconds (as `tests/netns.rs`).
 const RULES: HealthRules = HealthRules {
@@ -62,60 +63,6 @@ const SPREAD_CLIENTS: usize = 3;
 const HOLDERS: [usize; 2] = [0, 1];
 const BACKENDS: [usize; 3] = [2, 3, 4];
 const CLIENT: usize = 5;
-
-/// One holder node: its runtime (threads in the node's namespace), its
-/// VRRP instance and its balancer.
-struct Holder {
-    rt: tokio::runtime::Runtime,
-    vrrp: Option<VrrpHandle>,
-    balancer: Option<Balancer>,
-    /// The instance's health and peers inputs (fixed; kept open).
-    _inputs: (watch::Sender<Health>, watch::Sender<Vec<Ipv4Addr>>),
-}
-
-fn start_holder(lab: &Lab, i: usize, priority: u8, config: &BalancerConfig) -> Holder {
-    let rt = runtime_in(&lab.nodes[i].ns);
-    let spec = cluster_config::Vrrp {
-        router_id: 51,
-        interval_cs: cluster_config::DEFAULT_VRRP_INTERVAL_CS,
-        priority,
-        preempt: true,
-        preempt_delay_ms: 0,
-        unicast: false,
-        proof_timeout_ms: cluster_config::DEFAULT_PROOF_TIMEOUT_MS,
-        proof_lease_ms: cluster_config::DEFAULT_PROOF_LEASE_MS,
-    };
-    let vrrp_config = VrrpConfig::new(&spec, VIP.parse().unwrap(), "eth0").unwrap();
-    let (health_tx, health) = watch::channel(Health::OK);
-    let (peers_tx, peers) = watch::channel(Vec::<Ipv4Addr>::new());
-    let (vrrp, balancer) = rt
-        .block_on(rt.spawn({
-            let config = config.clone();
-            async move {
-                let vrrp = Vrrp::spawn(vrrp_config, Quorum::Assumed, health, peers)
-                    .await
-                    .expect("starting VRRP");
-                let listen = SocketAddr::from(([0, 0, 0, 0], PORT));
-                let balancer = Balancer::bind(listen, config)
-                    .await
-                    .expect("binding 0.0.0.0:6443");
-                (vrrp, balancer)
-            }
-        }))
-        .unwrap();
-    Holder {
-        rt,
-        vrrp: Some(vrrp),
-        balancer: Some(balancer),
-        _inputs: (health_tx, peers_tx),
-    }
-}
-
-impl Holder {
-    fn balancer(&self) -> &Balancer {
-        self.balancer.as_ref().unwrap()
-    }
-}
 
 /// Every backend with at least 900 of 3,000 (±10 %) and no error.
 fn assert_spread(samples: &[support::Sample], what: &str) {
@@ -159,8 +106,8 @@ fn the_vip_moves_between_balancers_and_a_graceful_hand_over_loses_nothing() {
         connect_timeout: Duration::from_millis(500),
     };
     let mut holders = vec![
-        start_holder(&lab, 0, 120, &config),
-        start_holder(&lab, 1, 110, &config),
+        start_holder(&lab, 0, 120, &config, PORT),
+        start_holder(&lab, 1, 110, &config, PORT),
     ];
     let crt = runtime_in(&lab.nodes[CLIENT].ns);
     let never = Arc::new(AtomicBool::new(false));
@@ -270,7 +217,7 @@ fn the_vip_moves_between_balancers_and_a_graceful_hand_over_loses_nothing() {
     // Node 0 restarts (a new agent: new runtime, VRRP and balancer),
     // at a priority below node 1's so it does not preempt.
     drop(holders.remove(0));
-    holders.insert(0, start_holder(&lab, 0, 100, &config));
+    holders.insert(0, start_holder(&lab, 0, 100, &config, PORT));
     wait_for(
         holders[0].balancer(),
         "node 0 back: all three in rotation",

@@ -5,15 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use balancer::{Balancer, BalancerStatus};
+use balancer::{Balancer, BalancerConfig, BalancerStatus};
+use tokio::sync::watch;
+use vrrp::{Health, Quorum, Vrrp, VrrpConfig, VrrpHandle};
 
-use crate::common::{Lab, VIP_ADDR};
+use crate::common::{Lab, VIP, VIP_ADDR};
 
 /// A tokio runtime whose threads live in network namespace `ns`: built on
 /// a thread that entered `ns`, so its workers (and their blocking pool)
@@ -185,5 +187,72 @@ pub fn wait_for(
             "{what}: not within {within:?}\n{status}"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One holder node: its runtime (threads in the node's namespace), its
+/// VRRP instance and its balancer.
+pub struct Holder {
+    /// Its runtime.
+    pub rt: tokio::runtime::Runtime,
+    /// Its VRRP instance (taken for the shutdown).
+    pub vrrp: Option<VrrpHandle>,
+    /// Its balancer (taken for a hand-over).
+    pub balancer: Option<Balancer>,
+    /// The instance's health and peers inputs (fixed; kept open).
+    pub _inputs: (watch::Sender<Health>, watch::Sender<Vec<Ipv4Addr>>),
+}
+
+/// Starts lab node `i` as a master does: a VRRP instance for the lab VIP
+/// (router id 51, `priority`, the default interval, quorum assumed)
+/// and a balancer on `0.0.0.0:port` with `config`.
+pub fn start_holder(
+    lab: &Lab,
+    i: usize,
+    priority: u8,
+    config: &BalancerConfig,
+    port: u16,
+) -> Holder {
+    let rt = runtime_in(&lab.nodes[i].ns);
+    let spec = cluster_config::Vrrp {
+        router_id: 51,
+        interval_cs: cluster_config::DEFAULT_VRRP_INTERVAL_CS,
+        priority,
+        preempt: true,
+        preempt_delay_ms: 0,
+        unicast: false,
+        proof_timeout_ms: cluster_config::DEFAULT_PROOF_TIMEOUT_MS,
+        proof_lease_ms: cluster_config::DEFAULT_PROOF_LEASE_MS,
+    };
+    let vrrp_config = VrrpConfig::new(&spec, VIP.parse().unwrap(), "eth0").unwrap();
+    let (health_tx, health) = watch::channel(Health::OK);
+    let (peers_tx, peers) = watch::channel(Vec::<Ipv4Addr>::new());
+    let (vrrp, balancer) = rt
+        .block_on(rt.spawn({
+            let config = config.clone();
+            async move {
+                let vrrp = Vrrp::spawn(vrrp_config, Quorum::Assumed, health, peers)
+                    .await
+                    .expect("starting VRRP");
+                let listen = SocketAddr::from(([0, 0, 0, 0], port));
+                let balancer = Balancer::bind(listen, config)
+                    .await
+                    .expect("binding the balancer");
+                (vrrp, balancer)
+            }
+        }))
+        .unwrap();
+    Holder {
+        rt,
+        vrrp: Some(vrrp),
+        balancer: Some(balancer),
+        _inputs: (health_tx, peers_tx),
+    }
+}
+
+impl Holder {
+    /// Its balancer (panics once taken).
+    pub fn balancer(&self) -> &Balancer {
+        self.balancer.as_ref().unwrap()
     }
 }
