@@ -504,12 +504,19 @@ impl Bench {
     }
 }
 
+/// The first line `program arg` prints (on stdout, or on stderr as
+/// keepalived does).
 fn version(program: &str, arg: &str) -> String {
     Command::new(program)
         .arg(arg)
         .output()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
+            let out = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&out)
                 .lines()
                 .next()
                 .unwrap_or_default()
