@@ -37,6 +37,7 @@ fn main() {
         proposal: vec![],
         kube: Some(discovery::KubeState::Joining),
         kube_join: None,
+        epoch: None,
         phase: Phase::Ready,
         ..master.clone()
     };
