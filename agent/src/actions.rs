@@ -402,7 +402,7 @@ impl Actions {
         let io = self.recover_io(disc, node_id, secret, &peer_url, &client_url);
         let result = match &req {
             Some(r) => crate::recovery::recover(&io, &plan.persisted, r).await,
-            None => crate::recovery::resume(&io, &plan.persisted).await,
+            None => crate::recovery::resume(&io, &plan.persisted, std::time::Instant::now()).await,
         };
         let (state, mut steps) = match result {
             Ok(r) => r,
@@ -447,7 +447,10 @@ impl Actions {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         match plan.persisted.recovery.clone() {
-            Some(record) => Response::Recovered(crate::recovery::RecoverOutcome { record, steps }),
+            Some(record) => Response::Recovered(crate::recovery::RecoverOutcome {
+                record: *record,
+                steps,
+            }),
             None => Response::Error {
                 error: "the recovery record is missing from the state".to_owned(),
             },

@@ -201,6 +201,47 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn recover_goes_to_the_loop_and_its_answer_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = RecoverRequest {
+            confirm_node: Some("master-1".into()),
+            from_snapshot: None,
+        };
+        // Without a loop to hand it to: said so.
+        let plain = dir.path().join("plain.sock");
+        let _a = serve(&plain, SnapshotSlot::default()).unwrap();
+        match ask(&plain, &Request::Recover(req.clone())).await.unwrap() {
+            Response::Error { error } => assert!(error.contains("recoveries"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        // With one: the request arrives whole, the loop's answer returns.
+        let path = dir.path().join(SOCKET_NAME);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let _b = serve_with(&path, SnapshotSlot::default(), Some(tx)).unwrap();
+        let want = req.clone();
+        let lp = tokio::spawn(async move {
+            let (got, reply) = rx.recv().await.unwrap();
+            assert_eq!(got, want);
+            let _ = reply.send(Response::Error {
+                error: "refusing to recover: the cluster has a quorum (x)".into(),
+            });
+        });
+        match ask(&path, &Request::Recover(req)).await.unwrap() {
+            Response::Error { error } => assert!(error.contains("has a quorum"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        lp.await.unwrap();
+        assert_eq!(
+            serde_json::to_string(&Request::Recover(RecoverRequest {
+                confirm_node: None,
+                from_snapshot: None
+            }))
+            .unwrap(),
+            r#"{"command":"recover","confirm_node":null,"from_snapshot":null}"#
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_node_without_snapshots_says_why_and_bad_requests_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(SOCKET_NAME);

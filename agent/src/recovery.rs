@@ -38,7 +38,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use supervisor::{AnySupervisor, Supervisor};
@@ -269,11 +269,8 @@ pub async fn recover(
     req: &RecoverRequest,
 ) -> Result<(PersistedState, Vec<String>), RecoveryError> {
     let mut steps = Vec::new();
-    let t0 = std::time::Instant::now();
-    let mut step = |s: String| {
-        tracing::warn!("recovery: {s}");
-        steps.push(format!("{:>6} ms  {s}", t0.elapsed().as_millis()));
-    };
+    let t0 = Instant::now();
+    let mut step = |s: String| steps.push(stamp(t0, &s));
     match &req.confirm_node {
         None => {
             return Err(RecoveryError::NotConfirmed {
@@ -336,7 +333,7 @@ pub async fn recover(
         stage: RecoveryStage::Restoring,
     };
     let mut begun = persisted.clone();
-    begun.recovery = Some(record);
+    begun.recovery = Some(Box::new(record));
     io.state.save(&begun)?;
     step(format!(
         "recovery into epoch {} recorded (node {}, id {})",
@@ -344,10 +341,8 @@ pub async fn recover(
         io.name,
         &hex16(&io.node_id)[..6]
     ));
-    let (state, more) = resume(io, &begun).await?;
-    for s in more {
-        step(s);
-    }
+    let (state, more) = resume(io, &begun, t0).await?;
+    steps.extend(more);
     Ok((state, steps))
 }
 
@@ -359,12 +354,20 @@ fn source_copy(state: &StateDir) -> PathBuf {
     state.root().join(DIR_NAME).join("source.db")
 }
 
+/// One step's line: milliseconds since `t0`, then what was done (also
+/// logged).
+fn stamp(t0: Instant, s: &str) -> String {
+    tracing::warn!("recovery: {s}");
+    format!("{:>6} ms  {s}", t0.elapsed().as_millis())
+}
+
 /// Steps 2-6 of a recovery recorded in `persisted` (stage `restoring`):
 /// what a restart after a crash runs again. Returns the new state
-/// (stage `restored`) and the steps done.
+/// (stage `restored`) and the steps done (times since `t0`).
 pub async fn resume(
     io: &RecoverIo<'_>,
     persisted: &PersistedState,
+    t0: Instant,
 ) -> Result<(PersistedState, Vec<String>), RecoveryError> {
     let Some(record) = persisted
         .recovery
@@ -378,7 +381,7 @@ pub async fn resume(
         .stop(SERVICE_NAME)
         .await
         .map_err(|e| RecoveryError::Stop(e.to_string()))?;
-    steps.push("etcd stopped".to_owned());
+    steps.push(stamp(t0, "etcd stopped"));
     let (state, persisted, name, peer_url, etcdctl) = (
         io.state.clone(),
         persisted.clone(),
@@ -387,7 +390,7 @@ pub async fn resume(
         io.etcdctl.clone(),
     );
     let (new_state, more) = tokio::task::spawn_blocking(move || {
-        restore_data(&state, &persisted, record, &name, &peer_url, &etcdctl)
+        restore_data(&state, &persisted, *record, &name, &peer_url, &etcdctl, t0)
     })
     .await
     .map_err(|e| RecoveryError::Stop(e.to_string()))??;
@@ -404,8 +407,10 @@ fn restore_data(
     name: &str,
     peer_url: &str,
     etcdctl: &Path,
+    t0: Instant,
 ) -> Result<(PersistedState, Vec<String>), RecoveryError> {
     let mut steps = Vec::new();
+    let mut step = |s: String| steps.push(stamp(t0, &s));
     let work = state.root().join(DIR_NAME);
     fs::create_dir_all(&work).map_err(io_err("creating", &work))?;
     let source = if record.snapshot {
@@ -422,7 +427,7 @@ fn restore_data(
             let bytes = fs::read(&db).map_err(io_err("reading", &db))?;
             atomic_file::write(&copy, &bytes, atomic_file::SECRET)
                 .map_err(io_err("writing", &copy))?;
-            steps.push(format!(
+            step(format!(
                 "member data {} copied to {}",
                 db.display(),
                 copy.display()
@@ -458,7 +463,7 @@ fn restore_data(
             ),
         });
     }
-    steps.push(format!(
+    step(format!(
         "restored {} into {} (one member {name}, token {})",
         source.display(),
         new_dir.display(),
@@ -467,11 +472,11 @@ fn restore_data(
     let unix_s = now_ms() / 1000;
     let aside = state.set_aside_etcd_data(&epoch::set_aside_name(persisted.epoch, unix_s))?;
     if let Some(a) = &aside {
-        steps.push(format!("old etcd data kept at {}", a.display()));
+        step(format!("old etcd data kept at {}", a.display()));
         if record.set_aside.is_none() {
             record.set_aside = Some(a.display().to_string());
             let mut noted = persisted.clone();
-            noted.recovery = Some(record.clone());
+            noted.recovery = Some(Box::new(record.clone()));
             state.save(&noted)?;
         }
     }
@@ -486,12 +491,12 @@ fn restore_data(
         bootstrapped: true,
         epoch: to,
         highest_epoch: to,
-        recovery: Some(record),
+        recovery: Some(Box::new(record)),
         ..PersistedState::default()
     };
     state.save(&next)?;
     let _ = fs::remove_file(source_copy(state));
-    steps.push(format!(
+    step(format!(
         "epoch {} persisted; etcd restarts as a one-member cluster",
         to.text()
     ));
@@ -546,7 +551,7 @@ impl RecoveryReport {
         RecoveryReport {
             epoch: st.epoch,
             highest_epoch: st.highest_epoch,
-            last: st.recovery.clone(),
+            last: st.recovery.as_deref().cloned(),
         }
     }
 

@@ -307,8 +307,15 @@ async fn a_snapshot_before_a_membership_change_is_bounded_and_never_blocks() {
     assert_eq!(meta.change.as_deref(), Some("pre-add-learner"));
     assert!(first.line().contains("pre-add-learner"), "{}", first.line());
     // The promotion seconds later: covered by the one just taken.
-    let second =
-        snapshot::before_change(&[url.clone()], &tls, &dir, 8, "pre-promote-9", now + 5_000).await;
+    let second = snapshot::before_change(
+        std::slice::from_ref(&url),
+        &tls,
+        &dir,
+        8,
+        "pre-promote-9",
+        now + 5_000,
+    )
+    .await;
     assert!(
         matches!(&second.result, snapshot::PreChangeResult::Skipped { reason } if reason.contains(path.to_str().unwrap())),
         "{second:?}"
@@ -317,7 +324,7 @@ async fn a_snapshot_before_a_membership_change_is_bounded_and_never_blocks() {
     // No member answers: a failure naming the endpoint, within the bound.
     let t0 = Instant::now();
     let failed = snapshot::before_change(
-        &[dead.clone()],
+        std::slice::from_ref(&dead),
         &tls,
         &tmp.path().join("other"),
         8,

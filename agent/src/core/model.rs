@@ -118,7 +118,7 @@ pub struct PersistedState {
     /// The last recovery this node made (`agent recover`), kept across
     /// later yields for the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery: Option<RecoveryRecord>,
+    pub recovery: Option<Box<RecoveryRecord>>,
 }
 
 /// Where a recovery (`agent recover`) stands; each stage is persisted

@@ -1517,7 +1517,7 @@ mod tests {
             bootstrapped: true,
             epoch: e1,
             highest_epoch: e1,
-            recovery: Some(RecoveryRecord {
+            recovery: Some(Box::new(RecoveryRecord {
                 epoch: e1,
                 node: "m1".into(),
                 at_ms: 5,
@@ -1528,7 +1528,7 @@ mod tests {
                 token: "c-epoch1-x".into(),
                 set_aside: None,
                 stage: RecoveryStage::Restored,
-            }),
+            })),
             ..Default::default()
         };
         let a = p.step(Event::Recovered { state }, 3000).actions();
