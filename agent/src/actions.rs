@@ -430,6 +430,13 @@ impl Actions {
                         "etcd answers as cluster {:x}, member {:x} (one voter)",
                         s.cluster_id, s.member_id
                     ));
+                    // The status shows the new cluster at once (the monitor
+                    // refreshes it, and the member list, from now on).
+                    self.report_tx.send_modify(|r| {
+                        r.etcd.cluster_id = Some(format!("{:x}", s.cluster_id));
+                        r.etcd.member_id = Some(format!("{:x}", s.member_id));
+                        r.etcd.members.clear();
+                    });
                     let _ = self
                         .step(
                             plan,
