@@ -9,7 +9,9 @@
 //! node's name and while a quorum exists (naming the evidence); after two
 //! members are killed, a corrupted snapshot is refused with its path, and
 //! the recovery restores a one-member cluster with a NEW cluster id and
-//! every key, keeps the old data aside and persists epoch 1.
+//! every key, keeps the old data aside and persists epoch 1; a partial
+//! restore left by a crash is removed, and a recovery cut short after the
+//! restored data went in place resumes safely (`recovery::resume`).
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
@@ -281,6 +283,11 @@ async fn recover_is_refused_with_quorum_then_restores_a_new_one_member_cluster()
     assert_eq!(state.load().unwrap(), persisted);
     assert!(state.has_etcd_data());
 
+    // A partial restore left by an earlier crash is no obstacle.
+    let partial = state.root().join("recovery/etcd.new/member");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("garbage"), b"half a restore").unwrap();
+
     // The recovery from the member's own data.
     let t0 = Instant::now();
     let (next, steps) = recovery::recover(&io, &persisted, &ask(Some("r-1"), None))
@@ -316,6 +323,33 @@ async fn recover_is_refused_with_quorum_then_restores_a_new_one_member_cluster()
         steps.iter().any(|s| s.contains("etcd stopped")),
         "{steps:?}"
     );
+
+    // A crash after the restored data went in place but before the last
+    // save (stage still `restoring`): resuming is safe. The restored copy
+    // is set aside too, the first set-aside stays recorded, and the
+    // source copy of the member data is used again.
+    let mut crashed = next.clone();
+    let mut rec = crashed.recovery.clone().unwrap();
+    rec.stage = RecoveryStage::Restoring;
+    crashed.recovery = Some(rec);
+    crashed.epoch = persisted.epoch;
+    crashed.highest_epoch = persisted.highest_epoch;
+    state.save(&crashed).unwrap();
+    std::fs::copy(
+        aside.join("member/snap/db"),
+        state.root().join("recovery/source.db"),
+    )
+    .unwrap();
+    let (again, steps2) = recovery::resume(&io, &crashed, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(again.epoch, next.epoch);
+    let rec2 = again.recovery.clone().unwrap();
+    assert_eq!(rec2.set_aside, record.set_aside, "{steps2:?}");
+    assert_eq!(rec2.token, record.token);
+    assert_eq!(rec2.stage, RecoveryStage::Restored);
+    assert!(aside.join("member/snap/db").is_file());
+    assert_eq!(state.load().unwrap(), again);
 
     // What the plan does next: restart etcd on it, one member.
     members[0]
