@@ -111,6 +111,13 @@ impl Actions {
         if plan.phase == AgentPhase::Joining && self.joining_since.is_none() {
             self.joining_since = Some(now);
         }
+        // The epoch and last recovery in the status (crate::recovery).
+        let rec = crate::recovery::RecoveryReport::of(&plan.persisted);
+        self.report_tx.send_if_modified(|r| {
+            let changed = r.recovery != rec;
+            r.recovery = rec;
+            changed
+        });
         if plan.phase != before {
             tracing::info!("phase {before:?} → {:?}: {}", plan.phase, plan.detail);
             if plan.phase == AgentPhase::Failed {
@@ -153,6 +160,7 @@ impl Actions {
                     let _ = c.events.send(ev);
                 });
             }
+            Action::Yield { from, to } => self.yield_epoch(from, to, now).await?,
             Action::StartVip => {
                 // The same proof as the VIP's: the local member is a
                 // healthy voter, so its data is the cluster's.
@@ -160,6 +168,35 @@ impl Actions {
                 self.start_vip(disc).await
             }
         }
+        Ok(())
+    }
+
+    /// A higher recovery epoch (already persisted): the VIP claim stops at
+    /// once, then etcd, then its data directory is kept aside (see
+    /// `core::epoch`). etcd that cannot be stopped is an error that ends
+    /// the agent: its data is never moved from under a running member (at
+    /// the next start the persisted epoch makes the agent yield again).
+    async fn yield_epoch(
+        &mut self,
+        from: crate::core::epoch::Epoch,
+        to: crate::core::epoch::Epoch,
+        now: u64,
+    ) -> Result<()> {
+        tracing::warn!(
+            "recovery epoch {} seen (this node's etcd state is epoch {}): stopping the VIP and etcd, keeping the data aside, joining the new cluster",
+            to.text(),
+            from.text()
+        );
+        crate::recovery::leave_epoch(
+            &mut self.vip,
+            &self.supervisor,
+            &self.state,
+            from,
+            now,
+            &self.report_tx,
+        )
+        .await?;
+        self.pending_launch = None;
         Ok(())
     }
 
@@ -280,6 +317,7 @@ impl Actions {
             membership: plan.membership(),
             kube: Some(kube.wire_state()),
             kube_join: kube.announced_join(),
+            epoch: plan.persisted.epoch,
         });
         let shown_phase = reported_phase(master, plan.phase, kube_peers.iter().any(|p| p.master));
         let skewed = disc.clock_skew();
@@ -320,6 +358,110 @@ impl Actions {
             r.discovery.proposal = plan.proposal.iter().map(hex16).collect();
             r.discovery.clock_skew = skewed;
         });
+    }
+
+    /// The I/O a recovery needs, from what the loop holds.
+    fn recover_io<'a>(
+        &'a self,
+        disc: &peers::Wire,
+        node_id: [u8; 16],
+        secret: &'a [u8],
+        peer_url: &'a str,
+        client_url: &'a str,
+    ) -> crate::recovery::RecoverIo<'a> {
+        crate::recovery::RecoverIo {
+            state: &self.state,
+            supervisor: &self.supervisor,
+            name: &self.ctx.name,
+            node_id,
+            master: self.ctx.cfg.role == Role::Master,
+            secret,
+            cluster_name: &self.ctx.cfg.name,
+            peer_url,
+            client_url,
+            announced: member_endpoints(&disc.peers(now_ms()), self.ctx.cfg.etcd.client_port),
+            tls: &self.ctx.tls,
+            etcdctl: self.etcd_bin.with_file_name("etcdctl"),
+        }
+    }
+
+    /// `agent recover` (from the control socket) or a recovery interrupted
+    /// by a crash (`resume`): runs it (see `crate::recovery`), hands the
+    /// new state to the plan (`Event::Recovered`: etcd restarts as one
+    /// member) and waits up to 30 s for the new cluster to answer.
+    pub(crate) async fn recover(
+        &mut self,
+        plan: &mut Plan,
+        req: Option<crate::recovery::RecoverRequest>,
+        disc: &peers::Wire,
+        node_id: [u8; 16],
+        secret: &[u8],
+    ) -> crate::control::Response {
+        use crate::control::Response;
+        let (peer_url, client_url) = (self.ctx.own_peer_url(), self.ctx.own_client_url());
+        let io = self.recover_io(disc, node_id, secret, &peer_url, &client_url);
+        let result = match &req {
+            Some(r) => crate::recovery::recover(&io, &plan.persisted, r).await,
+            None => crate::recovery::resume(&io, &plan.persisted, std::time::Instant::now()).await,
+        };
+        let (state, mut steps) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("recovery: {e}");
+                return Response::Error {
+                    error: e.to_string(),
+                };
+            }
+        };
+        if let Err(e) = self.step(plan, Event::Recovered { state }, disc).await {
+            return Response::Error {
+                error: format!("{e:#}"),
+            };
+        }
+        let t0 = std::time::Instant::now();
+        let local = [client_url];
+        while t0.elapsed() < std::time::Duration::from_secs(30) {
+            if let Ok(c) =
+                crate::etcd::Etcd::connect(&local, &self.ctx.tls, std::time::Duration::from_secs(2))
+                    .await
+            {
+                if let (Ok(s), Ok(())) = (c.status().await, c.quorum_read().await) {
+                    steps.push(format!(
+                        "etcd answers as cluster {:x}, member {:x} (one voter)",
+                        s.cluster_id, s.member_id
+                    ));
+                    // The status shows the new cluster at once (the monitor
+                    // refreshes it, and the member list, from now on).
+                    self.report_tx.send_modify(|r| {
+                        r.etcd.cluster_id = Some(format!("{:x}", s.cluster_id));
+                        r.etcd.member_id = Some(format!("{:x}", s.member_id));
+                        r.etcd.members.clear();
+                    });
+                    let _ = self
+                        .step(
+                            plan,
+                            Event::EtcdStatus {
+                                cluster_id: s.cluster_id,
+                                member_id: s.member_id,
+                                is_learner: s.is_learner,
+                            },
+                            disc,
+                        )
+                        .await;
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        match plan.persisted.recovery.clone() {
+            Some(record) => Response::Recovered(crate::recovery::RecoverOutcome {
+                record: *record,
+                steps,
+            }),
+            None => Response::Error {
+                error: "the recovery record is missing from the state".to_owned(),
+            },
+        }
     }
 
     /// Stops what must stop with the agent: the VIP, and etcd when it is

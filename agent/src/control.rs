@@ -1,5 +1,5 @@
-//! The control socket: requests to the running agent (so far one, `agent
-//! etcd snapshot`). It sits beside the status socket ([`socket_beside`]:
+//! The control socket: requests to the running agent (`agent etcd
+//! snapshot`, `agent recover`). It sits beside the status socket ([`socket_beside`]:
 //! `/run/kubeboot/control.sock` by default), mode 0600: only root may ask
 //! the agent to write a snapshot of every Secret.
 //!
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::etcd::snapshot::{Reason, SnapshotMeta, Snapshotter};
+use crate::recovery::{RecoverOutcome, RecoverRequest};
 use crate::socket::{self, SocketError};
 
 /// The control socket's file name, in the status socket's directory.
@@ -37,6 +38,8 @@ pub type SnapshotSlot = Arc<OnceLock<Arc<Snapshotter>>>;
 pub enum Request {
     /// Take an etcd snapshot now (kept under the retention like any).
     EtcdSnapshot,
+    /// Recover from quorum loss (see [`crate::recovery`]).
+    Recover(RecoverRequest),
 }
 
 /// The answer.
@@ -50,6 +53,8 @@ pub enum Response {
         /// Its sidecar.
         meta: SnapshotMeta,
     },
+    /// The recovery ran: its facts and steps.
+    Recovered(RecoverOutcome),
     /// The request failed.
     Error {
         /// Why.
@@ -57,10 +62,15 @@ pub enum Response {
     },
 }
 
+/// Where the control socket hands `agent recover` to the run loop (which
+/// owns etcd's supervisor and the plan) and gets the answer back.
+pub type RecoverTx =
+    tokio::sync::mpsc::Sender<(RecoverRequest, tokio::sync::oneshot::Sender<Response>)>;
+
 /// Errors serving or using the control socket.
 pub type ControlError = SocketError;
 
-async fn answer(req: &[u8], slot: &SnapshotSlot) -> Response {
+async fn answer(req: &[u8], slot: &SnapshotSlot, recover: Option<&RecoverTx>) -> Response {
     let request: Request = match serde_json::from_slice(req) {
         Ok(r) => r,
         Err(e) => {
@@ -70,6 +80,22 @@ async fn answer(req: &[u8], slot: &SnapshotSlot) -> Response {
         }
     };
     match request {
+        Request::Recover(r) => {
+            let Some(tx) = recover else {
+                return Response::Error {
+                    error: "this agent does not take recoveries".to_owned(),
+                };
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if tx.send((r, reply)).await.is_err() {
+                return Response::Error {
+                    error: "the agent's loop has stopped".to_owned(),
+                };
+            }
+            answer.await.unwrap_or_else(|_| Response::Error {
+                error: "the agent's loop dropped the recovery".to_owned(),
+            })
+        }
         Request::EtcdSnapshot => match slot.get() {
             None => Response::Error {
                 error: "no etcd snapshots on this node yet: they start once this master's \
@@ -89,6 +115,15 @@ async fn answer(req: &[u8], slot: &SnapshotSlot) -> Response {
 /// Binds the control socket (replacing a stale one, mode 0600) and
 /// answers requests until the task is dropped.
 pub fn serve(path: &Path, slot: SnapshotSlot) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    serve_with(path, slot, None)
+}
+
+/// [`serve`], handing `agent recover` to the run loop through `recover`.
+pub fn serve_with(
+    path: &Path,
+    slot: SnapshotSlot,
+    recover: Option<RecoverTx>,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     let listener = socket::bind("control", path, Some(0o600))?;
     Ok(tokio::spawn(async move {
         loop {
@@ -96,6 +131,7 @@ pub fn serve(path: &Path, slot: SnapshotSlot) -> Result<tokio::task::JoinHandle<
                 continue;
             };
             let slot = slot.clone();
+            let recover = recover.clone();
             tokio::spawn(async move {
                 let (read, mut write) = sock.into_split();
                 let mut req = Vec::new();
@@ -105,7 +141,7 @@ pub fn serve(path: &Path, slot: SnapshotSlot) -> Result<tokio::task::JoinHandle<
                 )
                 .await;
                 let resp = match read {
-                    Ok(Ok(_)) => answer(&req, &slot).await,
+                    Ok(Ok(_)) => answer(&req, &slot, recover.as_ref()).await,
                     Ok(Err(e)) => Response::Error {
                         error: format!("reading the request: {e}"),
                     },
@@ -161,6 +197,47 @@ mod tests {
         assert_eq!(
             socket_beside(Path::new("/run/kubeboot/agent.sock")),
             Path::new("/run/kubeboot/control.sock")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn recover_goes_to_the_loop_and_its_answer_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = RecoverRequest {
+            confirm_node: Some("master-1".into()),
+            from_snapshot: None,
+        };
+        // Without a loop to hand it to: said so.
+        let plain = dir.path().join("plain.sock");
+        let _a = serve(&plain, SnapshotSlot::default()).unwrap();
+        match ask(&plain, &Request::Recover(req.clone())).await.unwrap() {
+            Response::Error { error } => assert!(error.contains("recoveries"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        // With one: the request arrives whole, the loop's answer returns.
+        let path = dir.path().join(SOCKET_NAME);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let _b = serve_with(&path, SnapshotSlot::default(), Some(tx)).unwrap();
+        let want = req.clone();
+        let lp = tokio::spawn(async move {
+            let (got, reply) = rx.recv().await.unwrap();
+            assert_eq!(got, want);
+            let _ = reply.send(Response::Error {
+                error: "refusing to recover: the cluster has a quorum (x)".into(),
+            });
+        });
+        match ask(&path, &Request::Recover(req)).await.unwrap() {
+            Response::Error { error } => assert!(error.contains("has a quorum"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        lp.await.unwrap();
+        assert_eq!(
+            serde_json::to_string(&Request::Recover(RecoverRequest {
+                confirm_node: None,
+                from_snapshot: None
+            }))
+            .unwrap(),
+            r#"{"command":"recover","confirm_node":null,"from_snapshot":null}"#
         );
     }
 

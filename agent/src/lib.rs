@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod kube;
 pub mod node_pki;
 pub mod peers;
+pub mod recovery;
 pub mod run;
 pub mod socket;
 pub mod startup;

@@ -41,6 +41,28 @@ enum Command {
     /// etcd operations through the running agent.
     #[command(subcommand)]
     Etcd(EtcdCommand),
+    /// Recover from etcd quorum loss on this surviving master: the running
+    /// agent rebuilds a one-member etcd cluster from this node's data (its
+    /// member's db, or --from-snapshot FILE) under a new cluster id and
+    /// the next recovery epoch; the other masters then yield to that epoch
+    /// (their old data kept aside) and rejoin as learners. Refused while
+    /// the cluster has a quorum (the answer says what proved it) and
+    /// without --confirm-node naming this node. Writes made on the old
+    /// cluster after this node's data was taken are lost. Exit 1 when
+    /// refused or failed.
+    Recover {
+        /// This node's name (as `agent status` shows it): the
+        /// confirmation that this node's data becomes the cluster's.
+        #[arg(long, value_name = "NODE")]
+        confirm_node: Option<String>,
+        /// Restore this snapshot (an agent snapshot with its `.json`
+        /// sidecar, verified first) instead of the member's own db.
+        #[arg(long, value_name = "FILE")]
+        from_snapshot: Option<PathBuf>,
+        /// The agent's status socket (the control socket is beside it).
+        #[arg(long, default_value = status::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Start real pods through containerd's CRI, as kubelet does, and print
     /// what they saw as `key=value` lines (the image self-test; see
     /// agent/crates/cri). Exit 1 when a step fails.
@@ -169,6 +191,11 @@ fn main() -> Result<()> {
         }) => rt.block_on(watch_status(&socket, json, every)),
         Some(Command::Run(args)) => rt.block_on(agent::run::run(options(args))),
         Some(Command::CriCheck(args)) => rt.block_on(cri_check(args)),
+        Some(Command::Recover {
+            confirm_node,
+            from_snapshot,
+            socket,
+        }) => rt.block_on(recover(&socket, confirm_node, from_snapshot)),
         Some(Command::Etcd(EtcdCommand::Snapshot { out, socket })) => {
             rt.block_on(etcd_snapshot(&socket, out.as_deref()))
         }
@@ -222,6 +249,47 @@ async fn etcd_snapshot(socket: &std::path::Path, out: Option<&std::path::Path>) 
             Ok(())
         }
         Response::Error { error } => anyhow::bail!("etcd snapshot: {error}"),
+        Response::Recovered(_) => anyhow::bail!("etcd snapshot: unexpected answer"),
+    }
+}
+
+/// `agent recover`: asks the running agent, prints the steps and the
+/// result.
+async fn recover(
+    socket: &std::path::Path,
+    confirm_node: Option<String>,
+    from_snapshot: Option<PathBuf>,
+) -> Result<()> {
+    use agent::control::{self, Request, Response};
+    let from_snapshot = match from_snapshot {
+        // The agent reads it: make a relative path the caller's.
+        Some(p) if p.is_relative() => Some(std::env::current_dir()?.join(p)),
+        other => other,
+    };
+    let path = control::socket_beside(socket);
+    let req = Request::Recover(agent::recovery::RecoverRequest {
+        confirm_node,
+        from_snapshot,
+    });
+    match control::ask(&path, &req).await? {
+        Response::Recovered(out) => {
+            for s in &out.steps {
+                println!("{s}");
+            }
+            let r = &out.record;
+            println!(
+                "recovered: epoch {}, cluster {} → {}, old data kept at {}",
+                r.epoch.text(),
+                r.old_cluster_id.as_deref().unwrap_or("?"),
+                r.new_cluster_id
+                    .as_deref()
+                    .unwrap_or("(etcd not answering yet)"),
+                r.set_aside.as_deref().unwrap_or("(none)")
+            );
+            Ok(())
+        }
+        Response::Error { error } => anyhow::bail!("recover: {error}"),
+        Response::Snapshot { .. } => anyhow::bail!("recover: unexpected answer"),
     }
 }
 

@@ -9,13 +9,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use anyhow::{Context, Result};
 use cluster_config::{ClusterConfig, ClusterSecret, DiscoveryMode, Role};
 use discovery::{
-    Announcement, Discovery, DiscoveryHandle, DiscoveryKeys, DiscoveryOptions, EtcdInfo,
+    Announcement, Discovery, DiscoveryHandle, DiscoveryKeys, DiscoveryOptions, EpochInfo, EtcdInfo,
     KubeJoinInfo, KubeState, MulticastOptions, MulticastSource, NodeId, Phase, StaticPeersSource,
 };
 use tokio::sync::watch;
 
 use kubeadm::task::KubePeer;
 
+use crate::core::epoch::Epoch;
 use crate::core::model::{hex16, Membership};
 use crate::core::plan::AgentPhase;
 use crate::core::quorum::{Id, PeerFacts};
@@ -35,6 +36,8 @@ pub struct OwnState {
     /// Masters: the public join material (API endpoint, CA pin) workers
     /// take from authenticated announcements (see [`kubeadm::task::Kube::announced_join`]).
     pub kube_join: Option<KubeJoinInfo>,
+    /// The recovery epoch of this node's etcd state (announced unless 0).
+    pub epoch: Epoch,
 }
 
 /// Converts one peer's announcement into the plan's facts. A peer shows
@@ -60,6 +63,13 @@ pub fn facts(ann: &Announcement, last_seen_ms: u64, peer_port: u16) -> PeerFacts
         failed: ann.phase == Phase::Failed && ann.etcd.is_none(),
         proposal: ann.proposal.iter().map(|n| n.0).collect(),
         last_seen_ms,
+        epoch: ann
+            .epoch
+            .map(|e| Epoch {
+                number: e.number,
+                by: e.by.0,
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -89,6 +99,7 @@ pub async fn start(
         proposal: Vec::new(),
         kube: None,
         kube_join: None,
+        epoch: None,
     });
     let mut options = DiscoveryOptions::new(cfg.discovery.interval_ms);
     let handle = match cfg.discovery.mode {
@@ -157,14 +168,20 @@ impl Wire {
                 cluster_id: m.cluster_id,
                 member_id: m.member_id,
             });
+            let next_epoch = (s.epoch != Epoch::default()).then_some(EpochInfo {
+                number: s.epoch.number,
+                by: NodeId(s.epoch.by),
+            });
             if a.phase == next_phase
                 && a.proposal == next_proposal
                 && a.etcd == next_etcd
                 && a.kube == s.kube
                 && a.kube_join == s.kube_join
+                && a.epoch == next_epoch
             {
                 return false;
             }
+            a.epoch = next_epoch;
             a.phase = next_phase;
             a.proposal = next_proposal;
             a.etcd = next_etcd;
@@ -275,6 +292,7 @@ mod tests {
             proposal: vec![NodeId([1; 16])],
             kube: None,
             kube_join: None,
+            epoch: None,
         }
     }
 

@@ -50,7 +50,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let _server = status::serve(&opts.socket, report_rx).await?;
     // `agent etcd snapshot`: answered once the snapshotter exists.
     let snapshot_slot = control::SnapshotSlot::default();
-    let _control = control::serve(&control::socket_beside(&opts.socket), snapshot_slot.clone())?;
+    // `agent recover`: handed to the loop below, which owns etcd and the plan.
+    let (recover_tx, mut recover_rx) = mpsc::channel(1);
+    let _control = control::serve_with(
+        &control::socket_beside(&opts.socket),
+        snapshot_slot.clone(),
+        Some(recover_tx),
+    )?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let Some(node) = startup::wait_for_config(&opts, &report_tx, &mut hup, &mut term).await else {
@@ -73,6 +79,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tls: node_pki.client.clone(),
         events: events_tx.clone(),
         grace_ms: opts.dead_member_grace_ms,
+        snapshot_dir: state.snapshot_dir(),
+        report: report_tx.clone(),
     });
 
     // Discovery.
@@ -106,6 +114,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         },
         state.load()?,
     );
+    // A recovery cut short by a crash (stage `restoring`) is finished
+    // before anything else (crate::recovery: each step is re-runnable).
+    let resume_recovery = plan
+        .persisted
+        .recovery
+        .as_ref()
+        .is_some_and(|r| r.stage == crate::core::model::RecoveryStage::Restoring);
     let mut pending = vec![Event::Start {
         has_etcd_data: state.has_etcd_data(),
     }];
@@ -122,6 +137,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         report_tx,
         snapshot_slot,
     );
+    if resume_recovery {
+        tracing::warn!("resuming the recovery recorded in the state");
+        for event in pending.drain(..) {
+            actions.step(&mut plan, event, &disc).await?;
+        }
+        if let control::Response::Error { error } = actions
+            .recover(&mut plan, None, &disc, node_id, loaded.secret.expose())
+            .await
+        {
+            tracing::error!("resuming the recovery: {error}");
+        }
+    }
     // The loop: events in, actions out; the only place the plan changes.
     loop {
         actions.retry_launch().await;
@@ -135,6 +162,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = disc.changed() => pending.push(Event::Peers { peers: disc.peers(now_ms()) }),
             Some(ev) = events.recv() => pending.push(ev),
             _ = kube.changed() => {}
+            Some((req, reply)) = recover_rx.recv() => {
+                // The loop waits for the recovery (seconds): the node has
+                // no quorum, and the VIP runs on its own task.
+                let answer = actions
+                    .recover(&mut plan, Some(req), &disc, node_id, loaded.secret.expose())
+                    .await;
+                let _ = reply.send(answer);
+            }
             _ = hup.recv() => {
                 match startup::load_config(&opts).await {
                     Ok(l) if l.config == cfg => tracing::info!("SIGHUP: configuration unchanged"),

@@ -95,6 +95,28 @@ impl StateDir {
         self.etcd_data_dir().join("member").is_dir()
     }
 
+    /// Keeps etcd's data directory aside under `name` (beside it, in the
+    /// state directory; a name already taken gets `.1`, `.2`, …): renamed,
+    /// never deleted, then the state directory fsynced. Returns where it
+    /// went, or `None` when there was no data directory (nothing to keep).
+    pub fn set_aside_etcd_data(&self, name: &str) -> Result<Option<PathBuf>, StateError> {
+        let from = self.etcd_data_dir();
+        if !from.exists() {
+            return Ok(None);
+        }
+        let mut to = self.root.join(name);
+        let mut n = 0;
+        while to.exists() {
+            n += 1;
+            to = self.root.join(format!("{name}.{n}"));
+        }
+        fs::rename(&from, &to).map_err(io("moving etcd's data directory to", &to))?;
+        fs::File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing", &self.root))?;
+        Ok(Some(to))
+    }
+
     /// Where etcd snapshots go (`etcd::snapshot`): beside etcd's data
     /// directory, never in it, so replacing that directory in a recovery
     /// keeps them.
@@ -203,6 +225,7 @@ mod tests {
                 member_id: 9,
             }),
             bootstrapped: true,
+            ..Default::default()
         };
         s.save(&st).unwrap();
         assert_eq!(s.load().unwrap(), st);
@@ -211,6 +234,26 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn etcd_data_is_set_aside_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        assert_eq!(s.set_aside_etcd_data("etcd.epoch-0.1").unwrap(), None);
+        for round in 0..2 {
+            fs::create_dir_all(s.etcd_data_dir().join("member/snap")).unwrap();
+            fs::write(s.etcd_data_dir().join("member/snap/db"), b"db").unwrap();
+            let to = s.set_aside_etcd_data("etcd.epoch-0.1").unwrap().unwrap();
+            let want = if round == 0 {
+                "etcd.epoch-0.1"
+            } else {
+                "etcd.epoch-0.1.1"
+            };
+            assert_eq!(to, dir.path().join(want));
+            assert_eq!(fs::read(to.join("member/snap/db")).unwrap(), b"db");
+            assert!(!s.has_etcd_data());
+        }
     }
 
     #[test]

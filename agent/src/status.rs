@@ -62,6 +62,10 @@ pub struct StatusReport {
     /// of agents that predate them.
     #[serde(default)]
     pub snapshots: crate::etcd::snapshot::SnapshotsReport,
+    /// The recovery epoch and the last recovery (masters; issue 17).
+    /// Absent in reports of older agents (then: epoch 0).
+    #[serde(default)]
+    pub recovery: crate::recovery::RecoveryReport,
 }
 
 /// This node.
@@ -332,6 +336,10 @@ pub fn render(r: &StatusReport) -> String {
     // etcd snapshots (masters): crate::etcd::snapshot.
     if r.snapshots.enabled || r.node.role == "master" {
         for l in r.snapshots.lines() {
+            line(l);
+        }
+        // The recovery epoch: crate::recovery.
+        for l in r.recovery.lines() {
             line(l);
         }
     }

@@ -313,6 +313,7 @@ mod tests {
             failed,
             proposal: vec![],
             last_seen_ms: 0,
+            epoch: Default::default(),
         }
     }
 

@@ -270,3 +270,79 @@ async fn a_real_snapshot_verifies_restores_and_keeps_its_retention() {
     assert!(agent::status::render(&r).contains("FAILED at "));
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4);
 }
+
+/// The snapshot before a membership change: streamed from the first live
+/// member that gives one (a dead endpoint first is skipped over), marked
+/// with the change, skipped while a recent one covers the next change,
+/// and a failure is an outcome (naming the endpoint) within the bound,
+/// never an error that would stop the change.
+#[tokio::test(flavor = "current_thread")]
+async fn a_snapshot_before_a_membership_change_is_bounded_and_never_blocks() {
+    require("etcd", "etcd-server");
+    let tmp = tempfile::tempdir().unwrap();
+    let (_etcd, url, tls) = start_etcd(tmp.path());
+    let client = wait_healthy(&url, &tls).await;
+    client.put("pre/key", "v").await.unwrap();
+    let dir = tmp.path().join("etcd-snapshots");
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let now = agent::run::now_ms();
+    let first = snapshot::before_change(
+        &[dead.clone(), url.clone()],
+        &tls,
+        &dir,
+        8,
+        "pre-add-learner",
+        now,
+    )
+    .await;
+    let path = match &first.result {
+        snapshot::PreChangeResult::Taken { path, endpoint } => {
+            assert_eq!(endpoint, &url);
+            std::path::PathBuf::from(path)
+        }
+        other => panic!("{other:?}"),
+    };
+    let meta = snapshot::verify(&path).unwrap();
+    assert_eq!(meta.reason, Reason::MembershipChange);
+    assert_eq!(meta.change.as_deref(), Some("pre-add-learner"));
+    assert!(first.line().contains("pre-add-learner"), "{}", first.line());
+    // The promotion seconds later: covered by the one just taken.
+    let second = snapshot::before_change(
+        std::slice::from_ref(&url),
+        &tls,
+        &dir,
+        8,
+        "pre-promote-9",
+        now + 5_000,
+    )
+    .await;
+    assert!(
+        matches!(&second.result, snapshot::PreChangeResult::Skipped { reason } if reason.contains(path.to_str().unwrap())),
+        "{second:?}"
+    );
+    assert_eq!(snapshot::list(&dir).unwrap().len(), 1);
+    // No member answers: a failure naming the endpoint, within the bound.
+    let t0 = Instant::now();
+    let failed = snapshot::before_change(
+        std::slice::from_ref(&dead),
+        &tls,
+        &tmp.path().join("other"),
+        8,
+        "pre-remove-2a",
+        now,
+    )
+    .await;
+    assert!(t0.elapsed() <= snapshot::PRE_CHANGE_TIMEOUT + Duration::from_secs(2));
+    match &failed.result {
+        snapshot::PreChangeResult::Failed { error } => assert!(error.contains(&dead), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    let mut report = agent::status::StatusReport::default();
+    report.node.role = "master".into();
+    report.snapshots.pre_change = Some(failed);
+    let text = agent::status::render(&report);
+    assert!(
+        text.contains("SNAPSHOT FAILED (the change went ahead)"),
+        "{text}"
+    );
+}

@@ -1,6 +1,6 @@
 //! The pure core of the agent: the first-boot state machine ([`plan`]), the
-//! quorum decisions it asks ([`quorum`]) and the persisted model it
-//! reads and writes ([`model`]).
+//! quorum decisions it asks ([`quorum`]), the recovery epoch rules
+//! ([`epoch`]) and the persisted model it reads and writes ([`model`]).
 //!
 //! Everything here takes data (and `now` as a number) and returns data or
 //! actions; nothing touches files, sockets, clocks, D-Bus or etcd. The
@@ -8,6 +8,7 @@
 //! the results back as [`plan::Event`]s. Keep it so: no `use` in `core/`
 //! names a module outside it but for plain-data crates (`serde`, `sha2`).
 
+pub mod epoch;
 pub mod model;
 pub mod plan;
 pub mod quorum;

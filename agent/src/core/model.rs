@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::epoch::Epoch;
+
 /// How etcd is told to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterState {
@@ -104,6 +106,79 @@ pub struct PersistedState {
     /// Set once this node's etcd has been a healthy member: a restart never
     /// bootstraps again.
     pub bootstrapped: bool,
+    /// The recovery epoch of this node's etcd state ([`super::epoch`]; 0,
+    /// the default, for the cluster formed at first boot and in states
+    /// written by older agents).
+    #[serde(default)]
+    pub epoch: Epoch,
+    /// The highest epoch this node has seen, persisted before it acts on
+    /// it: above `epoch`, the node never starts its old member again.
+    #[serde(default)]
+    pub highest_epoch: Epoch,
+    /// The last recovery this node made (`agent recover`), kept across
+    /// later yields for the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Box<RecoveryRecord>>,
+}
+
+/// Where a recovery (`agent recover`) stands; each stage is persisted
+/// before the next step, so a crash re-runs from the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryStage {
+    /// Decided (refusals passed): the data is being restored into a new
+    /// data directory; the old one is still in place.
+    Restoring,
+    /// The restored data is in place and the new epoch persisted; etcd
+    /// runs it as a one-member cluster.
+    Restored,
+    /// etcd answered as the new cluster (its id recorded).
+    Done,
+}
+
+/// The facts of a recovery: who, when, from what, the old and new
+/// cluster ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    /// The epoch the recovery created.
+    pub epoch: Epoch,
+    /// The node that recovered (its name).
+    pub node: String,
+    /// When it was decided (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// What the data came from (the member's db file or a snapshot path).
+    pub source: String,
+    /// The source is a snapshot file (checked against its sidecar);
+    /// otherwise the member's own db file (restored with
+    /// `--skip-hash-check`: a raw db carries no snapshot digest).
+    pub snapshot: bool,
+    /// The cluster id before (hex), when known.
+    pub old_cluster_id: Option<String>,
+    /// The new cluster's id (hex), once etcd answered.
+    pub new_cluster_id: Option<String>,
+    /// The new `--initial-cluster-token`.
+    pub token: String,
+    /// Where the old data directory was kept.
+    pub set_aside: Option<String>,
+    /// How far it got.
+    pub stage: RecoveryStage,
+}
+
+/// The `--initial-cluster-token` of the cluster a recovery into `epoch`
+/// creates: derived from the cluster secret (its bytes), the cluster name
+/// and the epoch, so the new cluster's id differs from every earlier one
+/// and no node without the secret can predict it.
+pub fn recovery_token(secret: &[u8], cluster_name: &str, epoch: Epoch) -> String {
+    let mut h = Sha256::new();
+    h.update(b"kubeboot recovery token\0");
+    h.update(secret);
+    h.update([0u8]);
+    h.update(cluster_name.as_bytes());
+    h.update(epoch.number.to_be_bytes());
+    h.update(epoch.by);
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{cluster_name}-epoch{}-{hex}", epoch.number)
 }
 
 /// Lower-case hex of 16 bytes.
@@ -135,6 +210,24 @@ mod tests {
         assert_ne!(cluster_token("c", &a), cluster_token("c", &b));
         assert_ne!(cluster_token("c", &a), cluster_token("d", &a));
         assert!(cluster_token("c", &a).starts_with("c-"));
+    }
+
+    #[test]
+    fn recovery_tokens_differ_per_epoch_and_secret() {
+        let e1 = Epoch::default().next([1; 16]);
+        let e1b = Epoch::default().next([2; 16]);
+        let t = recovery_token(b"s", "c", e1);
+        assert_eq!(t, recovery_token(b"s", "c", e1));
+        assert_ne!(t, recovery_token(b"s", "c", e1b));
+        assert_ne!(t, recovery_token(b"t", "c", e1));
+        assert!(t.starts_with("c-epoch1-"), "{t}");
+        // A state written before epochs existed reads as epoch 0.
+        let old: PersistedState = serde_json::from_str(
+            r#"{"bootstrap":null,"join":null,"membership":null,"bootstrapped":true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.epoch, Epoch::default());
+        assert_eq!(old.highest_epoch, Epoch::default());
     }
 
     #[test]

@@ -21,6 +21,12 @@
 //! Bootstrapping/EtcdMember ─EtcdStatus(voter)─▶ Ready (persist membership; start the VIP)
 //! EtcdMember ─EtcdStatus(learner)─▶ EtcdMember (promote)
 //! EtcdMember/Ready ─Peers(other cluster id)─▶ Failed(conflict) (changes nothing)
+//! Starting ─Start(data)─▶ EtcdMember   (listens one settle time, then restarts etcd)
+//! any master phase ─Peers(higher epoch)─▶ Discovering → Joining
+//!                                     (persist the epoch seen, yield: VIP and etcd
+//!                                      stop, data kept aside; a fresh joiner)
+//! any master phase ─Recovered─▶ EtcdMember (`agent recover`: one-member cluster
+//!                                      of the next epoch, etcd restarted on it)
 //! ```
 //!
 //! Events that do not belong to the current phase leave the plan unchanged
@@ -30,9 +36,10 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use super::epoch::{self, Epoch};
 use super::model::{
     cluster_token, hex16, parse_hex16, BootstrapDecision, ClusterState, InitialMember, JoinRecord,
-    Membership, PersistedState,
+    Membership, PersistedState, RecoveryStage,
 };
 use super::quorum::{self, Decision, Id, PeerFacts, Timing};
 
@@ -98,6 +105,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// `agent recover` restored this node's data as a one-member cluster
+    /// of the next epoch (etcd stopped, the restored data in place, this
+    /// state persisted by the recovery): restart etcd on it.
+    Recovered {
+        /// The persisted state after the recovery.
+        state: PersistedState,
+    },
 }
 
 /// What the shell must do.
@@ -119,6 +133,15 @@ pub enum Action {
     },
     /// The local member is a healthy voter: start the VIP runner here.
     StartVip,
+    /// A higher recovery epoch was seen (and persisted, in the action
+    /// before): stop the VIP claim and etcd at once and keep the etcd data
+    /// directory aside (renamed, never deleted), if there is one.
+    Yield {
+        /// The epoch of the data set aside.
+        from: Epoch,
+        /// The epoch yielded to.
+        to: Epoch,
+    },
 }
 
 /// Whether the event applied.
@@ -198,6 +221,12 @@ pub struct Plan {
     pub is_learner: bool,
     /// The VIP runner was started.
     pub vip_started: bool,
+    /// A master with etcd data listens this long (until this time) for a
+    /// higher recovery epoch before restarting etcd.
+    pub restart_after_ms: Option<u64>,
+    /// Join results still to come from attempts made before a yield:
+    /// they concern the cluster left behind and are dropped.
+    pub stale_join_results: u32,
 }
 
 impl Plan {
@@ -219,6 +248,8 @@ impl Plan {
             promote_in_flight: false,
             is_learner: false,
             vip_started: false,
+            restart_after_ms: None,
+            stale_join_results: 0,
         }
     }
 
@@ -248,7 +279,24 @@ impl Plan {
     pub fn step(&mut self, event: Event, now_ms: u64) -> Outcome {
         use AgentPhase as P;
         let ignored = Outcome::Ignored { phase: self.phase };
+        // Any master phase → yield, before anything else: a higher
+        // recovery epoch wins over every other rule (issue 17).
+        if let Event::Peers { peers } = &event {
+            if self.node.master && self.phase != P::Starting {
+                if let Some(to) = epoch::must_yield(&self.persisted, peers) {
+                    return self.yield_to(to, peers, now_ms);
+                }
+            }
+        }
+        if matches!(event, Event::Joined { .. } | Event::JoinFailed { .. })
+            && self.stale_join_results > 0
+        {
+            // An attempt made for the cluster left behind: dropped.
+            self.stale_join_results -= 1;
+            return Outcome::Applied(vec![]);
+        }
         match (self.phase, event) {
+            (_, Event::Recovered { state }) if self.node.master => self.recovered(state),
             (P::Starting, Event::Start { has_etcd_data }) => self.start(has_etcd_data, now_ms),
             (P::Discovering, Event::Peers { peers }) => self.discover(&peers, now_ms),
             // Joining → Discovering/Bootstrapping: a node that never was a
@@ -332,12 +380,27 @@ impl Plan {
             }
             // EtcdMember/Ready → Failed(conflict)
             (P::EtcdMember | P::Ready, Event::Peers { peers }) => {
+                // EtcdMember → EtcdMember: the settle time before a
+                // restart with data is over (no higher epoch heard).
+                if let Some(at) = self.restart_after_ms {
+                    if now_ms < at {
+                        return Outcome::Applied(vec![]);
+                    }
+                    self.restart_after_ms = None;
+                    self.detail = "restarting etcd with its data".to_owned();
+                    return Outcome::Applied(vec![Action::StartEtcd(ClusterState::Restart {
+                        initial_cluster: self.restart_initial_cluster(),
+                    })]);
+                }
+                // Members of older epochs are not a conflict: they yield
+                // when they hear this node.
                 if let (Some(own), Some(other)) = (
                     self.persisted.membership,
                     peers.iter().find(|p| {
-                        p.cluster_id.is_some_and(|c| {
-                            Some(c) != self.persisted.membership.map(|m| m.cluster_id)
-                        })
+                        p.epoch >= self.persisted.epoch
+                            && p.cluster_id.is_some_and(|c| {
+                                Some(c) != self.persisted.membership.map(|m| m.cluster_id)
+                            })
                     }),
                 ) {
                     let theirs = other.cluster_id.unwrap_or_default();
@@ -368,12 +431,23 @@ impl Plan {
             self.detail = "worker: announcing; waiting for the control plane".to_owned();
             return Outcome::Applied(vec![]);
         }
+        // Starting → yield: a higher epoch seen before (persisted) means
+        // the old member never runs again (a yield cut short by a crash
+        // resumes here).
+        if let Some(to) = epoch::must_yield(&self.persisted, &[]) {
+            return self.yield_to(to, &[], now_ms);
+        }
         if has_etcd_data {
+            // Starting → EtcdMember: listen for one settle time first, so
+            // that a higher recovery epoch is heard before the old member
+            // runs (the loop's Peers events end the wait).
             self.phase = AgentPhase::EtcdMember;
-            self.detail = "restarting etcd with its data".to_owned();
-            return Outcome::Applied(vec![Action::StartEtcd(ClusterState::Restart {
-                initial_cluster: self.restart_initial_cluster(),
-            })]);
+            self.restart_after_ms = Some(now_ms + self.node.timing.settle_ms);
+            self.detail = format!(
+                "listening {} ms for a higher recovery epoch before restarting etcd with its data",
+                self.node.timing.settle_ms
+            );
+            return Outcome::Applied(vec![]);
         }
         if self.persisted.bootstrapped || self.persisted.join.is_some() {
             // Data lost after being a member (or an add never started):
@@ -413,6 +487,7 @@ impl Plan {
         let stable_since = self.live_changed_ms.max(self.listening_since_ms);
         match quorum::decide(
             self.node.id,
+            self.persisted.epoch,
             self.node.expected_masters,
             peers,
             stable_since,
@@ -480,6 +555,72 @@ impl Plan {
         }
     }
 
+    /// Any master phase → Discovering (→ Joining at once when the higher
+    /// epoch's members are in sight): persist the highest epoch seen
+    /// first, then yield (VIP and etcd stop, data set aside), then persist
+    /// the fresh joiner's state, then the normal join path.
+    fn yield_to(&mut self, to: Epoch, peers: &[PeerFacts], now_ms: u64) -> Outcome {
+        let from = self.persisted.epoch;
+        let mut seen = self.persisted.clone();
+        seen.highest_epoch = to;
+        let fresh = epoch::fresh_joiner(&self.persisted, to);
+        self.persisted = fresh.clone();
+        self.failure = None;
+        self.restart_after_ms = None;
+        self.vip_started = false;
+        self.is_learner = false;
+        self.promote_in_flight = false;
+        self.join_wait = None;
+        self.next_join_ms = 0;
+        self.proposal.clear();
+        if self.join_in_flight {
+            self.stale_join_results += 1;
+            self.join_in_flight = false;
+        }
+        self.phase = AgentPhase::Discovering;
+        self.listening_since_ms = now_ms;
+        self.live_changed_ms = now_ms;
+        let mut actions = vec![
+            Action::Persist(seen),
+            Action::Yield { from, to },
+            Action::Persist(fresh),
+        ];
+        actions.extend(self.discover(peers, now_ms).actions());
+        if self.phase == AgentPhase::Discovering {
+            self.detail = format!(
+                "yielded to recovery epoch {} (this node's epoch-{} etcd data is kept aside); \
+                 waiting for its members to join them",
+                to.text(),
+                from.number
+            );
+        }
+        Outcome::Applied(actions)
+    }
+
+    /// any → EtcdMember after `agent recover`: the state the recovery
+    /// persisted, etcd restarted on the restored data (one member).
+    fn recovered(&mut self, state: PersistedState) -> Outcome {
+        self.persisted = state;
+        self.phase = AgentPhase::EtcdMember;
+        self.failure = None;
+        self.restart_after_ms = None;
+        self.vip_started = false;
+        self.is_learner = false;
+        self.promote_in_flight = false;
+        self.proposal.clear();
+        if self.join_in_flight {
+            self.stale_join_results += 1;
+            self.join_in_flight = false;
+        }
+        self.detail = format!(
+            "recovered into epoch {}: starting etcd as a one-member cluster",
+            self.persisted.epoch.text()
+        );
+        Outcome::Applied(vec![Action::StartEtcd(ClusterState::Restart {
+            initial_cluster: self.restart_initial_cluster(),
+        })])
+    }
+
     fn maybe_join(&mut self, now_ms: u64) -> Vec<Action> {
         if self.join_in_flight || now_ms < self.next_join_ms {
             return vec![];
@@ -507,9 +648,21 @@ impl Plan {
             cluster_id,
             member_id,
         };
-        if self.persisted.membership != Some(membership) || !self.persisted.bootstrapped {
+        let recovery_done =
+            self.persisted.recovery.as_ref().is_some_and(|r| {
+                r.stage == RecoveryStage::Restored && r.epoch == self.persisted.epoch
+            });
+        if self.persisted.membership != Some(membership)
+            || !self.persisted.bootstrapped
+            || recovery_done
+        {
             self.persisted.membership = Some(membership);
             self.persisted.bootstrapped = true;
+            if let Some(r) = self.persisted.recovery.as_mut().filter(|_| recovery_done) {
+                // The recovered cluster answered: its id is proven.
+                r.new_cluster_id = Some(format!("{cluster_id:x}"));
+                r.stage = RecoveryStage::Done;
+            }
             actions.push(Action::Persist(self.persisted.clone()));
         }
         // Bootstrapping/EtcdMember → Ready
@@ -571,6 +724,7 @@ mod tests {
             failed: false,
             proposal: proposal.iter().map(|n| id(*n)).collect(),
             last_seen_ms: seen,
+            epoch: Default::default(),
         }
     }
 
@@ -893,8 +1047,16 @@ mod tests {
                 0,
             )
             .actions();
+        // It listens for one settle time (600 ms here) first.
+        assert_eq!(a, vec![]);
+        assert_eq!(p.phase, AgentPhase::EtcdMember);
+        assert!(p.detail.contains("listening 600 ms"), "{}", p.detail);
         assert_eq!(
-            a,
+            p.step(Event::Peers { peers: vec![] }, 599).actions(),
+            vec![]
+        );
+        assert_eq!(
+            p.step(Event::Peers { peers: vec![] }, 600).actions(),
             vec![Action::StartEtcd(ClusterState::Restart {
                 initial_cluster: "m1=u1".into()
             })]
@@ -1032,6 +1194,368 @@ mod tests {
             ),
             Outcome::Ignored { .. }
         ));
+    }
+
+    /// A voting member of cluster `cluster` in epoch `e`, in Ready.
+    fn ready_member(n: u8, e: Epoch, cluster: u64) -> Plan {
+        let st = PersistedState {
+            membership: Some(Membership {
+                cluster_id: cluster,
+                member_id: u64::from(n),
+            }),
+            bootstrapped: true,
+            epoch: e,
+            highest_epoch: e,
+            ..Default::default()
+        };
+        let mut p = Plan::new(node(n), st);
+        p.step(
+            Event::Start {
+                has_etcd_data: true,
+            },
+            0,
+        );
+        p.step(Event::Peers { peers: vec![] }, 1000);
+        p.step(
+            Event::EtcdStatus {
+                cluster_id: cluster,
+                member_id: u64::from(n),
+                is_learner: false,
+            },
+            1100,
+        );
+        assert_eq!(p.phase, AgentPhase::Ready);
+        p
+    }
+
+    fn member_peer(n: u8, e: Epoch, cluster: u64) -> PeerFacts {
+        let mut q = peer(n, &[], 2000);
+        q.has_cluster = true;
+        q.cluster_id = Some(cluster);
+        q.epoch = e;
+        q
+    }
+
+    fn starts_old_member(actions: &[Action]) -> bool {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::StartEtcd(ClusterState::Restart { .. })))
+    }
+
+    #[test]
+    fn an_older_epoch_yields_persisting_the_epoch_first_then_joins() {
+        let e0 = Epoch::default();
+        let e1 = e0.next(id(3));
+        let mut p = ready_member(1, e0, 42);
+        let a = p
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(3, e1, 77)],
+                },
+                2000,
+            )
+            .actions();
+        // Persist the epoch seen (old state otherwise untouched), then the
+        // yield (VIP, etcd, data aside), then the fresh joiner, then join.
+        match &a[..] {
+            [Action::Persist(seen), Action::Yield { from, to }, Action::Persist(fresh), Action::Join { own_added: None }] =>
+            {
+                assert_eq!(seen.highest_epoch, e1);
+                assert_eq!(seen.epoch, e0);
+                assert!(seen.membership.is_some());
+                assert_eq!((*from, *to), (e0, e1));
+                assert_eq!(fresh, &epoch::fresh_joiner(seen, e1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.phase, AgentPhase::Joining);
+        assert!(!p.vip_started);
+        // The new cluster is no conflict, and nothing yields twice.
+        let a = p
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(3, e1, 77)],
+                },
+                2100,
+            )
+            .actions();
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::Yield { .. })),
+            "{a:?}"
+        );
+        assert_ne!(p.phase, AgentPhase::Failed);
+        // A join made before the yield reports late: dropped.
+        let mut q = ready_member(2, e0, 42);
+        q.phase = AgentPhase::Joining;
+        q.join_in_flight = true;
+        q.step(
+            Event::Peers {
+                peers: vec![member_peer(3, e1, 77)],
+            },
+            2000,
+        );
+        q.step(
+            Event::Joined {
+                member_id: 5,
+                initial_cluster: "old".into(),
+            },
+            2050,
+        );
+        assert_eq!(q.persisted.join, None);
+    }
+
+    #[test]
+    fn the_recovered_node_does_not_take_old_members_for_a_conflict() {
+        let e1 = Epoch::default().next(id(1));
+        let mut p = ready_member(1, e1, 77);
+        let a = p
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(2, Epoch::default(), 42)],
+                },
+                2000,
+            )
+            .actions();
+        assert_eq!(a, vec![]);
+        assert_eq!(p.phase, AgentPhase::Ready);
+        // Same epoch, another cluster: still a conflict.
+        p.step(
+            Event::Peers {
+                peers: vec![member_peer(2, e1, 42)],
+            },
+            2100,
+        );
+        assert_eq!(p.phase, AgentPhase::Failed);
+    }
+
+    #[test]
+    fn concurrent_recoveries_leave_exactly_one_winner() {
+        let e0 = Epoch::default();
+        let (ea, eb) = (e0.next(id(1)), e0.next(id(2)));
+        let mut a = ready_member(1, ea, 100);
+        let mut b = ready_member(2, eb, 200);
+        let acts_a = a
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(2, eb, 200)],
+                },
+                2000,
+            )
+            .actions();
+        let acts_b = b
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(1, ea, 100)],
+                },
+                2000,
+            )
+            .actions();
+        assert!(acts_a
+            .iter()
+            .any(|x| matches!(x, Action::Yield { to, .. } if *to == eb)));
+        assert!(
+            !acts_b.iter().any(|x| matches!(x, Action::Yield { .. })),
+            "{acts_b:?}"
+        );
+        assert_eq!(a.persisted.epoch, eb);
+        assert_eq!(b.persisted.epoch, eb);
+        assert_eq!(b.phase, AgentPhase::Ready);
+        // A third, old member hearing both ends in the same epoch.
+        let mut c = ready_member(3, e0, 42);
+        c.step(
+            Event::Peers {
+                peers: vec![member_peer(1, ea, 100), member_peer(2, eb, 200)],
+            },
+            2000,
+        );
+        assert_eq!(c.persisted.epoch, eb);
+    }
+
+    #[test]
+    fn a_node_that_saw_a_higher_epoch_never_restarts_its_old_member() {
+        let e0 = Epoch::default();
+        let e1 = e0.next(id(3));
+        // Crash after persisting the epoch seen, before the yield finished.
+        let st = PersistedState {
+            membership: Some(Membership {
+                cluster_id: 42,
+                member_id: 1,
+            }),
+            bootstrapped: true,
+            highest_epoch: e1,
+            ..Default::default()
+        };
+        let mut p = Plan::new(node(1), st);
+        let a = p
+            .step(
+                Event::Start {
+                    has_etcd_data: true,
+                },
+                0,
+            )
+            .actions();
+        assert!(
+            matches!(a[1], Action::Yield { from, to } if from == e0 && to == e1),
+            "{a:?}"
+        );
+        assert!(!starts_old_member(&a), "{a:?}");
+        // Nobody in sight for a long time: still never the old member.
+        for t in [1000, 5000, 60_000] {
+            let a = p.step(Event::Peers { peers: vec![] }, t).actions();
+            assert!(
+                !starts_old_member(&a) && !a.iter().any(|x| matches!(x, Action::StartEtcd(_))),
+                "{a:?}"
+            );
+        }
+        assert_eq!(p.phase, AgentPhase::Discovering);
+        // A restart with data that hears a higher epoch inside its settle
+        // time yields instead of restarting.
+        let mut q = Plan::new(
+            node(2),
+            PersistedState {
+                bootstrapped: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            q.step(
+                Event::Start {
+                    has_etcd_data: true
+                },
+                0
+            )
+            .actions(),
+            vec![]
+        );
+        let a = q
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(3, e1, 77)],
+                },
+                300,
+            )
+            .actions();
+        assert!(a.iter().any(|x| matches!(x, Action::Yield { .. })), "{a:?}");
+        assert!(!starts_old_member(&a));
+        let a = q
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(3, e1, 77)],
+                },
+                5000,
+            )
+            .actions();
+        assert!(!starts_old_member(&a), "{a:?}");
+    }
+
+    #[test]
+    fn a_master_or_worker_without_data_simply_joins() {
+        let e1 = Epoch::default().next(id(3));
+        let mut p = started(1);
+        let a = p
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(3, e1, 77)],
+                },
+                100,
+            )
+            .actions();
+        // A fresh master takes the epoch (nothing to set aside) and joins.
+        assert!(
+            matches!(a.last(), Some(Action::Join { own_added: None })),
+            "{a:?}"
+        );
+        assert_eq!(p.persisted.epoch, e1);
+        assert_eq!(p.phase, AgentPhase::Joining);
+        // decide(): a higher epoch is a cluster even without a cluster id.
+        let mut yielded = member_peer(3, e1, 77);
+        yielded.cluster_id = None;
+        yielded.has_cluster = false;
+        assert!(matches!(
+            quorum::decide(
+                id(1),
+                Epoch::default(),
+                3,
+                &[yielded],
+                0,
+                10_000,
+                node(1).timing
+            ),
+            Decision::Join { .. }
+        ));
+        // A worker runs no etcd plan: nothing to yield.
+        let mut w = Plan::new(
+            NodeFacts {
+                master: false,
+                ..node(5)
+            },
+            PersistedState::default(),
+        );
+        w.step(
+            Event::Start {
+                has_etcd_data: false,
+            },
+            0,
+        );
+        let a = w
+            .step(
+                Event::Peers {
+                    peers: vec![member_peer(3, e1, 77)],
+                },
+                100,
+            )
+            .actions();
+        assert_eq!(a, vec![]);
+    }
+
+    #[test]
+    fn a_recovery_restarts_etcd_alone_and_records_the_new_cluster_id() {
+        use crate::core::model::RecoveryRecord;
+        let e1 = Epoch::default().next(id(1));
+        let mut p = ready_member(1, Epoch::default(), 42);
+        let state = PersistedState {
+            bootstrapped: true,
+            epoch: e1,
+            highest_epoch: e1,
+            recovery: Some(Box::new(RecoveryRecord {
+                epoch: e1,
+                node: "m1".into(),
+                at_ms: 5,
+                source: "member data".into(),
+                snapshot: false,
+                old_cluster_id: Some("2a".into()),
+                new_cluster_id: None,
+                token: "c-epoch1-x".into(),
+                set_aside: None,
+                stage: RecoveryStage::Restored,
+            })),
+            ..Default::default()
+        };
+        let a = p.step(Event::Recovered { state }, 3000).actions();
+        assert_eq!(
+            a,
+            vec![Action::StartEtcd(ClusterState::Restart {
+                initial_cluster: "m1=https://10.0.0.1:2380".into()
+            })]
+        );
+        assert_eq!(p.phase, AgentPhase::EtcdMember);
+        let a = p
+            .step(
+                Event::EtcdStatus {
+                    cluster_id: 0x77,
+                    member_id: 1,
+                    is_learner: false,
+                },
+                3100,
+            )
+            .actions();
+        let Action::Persist(st) = &a[0] else {
+            panic!("{a:?}")
+        };
+        let r = st.recovery.as_ref().unwrap();
+        assert_eq!(r.stage, RecoveryStage::Done);
+        assert_eq!(r.new_cluster_id.as_deref(), Some("77"));
+        assert_eq!(a[1], Action::StartVip);
     }
 
     #[test]
@@ -1230,6 +1754,7 @@ mod simulation {
                             failed: false,
                             proposal: a.proposal.clone(),
                             last_seen_ms: now,
+                            epoch: Default::default(),
                         })
                         .collect();
                     for action in nodes[k].plan.step(Event::Peers { peers }, now).actions() {

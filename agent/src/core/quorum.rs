@@ -39,6 +39,7 @@
 
 use std::collections::BTreeSet;
 
+use super::epoch::Epoch;
 use super::model::hex16;
 
 /// A node id: 16 bytes, ordered bytewise (the same order as its hex form).
@@ -70,6 +71,8 @@ pub struct PeerFacts {
     pub proposal: Vec<Id>,
     /// When its latest announcement arrived.
     pub last_seen_ms: u64,
+    /// The recovery epoch it announces (0 when it announces none).
+    pub epoch: Epoch,
 }
 
 /// Timing parameters of the decision.
@@ -140,14 +143,26 @@ fn short(id: &Id) -> String {
 /// The bootstrap decision of a master that has no etcd data and no
 /// persisted decision. `stable_since_ms` is when its live-master set last
 /// changed (or when it started listening, if later).
+/// `own_epoch` is this node's recovery epoch: a master announcing a
+/// higher one has a cluster (a recovery made it), whatever else it says.
 pub fn decide(
     own: Id,
+    own_epoch: Epoch,
     expected: usize,
     peers: &[PeerFacts],
     stable_since_ms: u64,
     now_ms: u64,
     timing: Timing,
 ) -> Decision {
+    if let Some(p) = peers.iter().find(|p| p.master && p.epoch > own_epoch) {
+        return Decision::Join {
+            reason: format!(
+                "peer {} announces the higher recovery epoch {}",
+                short(&p.id),
+                p.epoch.text()
+            ),
+        };
+    }
     let committed: Vec<&PeerFacts> = peers.iter().filter(|p| p.has_cluster).collect();
     if let Some(first) = committed.first() {
         // A bootstrap in progress that names this node, with no other
@@ -369,6 +384,7 @@ mod tests {
             failed: false,
             proposal: proposal.iter().map(|n| id(*n)).collect(),
             last_seen_ms: seen,
+            epoch: Default::default(),
         }
     }
 
@@ -394,7 +410,7 @@ mod tests {
     fn bootstraps_when_all_agree_and_stable() {
         let peers = vec![peer(2, &[1, 2, 3], 1000), peer(3, &[1, 2, 3], 1000)];
         assert_eq!(
-            decide(id(1), 3, &peers, 300, 1000, T),
+            decide(id(1), Epoch::default(), 3, &peers, 300, 1000, T),
             Decision::Bootstrap {
                 members: vec![id(1), id(2), id(3)]
             }
@@ -405,11 +421,11 @@ mod tests {
     fn waits_while_settling_or_disagreeing_or_few() {
         let peers = vec![peer(2, &[1, 2, 3], 1000), peer(3, &[1, 2, 3], 1000)];
         assert!(matches!(
-            decide(id(1), 3, &peers, 500, 1000, T),
+            decide(id(1), Epoch::default(), 3, &peers, 500, 1000, T),
             Decision::Wait { .. }
         ));
         let peers2 = vec![peer(2, &[1, 2, 3], 1000), peer(3, &[2, 3, 4], 1000)];
-        match decide(id(1), 3, &peers2, 0, 1000, T) {
+        match decide(id(1), Epoch::default(), 3, &peers2, 0, 1000, T) {
             Decision::Wait { reason, proposal } => {
                 assert!(reason.contains("same proposal"), "{reason}");
                 assert_eq!(proposal, vec![id(1), id(2), id(3)]);
@@ -419,11 +435,11 @@ mod tests {
         // Agreement heard too long ago does not count.
         let old = vec![peer(2, &[1, 2, 3], 100), peer(3, &[1, 2, 3], 1000)];
         assert!(matches!(
-            decide(id(1), 3, &old, 0, 1000, T),
+            decide(id(1), Epoch::default(), 3, &old, 0, 1000, T),
             Decision::Wait { .. }
         ));
         let few = vec![peer(2, &[], 1000)];
-        match decide(id(1), 3, &few, 0, 1000, T) {
+        match decide(id(1), Epoch::default(), 3, &few, 0, 1000, T) {
             Decision::Wait { reason, proposal } => {
                 assert!(reason.contains("2 of 3"), "{reason}");
                 assert!(proposal.is_empty());
@@ -438,7 +454,7 @@ mod tests {
         p.has_cluster = true;
         let peers = vec![peer(2, &[1, 2, 3], 1000), peer(3, &[1, 2, 3], 1000), p];
         assert!(matches!(
-            decide(id(1), 3, &peers, 0, 1000, T),
+            decide(id(1), Epoch::default(), 3, &peers, 0, 1000, T),
             Decision::Join { .. }
         ));
     }
@@ -450,14 +466,14 @@ mod tests {
         b.bootstrapping = true;
         // Even before this node's own view settled.
         assert_eq!(
-            decide(id(1), 3, &[b.clone()], 999, 1000, T),
+            decide(id(1), Epoch::default(), 3, &[b.clone()], 999, 1000, T),
             Decision::Bootstrap {
                 members: vec![id(1), id(2), id(3)]
             }
         );
         // Not named: join (wait for the cluster) instead.
         assert!(matches!(
-            decide(id(4), 3, &[b.clone()], 0, 1000, T),
+            decide(id(4), Epoch::default(), 3, &[b.clone()], 0, 1000, T),
             Decision::Join { .. }
         ));
         // Another peer with a real cluster id: join, never bootstrap.
@@ -465,7 +481,7 @@ mod tests {
         c.has_cluster = true;
         c.cluster_id = Some(9);
         assert!(matches!(
-            decide(id(1), 3, &[b.clone(), c], 0, 1000, T),
+            decide(id(1), Epoch::default(), 3, &[b.clone(), c], 0, 1000, T),
             Decision::Join { .. }
         ));
         // Two bootstraps with different sets: join, never pick one.
@@ -473,7 +489,7 @@ mod tests {
         d.has_cluster = true;
         d.bootstrapping = true;
         assert!(matches!(
-            decide(id(1), 3, &[b, d], 0, 1000, T),
+            decide(id(1), Epoch::default(), 3, &[b, d], 0, 1000, T),
             Decision::Join { .. }
         ));
     }
@@ -485,7 +501,7 @@ mod tests {
             peer(2, &[1, 2, 3], 1000),
             peer(3, &[1, 2, 3], 1000),
         ];
-        match decide(id(4), 3, &peers, 0, 1000, T) {
+        match decide(id(4), Epoch::default(), 3, &peers, 0, 1000, T) {
             Decision::Wait { proposal, .. } => assert_eq!(proposal, vec![id(1), id(2), id(3)]),
             d => panic!("{d:?}"),
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use cluster_config::ClusterConfig;
 use tokio::sync::{mpsc, watch};
 
+use super::snapshot::{self, PreChangeResult};
 use super::{client_url, initial_cluster_of, peer_url, ClientTls, Etcd, MemberView};
 use crate::core::plan::Event;
 use crate::core::quorum::{self, ClusterMember, JoinStep, PeerFacts};
@@ -25,9 +26,41 @@ pub(crate) struct Ctx {
     pub(crate) tls: ClientTls,
     pub(crate) events: mpsc::UnboundedSender<Event>,
     pub(crate) grace_ms: u64,
+    /// This node's etcd snapshot directory (snapshots before membership
+    /// changes go there too).
+    pub(crate) snapshot_dir: std::path::PathBuf,
+    /// The status (the pre-change snapshot's outcome).
+    pub(crate) report: watch::Sender<StatusReport>,
 }
 
 impl Ctx {
+    /// The snapshot before the membership change `change` (bounded, never
+    /// stops the change: see `snapshot::before_change`), logged and shown
+    /// in the status.
+    pub(crate) async fn snapshot_before(&self, endpoints: &[String], change: &str) {
+        let outcome = snapshot::before_change(
+            endpoints,
+            &self.tls,
+            &self.snapshot_dir,
+            self.cfg.etcd.snapshot_retain,
+            change,
+            now_ms(),
+        )
+        .await;
+        match &outcome.result {
+            PreChangeResult::Failed { error } => tracing::error!(
+                "etcd snapshot before membership change {change} failed (making the change anyway): {error}"
+            ),
+            PreChangeResult::Taken { path, .. } => {
+                tracing::info!("etcd snapshot before membership change {change}: {path}")
+            }
+            PreChangeResult::Skipped { reason } => {
+                tracing::debug!("etcd snapshot before membership change {change}: skipped, {reason}")
+            }
+        }
+        self.report
+            .send_modify(|r| r.snapshots.pre_change = Some(outcome));
+    }
     pub(crate) fn own_peer_url(&self) -> String {
         peer_url(self.ip, self.cfg.etcd.peer_port)
     }
@@ -66,7 +99,7 @@ pub(crate) async fn join_attempt(
                 .collect()
         };
         let members = client.members().await.map_err(|e| e.to_string())?;
-        if let JoinStep::Wait { reason } = quorum::join_step(
+        match quorum::join_step(
             &view(&members),
             &ctx.own_peer_url(),
             own_added,
@@ -74,9 +107,15 @@ pub(crate) async fn join_attempt(
             usize::from(ctx.cfg.masters),
             watched_enough,
         ) {
-            if quorum::is_standby(&reason) {
-                return Err(reason);
+            JoinStep::Wait { reason } if quorum::is_standby(&reason) => return Err(reason),
+            // A change is coming: the snapshot before it, taken before the
+            // membership lock (whose lease is not kept alive) and bounded.
+            JoinStep::Remove { id, .. } => {
+                ctx.snapshot_before(&endpoints, &format!("pre-remove-{id:x}"))
+                    .await
             }
+            JoinStep::AddLearner => ctx.snapshot_before(&endpoints, "pre-add-learner").await,
+            JoinStep::Wait { .. } | JoinStep::AlreadyMember { .. } => {}
         }
         let (key, lease) = client
             .lock_membership(15)
@@ -143,6 +182,8 @@ pub(crate) async fn promote_attempt(
     endpoints: Vec<String>,
     member_id: u64,
 ) -> Event {
+    ctx.snapshot_before(&endpoints, &format!("pre-promote-{member_id:x}"))
+        .await;
     let r = async {
         let client = Etcd::connect(&endpoints, &ctx.tls, Duration::from_secs(3)).await?;
         client.promote(member_id).await
@@ -277,11 +318,18 @@ pub(crate) async fn monitor_etcd(ctx: Arc<Ctx>, report: watch::Sender<StatusRepo
 }
 
 /// The client URLs of the members discovery shows (peers that announce
-/// an etcd cluster id), on `client_port`.
+/// an etcd cluster id), on `client_port`: only those of the highest
+/// recovery epoch announced (members of an older epoch are a cluster left
+/// behind, about to yield).
 pub(crate) fn member_endpoints(peers: &[PeerFacts], client_port: u16) -> Vec<String> {
+    let top = peers
+        .iter()
+        .filter(|p| p.cluster_id.is_some())
+        .map(|p| p.epoch)
+        .max();
     let mut v: Vec<String> = peers
         .iter()
-        .filter(|p| p.cluster_id.is_some() && !p.peer_url.is_empty())
+        .filter(|p| p.cluster_id.is_some() && !p.peer_url.is_empty() && Some(p.epoch) == top)
         .filter_map(|p| {
             let host = p
                 .peer_url

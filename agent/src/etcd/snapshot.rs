@@ -200,6 +200,12 @@ pub struct SnapshotMeta {
     pub etcd_version: String,
     /// Why it was taken.
     pub reason: Reason,
+    /// The membership change it was taken before (`pre-add-learner`,
+    /// `pre-remove-<member id>`, `pre-promote-<member id>`), with reason
+    /// `membership-change`; absent otherwise (and in sidecars of older
+    /// agents, which ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
 }
 
 impl SnapshotMeta {
@@ -642,7 +648,23 @@ pub async fn take(
     reason: Reason,
     now_ms: u64,
 ) -> Result<(PathBuf, SnapshotMeta), SnapshotError> {
-    match tokio::time::timeout(SNAPSHOT_TIMEOUT, take_untimed(source, dir, reason, now_ms)).await {
+    take_for(source, dir, reason, None, now_ms).await
+}
+
+/// [`take`], recording the membership `change` in the sidecar.
+async fn take_for(
+    source: &Source,
+    dir: &Path,
+    reason: Reason,
+    change: Option<String>,
+    now_ms: u64,
+) -> Result<(PathBuf, SnapshotMeta), SnapshotError> {
+    match tokio::time::timeout(
+        SNAPSHOT_TIMEOUT,
+        take_untimed(source, dir, reason, change, now_ms),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(SnapshotError::Stream {
             endpoint: source.endpoint.clone(),
@@ -667,6 +689,7 @@ async fn take_untimed(
     source: &Source,
     dir: &Path,
     reason: Reason,
+    change: Option<String>,
     now_ms: u64,
 ) -> Result<(PathBuf, SnapshotMeta), SnapshotError> {
     let endpoint = source.endpoint.clone();
@@ -720,6 +743,7 @@ async fn take_untimed(
         cluster_id: format!("{:x}", header.cluster_id()),
         etcd_version: status.version().to_owned(),
         reason,
+        change,
     };
     let owned_dir = dir.to_owned();
     let path = dir.join(&meta.file);
@@ -767,6 +791,168 @@ async fn take_untimed(
     Ok((path, meta))
 }
 
+/// How long a snapshot before a membership change may take, in all (over
+/// every endpoint tried): the change waits at most this long.
+pub const PRE_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A membership-change snapshot younger than this covers the next change
+/// too (a join's remove → add → promote run within seconds, and join and
+/// promote attempts repeat every backoff: without this each retry would
+/// stream the whole database again).
+pub const PRE_CHANGE_MIN_GAP_MS: u64 = 10 * 60 * 1000;
+
+/// What became of the snapshot before a membership change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum PreChangeResult {
+    /// Written and verified (etcd's digest) at `path`.
+    Taken {
+        /// The snapshot.
+        path: String,
+        /// The member it came from (client URL).
+        endpoint: String,
+    },
+    /// Not taken: a recent one covers this change.
+    Skipped {
+        /// Which one, and how old.
+        reason: String,
+    },
+    /// No member gave one in time; the change went ahead anyway.
+    Failed {
+        /// Every endpoint's error.
+        error: String,
+    },
+}
+
+/// The last snapshot before a membership change (status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreChange {
+    /// The change (`pre-add-learner`, `pre-remove-<id>`, `pre-promote-<id>`).
+    pub change: String,
+    /// When it was attempted (ms since the epoch).
+    pub at_ms: u64,
+    /// What became of it.
+    #[serde(flatten)]
+    pub result: PreChangeResult,
+}
+
+impl PreChange {
+    /// The status line. Pure.
+    pub fn line(&self) -> String {
+        let at = utc(self.at_ms, false);
+        match &self.result {
+            PreChangeResult::Taken { path, endpoint } => {
+                format!("  before membership change {} at {at}: {path} (from {endpoint})", self.change)
+            }
+            PreChangeResult::Skipped { reason } => {
+                format!("  before membership change {} at {at}: skipped, {reason}", self.change)
+            }
+            PreChangeResult::Failed { error } => format!(
+                "  before membership change {} at {at}: SNAPSHOT FAILED (the change went ahead): {error}",
+                self.change
+            ),
+        }
+    }
+}
+
+/// Whether a membership-change snapshot taken at `newest_ms` covers a
+/// change at `now_ms` ([`PRE_CHANGE_MIN_GAP_MS`]). Pure.
+pub fn pre_change_covered(newest_ms: Option<u64>, now_ms: u64) -> bool {
+    newest_ms.is_some_and(|t| t <= now_ms && now_ms - t < PRE_CHANGE_MIN_GAP_MS)
+}
+
+/// The snapshot before a membership change `change` the agent is about
+/// to make (issue 17): streamed from the first of `endpoints` (live
+/// members' client URLs, through the one TLS client) that gives one,
+/// into `dir` (this node's snapshot directory) with reason
+/// `membership-change` and the change in its sidecar, then pruned to
+/// `retain`. Bounded by [`PRE_CHANGE_TIMEOUT`] in all; skipped when one
+/// younger than [`PRE_CHANGE_MIN_GAP_MS`] is there. Never fails: the
+/// outcome is returned for the log and the status, and the caller makes
+/// the change either way (see the agent README, "etcd snapshots").
+pub async fn before_change(
+    endpoints: &[String],
+    tls: &ClientTls,
+    dir: &Path,
+    retain: u32,
+    change: &str,
+    now_ms: u64,
+) -> PreChange {
+    let owned_dir = dir.to_owned();
+    let newest = blocking(move || {
+        Ok(match list(&owned_dir) {
+            Ok(all) => all
+                .into_iter()
+                .find(|(_, m)| m.reason == Reason::MembershipChange)
+                .map(|(p, m)| (p, m.taken_at_ms)),
+            Err(_) => None,
+        })
+    })
+    .await
+    .unwrap_or(None);
+    let done = |result| PreChange {
+        change: change.to_owned(),
+        at_ms: now_ms,
+        result,
+    };
+    if let Some((path, t)) = &newest {
+        if pre_change_covered(Some(*t), now_ms) {
+            return done(PreChangeResult::Skipped {
+                reason: format!(
+                    "{} taken {} s ago covers it",
+                    path.display(),
+                    (now_ms - t) / 1000
+                ),
+            });
+        }
+    }
+    let mut errors: Vec<String> = Vec::new();
+    let attempt = async {
+        for endpoint in endpoints {
+            let source = Source {
+                endpoint: endpoint.clone(),
+                tls: tls.clone(),
+                member_name: endpoint.clone(),
+            };
+            match take_for(
+                &source,
+                dir,
+                Reason::MembershipChange,
+                Some(change.to_owned()),
+                now_ms,
+            )
+            .await
+            {
+                Ok((path, meta)) => return Some((path, meta, endpoint.clone())),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        None
+    };
+    let taken = tokio::time::timeout(PRE_CHANGE_TIMEOUT, attempt).await;
+    match taken {
+        Ok(Some((path, meta, endpoint))) => {
+            let (owned_dir, keep) = (dir.to_owned(), meta.file.trim_end_matches(".db").to_owned());
+            if let Err(e) = blocking(move || prune(&owned_dir, retain as usize, Some(&keep))).await
+            {
+                tracing::error!("etcd snapshot pruning: {e}");
+            }
+            done(PreChangeResult::Taken {
+                path: path.display().to_string(),
+                endpoint,
+            })
+        }
+        Ok(None) if endpoints.is_empty() => done(PreChangeResult::Failed {
+            error: "no member client URL announced".to_owned(),
+        }),
+        Ok(None) => done(PreChangeResult::Failed {
+            error: errors.join("; "),
+        }),
+        Err(_) => done(PreChangeResult::Failed {
+            error: format!("not finished within {PRE_CHANGE_TIMEOUT:?}"),
+        }),
+    }
+}
+
 /// The `snapshots` section of the status report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotsReport {
@@ -792,6 +978,10 @@ pub struct SnapshotsReport {
     pub last_error: Option<String>,
     /// When it happened (ms since the epoch).
     pub last_error_at_ms: Option<u64>,
+    /// The last snapshot before a membership change this node made (also
+    /// on a joiner, before its periodic snapshots start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_change: Option<PreChange>,
 }
 
 /// The newest snapshot, as `agent status` shows it.
@@ -829,6 +1019,12 @@ impl SnapshotsReport {
     /// The `snapshots:` line of `agent status` and the lines under it.
     /// Pure.
     pub fn lines(&self) -> Vec<String> {
+        let mut out = self.periodic_lines();
+        out.extend(self.pre_change.as_ref().map(PreChange::line));
+        out
+    }
+
+    fn periodic_lines(&self) -> Vec<String> {
         if !self.enabled {
             return vec![
                 "snapshots: not started (they start once this master's etcd member is a healthy voter)"
@@ -1066,6 +1262,7 @@ mod tests {
             cluster_id: "2a".into(),
             etcd_version: "3.4.23".into(),
             reason: Reason::Periodic,
+            change: None,
         }
     }
 

@@ -29,6 +29,10 @@ fn main() {
             api_endpoint: "255.255.255.255:65535".to_owned(),
             ca_pin: format!("sha256:{}", "0".repeat(64)),
         }),
+        epoch: Some(discovery::EpochInfo {
+            number: u32::MAX,
+            by: NodeId::random(),
+        }),
     };
     let worker = Announcement {
         role: Role::Worker,
@@ -37,6 +41,7 @@ fn main() {
         proposal: vec![],
         kube: Some(discovery::KubeState::Joining),
         kube_join: None,
+        epoch: None,
         phase: Phase::Ready,
         ..master.clone()
     };

@@ -9,8 +9,8 @@ pub mod skew;
 pub mod source;
 
 pub use message::{
-    open, parse_frame, peek_authenticated, seal, seal_body, Announcement, DiscoveryKeys, EtcdInfo,
-    KubeJoinInfo, KubeState, NodeId, ParseNodeIdError, Phase, Rejected, ReplayGuard,
+    open, parse_frame, peek_authenticated, seal, seal_body, Announcement, DiscoveryKeys, EpochInfo,
+    EtcdInfo, KubeJoinInfo, KubeState, NodeId, ParseNodeIdError, Phase, Rejected, ReplayGuard,
 };
 pub use peers::{Observed, Peer, PeerSnapshot, PeerTable};
 pub use rate::announce_interval;

@@ -169,6 +169,21 @@ pub struct Announcement {
     /// wire both ways). Never carries the bootstrap token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_join: Option<KubeJoinInfo>,
+    /// The recovery epoch of the node's etcd state (issue 17): absent for
+    /// epoch 0 (the cluster formed at first boot) and from nodes that
+    /// predate recovery, which ignore it: optional on the wire both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<EpochInfo>,
+}
+
+/// A recovery epoch on the wire: its number and the node that recovered
+/// into it (epochs order by number, then by that node's id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EpochInfo {
+    /// 1 after the first recovery, +1 per recovery.
+    pub number: u32,
+    /// The recovering node.
+    pub by: NodeId,
 }
 
 /// The public Kubernetes join material a master announces: the API
@@ -535,6 +550,7 @@ mod tests {
             proposal: vec![NodeId([1; 16]), NodeId([2; 16]), NodeId([3; 16])],
             kube: None,
             kube_join: None,
+            epoch: None,
         }
     }
 
@@ -687,6 +703,39 @@ mod tests {
         assert!(!KubeState::Failed.waits_to_join());
         assert!(KubeState::Joining.waits_to_join());
         assert!(KubeState::Pending.waits_to_join());
+    }
+
+    #[test]
+    fn epoch_is_optional_both_ways() {
+        // Epoch 0 and older nodes: no field at all, and it parses.
+        let old = serde_json::to_value(ann(1)).unwrap();
+        assert!(old.get("epoch").is_none(), "None is not sent: {old}");
+        assert_eq!(
+            serde_json::from_value::<Announcement>(old).unwrap().epoch,
+            None
+        );
+        // A recovered node's epoch round-trips through seal/open.
+        let mut a = ann(1);
+        a.epoch = Some(EpochInfo {
+            number: 2,
+            by: NodeId([3; 16]),
+        });
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["epoch"]["number"], 2);
+        assert_eq!(v["epoch"]["by"], "03".repeat(16));
+        let k = keys("0123456789abcdef-secret", "c1");
+        let mut g = ReplayGuard::new(30_000);
+        let msg = seal(&a, &k, NOW, [9; 16]);
+        assert!(msg.len() <= MAX_MESSAGE_LEN, "{} bytes", msg.len());
+        assert_eq!(open(&msg, &k, NOW, &mut g), Ok(a));
+        // An older node's parser (no epoch field) ignores it: the field is
+        // one more unknown key, like any a newer node adds.
+        #[derive(Deserialize)]
+        struct Older {
+            name: String,
+        }
+        let older: Older = serde_json::from_value(v).unwrap();
+        assert_eq!(older.name, "master-1");
     }
 
     #[test]

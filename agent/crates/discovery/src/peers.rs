@@ -173,6 +173,7 @@ mod tests {
             proposal: vec![],
             kube: None,
             kube_join: None,
+            epoch: None,
         }
     }
 

@@ -95,6 +95,7 @@ fn simulate(workers: usize, seed: u64) -> Report {
                     proposal: vec![],
                     kube: None,
                     kube_join: None,
+                    epoch: None,
                 },
                 boot_ms,
                 table: PeerTable::new(BASE_MS),

@@ -34,6 +34,7 @@ fn ann(id: u8, role: Role) -> Announcement {
         proposal: vec![],
         kube: None,
         kube_join: None,
+        epoch: None,
     }
 }
 
