@@ -4,7 +4,7 @@
 //! Protocol: connect, read one JSON document ([`StatusReport`]) until EOF.
 //! `agent status --json` prints it as is; without `--json` it is rendered
 //! by [`render`], one section per phase (config, discovery, PKI, etcd, VIP,
-//! Kubernetes).
+//! API balancer, Kubernetes).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +15,9 @@ pub use kubeadm::PhaseState;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+pub use crate::balance::{BalancerReport, BalancerState};
+pub use balancer::{BackendHealth, BackendStatus, BalancerStatus, ListenerState};
 
 use crate::socket::{self, SocketError};
 
@@ -62,6 +65,10 @@ pub struct StatusReport {
     /// of agents that predate them.
     #[serde(default)]
     pub snapshots: crate::etcd::snapshot::SnapshotsReport,
+    /// The API load balancer (masters; issue 18). Absent in reports of
+    /// agents that predate it (then: off).
+    #[serde(default)]
+    pub balancer: BalancerReport,
 }
 
 /// This node.
@@ -343,6 +350,10 @@ pub fn render(r: &StatusReport) -> String {
         )),
         Some(VipStatus::Failed { error }) => line(format!("vip:       not started: {error}")),
         None => line("vip:       not started".to_owned()),
+    }
+    // The API balancer (masters): crate::balance.
+    if r.balancer.state != BalancerState::Off || r.node.role == "master" {
+        line(r.balancer.to_string().trim_end().to_owned());
     }
     let k = &r.kube;
     line(format!(

@@ -378,7 +378,9 @@ pub enum VipHealth {
     /// still hold the VIP, and the init node's API wins it as soon as it
     /// answers.
     EtcdAndApiServer {
-        /// The API server port.
+        /// The port the local API server binds (`[kubernetes]
+        /// apiserver_port`: 6444 behind the agent's balancer, else the
+        /// public `api_port`).
         api_port: u16,
         /// This master has no control plane yet and is not building one
         /// (waiting for the init node, joining, or retrying a failed

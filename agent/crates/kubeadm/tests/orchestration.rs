@@ -57,6 +57,7 @@ fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
         node_ip: ip,
         vip: Ipv4Addr::new(10, 77, 0, 10),
         api_port: 6443,
+        apiserver_port: 6444,
         master_ips: (1..=3).map(master_ip).collect(),
         etcd_endpoints: (1..=3)
             .map(|i| format!("https://{}:2379", master_ip(i)))
