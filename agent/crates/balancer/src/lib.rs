@@ -8,5 +8,7 @@ pub mod status;
 
 pub use check::{CheckError, CheckSpec};
 pub use pool::{BackendId, HealthRules, Pool};
-pub use proxy::{Balancer, BalancerConfig, BalancerError, POLICY};
-pub use status::{BackendHealth, BackendStatus, BalancerStatus};
+pub use proxy::{
+    hand_over, BackendChange, Balancer, BalancerConfig, BalancerError, HandOverReport, POLICY,
+};
+pub use status::{BackendHealth, BackendStatus, BalancerStatus, ListenerState};

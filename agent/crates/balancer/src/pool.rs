@@ -81,12 +81,16 @@ impl HealthRules {
     }
 }
 
-/// A backend's position in the pool (the order it was given in).
+/// A backend's number in the pool: given in the order backends were
+/// added (the first `n` given to [`Pool::new`] are `0..n`), never reused
+/// after a [`Pool::remove`], so a connection that outlives its backend's
+/// removal cannot touch a backend added later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(usize);
 
 impl BackendId {
-    /// The position in the pool.
+    /// The number (equal to the position in the pool until a backend is
+    /// removed).
     pub fn index(self) -> usize {
         self.0
     }
@@ -94,6 +98,7 @@ impl BackendId {
 
 #[derive(Debug, Clone)]
 struct Backend {
+    id: BackendId,
     addr: SocketAddr,
     verdict: Verdict,
     /// Connections picked and not yet released (connecting or open).
@@ -109,29 +114,82 @@ struct Backend {
 /// The backends, their health and connection counts. Pure.
 #[derive(Debug, Clone)]
 pub struct Pool {
+    /// In the order they were added (round robin follows it).
     backends: Vec<Backend>,
-    /// Where the round robin among equally loaded backends starts next.
+    /// Where the round robin among equally loaded backends starts next
+    /// (a position in `backends`).
     next: usize,
+    /// The number the next added backend gets.
+    next_id: usize,
+    rules: HealthRules,
 }
 
 impl Pool {
     /// A pool of `addrs`, every backend out of rotation until it passes
     /// `rules.rise` checks.
     pub fn new(addrs: impl IntoIterator<Item = SocketAddr>, rules: &HealthRules) -> Self {
-        Pool {
-            backends: addrs
-                .into_iter()
-                .map(|addr| Backend {
-                    addr,
-                    verdict: rules.verdict(),
-                    active: 0,
-                    total: 0,
-                    connect_failures: 0,
-                    last_error: None,
-                })
-                .collect(),
+        let mut pool = Pool {
+            backends: Vec::new(),
             next: 0,
+            next_id: 0,
+            rules: *rules,
+        };
+        for addr in addrs {
+            pool.add(addr);
         }
+        pool
+    }
+
+    /// Adds a backend at the end of the round-robin order, out of
+    /// rotation until it passes `rise` checks, and returns its id.
+    pub fn add(&mut self, addr: SocketAddr) -> BackendId {
+        let id = BackendId(self.next_id);
+        self.next_id += 1;
+        self.backends.push(Backend {
+            id,
+            addr,
+            verdict: self.rules.verdict(),
+            active: 0,
+            total: 0,
+            connect_failures: 0,
+            last_error: None,
+        });
+        id
+    }
+
+    /// Removes backend `id` at once: it is never picked again, and later
+    /// events for it (a connection to it closing, a check finishing) are
+    /// ignored. Returns its address (`None`: no such backend).
+    pub fn remove(&mut self, id: BackendId) -> Option<SocketAddr> {
+        let at = self.at(id)?;
+        let b = self.backends.remove(at);
+        // Keep the round robin where it was: on the backend after the
+        // removed one.
+        if at < self.next {
+            self.next -= 1;
+        }
+        if self.next >= self.backends.len() {
+            self.next = 0;
+        }
+        Some(b.addr)
+    }
+
+    /// The id of the backend at `addr`, if there is one.
+    pub fn find(&self, addr: SocketAddr) -> Option<BackendId> {
+        self.backends.iter().find(|b| b.addr == addr).map(|b| b.id)
+    }
+
+    /// Position of `id` in `backends`.
+    fn at(&self, id: BackendId) -> Option<usize> {
+        self.backends.iter().position(|b| b.id == id)
+    }
+
+    fn get(&self, id: BackendId) -> Option<&Backend> {
+        self.at(id).map(|i| &self.backends[i])
+    }
+
+    fn get_mut(&mut self, id: BackendId) -> Option<&mut Backend> {
+        self.at(id).map(|i| &mut self.backends[i])
     }
 
     /// Number of backends.
@@ -144,19 +202,19 @@ impl Pool {
         self.backends.is_empty()
     }
 
-    /// The ids of all backends.
-    pub fn ids(&self) -> impl Iterator<Item = BackendId> {
-        (0..self.backends.len()).map(BackendId)
+    /// The ids of all backends, in round-robin order.
+    pub fn ids(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.backends.iter().map(|b| b.id)
     }
 
     /// Backend `id`'s address (`None`: no such backend).
     pub fn addr(&self, id: BackendId) -> Option<SocketAddr> {
-        self.backends.get(id.0).map(|b| b.addr)
+        self.get(id).map(|b| b.addr)
     }
 
     /// Backend `id`'s health (`None`: no such backend).
     pub fn health(&self, id: BackendId) -> Option<BackendHealth> {
-        self.backends.get(id.0).map(|b| health_of(&b.verdict))
+        self.get(id).map(|b| health_of(&b.verdict))
     }
 
     /// How the pool picks: passing backends; when none passes, slow
@@ -172,9 +230,7 @@ impl Pool {
     /// Whether backend `id` takes new connections now.
     pub fn in_rotation(&self, id: BackendId) -> bool {
         let want = self.eligible();
-        self.backends
-            .get(id.0)
-            .is_some_and(|b| b.verdict.standing() == want)
+        self.get(id).is_some_and(|b| b.verdict.standing() == want)
     }
 
     /// Number of backends that take new connections now: what the VIP's
@@ -195,7 +251,7 @@ impl Pool {
         for step in 0..n {
             let i = (self.next + step) % n;
             let b = &self.backends[i];
-            if b.verdict.standing() != want || tried.contains(&BackendId(i)) {
+            if b.verdict.standing() != want || tried.contains(&b.id) {
                 continue;
             }
             // Strictly fewer only: the first in round-robin order wins ties.
@@ -206,19 +262,19 @@ impl Pool {
         let (i, _) = best?;
         self.next = (i + 1) % n;
         self.backends[i].active += 1;
-        Some(BackendId(i))
+        Some(self.backends[i].id)
     }
 
     /// The connection picked for `id` reached it.
     pub fn connected(&mut self, id: BackendId) {
-        if let Some(b) = self.backends.get_mut(id.0) {
+        if let Some(b) = self.get_mut(id) {
             b.total += 1;
         }
     }
 
     /// A connection picked for `id` ended (closed, or failed to connect).
     pub fn release(&mut self, id: BackendId) {
-        if let Some(b) = self.backends.get_mut(id.0) {
+        if let Some(b) = self.get_mut(id) {
             b.active = b.active.saturating_sub(1);
         }
     }
@@ -233,7 +289,7 @@ impl Pool {
         outcome: Outcome,
         why: String,
     ) -> Option<BackendHealth> {
-        if let Some(b) = self.backends.get_mut(id.0) {
+        if let Some(b) = self.get_mut(id) {
             b.connect_failures += 1;
         }
         self.record(id, outcome, Some(why))
@@ -247,7 +303,7 @@ impl Pool {
         outcome: Outcome,
         why: Option<String>,
     ) -> Option<BackendHealth> {
-        let b = self.backends.get_mut(id.0)?;
+        let b = self.get_mut(id)?;
         if outcome == Outcome::Pass {
             b.last_error = None;
         } else if why.is_some() {
@@ -259,12 +315,12 @@ impl Pool {
     /// The status snapshot: every backend with its health, whether it is
     /// in rotation, and its connection counts.
     pub fn snapshot(&self) -> Vec<BackendStatus> {
-        self.ids()
-            .zip(&self.backends)
-            .map(|(id, b)| BackendStatus {
+        self.backends
+            .iter()
+            .map(|b| BackendStatus {
                 addr: b.addr,
                 health: health_of(&b.verdict),
-                in_rotation: self.in_rotation(id),
+                in_rotation: self.in_rotation(b.id),
                 active: b.active,
                 total: b.total,
                 connect_failures: b.connect_failures,
@@ -485,6 +541,57 @@ mod tests {
         assert!(!p.in_rotation(ghost));
         assert!(Pool::new([], &RULES).is_empty());
         assert_eq!(Pool::new([], &RULES).pick(&[]), None);
+    }
+
+    #[test]
+    fn removed_backends_leave_at_once_and_late_events_are_ignored() {
+        let mut p = up(3);
+        let (a, b, c) = (BackendId(0), BackendId(1), BackendId(2));
+        // A long-lived connection on b, then b is removed.
+        assert_eq!(p.pick(&[]), Some(a));
+        p.release(a);
+        assert_eq!(p.pick(&[]), Some(b));
+        p.connected(b);
+        assert_eq!(p.remove(b), Some(addrs(3)[1]));
+        assert_eq!(p.remove(b), None, "already gone");
+        assert_eq!(p.serving(), 2);
+        assert_eq!(p.ids().collect::<Vec<_>>(), [a, c]);
+        // The round robin goes on after b: c, then a.
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let id = p.pick(&[]).unwrap();
+            p.release(id);
+            order.push(id);
+        }
+        assert_eq!(order, [c, a, c, a]);
+        // Its connection closing, or a late check, touches nothing.
+        p.release(b);
+        assert_eq!(p.record(b, Outcome::Fail, None), None);
+        // Added again: a new id, out of rotation until `rise` passes,
+        // at the end of the order, with fresh counts.
+        let b2 = p.add(addrs(3)[1]);
+        assert_ne!(b2, b);
+        assert_eq!(p.find(addrs(3)[1]), Some(b2));
+        assert!(!p.in_rotation(b2));
+        for _ in 0..RULES.rise {
+            p.record(b2, Outcome::Pass, None);
+        }
+        assert!(p.in_rotation(b2));
+        let s = p.snapshot();
+        assert_eq!(
+            s.iter().map(|b| b.addr).collect::<Vec<_>>(),
+            [addrs(3)[0], addrs(3)[2], addrs(3)[1]]
+        );
+        assert_eq!(s[2].total, 0);
+        // Removing the last one in the order wraps the round robin.
+        let mut p = up(2);
+        assert_eq!(p.pick(&[]), Some(a));
+        p.release(a);
+        p.remove(b);
+        assert_eq!(p.pick(&[]), Some(a));
+        p.remove(a);
+        assert!(p.is_empty());
+        assert_eq!(p.pick(&[]), None);
     }
 
     #[test]

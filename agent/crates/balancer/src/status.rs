@@ -30,6 +30,31 @@ impl fmt::Display for BackendHealth {
     }
 }
 
+/// Whether the listener takes new connections (see
+/// [`crate::proxy::hand_over`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerState {
+    /// Taking new connections.
+    Serving,
+    /// Quiesced: new connections are dropped silently; the open ones are
+    /// draining before the VIP is released.
+    Draining,
+    /// Drained (or cut at the bound) and the VIP released: still
+    /// quiesced until resumed.
+    HandedOver,
+}
+
+impl fmt::Display for ListenerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenerState::Serving => "serving",
+            ListenerState::Draining => "draining",
+            ListenerState::HandedOver => "handed over",
+        })
+    }
+}
+
 /// One backend in the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendStatus {
@@ -56,7 +81,11 @@ pub struct BalancerStatus {
     pub listen: SocketAddr,
     /// The pick policy, in words.
     pub policy: String,
-    /// The backends, in configuration order.
+    /// Whether the listener takes new connections.
+    pub state: ListenerState,
+    /// Client connections open through the balancer now.
+    pub open: usize,
+    /// The backends, in round-robin order.
     pub backends: Vec<BackendStatus>,
 }
 
@@ -71,11 +100,13 @@ impl fmt::Display for BalancerStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "balancer {} ({}): {}/{} backends in rotation",
+            "balancer {} {} ({}): {}/{} backends in rotation, {} connections open",
             self.listen,
+            self.state,
             self.policy,
             self.serving(),
-            self.backends.len()
+            self.backends.len(),
+            self.open
         )?;
         for b in &self.backends {
             let rotation = if b.in_rotation { "in" } else { "out" };
@@ -106,6 +137,8 @@ mod tests {
         BalancerStatus {
             listen: SocketAddr::from(([10, 77, 0, 10], 6443)),
             policy: "least connections".to_owned(),
+            state: ListenerState::Draining,
+            open: 4,
             backends: vec![
                 BackendStatus {
                     addr: SocketAddr::from(([10, 77, 0, 3], 6443)),
@@ -134,7 +167,7 @@ mod tests {
         let text = sample().to_string();
         assert_eq!(
             text,
-            "balancer 10.77.0.10:6443 (least connections): 1/2 backends in rotation\n\
+            "balancer 10.77.0.10:6443 draining (least connections): 1/2 backends in rotation, 4 connections open\n\
              \x20 10.77.0.3:6443         up   in  active     4 total     1021 connect failures     0\n\
              \x20 10.77.0.4:6443         down out active     0 total      990 connect failures     3 (connection refused)\n"
         );
@@ -145,6 +178,7 @@ mod tests {
         let s = sample();
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains(r#""health":"down""#), "{json}");
+        assert!(json.contains(r#""state":"draining""#), "{json}");
         let back: BalancerStatus = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
     }
