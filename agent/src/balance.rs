@@ -308,11 +308,7 @@ impl Balance {
         };
         BalancerReport {
             state,
-            listen: Some(
-                self.running
-                    .as_ref()
-                    .map_or(s.listen, Balancer::local_addr),
-            ),
+            listen: Some(self.running.as_ref().map_or(s.listen, Balancer::local_addr)),
             error: self.failed.as_ref().map(|(_, why, _)| why.clone()),
             status,
         }
@@ -381,14 +377,21 @@ mod tests {
         assert_eq!(
             backends(
                 own,
-                &[Ipv4Addr::new(10, 77, 0, 13), Ipv4Addr::new(10, 77, 0, 11), own],
+                &[
+                    Ipv4Addr::new(10, 77, 0, 13),
+                    Ipv4Addr::new(10, 77, 0, 11),
+                    own
+                ],
                 6444
             ),
             ["10.77.0.11:6444", "10.77.0.12:6444", "10.77.0.13:6444"]
                 .map(|a| a.parse::<SocketAddr>().unwrap())
         );
         // Alone (the others not discovered yet): its own API server.
-        assert_eq!(backends(own, &[], 6444), vec![SocketAddr::from((own, 6444))]);
+        assert_eq!(
+            backends(own, &[], 6444),
+            vec![SocketAddr::from((own, 6444))]
+        );
     }
 
     #[test]

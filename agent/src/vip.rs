@@ -464,10 +464,14 @@ mod tests {
         );
         // The usual no-backend master (its own /readyz fails too) ranks
         // below the worst master that serves ...
-        assert!(priority(APISERVER_WEIGHT, false, Some(0)) < priority(APISERVER_WEIGHT, true, Some(1)));
+        assert!(
+            priority(APISERVER_WEIGHT, false, Some(0)) < priority(APISERVER_WEIGHT, true, Some(1))
+        );
         // ... and during init (nobody serves) the init node still ranks
         // above the standby masters.
-        assert!(priority(APISERVER_WEIGHT, false, Some(0)) > priority(APISERVER_WEIGHT, true, Some(0)));
+        assert!(
+            priority(APISERVER_WEIGHT, false, Some(0)) > priority(APISERVER_WEIGHT, true, Some(0))
+        );
         // Never a quorum verdict, even without an API check.
         assert_eq!(
             combine(None, 0, Some(0)),

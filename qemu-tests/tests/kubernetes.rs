@@ -64,7 +64,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use qemu_tests::cluster::{
-    reap_abandoned, Cluster, ClusterOptions, Role, API_PORT, KUBEADM_MEMORY_MIB, VIP,
+    reap_abandoned, Cluster, ClusterOptions, Role, APISERVER_PORT, API_PORT, KUBEADM_MEMORY_MIB,
+    VIP,
 };
 use qemu_tests::net::Network;
 use qemu_tests::status::{self, ApiHealth, JoinSource, KubeReport, PhaseState, Reading};
@@ -466,28 +467,29 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
     }
     tl.log("worker-1 joined with the join material from discovery (CA pin matches the secret)");
 
-    // The API on the VIP and on every master, TLS verified against the
-    // Kubernetes CA derived from the secret.
-    let mut targets = vec![("the VIP".to_owned(), VIP)];
+    // The API on the VIP (through the agent's balancer) and on every
+    // master's own API server (its apiserver_port), TLS verified against
+    // the Kubernetes CA derived from the secret.
+    let mut targets = vec![("the VIP".to_owned(), VIP, API_PORT)];
     for m in masters {
         match c.node(m) {
-            Ok(n) => targets.push((m.to_owned(), n.ip())),
+            Ok(n) => targets.push((m.to_owned(), n.ip(), APISERVER_PORT)),
             Err(e) => fail(&c, e.to_string()),
         }
     }
-    for (what, ip) in targets {
+    for (what, ip, port) in targets {
         let start = Instant::now();
         loop {
-            match api.get(ip, "readyz", false) {
+            match api.get_at(ip, port, "readyz", false) {
                 Ok(body) if body.trim() == "ok" => break,
                 Ok(body) if start.elapsed() > Duration::from_secs(120) => fail(
                     &c,
-                    format!("https://{ip}:{API_PORT}/readyz ({what}) answered {body:?}"),
+                    format!("https://{ip}:{port}/readyz ({what}) answered {body:?}"),
                 ),
                 Err(e) if start.elapsed() > Duration::from_secs(120) => fail(
                     &c,
                     format!(
-                        "https://{ip}:{API_PORT}/readyz ({what}, CA {}): {e}",
+                        "https://{ip}:{port}/readyz ({what}, CA {}): {e}",
                         api.ca.display()
                     ),
                 ),
@@ -495,7 +497,7 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
             }
         }
         tl.log(format!(
-            "https://{ip}:{API_PORT}/readyz ({what}): ok, certificate verified against the derived CA"
+            "https://{ip}:{port}/readyz ({what}): ok, certificate verified against the derived CA"
         ));
     }
 

@@ -947,7 +947,11 @@ impl ClusterSpec {
 /// balancer on, the balancer holds `api_port` on every master, so the API
 /// servers need another (default [`DEFAULT_APISERVER_PORT`]); with it off,
 /// the API servers serve `api_port` themselves.
-fn api_ports(api_port: u16, apiserver_port: Option<u16>, balancer: bool) -> Result<u16, ConfigError> {
+fn api_ports(
+    api_port: u16,
+    apiserver_port: Option<u16>,
+    balancer: bool,
+) -> Result<u16, ConfigError> {
     if api_port == 0 {
         return Err(invalid("kubernetes.api_port", "must not be 0"));
     }
@@ -1043,41 +1047,71 @@ mod tests {
         let c = read("").unwrap();
         assert!(c.balancer.enabled);
         assert_eq!(c.balancer.drain_timeout_ms, 5000);
-        assert_eq!((c.kubernetes.api_port, c.kubernetes.apiserver_port), (6443, 6444));
-        let c = read("[kubernetes]
+        assert_eq!(
+            (c.kubernetes.api_port, c.kubernetes.apiserver_port),
+            (6443, 6444)
+        );
+        let c = read(
+            "[kubernetes]
 api_port = 443
 apiserver_port = 7443
 [balancer]
 drain_timeout_ms = 0
-").unwrap();
-        assert_eq!((c.kubernetes.api_port, c.kubernetes.apiserver_port), (443, 7443));
+",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.kubernetes.api_port, c.kubernetes.apiserver_port),
+            (443, 7443)
+        );
         assert_eq!(c.balancer.drain_timeout_ms, 0);
         // Off: the API servers serve the public port themselves (as before).
-        let c = read("[balancer]
+        let c = read(
+            "[balancer]
 enabled = false
-").unwrap();
+",
+        )
+        .unwrap();
         assert!(!c.balancer.enabled);
-        assert_eq!((c.kubernetes.api_port, c.kubernetes.apiserver_port), (6443, 6443));
-        let c = read("[kubernetes]
+        assert_eq!(
+            (c.kubernetes.api_port, c.kubernetes.apiserver_port),
+            (6443, 6443)
+        );
+        let c = read(
+            "[kubernetes]
 api_port = 443
 apiserver_port = 443
 [balancer]
 enabled = false
-").unwrap();
+",
+        )
+        .unwrap();
         assert_eq!(c.kubernetes.apiserver_port, 443);
         for (bad, key) in [
-            ("[kubernetes]
+            (
+                "[kubernetes]
 apiserver_port = 6443
-", "kubernetes.apiserver_port"),
-            ("[kubernetes]
+",
+                "kubernetes.apiserver_port",
+            ),
+            (
+                "[kubernetes]
 apiserver_port = 0
-", "kubernetes.apiserver_port"),
-            ("[kubernetes]
+",
+                "kubernetes.apiserver_port",
+            ),
+            (
+                "[kubernetes]
 api_port = 0
-", "kubernetes.api_port"),
-            ("[kubernetes]
+",
+                "kubernetes.api_port",
+            ),
+            (
+                "[kubernetes]
 api_port = 6444
-", "kubernetes.apiserver_port"),
+",
+                "kubernetes.apiserver_port",
+            ),
             (
                 "[kubernetes]
 apiserver_port = 6444
@@ -1086,9 +1120,12 @@ enabled = false
 ",
                 "kubernetes.apiserver_port",
             ),
-            ("[balancer]
+            (
+                "[balancer]
 drain_timeout_ms = 60001
-", "balancer.drain_timeout_ms"),
+",
+                "balancer.drain_timeout_ms",
+            ),
         ] {
             match read(bad) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
@@ -1097,27 +1134,44 @@ drain_timeout_ms = 60001
         }
         // api_port 6444 is fine with another apiserver_port.
         assert_eq!(
-            read("[kubernetes]
+            read(
+                "[kubernetes]
 api_port = 6444
 apiserver_port = 6445
-")
-                .unwrap()
-                .kubernetes
-                .apiserver_port,
+"
+            )
+            .unwrap()
+            .kubernetes
+            .apiserver_port,
             6445
         );
         // A later layer turns the balancer off and keeps the rest.
-        let base = ClusterSpec::from_toml("image", "[balancer]
+        let base = ClusterSpec::from_toml(
+            "image",
+            "[balancer]
 drain_timeout_ms = 2000
-").unwrap();
-        let over = ClusterSpec::from_toml("cred", "[balancer]
+",
+        )
+        .unwrap();
+        let over = ClusterSpec::from_toml(
+            "cred",
+            "[balancer]
 enabled = false
-").unwrap();
+",
+        )
+        .unwrap();
         let m = base.merge(&over).merge(&master()).validate().unwrap();
-        assert_eq!((m.balancer.enabled, m.balancer.drain_timeout_ms), (false, 2000));
-        assert!(ClusterSpec::from_toml("c", "[balancer]
+        assert_eq!(
+            (m.balancer.enabled, m.balancer.drain_timeout_ms),
+            (false, 2000)
+        );
+        assert!(ClusterSpec::from_toml(
+            "c",
+            "[balancer]
 enable = true
-").is_err());
+"
+        )
+        .is_err());
     }
 
     #[test]

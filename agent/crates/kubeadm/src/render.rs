@@ -1010,7 +1010,10 @@ pub(crate) mod tests {
                 serde_yaml_ng::from_str(&split_docs(&i.render_init().unwrap())[0]).unwrap();
             assert_eq!(init.local_api_endpoint.bind_port, bind);
             let join = i.join_configuration(true);
-            assert_eq!(join.control_plane.unwrap().local_api_endpoint.bind_port, bind);
+            assert_eq!(
+                join.control_plane.unwrap().local_api_endpoint.bind_port,
+                bind
+            );
             assert_eq!(
                 join.discovery.bootstrap_token.api_server_endpoint,
                 "10.77.0.10:6443"
