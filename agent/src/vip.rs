@@ -338,8 +338,20 @@ impl Vip {
     /// Follows the balancer's backends in rotation (`Balancer::serving`)
     /// as a priority weight ([`BALANCER_WEIGHT`] while none); `None`: no
     /// balancer, no weight.
+    /// Called every turn: a receiver of the channel already followed
+    /// changes nothing.
     pub fn set_balancer(&self, serving: Option<watch::Receiver<usize>>) {
-        self.balancer_tx.send_replace(serving);
+        self.balancer_tx.send_if_modified(|current| {
+            let same = match (&*current, &serving) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same_channel(b),
+                _ => false,
+            };
+            if !same {
+                *current = serving;
+            }
+            !same
+        });
     }
 
     /// The health checks in use.
