@@ -774,13 +774,13 @@ mod tests {
 
     #[test]
     fn vip_moves_to_readyz_once_the_kube_phase_begins() {
-        assert_eq!(vip_health(&PhaseState::Pending, 6443), VipHealth::Etcd);
+        assert_eq!(vip_health(&PhaseState::Pending, 6444), VipHealth::Etcd);
         assert_eq!(
             vip_health(
                 &PhaseState::Skipped {
                     reason: "none".into()
                 },
-                6443
+                6444
             ),
             VipHealth::Etcd
         );
@@ -804,9 +804,9 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                vip_health(&s, 6443),
+                vip_health(&s, 6444),
                 VipHealth::EtcdAndApiServer {
-                    api_port: 6443,
+                    api_port: 6444,
                     standby
                 },
                 "{s:?}"

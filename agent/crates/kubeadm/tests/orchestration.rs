@@ -712,9 +712,9 @@ async fn the_state_shows_joining_while_kubeadm_runs() {
     assert_eq!(*seen.lock().unwrap(), vec![PhaseState::Joining]);
     assert_eq!(*rx.borrow(), PhaseState::Ready);
     assert_eq!(
-        kubeadm::vip_health(&PhaseState::Joining, 6443),
+        kubeadm::vip_health(&PhaseState::Joining, 6444),
         kubeadm::VipHealth::EtcdAndApiServer {
-            api_port: 6443,
+            api_port: 6444,
             standby: true
         }
     );
@@ -760,7 +760,7 @@ async fn an_image_without_kubernetes_is_skipped_with_its_reason() {
     );
     assert!(wk.runner.calls().is_empty());
     assert_eq!(
-        kubeadm::vip_health(&s.phase, 6443),
+        kubeadm::vip_health(&s.phase, 6444),
         kubeadm::VipHealth::Etcd
     );
 }
