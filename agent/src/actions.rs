@@ -1,7 +1,8 @@
 //! Carries out the plan's actions: persist the state, start etcd through
 //! the supervisor (and its health monitor), join and promote as tasks,
-//! start the VIP; after each turn, feed the kube phase and publish the
-//! phase and status. Results come back to the loop as plan events on the
+//! start the VIP; after each turn, feed the kube phase, the API balancer
+//! ([`crate::balance`]) and the VIP's health, and publish the phase and
+//! status. Results come back to the loop as plan events on the
 //! context's channel; nothing here changes the plan itself.
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use supervisor::{notify_status, AnySupervisor, Supervisor};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::balance::Balance;
 use crate::control::SnapshotSlot;
 use crate::core::model::{hex16, ClusterState};
 use crate::core::plan::{Action, AgentPhase, Event, Plan};
@@ -51,6 +53,8 @@ pub(crate) struct Actions {
     pending_launch: Option<Launch>,
     /// The VIP, once started.
     vip: Option<Vip>,
+    /// The API load balancer (masters), started with the kube phase.
+    balance: Balance,
     /// The etcd snapshots of the local member and their periodic task,
     /// once the member is a healthy voter.
     snapshots: Option<(Arc<Snapshotter>, JoinHandle<()>)>,
@@ -72,6 +76,7 @@ impl Actions {
         snapshot_slot: SnapshotSlot,
     ) -> Self {
         Actions {
+            balance: Balance::new(&ctx.cfg, ctx.ip),
             ctx,
             state,
             supervisor,
@@ -338,17 +343,31 @@ impl Actions {
         }
         let stats = disc.stats();
         let peers_now = disc.peer_reports(now_ms());
+        let masters = vip::master_addresses(&disc.peers(now_ms()));
+        // The hand-off: once the kube phase runs on this master, the local
+        // API server's /readyz joins the VIP's checks and the API balancer
+        // starts (both with the kube phase's CA).
+        let vip_health = kube.vip_health(cfg.kubernetes.apiserver_port);
+        let kube_started = matches!(vip_health, kubeadm::VipHealth::EtcdAndApiServer { .. });
+        self.balance.reconcile(
+            master && kube_started,
+            &masters,
+            kube.ca_pem(),
+            std::time::Instant::now(),
+        );
+        let balancer_report = self.balance.report();
         if let Some(v) = &mut self.vip {
-            // The hand-off: /readyz joins the checks once the kube phase runs.
-            if let Err(e) = v.set_health(kube.vip_health(cfg.kubernetes.api_port), kube.ca_pem()) {
+            if let Err(e) = v.set_health(vip_health, kube.ca_pem()) {
                 tracing::error!("VIP health checks: {e:#}");
             }
-            v.set_peers(vip::master_addresses(&disc.peers(now_ms())));
+            v.set_balancer(self.balance.serving());
+            v.set_peers(masters);
             let vs = v.status();
             self.report_tx
                 .send_modify(|r| r.vip = Some(VipStatus::Running(Box::new(vs))));
         }
         self.report_tx.send_modify(|r| {
+            r.balancer = balancer_report;
             r.phase = shown_phase.to_owned();
             r.detail = plan.detail.clone();
             r.discovery.mode = format!("{:?}", cfg.discovery.mode).to_lowercase();
@@ -464,17 +483,31 @@ impl Actions {
         }
     }
 
-    /// Stops what must stop with the agent: the VIP, and etcd when it is
-    /// the agent's child (under systemd etcd is its own unit and keeps
+    /// Stops what must stop with the agent: the API balancer and the VIP
+    /// (hand-over: quiesce, drain up to `[balancer] drain_timeout_ms`,
+    /// then release the VIP with priority 0), and etcd when it is the
+    /// agent's child (under systemd etcd is its own unit and keeps
     /// running).
     pub(crate) async fn shutdown(&mut self) {
         // A snapshot being written is dropped: its temporary file goes.
         if let Some((_, task)) = self.snapshots.take() {
             task.abort();
         }
-        if let Some(v) = self.vip.take() {
-            v.shutdown().await;
+        if self.balance.serving().is_some() {
+            let mut shown = self.balance.report();
+            shown.state = crate::balance::BalancerState::Quiescing;
+            self.report_tx.send_modify(|r| r.balancer = shown);
         }
+        let vip = self.vip.take();
+        self.balance
+            .hand_over(async move {
+                if let Some(v) = vip {
+                    v.shutdown().await;
+                }
+            })
+            .await;
+        let after = self.balance.report();
+        self.report_tx.send_modify(|r| r.balancer = after);
         if let AnySupervisor::Process(p) = &self.supervisor {
             p.shutdown().await;
         }

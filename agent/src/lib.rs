@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod actions;
+pub mod balance;
 pub mod config;
 pub mod control;
 pub mod core;

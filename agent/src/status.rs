@@ -4,7 +4,7 @@
 //! Protocol: connect, read one JSON document ([`StatusReport`]) until EOF.
 //! `agent status --json` prints it as is; without `--json` it is rendered
 //! by [`render`], one section per phase (config, discovery, PKI, etcd, VIP,
-//! Kubernetes).
+//! API balancer, Kubernetes).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +15,9 @@ pub use kubeadm::PhaseState;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+
+pub use crate::balance::{BalancerReport, BalancerState};
+pub use balancer::{BackendHealth, BackendStatus, BalancerStatus, ListenerState};
 
 use crate::socket::{self, SocketError};
 
@@ -66,6 +69,10 @@ pub struct StatusReport {
     /// Absent in reports of older agents (then: epoch 0).
     #[serde(default)]
     pub recovery: crate::recovery::RecoveryReport,
+    /// The API load balancer (masters; issue 18). Absent in reports of
+    /// agents that predate it (then: off).
+    #[serde(default)]
+    pub balancer: BalancerReport,
 }
 
 /// This node.
@@ -352,6 +359,10 @@ pub fn render(r: &StatusReport) -> String {
         Some(VipStatus::Failed { error }) => line(format!("vip:       not started: {error}")),
         None => line("vip:       not started".to_owned()),
     }
+    // The API balancer (masters): crate::balance.
+    if r.balancer.state != BalancerState::Off || r.node.role == "master" {
+        line(r.balancer.to_string().trim_end().to_owned());
+    }
     let k = &r.kube;
     line(format!(
         "kube:      {}",
@@ -478,6 +489,104 @@ mod tests {
         let mut failed = sample();
         failed.config.error = Some("no cluster secret".into());
         assert!(render(&failed).contains("config:    FAILED: no cluster secret"));
+    }
+
+    fn balancer_sample(state: BalancerState) -> BalancerReport {
+        BalancerReport {
+            state,
+            listen: Some("0.0.0.0:6443".parse().unwrap()),
+            error: None,
+            status: Some(BalancerStatus {
+                listen: "0.0.0.0:6443".parse().unwrap(),
+                policy: balancer::POLICY.to_owned(),
+                state: ListenerState::Serving,
+                open: 3,
+                backends: vec![
+                    BackendStatus {
+                        addr: "10.77.0.11:6444".parse().unwrap(),
+                        health: BackendHealth::Up,
+                        in_rotation: true,
+                        active: 3,
+                        total: 120,
+                        connect_failures: 0,
+                        last_error: None,
+                    },
+                    BackendStatus {
+                        addr: "10.77.0.12:6444".parse().unwrap(),
+                        health: BackendHealth::Down,
+                        in_rotation: false,
+                        active: 0,
+                        total: 7,
+                        connect_failures: 2,
+                        last_error: Some("GET https://10.77.0.12:6444/readyz: 500".into()),
+                    },
+                ],
+            }),
+        }
+    }
+
+    #[test]
+    fn the_balancer_section_renders_and_round_trips() {
+        let mut r = sample();
+        r.node.role = "master".into();
+        // A master before the kube phase: waiting, with the address.
+        r.balancer = BalancerReport {
+            state: BalancerState::Waiting,
+            listen: Some("0.0.0.0:6443".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(
+            render(&r).contains("balancer:  waiting for the kube phase, listen 0.0.0.0:6443\n"),
+            "{}",
+            render(&r)
+        );
+        // Serving: state, backends with health, rotation and connections.
+        r.balancer = balancer_sample(BalancerState::Serving);
+        let text = render(&r);
+        for needle in [
+            "balancer:  serving, listen 0.0.0.0:6443\n",
+            "1/2 backends in rotation, 3 connections open",
+            "\n    10.77.0.11:6444        up   in  active     3 total      120",
+            "\n    10.77.0.12:6444        down out active     0 total        7 connect failures     2 (GET https://10.77.0.12:6444/readyz: 500)",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+        // A bind error names the address and says it is retried.
+        r.balancer = BalancerReport {
+            state: BalancerState::BindError,
+            listen: Some("0.0.0.0:6443".parse().unwrap()),
+            error: Some("binding 0.0.0.0:6443: Address in use (os error 98)".into()),
+            status: None,
+        };
+        assert!(render(&r).contains(
+            "balancer:  bind error (retrying), listen 0.0.0.0:6443: binding 0.0.0.0:6443: Address in use (os error 98)"
+        ));
+        // JSON: typed, kebab-case state, round trip.
+        for state in [
+            BalancerState::Off,
+            BalancerState::Waiting,
+            BalancerState::Starting,
+            BalancerState::Serving,
+            BalancerState::NoBackend,
+            BalancerState::Quiescing,
+            BalancerState::BindError,
+            BalancerState::Failed,
+        ] {
+            r.balancer = balancer_sample(state);
+            let json = serde_json::to_string(&r).unwrap();
+            let back: StatusReport = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r);
+        }
+        r.balancer = balancer_sample(BalancerState::BindError);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["balancer"]["state"], "bind-error");
+        assert_eq!(v["balancer"]["status"]["backends"][1]["health"], "down");
+        // Reports of agents before the balancer: off, and not rendered on workers.
+        let mut old = serde_json::to_value(sample()).unwrap();
+        old.as_object_mut().unwrap().remove("balancer");
+        let old: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(old.balancer, BalancerReport::default());
+        assert!(!render(&old).contains("balancer:"), "{}", render(&old));
     }
 
     #[test]

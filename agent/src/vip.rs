@@ -18,6 +18,11 @@
 //! `/readyz` is added as a priority weight ([`APISERVER_WEIGHT`]). Its
 //! tracker's health is forwarded (`combiner`) into the one channel VRRP
 //! reads, so adding or removing the check never restarts the instance.
+//! From the same hand-off on, the agent's API balancer
+//! ([`crate::balance`]) reports how many backends it has in rotation
+//! ([`Vip::set_balancer`]); none lowers the priority by
+//! [`BALANCER_WEIGHT`]: a holder that cannot balance serves nothing on the
+//! VIP's API port.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -62,18 +67,64 @@ pub const APISERVER_SLOW_WEIGHT: u8 = 10;
 /// A standby master with an API that answers still wins over a control
 /// plane whose API is down (refused or failing), so a join can go on when
 /// the joined masters' API servers are gone.
+///
+/// With the agent's balancer on, [`BALANCER_WEIGHT`] comes on top while
+/// the balancer has no backend in rotation (see there for the rows it
+/// adds).
 pub const STANDBY_WEIGHT: u8 = 20;
+
+/// How much a balancer with no backend in rotation (the agent's API
+/// balancer, [`crate::balance`]: no master's `/readyz` passes from here)
+/// lowers the priority, on top of the rows of [`STANDBY_WEIGHT`]'s table.
+/// Such a master accepts connections on VIP:6443 only to close them, so it
+/// must rank below the masters whose balancer serves:
+///
+/// | master                                             | priority  |
+/// |----------------------------------------------------|-----------|
+/// | any row of the table above, balancer serving       | 100 … 30  |
+/// | control plane, `/readyz` passes, no backend        | 65        |
+/// | standby, `/readyz` passes, no backend              | 45        |
+/// | control plane, `/readyz` fails, no backend         | 15        |
+/// | standby, `/readyz` fails, no backend               | 1 (floor) |
+///
+/// The normal case is the last two rows: the balancer checks every
+/// master's API server, the local one included (by the node address), so
+/// when it has none in rotation the local `/readyz` fails too, and such a
+/// master ranks below every master that serves (15 < 30). A local
+/// `/readyz` that passes while the balancer has none (the first two rows)
+/// is short-lived: the balancer has just started and needs `rise` passes
+/// (2 s) to take a backend in. The weight is not larger on purpose:
+/// during `kubeadm init` no API server answers yet and every master's
+/// balancer has none in rotation, and the init node (15) must still rank
+/// above the standby masters (1), as [`STANDBY_WEIGHT`] requires; a weight
+/// of 50 or more would floor both at 1 and bring back run 13's tie. The
+/// balancer starts at the kube phase's hand-off; before it (and with
+/// `[balancer] enabled = false`) there is no balancer health and no
+/// penalty.
+pub const BALANCER_WEIGHT: u8 = 35;
 
 /// The `/readyz` check and the standby weight handed to the combiner.
 type ApiHealth = Option<(watch::Receiver<Health>, u8)>;
 
+/// The balancer's backends in rotation, handed to the combiner.
+type BalancerHealth = Option<watch::Receiver<usize>>;
+
 /// The health VRRP sees: the `/readyz` check's penalty while it runs,
-/// plus `extra` (the standby weight), else none. Never a quorum verdict:
-/// quorum is proven by `vrrp` itself. Pure.
-pub fn combine(api: Option<Health>, extra: u8) -> Health {
+/// plus `extra` (the standby weight), plus [`BALANCER_WEIGHT`] while the
+/// balancer runs with `balancer_serving == Some(0)` backends in rotation;
+/// else none. Never a quorum verdict: quorum is proven by `vrrp` itself.
+/// Pure.
+pub fn combine(api: Option<Health>, extra: u8, balancer_serving: Option<usize>) -> Health {
+    let balancer = if balancer_serving == Some(0) {
+        BALANCER_WEIGHT
+    } else {
+        0
+    };
     Health {
         quorum: true,
-        penalty: api.map_or(0, |a| a.penalty.saturating_add(extra)),
+        penalty: api
+            .map_or(0, |a| a.penalty.saturating_add(extra))
+            .saturating_add(balancer),
     }
 }
 
@@ -89,18 +140,35 @@ pub struct Vip {
     api: Option<vrrp::Tracker>,
     /// Hands the combiner the `/readyz` health and standby weight (or none).
     api_tx: watch::Sender<ApiHealth>,
+    /// Hands the combiner the balancer's backends in rotation (or none).
+    balancer_tx: watch::Sender<BalancerHealth>,
     health: VipHealth,
     combiner: tokio::task::JoinHandle<()>,
 }
 
-/// Feeds VRRP the `/readyz` check's health while there is one. Runs until
-/// the [`Vip`] goes away.
-async fn combiner(mut api_sel: watch::Receiver<ApiHealth>, out: watch::Sender<Health>) {
+/// Resolves when `rx` (if any) changes; never without one. `Err` once its
+/// sender is gone.
+async fn changed<T>(rx: Option<&mut watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds VRRP the `/readyz` check's health and the balancer's while there
+/// are any. Runs until the [`Vip`] goes away.
+async fn combiner(
+    mut api_sel: watch::Receiver<ApiHealth>,
+    mut balancer_sel: watch::Receiver<BalancerHealth>,
+    out: watch::Sender<Health>,
+) {
     let mut api: Option<watch::Receiver<Health>> = None;
+    let mut balancer: BalancerHealth = None;
     let mut extra = 0;
     loop {
         let a = api.as_mut().map(|r| *r.borrow_and_update());
-        let next = combine(a, extra);
+        let b = balancer.as_mut().map(|r| *r.borrow_and_update());
+        let next = combine(a, extra, b);
         out.send_if_modified(|h| {
             if *h == next {
                 false
@@ -118,12 +186,12 @@ async fn combiner(mut api_sel: watch::Receiver<ApiHealth>, out: watch::Sender<He
                 }
                 Err(_) => return,
             },
-            r = async {
-                match api.as_mut() {
-                    Some(rx) => rx.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => if r.is_err() { api = None },
+            r = balancer_sel.changed() => match r {
+                Ok(()) => balancer = balancer_sel.borrow_and_update().clone(),
+                Err(_) => return,
+            },
+            r = changed(api.as_mut()) => if r.is_err() { api = None },
+            r = changed(balancer.as_mut()) => if r.is_err() { balancer = None },
         }
     }
 }
@@ -175,9 +243,10 @@ impl Vip {
         let config =
             vrrp::VrrpConfig::new(&cfg.vrrp, vip, interface).context("VIP configuration")?;
         let (peers_tx, peers_rx) = watch::channel(peers);
-        let (health_tx, health_rx) = watch::channel(combine(None, 0));
+        let (health_tx, health_rx) = watch::channel(combine(None, 0, None));
         let (api_tx, api_rx) = watch::channel(None);
-        let combiner = tokio::spawn(combiner(api_rx, health_tx));
+        let (balancer_tx, balancer_rx) = watch::channel(None);
+        let combiner = tokio::spawn(combiner(api_rx, balancer_rx, health_tx));
         let handle = match vrrp::Vrrp::spawn(config, quorum, health_rx, peers_rx).await {
             Ok(h) => h,
             Err(e) => {
@@ -196,6 +265,7 @@ impl Vip {
             pki: pki.clone(),
             api: None,
             api_tx,
+            balancer_tx,
             health: VipHealth::Etcd,
             combiner,
         }))
@@ -265,6 +335,25 @@ impl Vip {
         }
     }
 
+    /// Follows the balancer's backends in rotation (`Balancer::serving`)
+    /// as a priority weight ([`BALANCER_WEIGHT`] while none); `None`: no
+    /// balancer, no weight.
+    /// Called every turn: a receiver of the channel already followed
+    /// changes nothing.
+    pub fn set_balancer(&self, serving: Option<watch::Receiver<usize>>) {
+        self.balancer_tx.send_if_modified(|current| {
+            let same = match (&*current, &serving) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same_channel(b),
+                _ => false,
+            };
+            if !same {
+                *current = serving;
+            }
+            !same
+        });
+    }
+
     /// The health checks in use.
     pub fn health(&self) -> VipHealth {
         self.health
@@ -320,22 +409,22 @@ mod tests {
     #[test]
     fn combined_health_is_the_readyz_penalty_and_never_a_quorum_verdict() {
         // Before the kube phase: nothing to say.
-        assert_eq!(combine(None, 0), Health::OK);
+        assert_eq!(combine(None, 0, None), Health::OK);
         // A failing /readyz lowers the priority, never faults.
         let api_failing = Health {
             quorum: true,
             penalty: APISERVER_WEIGHT,
         };
-        assert_eq!(combine(Some(api_failing), 0), api_failing);
+        assert_eq!(combine(Some(api_failing), 0, None), api_failing);
         // A standby master ranks below: the init node wins a tie.
         assert_eq!(
-            combine(Some(api_failing), STANDBY_WEIGHT).penalty,
+            combine(Some(api_failing), STANDBY_WEIGHT, None).penalty,
             APISERVER_WEIGHT + STANDBY_WEIGHT
         );
         // ... but not below a working API: the standby weight is smaller.
         const { assert!(STANDBY_WEIGHT < APISERVER_WEIGHT) };
         assert_eq!(
-            combine(Some(Health::OK), STANDBY_WEIGHT).penalty,
+            combine(Some(Health::OK), STANDBY_WEIGHT, None).penalty,
             STANDBY_WEIGHT
         );
         // The whole order of STANDBY_WEIGHT's table, from priority 100.
@@ -345,7 +434,7 @@ mod tests {
                 penalty: api_penalty,
             };
             let extra = if standby { STANDBY_WEIGHT } else { 0 };
-            100 - i32::from(combine(Some(api), extra).penalty)
+            100 - i32::from(combine(Some(api), extra, None).penalty)
         };
         let order = [
             priority(0, false),
@@ -357,14 +446,61 @@ mod tests {
         ];
         assert_eq!(order, [100, 90, 80, 70, 50, 30]);
         // Whatever the API check says about quorum, it is not its call.
-        assert!(combine(Some(Health::NO_QUORUM), 0).quorum);
+        assert!(combine(Some(Health::NO_QUORUM), 0, None).quorum);
+    }
+
+    #[test]
+    fn a_balancer_with_no_backend_lowers_the_priority() {
+        // VRRP floors the priority at 1.
+        let priority = |api_penalty: u8, standby: bool, serving: Option<usize>| {
+            let api = Health {
+                quorum: true,
+                penalty: api_penalty,
+            };
+            let extra = if standby { STANDBY_WEIGHT } else { 0 };
+            (100 - i32::from(combine(Some(api), extra, serving).penalty)).max(1)
+        };
+        // Serving (any number in rotation) or no balancer: the old table.
+        for serving in [None, Some(1), Some(3)] {
+            assert_eq!(priority(0, false, serving), 100);
+            assert_eq!(priority(APISERVER_WEIGHT, true, serving), 30);
+        }
+        // None in rotation: BALANCER_WEIGHT's table.
+        assert_eq!(
+            [
+                priority(0, false, Some(0)),
+                priority(0, true, Some(0)),
+                priority(APISERVER_WEIGHT, false, Some(0)),
+                priority(APISERVER_WEIGHT, true, Some(0)),
+            ],
+            [65, 45, 15, 1]
+        );
+        // The usual no-backend master (its own /readyz fails too) ranks
+        // below the worst master that serves ...
+        assert!(
+            priority(APISERVER_WEIGHT, false, Some(0)) < priority(APISERVER_WEIGHT, true, Some(1))
+        );
+        // ... and during init (nobody serves) the init node still ranks
+        // above the standby masters.
+        assert!(
+            priority(APISERVER_WEIGHT, false, Some(0)) > priority(APISERVER_WEIGHT, true, Some(0))
+        );
+        // Never a quorum verdict, even without an API check.
+        assert_eq!(
+            combine(None, 0, Some(0)),
+            Health {
+                quorum: true,
+                penalty: BALANCER_WEIGHT
+            }
+        );
     }
 
     #[tokio::test]
     async fn combiner_follows_the_readyz_hand_off() {
         let (api_sel_tx, api_sel_rx) = watch::channel(None);
+        let (_balancer_sel_tx, balancer_sel_rx) = watch::channel(None);
         let (out_tx, mut out) = watch::channel(Health::NO_QUORUM);
-        let task = tokio::spawn(combiner(api_sel_rx, out_tx));
+        let task = tokio::spawn(combiner(api_sel_rx, balancer_sel_rx, out_tx));
         let next = |out: &mut watch::Receiver<Health>| {
             let mut out = out.clone();
             async move {
@@ -408,6 +544,46 @@ mod tests {
             .expect("combiner ends")
             .unwrap();
         assert_eq!(*out.borrow(), Health::OK);
+    }
+
+    #[tokio::test]
+    async fn combiner_follows_the_balancer_serving_count() {
+        let (_api_sel_tx, api_sel_rx) = watch::channel(None);
+        let (balancer_sel_tx, balancer_sel_rx) = watch::channel(None);
+        let (out_tx, mut out) = watch::channel(Health::NO_QUORUM);
+        let task = tokio::spawn(combiner(api_sel_rx, balancer_sel_rx, out_tx));
+        async fn next(out: &mut watch::Receiver<Health>) -> Health {
+            tokio::time::timeout(std::time::Duration::from_secs(2), out.changed())
+                .await
+                .expect("combined health changes")
+                .expect("combiner alive");
+            *out.borrow_and_update()
+        }
+        assert_eq!(next(&mut out).await, Health::OK);
+        // The balancer starts with nothing in rotation: penalty.
+        let (serving_tx, serving_rx) = watch::channel(0usize);
+        balancer_sel_tx.send_replace(Some(serving_rx));
+        assert_eq!(next(&mut out).await.penalty, BALANCER_WEIGHT);
+        // A backend comes in: no penalty; all leave: penalty again.
+        serving_tx.send_replace(2);
+        assert_eq!(next(&mut out).await, Health::OK);
+        serving_tx.send_replace(0);
+        assert_eq!(next(&mut out).await.penalty, BALANCER_WEIGHT);
+        // The balancer goes away (its sender dropped): no penalty.
+        drop(serving_tx);
+        assert_eq!(next(&mut out).await, Health::OK);
+        // A new one, then handed back to none.
+        let (serving_tx, serving_rx) = watch::channel(0usize);
+        balancer_sel_tx.send_replace(Some(serving_rx));
+        assert_eq!(next(&mut out).await.penalty, BALANCER_WEIGHT);
+        balancer_sel_tx.send_replace(None);
+        assert_eq!(next(&mut out).await, Health::OK);
+        drop(serving_tx);
+        drop(balancer_sel_tx);
+        tokio::time::timeout(std::time::Duration::from_secs(2), task)
+            .await
+            .expect("combiner ends with the Vip")
+            .unwrap();
     }
 
     #[test]

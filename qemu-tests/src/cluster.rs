@@ -46,8 +46,12 @@ pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const STATE_FILE: &str = "cluster.json";
 /// Highest node index (addresses 10.77.0.101-199).
 pub const MAX_INDEX: u8 = 99;
-/// The Kubernetes API port on the VIP and on every master.
+/// The public Kubernetes API port: the VIP's (`[kubernetes] api_port`),
+/// served by the agent's balancer on every master.
 pub const API_PORT: u16 = 6443;
+/// The port each master's own kube-apiserver binds behind the balancer
+/// (`[kubernetes] apiserver_port`, the default with `[balancer] enabled`).
+pub const APISERVER_PORT: u16 = 6444;
 /// Guest memory for images with Kubernetes (kubeadm's preflight wants
 /// 1700 MB on a control-plane node; the API server, controller manager,
 /// scheduler and etcd share it).
@@ -870,10 +874,23 @@ impl KubeClient {
         &self.ca_pin
     }
 
-    /// `GET https://<host>:6443/<path>`, server certificate verified
-    /// against the CA; anonymous unless `admin` (then with the admin
-    /// client certificate). Returns the body; an HTTP error fails.
+    /// `GET https://<host>:6443/<path>` ([`API_PORT`]), server
+    /// certificate verified against the CA; anonymous unless `admin`
+    /// (then with the admin client certificate). Returns the body; an
+    /// HTTP error fails.
     pub fn get(&self, host: Ipv4Addr, path: &str, admin: bool) -> Result<String, HarnessError> {
+        self.get_at(host, API_PORT, path, admin)
+    }
+
+    /// As [`KubeClient::get`] on another port (a master's own API server:
+    /// [`APISERVER_PORT`]).
+    pub fn get_at(
+        &self,
+        host: Ipv4Addr,
+        port: u16,
+        path: &str,
+        admin: bool,
+    ) -> Result<String, HarnessError> {
         require_program("curl", "curl")?;
         let mut cmd = std::process::Command::new("ip");
         cmd.args(["netns", "exec", &self.netns, "curl"])
@@ -886,7 +903,7 @@ impl KubeClient {
                 .arg("--key")
                 .arg(&self.key);
         }
-        cmd.arg(format!("https://{host}:{API_PORT}/{path}"));
+        cmd.arg(format!("https://{host}:{port}/{path}"));
         run(&mut cmd)
     }
 

@@ -142,6 +142,15 @@ pub struct EtcdReport {
 /// agent's words ([`KubeReport::progress`]).
 pub use agent::status::{ApiHealth, JoinSource, KubeReport, KubeletState, PhaseState};
 
+/// The API balancer section, as the agent's own type (issue 18).
+pub use agent::status::{BalancerReport, BalancerState};
+
+/// The report's balancer section, `None` from agents without one (or
+/// when it does not parse as [`BalancerReport`]).
+pub fn balancer(r: &StatusReport) -> Option<BalancerReport> {
+    serde_json::from_value(r.other.get("balancer")?.clone()).ok()
+}
+
 /// The report's kube section, `None` from agents without one (or when it
 /// does not parse as [`KubeReport`]).
 pub fn kube(r: &StatusReport) -> Option<KubeReport> {

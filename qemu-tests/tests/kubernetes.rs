@@ -22,7 +22,8 @@
 //! - the worker reports `ready`, `joined`, kubelet `active`, with join
 //!   material whose `source` is `discovery` and whose CA pin is the one
 //!   derived here from the secret;
-//! - `https://VIP:6443/readyz` and every master's own `:6443/readyz`
+//! - `https://VIP:6443/readyz` (through the agents' API balancer) and every
+//!   master's own API server's `:6444/readyz`
 //!   answer `ok` from the host side, the server certificate verified
 //!   against the Kubernetes CA derived here from the secret;
 //! - the control-plane images came from the image's archive: the agent's
@@ -64,7 +65,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use qemu_tests::cluster::{
-    reap_abandoned, Cluster, ClusterOptions, Role, API_PORT, KUBEADM_MEMORY_MIB, VIP,
+    reap_abandoned, Cluster, ClusterOptions, Role, APISERVER_PORT, API_PORT, KUBEADM_MEMORY_MIB,
+    VIP,
 };
 use qemu_tests::net::Network;
 use qemu_tests::status::{self, ApiHealth, JoinSource, KubeReport, PhaseState, Reading};
@@ -466,28 +468,29 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
     }
     tl.log("worker-1 joined with the join material from discovery (CA pin matches the secret)");
 
-    // The API on the VIP and on every master, TLS verified against the
-    // Kubernetes CA derived from the secret.
-    let mut targets = vec![("the VIP".to_owned(), VIP)];
+    // The API on the VIP (through the agent's balancer) and on every
+    // master's own API server (its apiserver_port), TLS verified against
+    // the Kubernetes CA derived from the secret.
+    let mut targets = vec![("the VIP".to_owned(), VIP, API_PORT)];
     for m in masters {
         match c.node(m) {
-            Ok(n) => targets.push((m.to_owned(), n.ip())),
+            Ok(n) => targets.push((m.to_owned(), n.ip(), APISERVER_PORT)),
             Err(e) => fail(&c, e.to_string()),
         }
     }
-    for (what, ip) in targets {
+    for (what, ip, port) in targets {
         let start = Instant::now();
         loop {
-            match api.get(ip, "readyz", false) {
+            match api.get_at(ip, port, "readyz", false) {
                 Ok(body) if body.trim() == "ok" => break,
                 Ok(body) if start.elapsed() > Duration::from_secs(120) => fail(
                     &c,
-                    format!("https://{ip}:{API_PORT}/readyz ({what}) answered {body:?}"),
+                    format!("https://{ip}:{port}/readyz ({what}) answered {body:?}"),
                 ),
                 Err(e) if start.elapsed() > Duration::from_secs(120) => fail(
                     &c,
                     format!(
-                        "https://{ip}:{API_PORT}/readyz ({what}, CA {}): {e}",
+                        "https://{ip}:{port}/readyz ({what}, CA {}): {e}",
                         api.ca.display()
                     ),
                 ),
@@ -495,8 +498,55 @@ fn kubeadm_forms_a_cluster_from_images_with_kubernetes() {
             }
         }
         tl.log(format!(
-            "https://{ip}:{API_PORT}/readyz ({what}): ok, certificate verified against the derived CA"
+            "https://{ip}:{port}/readyz ({what}): ok, certificate verified against the derived CA"
         ));
+    }
+
+    // Every master's API balancer (issue 18) serves with all three API
+    // servers in rotation: the VIP holder's spreads what reached the VIP
+    // above, the others are warm for a failover.
+    let start = Instant::now();
+    loop {
+        let snap = c.snapshot();
+        let balancers: Vec<(&str, Option<status::BalancerReport>)> = masters
+            .iter()
+            .map(|m| {
+                let b = snap
+                    .get(*m)
+                    .and_then(Option::as_ref)
+                    .and_then(|r| status::balancer(&r.report));
+                (*m, b)
+            })
+            .collect();
+        let serving_all = |b: &Option<status::BalancerReport>| {
+            b.as_ref().is_some_and(|b| {
+                b.state == status::BalancerState::Serving
+                    && b.status
+                        .as_ref()
+                        .is_some_and(|s| s.backends.len() == 3 && s.serving() == 3)
+            })
+        };
+        if balancers.iter().all(|(_, b)| serving_all(b)) {
+            tl.log("every master's API balancer serves with the three API servers in rotation");
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let shown: Vec<String> = balancers
+                .iter()
+                .map(|(m, b)| match b {
+                    Some(b) => format!("{m}: {}", b.to_string().trim_end()),
+                    None => format!("{m}: no balancer section"),
+                })
+                .collect();
+            fail(
+                &c,
+                format!(
+                    "the masters' API balancers do not all serve with 3 backends in rotation:\n{}",
+                    shown.join("\n")
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
     }
 
     // Four nodes registered with the API (admin client certificate from

@@ -43,6 +43,14 @@ pub const DEFAULT_ETCD_SNAPSHOT_INTERVAL_S: u64 = 6 * 3600;
 pub const DEFAULT_ETCD_SNAPSHOT_RETAIN: u32 = 8;
 /// Minimum length of the cluster secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
+/// Default public API port: the VIP's (`[kubernetes] api_port`).
+pub const DEFAULT_API_PORT: u16 = 6443;
+/// Default port every master's kube-apiserver binds while the agent's API
+/// balancer holds [`DEFAULT_API_PORT`] (`[kubernetes] apiserver_port`).
+pub const DEFAULT_APISERVER_PORT: u16 = 6444;
+/// Default bound on draining proxied connections when a master's agent
+/// stops (`[balancer] drain_timeout_ms`).
+pub const DEFAULT_BALANCER_DRAIN_TIMEOUT_MS: u64 = 5000;
 
 /// Errors from parsing or validating a cluster configuration. Each names the
 /// key (dotted path) or the source at fault.
@@ -215,6 +223,24 @@ pub struct ClusterSpec {
     /// Kubernetes settings.
     #[serde(default)]
     pub kubernetes: KubernetesSpec,
+    /// The agent's API load balancer on masters.
+    #[serde(default)]
+    pub balancer: BalancerSpec,
+}
+
+/// API load balancer input (`[balancer]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerSpec {
+    /// Run the agent's L4 balancer on every master on `0.0.0.0:<api_port>`
+    /// in front of every master's API server on `apiserver_port` (default
+    /// true). Off: the API servers bind `api_port` themselves and the VIP
+    /// reaches only the holder's.
+    pub enabled: Option<bool>,
+    /// How long a stopping agent waits for proxied connections to close
+    /// before it releases the VIP, in milliseconds (default 5000; at most
+    /// 60000).
+    pub drain_timeout_ms: Option<u64>,
 }
 
 /// Cluster network input.
@@ -304,8 +330,14 @@ pub struct KubernetesSpec {
     pub pod_subnet: Option<Ipv4Net>,
     /// Service network (default 10.96.0.0/12).
     pub service_subnet: Option<Ipv4Net>,
-    /// API server port (default 6443).
+    /// The public API port: `controlPlaneEndpoint` VIP:port, every
+    /// kubeconfig and join (default 6443). With the balancer on, the
+    /// agent's balancer listens on it on every master.
     pub api_port: Option<u16>,
+    /// The port every master's kube-apiserver binds (kubeadm's
+    /// `localAPIEndpoint.bindPort`; default 6444 with the balancer on,
+    /// `api_port` with it off, when it may only equal `api_port`).
+    pub apiserver_port: Option<u16>,
     /// kubeadm preflight checks whose errors become warnings (kubeadm's
     /// `nodeRegistration.ignorePreflightErrors`, for example
     /// `["NumCPU", "Mem"]` on small test machines). Default: none — every
@@ -360,6 +392,17 @@ pub struct ClusterConfig {
     pub etcd: Etcd,
     /// Kubernetes settings.
     pub kubernetes: Kubernetes,
+    /// The API load balancer.
+    pub balancer: Balancer,
+}
+
+/// Validated API load balancer settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Balancer {
+    /// The agent balances `api_port` to every master's `apiserver_port`.
+    pub enabled: bool,
+    /// Drain bound on stop, milliseconds.
+    pub drain_timeout_ms: u64,
 }
 
 /// Validated network settings.
@@ -433,8 +476,12 @@ pub struct Kubernetes {
     pub pod_subnet: Ipv4Net,
     /// Service network.
     pub service_subnet: Ipv4Net,
-    /// API server port.
+    /// The public API port (the VIP's; with the balancer on, the
+    /// balancer's on every master).
     pub api_port: u16,
+    /// The port the masters' kube-apiservers bind: what every check of the
+    /// *local* API server dials. Equals `api_port` with the balancer off.
+    pub apiserver_port: u16,
     /// kubeadm preflight checks to ignore (empty: none).
     pub ignore_preflight_errors: Vec<String>,
     /// The pod network.
@@ -547,6 +594,10 @@ impl ClusterSpec {
                     &over.kubernetes.service_subnet,
                 ),
                 api_port: pick(&self.kubernetes.api_port, &over.kubernetes.api_port),
+                apiserver_port: pick(
+                    &self.kubernetes.apiserver_port,
+                    &over.kubernetes.apiserver_port,
+                ),
                 ignore_preflight_errors: pick(
                     &self.kubernetes.ignore_preflight_errors,
                     &over.kubernetes.ignore_preflight_errors,
@@ -569,6 +620,13 @@ impl ClusterSpec {
                 proof_timeout_s: pick(
                     &self.kubernetes.proof_timeout_s,
                     &over.kubernetes.proof_timeout_s,
+                ),
+            },
+            balancer: BalancerSpec {
+                enabled: pick(&self.balancer.enabled, &over.balancer.enabled),
+                drain_timeout_ms: pick(
+                    &self.balancer.drain_timeout_ms,
+                    &over.balancer.drain_timeout_ms,
                 ),
             },
         }
@@ -756,7 +814,8 @@ impl ClusterSpec {
             service_subnet: self.kubernetes.service_subnet.unwrap_or_else(|| {
                 Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default()
             }),
-            api_port: self.kubernetes.api_port.unwrap_or(6443),
+            api_port: self.kubernetes.api_port.unwrap_or(DEFAULT_API_PORT),
+            apiserver_port: 0, // below, with the balancer
             ignore_preflight_errors: self
                 .kubernetes
                 .ignore_preflight_errors
@@ -848,6 +907,26 @@ impl ClusterSpec {
             ));
         }
 
+        let balancer = Balancer {
+            enabled: self.balancer.enabled.unwrap_or(true),
+            drain_timeout_ms: self
+                .balancer
+                .drain_timeout_ms
+                .unwrap_or(DEFAULT_BALANCER_DRAIN_TIMEOUT_MS),
+        };
+        let mut kubernetes = kubernetes;
+        kubernetes.apiserver_port = api_ports(
+            kubernetes.api_port,
+            self.kubernetes.apiserver_port,
+            balancer.enabled,
+        )?;
+        if balancer.drain_timeout_ms > 60_000 {
+            return Err(invalid(
+                "balancer.drain_timeout_ms",
+                "must be at most 60000 (the agent's unit allows 90 s to stop)",
+            ));
+        }
+
         Ok(ClusterConfig {
             name,
             role,
@@ -858,7 +937,52 @@ impl ClusterSpec {
             vrrp,
             etcd,
             kubernetes,
+            balancer,
         })
+    }
+}
+
+/// The port the masters' API servers bind, from the public `api_port`,
+/// `[kubernetes] apiserver_port` and whether the balancer runs: with the
+/// balancer on, the balancer holds `api_port` on every master, so the API
+/// servers need another (default [`DEFAULT_APISERVER_PORT`]); with it off,
+/// the API servers serve `api_port` themselves.
+fn api_ports(
+    api_port: u16,
+    apiserver_port: Option<u16>,
+    balancer: bool,
+) -> Result<u16, ConfigError> {
+    if api_port == 0 {
+        return Err(invalid("kubernetes.api_port", "must not be 0"));
+    }
+    match (balancer, apiserver_port) {
+        (_, Some(0)) => Err(invalid("kubernetes.apiserver_port", "must not be 0")),
+        (true, Some(p)) if p == api_port => Err(invalid(
+            "kubernetes.apiserver_port",
+            format!(
+                "{p} equals kubernetes.api_port: with the balancer on, the agent's balancer \
+                 listens on api_port on every master, so the API servers need another port \
+                 (default {DEFAULT_APISERVER_PORT}); or set [balancer] enabled = false"
+            ),
+        )),
+        (true, Some(p)) => Ok(p),
+        (true, None) if api_port == DEFAULT_APISERVER_PORT => Err(invalid(
+            "kubernetes.apiserver_port",
+            format!(
+                "kubernetes.api_port is {api_port}, the API servers' default port with the \
+                 balancer on: set apiserver_port to another port"
+            ),
+        )),
+        (true, None) => Ok(DEFAULT_APISERVER_PORT),
+        (false, Some(p)) if p != api_port => Err(invalid(
+            "kubernetes.apiserver_port",
+            format!(
+                "{p} differs from kubernetes.api_port {api_port} with the balancer off: \
+                 nothing would serve the VIP's port (turn [balancer] enabled on, or drop \
+                 apiserver_port)"
+            ),
+        )),
+        (false, _) => Ok(api_port),
     }
 }
 
@@ -909,6 +1033,145 @@ mod tests {
         assert_eq!(c.vrrp.router_id, derive_router_id("kubeboot"));
         assert!(c.vrrp.preempt);
         assert!(c.secret.is_none());
+    }
+
+    #[test]
+    fn port_plan_follows_the_balancer_switch() {
+        let read = |t: &str| {
+            ClusterSpec::from_toml("c", t)
+                .unwrap()
+                .merge(&master())
+                .validate()
+        };
+        // Default: the balancer on VIP:6443 (every master), API servers on 6444.
+        let c = read("").unwrap();
+        assert!(c.balancer.enabled);
+        assert_eq!(c.balancer.drain_timeout_ms, 5000);
+        assert_eq!(
+            (c.kubernetes.api_port, c.kubernetes.apiserver_port),
+            (6443, 6444)
+        );
+        let c = read(
+            "[kubernetes]
+api_port = 443
+apiserver_port = 7443
+[balancer]
+drain_timeout_ms = 0
+",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.kubernetes.api_port, c.kubernetes.apiserver_port),
+            (443, 7443)
+        );
+        assert_eq!(c.balancer.drain_timeout_ms, 0);
+        // Off: the API servers serve the public port themselves (as before).
+        let c = read(
+            "[balancer]
+enabled = false
+",
+        )
+        .unwrap();
+        assert!(!c.balancer.enabled);
+        assert_eq!(
+            (c.kubernetes.api_port, c.kubernetes.apiserver_port),
+            (6443, 6443)
+        );
+        let c = read(
+            "[kubernetes]
+api_port = 443
+apiserver_port = 443
+[balancer]
+enabled = false
+",
+        )
+        .unwrap();
+        assert_eq!(c.kubernetes.apiserver_port, 443);
+        for (bad, key) in [
+            (
+                "[kubernetes]
+apiserver_port = 6443
+",
+                "kubernetes.apiserver_port",
+            ),
+            (
+                "[kubernetes]
+apiserver_port = 0
+",
+                "kubernetes.apiserver_port",
+            ),
+            (
+                "[kubernetes]
+api_port = 0
+",
+                "kubernetes.api_port",
+            ),
+            (
+                "[kubernetes]
+api_port = 6444
+",
+                "kubernetes.apiserver_port",
+            ),
+            (
+                "[kubernetes]
+apiserver_port = 6444
+[balancer]
+enabled = false
+",
+                "kubernetes.apiserver_port",
+            ),
+            (
+                "[balancer]
+drain_timeout_ms = 60001
+",
+                "balancer.drain_timeout_ms",
+            ),
+        ] {
+            match read(bad) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // api_port 6444 is fine with another apiserver_port.
+        assert_eq!(
+            read(
+                "[kubernetes]
+api_port = 6444
+apiserver_port = 6445
+"
+            )
+            .unwrap()
+            .kubernetes
+            .apiserver_port,
+            6445
+        );
+        // A later layer turns the balancer off and keeps the rest.
+        let base = ClusterSpec::from_toml(
+            "image",
+            "[balancer]
+drain_timeout_ms = 2000
+",
+        )
+        .unwrap();
+        let over = ClusterSpec::from_toml(
+            "cred",
+            "[balancer]
+enabled = false
+",
+        )
+        .unwrap();
+        let m = base.merge(&over).merge(&master()).validate().unwrap();
+        assert_eq!(
+            (m.balancer.enabled, m.balancer.drain_timeout_ms),
+            (false, 2000)
+        );
+        assert!(ClusterSpec::from_toml(
+            "c",
+            "[balancer]
+enable = true
+"
+        )
+        .is_err());
     }
 
     #[test]

@@ -378,7 +378,9 @@ pub enum VipHealth {
     /// still hold the VIP, and the init node's API wins it as soon as it
     /// answers.
     EtcdAndApiServer {
-        /// The API server port.
+        /// The port the local API server binds (`[kubernetes]
+        /// apiserver_port`: 6444 behind the agent's balancer, else the
+        /// public `api_port`).
         api_port: u16,
         /// This master has no control plane yet and is not building one
         /// (waiting for the init node, joining, or retrying a failed
@@ -772,13 +774,13 @@ mod tests {
 
     #[test]
     fn vip_moves_to_readyz_once_the_kube_phase_begins() {
-        assert_eq!(vip_health(&PhaseState::Pending, 6443), VipHealth::Etcd);
+        assert_eq!(vip_health(&PhaseState::Pending, 6444), VipHealth::Etcd);
         assert_eq!(
             vip_health(
                 &PhaseState::Skipped {
                     reason: "none".into()
                 },
-                6443
+                6444
             ),
             VipHealth::Etcd
         );
@@ -802,9 +804,9 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                vip_health(&s, 6443),
+                vip_health(&s, 6444),
                 VipHealth::EtcdAndApiServer {
-                    api_port: 6443,
+                    api_port: 6444,
                     standby
                 },
                 "{s:?}"

@@ -72,8 +72,15 @@ pub struct KubeadmInputs {
     pub node_ip: Ipv4Addr,
     /// The API VIP.
     pub vip: Ipv4Addr,
-    /// The API server port.
+    /// The public API port: `controlPlaneEndpoint` is `vip:api_port`
+    /// (every kubeconfig and join). With the agent's balancer on, the
+    /// balancer listens on it on every master.
     pub api_port: u16,
+    /// The port this master's kube-apiserver binds
+    /// (`localAPIEndpoint.bindPort`, and so the `kubernetes` service's
+    /// endpoints): `[kubernetes] apiserver_port`, equal to `api_port` with
+    /// the balancer off.
+    pub apiserver_port: u16,
     /// Every master's cluster address (certificate SANs).
     pub master_ips: Vec<Ipv4Addr>,
     /// etcd client URLs (`https://ip:2379`).
@@ -171,6 +178,7 @@ impl KubeadmInputs {
             node_ip,
             vip,
             api_port: cfg.kubernetes.api_port,
+            apiserver_port: cfg.kubernetes.apiserver_port,
             master_ips,
             etcd_endpoints,
             pod_subnet: cfg.kubernetes.pod_subnet,
@@ -268,7 +276,7 @@ impl KubeadmInputs {
     fn local_endpoint(&self) -> ApiEndpoint {
         ApiEndpoint {
             advertise_address: self.node_ip.to_string(),
-            bind_port: self.api_port,
+            bind_port: self.apiserver_port,
         }
     }
 
@@ -667,6 +675,7 @@ pub(crate) mod tests {
             node_ip: Ipv4Addr::new(10, 77, 0, 10 + node),
             vip: Ipv4Addr::new(10, 77, 0, 10),
             api_port: 6443,
+            apiserver_port: 6444,
             master_ips: vec![
                 Ipv4Addr::new(10, 77, 0, 13),
                 Ipv4Addr::new(10, 77, 0, 11),
@@ -862,7 +871,16 @@ pub(crate) mod tests {
         let cluster: ClusterConfiguration = serde_yaml_ng::from_str(&docs[1]).unwrap();
         let kubelet: KubeletConfiguration = serde_yaml_ng::from_str(&docs[2]).unwrap();
         assert_eq!(init, i.init_configuration());
+        // The port plan: the public endpoint is the VIP's 6443 (the
+        // balancer), the API server itself binds 6444.
         assert_eq!(cluster.control_plane_endpoint, "10.77.0.10:6443");
+        assert_eq!(
+            init.local_api_endpoint,
+            ApiEndpoint {
+                advertise_address: "10.77.0.11".into(),
+                bind_port: 6444
+            }
+        );
         assert_eq!(
             cluster.etcd.external.cert_file,
             "/etc/kubernetes/pki/apiserver-etcd-client.crt"
@@ -908,7 +926,7 @@ pub(crate) mod tests {
             cp.control_plane.unwrap().local_api_endpoint,
             ApiEndpoint {
                 advertise_address: "10.77.0.12".into(),
-                bind_port: 6443
+                bind_port: 6444
             }
         );
         assert!(w.control_plane.is_none());
@@ -951,6 +969,8 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(i.control_plane_endpoint(), "10.77.0.10:6443");
+        assert_eq!((i.api_port, i.apiserver_port), (6443, 6444));
+        assert_eq!(i.local_endpoint().bind_port, 6444);
         assert_eq!(i.pod_subnet.to_string(), "10.200.0.0/16");
         assert_eq!(i.service_subnet.to_string(), "10.96.0.0/12");
         let no_vip = cluster_config::ClusterSpec::from_toml("t", "role = \"master\"\n")
@@ -969,6 +989,40 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("network.vip"), "{err}");
+    }
+
+    #[test]
+    fn balancer_off_puts_the_api_server_back_on_the_public_port() {
+        let read = |extra: &str| {
+            cluster_config::ClusterSpec::from_toml(
+                "t",
+                &format!("role = \"master\"\n[network]\nvip = \"10.77.0.10/24\"\n{extra}"),
+            )
+            .unwrap()
+            .validate()
+            .unwrap()
+        };
+        let on = from_config(&read(""), Some("v1.31.4"));
+        let off = from_config(&read("[balancer]\nenabled = false\n"), Some("v1.31.4"));
+        for (i, bind) in [(&on, 6444), (&off, 6443)] {
+            assert_eq!(i.control_plane_endpoint(), "10.77.0.10:6443");
+            let init: InitConfiguration =
+                serde_yaml_ng::from_str(&split_docs(&i.render_init().unwrap())[0]).unwrap();
+            assert_eq!(init.local_api_endpoint.bind_port, bind);
+            let join = i.join_configuration(true);
+            assert_eq!(
+                join.control_plane.unwrap().local_api_endpoint.bind_port,
+                bind
+            );
+            assert_eq!(
+                join.discovery.bootstrap_token.api_server_endpoint,
+                "10.77.0.10:6443"
+            );
+        }
+        // Off renders exactly what the single-holder layout rendered.
+        let mut before = on.clone();
+        before.apiserver_port = 6443;
+        assert_eq!(off.render_init().unwrap(), before.render_init().unwrap());
     }
 
     /// The inputs of master m1 from a validated configuration, the rest

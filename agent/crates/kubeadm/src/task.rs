@@ -918,7 +918,7 @@ impl Task {
         let master = self.setup.cfg.role == Role::Master;
         let readyz = match (&self.material.shared_pki, master) {
             (Some(shared), true) => match ReadyzCheck::local(
-                self.setup.cfg.kubernetes.api_port,
+                self.setup.cfg.kubernetes.apiserver_port,
                 shared.ca_crt.as_bytes(),
                 READYZ_TIMEOUT,
             ) {
@@ -1061,7 +1061,7 @@ async fn reconcile_host_gw(
             ADMIN_CONF,
             Some(format!(
                 "https://127.0.0.1:{}",
-                setup.cfg.kubernetes.api_port
+                setup.cfg.kubernetes.apiserver_port
             )),
         ),
         Role::Worker => (KUBELET_CONF, None),

@@ -57,6 +57,7 @@ fn inputs(c: &Cluster, name: &str, ip: Ipv4Addr) -> KubeadmInputs {
         node_ip: ip,
         vip: Ipv4Addr::new(10, 77, 0, 10),
         api_port: 6443,
+        apiserver_port: 6444,
         master_ips: (1..=3).map(master_ip).collect(),
         etcd_endpoints: (1..=3)
             .map(|i| format!("https://{}:2379", master_ip(i)))
@@ -711,9 +712,9 @@ async fn the_state_shows_joining_while_kubeadm_runs() {
     assert_eq!(*seen.lock().unwrap(), vec![PhaseState::Joining]);
     assert_eq!(*rx.borrow(), PhaseState::Ready);
     assert_eq!(
-        kubeadm::vip_health(&PhaseState::Joining, 6443),
+        kubeadm::vip_health(&PhaseState::Joining, 6444),
         kubeadm::VipHealth::EtcdAndApiServer {
-            api_port: 6443,
+            api_port: 6444,
             standby: true
         }
     );
@@ -759,7 +760,7 @@ async fn an_image_without_kubernetes_is_skipped_with_its_reason() {
     );
     assert!(wk.runner.calls().is_empty());
     assert_eq!(
-        kubeadm::vip_health(&s.phase, 6443),
+        kubeadm::vip_health(&s.phase, 6444),
         kubeadm::VipHealth::Etcd
     );
 }

@@ -534,7 +534,7 @@ fn a_misspelt_or_misplaced_field_fails_the_check() {
             "encryptionAlgorithm: ECDSA-P256",
             "encryptionAlgorithm: ECDSA-P384",
         ),
-        ("bindPort: 6443", "bindPort: \"6443\""),
+        ("bindPort: 6444", "bindPort: \"6444\""),
         ("imagePullPolicy: Never", "imagePullPolicy: never"),
         // v1beta3's map form of extraArgs is not v1beta4.
         (
