@@ -119,6 +119,8 @@ pub(crate) struct Configured {
     pub(crate) iface: String,
     /// The cluster address.
     pub(crate) ip: Ipv4Addr,
+    /// The snapshot to bootstrap from, checked (`crate::restore`).
+    pub(crate) restore: Option<crate::restore::RestoreSource>,
 }
 
 /// Waits for a valid configuration and the cluster address: a failure is
@@ -130,13 +132,18 @@ pub(crate) async fn wait_for_config(
     term: &mut Signal,
 ) -> Option<Configured> {
     loop {
-        match load_config(opts).await {
-            Ok(l) => match cluster_address(&l.config) {
+        let loaded = match load_config(opts).await {
+            Ok(l) => check_restore(l, &opts.state_dir).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match loaded {
+            Ok((l, restore)) => match cluster_address(&l.config) {
                 Ok((iface, ip)) => {
                     return Some(Configured {
                         loaded: l,
                         iface,
                         ip,
+                        restore,
                     })
                 }
                 Err(e) => {
@@ -153,8 +160,7 @@ pub(crate) async fn wait_for_config(
                     }
                 }
             },
-            Err(e) => {
-                let reason = e.to_string();
+            Err(reason) => {
                 tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
                 notify_status(&format!("failed: {reason}"));
                 notify_ready();
@@ -170,6 +176,21 @@ pub(crate) async fn wait_for_config(
                 }
             }
         }
+    }
+}
+
+/// Checks `[etcd] restore_from` (`crate::restore::check`, off the async
+/// runtime: it reads the whole snapshot); a bad snapshot is a
+/// configuration error naming its path.
+async fn check_restore(
+    l: Loaded,
+    state_dir: &std::path::Path,
+) -> Result<(Loaded, Option<crate::restore::RestoreSource>), String> {
+    let (cfg, dir) = (l.config.clone(), state_dir.to_owned());
+    match tokio::task::spawn_blocking(move || crate::restore::check(&cfg, &dir)).await {
+        Ok(Ok(restore)) => Ok((l, restore)),
+        Ok(Err(e)) => Err(format!("etcd.restore_from: refusing the snapshot: {e}")),
+        Err(e) => Err(format!("etcd.restore_from: {e}")),
     }
 }
 

@@ -314,6 +314,7 @@ mod tests {
             proposal: vec![],
             last_seen_ms: 0,
             epoch: Default::default(),
+            restore: None,
         }
     }
 
