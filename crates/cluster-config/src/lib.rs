@@ -986,6 +986,13 @@ mod tests {
             (set.etcd.snapshot_interval_s, set.etcd.snapshot_retain),
             (60, 1)
         );
+        // A snapshot to bootstrap from: an absolute path, none by default.
+        assert_eq!(c.etcd.restore_from, None);
+        let restore = read("[etcd]\nrestore_from = \"/srv/old.db\"\n").unwrap();
+        assert_eq!(
+            restore.etcd.restore_from.as_deref(),
+            Some(std::path::Path::new("/srv/old.db"))
+        );
         // A higher-precedence fragment overrides one key, keeps the other.
         let base = ClusterSpec::from_toml("image", "[etcd]\nsnapshot_retain = 3\n")
             .unwrap()
@@ -1007,6 +1014,7 @@ mod tests {
                 "etcd.snapshot_interval_s",
             ),
             ("[etcd]\nsnapshot_retain = 0\n", "etcd.snapshot_retain"),
+            ("[etcd]\nrestore_from = \"snap.db\"\n", "etcd.restore_from"),
         ] {
             match read(bad) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
