@@ -261,7 +261,9 @@ fn main() {
     let ms: Vec<u64> = snaps.iter().map(|s| s.0).collect();
     let sizes: Vec<u64> = snaps.iter().map(|s| s.1).collect();
     println!();
-    println!("| snapshot of {SNAPSHOT_KEYS} keys ({VALUE_BYTES}-byte values) | ms | bytes | runs ms |");
+    println!(
+        "| snapshot of {SNAPSHOT_KEYS} keys ({VALUE_BYTES}-byte values) | ms | bytes | runs ms |"
+    );
     println!("|---|---|---|---|");
     println!(
         "| agent etcd snapshot (CLI → agent → etcd stream → file, fsync, sidecar) | {} | {} | {ms:?} |",

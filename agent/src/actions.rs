@@ -201,8 +201,13 @@ impl Actions {
     }
 
     async fn start_etcd(&mut self, cs: ClusterState) -> Result<()> {
-        if let (ClusterState::New { initial_cluster, token }, Some(source)) =
-            (&cs, self.ctx.restore.clone())
+        if let (
+            ClusterState::New {
+                initial_cluster,
+                token,
+            },
+            Some(source),
+        ) = (&cs, self.ctx.restore.clone())
         {
             self.restore_initial(source, initial_cluster.clone(), token.clone())
                 .await?;

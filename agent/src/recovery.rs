@@ -240,7 +240,9 @@ pub fn restore_argv(
     data_dir: &Path,
 ) -> Vec<String> {
     let one = format!("{name}={peer_url}");
-    restore_argv_into(etcdctl, source, raw_db, name, peer_url, &one, token, data_dir)
+    restore_argv_into(
+        etcdctl, source, raw_db, name, peer_url, &one, token, data_dir,
+    )
 }
 
 /// `etcdctl snapshot restore`'s command line for member `name` (at

@@ -54,7 +54,10 @@ pub struct RestoreSource {
 /// first-boot input only). A snapshot that fails `snapshot::verify` is an
 /// error naming its path. Reads the whole file: call it off the async
 /// runtime for large snapshots.
-pub fn check(cfg: &ClusterConfig, state_dir: &Path) -> Result<Option<RestoreSource>, SnapshotError> {
+pub fn check(
+    cfg: &ClusterConfig,
+    state_dir: &Path,
+) -> Result<Option<RestoreSource>, SnapshotError> {
     let Some(path) = cfg.etcd.restore_from.as_ref() else {
         return Ok(None);
     };

@@ -99,9 +99,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     });
 
     // Discovery.
-    let mut disc = peers::start(&cfg, &loaded.secret, ip, node_id, &name, restore_sha.clone())
-        .await
-        .context("starting discovery")?;
+    let mut disc = peers::start(
+        &cfg,
+        &loaded.secret,
+        ip,
+        node_id,
+        &name,
+        restore_sha.clone(),
+    )
+    .await
+    .context("starting discovery")?;
 
     let supervisor = startup::connect_supervisor(&opts, &state).await?;
 

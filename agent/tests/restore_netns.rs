@@ -174,7 +174,10 @@ fn blank_masters_bootstrap_from_the_same_snapshot_and_refuse_different_ones() {
         "three blank masters to a ready restored cluster: {} ms",
         t0.elapsed().as_millis()
     );
-    assert_ne!(new_cluster, old_cluster, "the restore must make a new cluster id");
+    assert_ne!(
+        new_cluster, old_cluster,
+        "the restore must make a new cluster id"
+    );
     for a in &agents {
         let log = std::fs::read_to_string(a.dir.join("agent.4.log"))
             .or_else(|_| std::fs::read_to_string(a.dir.join("agent.3.log")))

@@ -242,9 +242,10 @@ pub fn decide_restoring(
         };
     }
     let horizon = now_ms.saturating_sub(timing.agreement_ms);
-    if let Some(p) = peers.iter().find(|p| {
-        prop.contains(&p.id) && p.proposal == prop && p.restore.as_deref() != own_restore
-    }) {
+    if let Some(p) = peers
+        .iter()
+        .find(|p| prop.contains(&p.id) && p.proposal == prop && p.restore.as_deref() != own_restore)
+    {
         return Decision::Wait {
             reason: snapshot_mismatch(p, own_restore),
             proposal: prop,
@@ -536,7 +537,10 @@ mod tests {
         // Another snapshot, none where this node has one, one where this
         // node has none: nobody bootstraps, and the reason says why.
         for (own, peers) in [
-            (Some(sha.as_str()), [with(2, Some(&sha)), with(3, Some(&other))]),
+            (
+                Some(sha.as_str()),
+                [with(2, Some(&sha)), with(3, Some(&other))],
+            ),
             (Some(sha.as_str()), [with(2, Some(&sha)), with(3, None)]),
             (None, [with(2, None), with(3, Some(&sha))]),
         ] {
