@@ -132,20 +132,25 @@ pub(crate) async fn wait_for_config(
     term: &mut Signal,
 ) -> Option<Configured> {
     loop {
-        let loaded = match load_config(opts).await {
-            Ok(l) => check_restore(l, &opts.state_dir).await,
-            Err(e) => Err(e.to_string()),
-        };
-        match loaded {
-            Ok((l, restore)) => match cluster_address(&l.config) {
-                Ok((iface, ip)) => {
-                    return Some(Configured {
-                        loaded: l,
-                        iface,
-                        ip,
-                        restore,
-                    })
-                }
+        match load_config(opts).await {
+            Ok(l) => match cluster_address(&l.config) {
+                // The snapshot is checked last (it reads the whole file),
+                // once, not on every wait for the address.
+                Ok((iface, ip)) => match check_restore(&l.config, &opts.state_dir).await {
+                    Ok(restore) => {
+                        return Some(Configured {
+                            loaded: l,
+                            iface,
+                            ip,
+                            restore,
+                        })
+                    }
+                    Err(reason) => {
+                        if !wait_invalid(&reason, report_tx, hup, term).await {
+                            return None;
+                        }
+                    }
+                },
                 Err(e) => {
                     // At boot the address may not be there yet (DHCP):
                     // wait for it, visibly, instead of exiting.
@@ -160,22 +165,38 @@ pub(crate) async fn wait_for_config(
                     }
                 }
             },
-            Err(reason) => {
-                tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
-                notify_status(&format!("failed: {reason}"));
-                notify_ready();
-                report_tx.send_modify(|r| {
-                    r.phase = "failed".to_owned();
-                    r.detail = reason.clone();
-                    r.config.ok = false;
-                    r.config.error = Some(reason.clone());
-                });
-                tokio::select! {
-                    _ = hup.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
-                    _ = term.recv() => return None,
+            Err(e) => {
+                if !wait_invalid(&e.to_string(), report_tx, hup, term).await {
+                    return None;
                 }
             }
         }
+    }
+}
+
+/// An invalid configuration: shown (status, `STATUS=`, journal), then
+/// waits for `SIGHUP` (true: read it again) or `SIGTERM` (false).
+async fn wait_invalid(
+    reason: &str,
+    report_tx: &watch::Sender<StatusReport>,
+    hup: &mut Signal,
+    term: &mut Signal,
+) -> bool {
+    tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
+    notify_status(&format!("failed: {reason}"));
+    notify_ready();
+    report_tx.send_modify(|r| {
+        r.phase = "failed".to_owned();
+        r.detail = reason.to_owned();
+        r.config.ok = false;
+        r.config.error = Some(reason.to_owned());
+    });
+    tokio::select! {
+        _ = hup.recv() => {
+            tracing::info!("SIGHUP: re-reading the configuration");
+            true
+        }
+        _ = term.recv() => false,
     }
 }
 
@@ -183,12 +204,12 @@ pub(crate) async fn wait_for_config(
 /// runtime: it reads the whole snapshot); a bad snapshot is a
 /// configuration error naming its path.
 async fn check_restore(
-    l: Loaded,
+    cfg: &ClusterConfig,
     state_dir: &std::path::Path,
-) -> Result<(Loaded, Option<crate::restore::RestoreSource>), String> {
-    let (cfg, dir) = (l.config.clone(), state_dir.to_owned());
+) -> Result<Option<crate::restore::RestoreSource>, String> {
+    let (cfg, dir) = (cfg.clone(), state_dir.to_owned());
     match tokio::task::spawn_blocking(move || crate::restore::check(&cfg, &dir)).await {
-        Ok(Ok(restore)) => Ok((l, restore)),
+        Ok(Ok(restore)) => Ok(restore),
         Ok(Err(e)) => Err(format!("etcd.restore_from: refusing the snapshot: {e}")),
         Err(e) => Err(format!("etcd.restore_from: {e}")),
     }
