@@ -12,7 +12,10 @@
 //! 3. it is among the `masters` lowest node ids it sees (the proposal,
 //!    announced in every message);
 //! 4. every member of the proposal currently announces exactly the same
-//!    proposal (heard within the agreement window);
+//!    proposal (heard within the agreement window), and the same snapshot
+//!    to restore from, if any ([`decide_restoring`]: the SHA-256 of `[etcd]
+//!    restore_from`; a mismatch only withholds the bootstrap, so the
+//!    argument below is unchanged);
 //! 5. its set of live masters has not changed for the settle time (3
 //!    announce intervals), and it has been listening at least that long.
 //!
