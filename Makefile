@@ -121,6 +121,7 @@ bench: deps
 	$(MAKE) bench-quorum
 	$(MAKE) bench-vrrp
 	$(MAKE) bench-balancer
+	$(MAKE) bench-recovery
 	$(MAKE) bench-cluster
 	$(MAKE) bench-kubernetes
 	@echo; echo "bench: results in bench/results/:"; ls -l bench/results/*.json
@@ -152,6 +153,18 @@ bench-vrrp: deps
 bench-balancer: deps
 	@mkdir -p bench/results
 	$(CARGO) bench -p balancer --bench haproxy
+
+## bench-recovery (owner: agent/, issue 17): recovery time objective,
+## from `agent recover` to a healthy 3-voter cluster (lost masters back
+## with their old disks, or blank replacements; no VIP in the namespaces,
+## so the VIP's share is not measured), and `agent etcd snapshot` of
+## 10,000 keys (time, size); medians of 3, real etcd, agents in network
+## namespaces (root). Prints a table, writes bench/results/recovery.json.
+## Part of `make bench`.
+.PHONY: bench-recovery
+bench-recovery: deps
+	@mkdir -p bench/results
+	$(CARGO) bench -p agent --bench recovery
 
 ## bench-vrrp-chaos (owner: agent/crates/vrrp): the quorum rule under 100
 ## seeded cut/partition/kill/stop sequences (odd seeds 3 masters, even 5;

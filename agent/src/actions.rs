@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cluster_config::Role;
 use kubeadm::task::{self as kube, Kube};
 use supervisor::{notify_status, AnySupervisor, Supervisor};
@@ -139,7 +139,7 @@ impl Actions {
         let client_port = self.ctx.cfg.etcd.client_port;
         match action {
             Action::Persist(st) => self.state.save(&st)?,
-            Action::StartEtcd(cs) => self.start_etcd(cs).await,
+            Action::StartEtcd(cs) => self.start_etcd(cs).await?,
             Action::Join { own_added } => {
                 let snap = disc.peers(now_ms());
                 let endpoints = member_endpoints(&snap, client_port);
@@ -205,7 +205,18 @@ impl Actions {
         Ok(())
     }
 
-    async fn start_etcd(&mut self, cs: ClusterState) {
+    async fn start_etcd(&mut self, cs: ClusterState) -> Result<()> {
+        if let (
+            ClusterState::New {
+                initial_cluster,
+                token,
+            },
+            Some(source),
+        ) = (&cs, self.ctx.restore.clone())
+        {
+            self.restore_initial(source, initial_cluster.clone(), token.clone())
+                .await?;
+        }
         let cfg = &self.ctx.cfg;
         let launch = Launch {
             binary: self.etcd_bin.clone(),
@@ -241,6 +252,44 @@ impl Actions {
                 self.report_tx.clone(),
             )));
         }
+        Ok(())
+    }
+
+    /// A new cluster bootstrapped from a snapshot (`crate::restore`):
+    /// fills the empty data directory with the snapshot for the decided
+    /// initial set before etcd starts. A failure ends the agent with the
+    /// error naming the snapshot or the command (nothing is started; the
+    /// persisted decision makes the next start try again).
+    async fn restore_initial(
+        &self,
+        source: crate::restore::RestoreSource,
+        initial_cluster: String,
+        token: String,
+    ) -> Result<()> {
+        let (state, etcdctl) = (self.state.clone(), self.etcd_bin.with_file_name("etcdctl"));
+        let (name, peer_url) = (self.ctx.name.clone(), self.ctx.own_peer_url());
+        let path = source.path.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            crate::restore::restore_initial(
+                &state,
+                &source,
+                &etcdctl,
+                &name,
+                &peer_url,
+                &initial_cluster,
+                &token,
+            )
+        })
+        .await
+        .context("restoring the snapshot")?
+        .with_context(|| format!("restoring the new cluster from {}", path.display()))?;
+        if done {
+            tracing::info!(
+                "the new cluster's data restored from the snapshot {}",
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Starts the periodic snapshots of the local member (once; see

@@ -70,6 +70,7 @@ pub fn facts(ann: &Announcement, last_seen_ms: u64, peer_port: u16) -> PeerFacts
                 by: e.by.0,
             })
             .unwrap_or_default(),
+        restore: ann.restore.clone(),
     }
 }
 
@@ -81,12 +82,15 @@ pub struct Wire {
 }
 
 /// Starts discovery on `ip` (multicast on the interface, or the static peers).
+/// `restore`: the SHA-256 of the snapshot this node bootstraps from
+/// (`crate::restore`), announced unchanged for the agent's lifetime.
 pub async fn start(
     cfg: &ClusterConfig,
     secret: &ClusterSecret,
     ip: Ipv4Addr,
     node_id: Id,
     name: &str,
+    restore: Option<String>,
 ) -> Result<Wire> {
     let keys = DiscoveryKeys::derive(secret, &cfg.name);
     let (own, own_rx) = watch::channel(Announcement {
@@ -100,6 +104,7 @@ pub async fn start(
         kube: None,
         kube_join: None,
         epoch: None,
+        restore,
     });
     let mut options = DiscoveryOptions::new(cfg.discovery.interval_ms);
     let handle = match cfg.discovery.mode {
@@ -293,6 +298,7 @@ mod tests {
             kube: None,
             kube_join: None,
             epoch: None,
+            restore: None,
         }
     }
 

@@ -239,13 +239,36 @@ pub fn restore_argv(
     token: &str,
     data_dir: &Path,
 ) -> Vec<String> {
+    let one = format!("{name}={peer_url}");
+    restore_argv_into(
+        etcdctl, source, raw_db, name, peer_url, &one, token, data_dir,
+    )
+}
+
+/// `etcdctl snapshot restore`'s command line for member `name` (at
+/// `peer_url`) of the cluster `initial_cluster` (`n1=url1,n2=url2,...`):
+/// every member of one cluster runs it with the same snapshot,
+/// `initial_cluster` and `token`, so all get the same data and the same
+/// cluster id. `raw_db` (a member's `snap/db`, which has no etcd digest)
+/// adds `--skip-hash-check`. Pure.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_argv_into(
+    etcdctl: &Path,
+    source: &Path,
+    raw_db: bool,
+    name: &str,
+    peer_url: &str,
+    initial_cluster: &str,
+    token: &str,
+    data_dir: &Path,
+) -> Vec<String> {
     let mut v = vec![
         etcdctl.display().to_string(),
         "snapshot".to_owned(),
         "restore".to_owned(),
         source.display().to_string(),
         format!("--name={name}"),
-        format!("--initial-cluster={name}={peer_url}"),
+        format!("--initial-cluster={initial_cluster}"),
         format!("--initial-advertise-peer-urls={peer_url}"),
         format!("--initial-cluster-token={token}"),
         format!("--data-dir={}", data_dir.display()),
@@ -254,6 +277,34 @@ pub fn restore_argv(
         v.push("--skip-hash-check".to_owned());
     }
     v
+}
+
+/// Runs `etcdctl snapshot restore` (the command line of
+/// [`restore_argv_into`]) into `new_dir`, removing a partial one left by
+/// an earlier attempt first. The one implementation of a restore: `agent
+/// recover` and the first-boot restore (`crate::restore`) both call it.
+/// Blocking.
+pub fn run_restore(argv: &[String], new_dir: &Path) -> Result<(), RecoveryError> {
+    if new_dir.exists() {
+        fs::remove_dir_all(new_dir).map_err(io_err("removing the partial restore", new_dir))?;
+    }
+    let etcdctl = Path::new(&argv[0]);
+    let out = std::process::Command::new(etcdctl)
+        .args(&argv[1..])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .map_err(io_err("running", etcdctl))?;
+    if !out.status.success() {
+        return Err(RecoveryError::Restore {
+            command: argv.join(" "),
+            output: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {
@@ -436,9 +487,6 @@ fn restore_data(
         copy
     };
     let new_dir = work.join("etcd.new");
-    if new_dir.exists() {
-        fs::remove_dir_all(&new_dir).map_err(io_err("removing the partial restore", &new_dir))?;
-    }
     let argv = restore_argv(
         etcdctl,
         &source,
@@ -448,21 +496,7 @@ fn restore_data(
         &record.token,
         &new_dir,
     );
-    let out = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("ETCDCTL_API", "3")
-        .output()
-        .map_err(io_err("running", etcdctl))?;
-    if !out.status.success() {
-        return Err(RecoveryError::Restore {
-            command: argv.join(" "),
-            output: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
+    run_restore(&argv, &new_dir)?;
     step(format!(
         "restored {} into {} (one member {name}, token {})",
         source.display(),
@@ -625,6 +659,27 @@ mod tests {
             Path::new("/d"),
         );
         assert!(!v.iter().any(|a| a == "--skip-hash-check"));
+    }
+
+    #[test]
+    fn the_first_boot_restore_names_the_whole_initial_set_and_this_member() {
+        let v = restore_argv_into(
+            Path::new("etcdctl"),
+            Path::new("/s/x.db"),
+            false,
+            "m2",
+            "https://10.0.0.2:2380",
+            "m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380",
+            "c-1234",
+            Path::new("/d"),
+        );
+        assert_eq!(
+            v.join(" "),
+            "etcdctl snapshot restore /s/x.db --name=m2 \
+             --initial-cluster=m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380 \
+             --initial-advertise-peer-urls=https://10.0.0.2:2380 \
+             --initial-cluster-token=c-1234 --data-dir=/d"
+        );
     }
 
     #[test]

@@ -64,7 +64,21 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     notify_ready();
     let name = startup::identify(&opts, &node, &node_id, &report_tx);
-    let Configured { loaded, iface, ip } = node;
+    let Configured {
+        loaded,
+        iface,
+        ip,
+        restore,
+    } = node;
+    if let Some(r) = &restore {
+        tracing::info!(
+            "a new cluster will be bootstrapped from the snapshot {} (sha256 {}, revision {})",
+            r.path.display(),
+            r.sha256,
+            r.revision
+        );
+    }
+    let restore_sha = restore.as_ref().map(|r| r.sha256.clone());
     let cfg = loaded.config.clone();
     let master = cfg.role == Role::Master;
 
@@ -81,12 +95,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         grace_ms: opts.dead_member_grace_ms,
         snapshot_dir: state.snapshot_dir(),
         report: report_tx.clone(),
+        restore,
     });
 
     // Discovery.
-    let mut disc = peers::start(&cfg, &loaded.secret, ip, node_id, &name)
-        .await
-        .context("starting discovery")?;
+    let mut disc = peers::start(
+        &cfg,
+        &loaded.secret,
+        ip,
+        node_id,
+        &name,
+        restore_sha.clone(),
+    )
+    .await
+    .context("starting discovery")?;
 
     let supervisor = startup::connect_supervisor(&opts, &state).await?;
 
@@ -111,6 +133,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             cluster_name: cfg.name.clone(),
             timing: Timing::from_interval(cfg.discovery.interval_ms),
             join_backoff_ms: 1000.max(cfg.discovery.interval_ms),
+            restore: restore_sha,
         },
         state.load()?,
     );

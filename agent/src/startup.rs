@@ -119,6 +119,8 @@ pub(crate) struct Configured {
     pub(crate) iface: String,
     /// The cluster address.
     pub(crate) ip: Ipv4Addr,
+    /// The snapshot to bootstrap from, checked (`crate::restore`).
+    pub(crate) restore: Option<crate::restore::RestoreSource>,
 }
 
 /// Waits for a valid configuration and the cluster address: a failure is
@@ -132,13 +134,23 @@ pub(crate) async fn wait_for_config(
     loop {
         match load_config(opts).await {
             Ok(l) => match cluster_address(&l.config) {
-                Ok((iface, ip)) => {
-                    return Some(Configured {
-                        loaded: l,
-                        iface,
-                        ip,
-                    })
-                }
+                // The snapshot is checked last (it reads the whole file),
+                // once, not on every wait for the address.
+                Ok((iface, ip)) => match check_restore(&l.config, &opts.state_dir).await {
+                    Ok(restore) => {
+                        return Some(Configured {
+                            loaded: l,
+                            iface,
+                            ip,
+                            restore,
+                        })
+                    }
+                    Err(reason) => {
+                        if !wait_invalid(&reason, report_tx, hup, term).await {
+                            return None;
+                        }
+                    }
+                },
                 Err(e) => {
                     // At boot the address may not be there yet (DHCP):
                     // wait for it, visibly, instead of exiting.
@@ -154,22 +166,52 @@ pub(crate) async fn wait_for_config(
                 }
             },
             Err(e) => {
-                let reason = e.to_string();
-                tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
-                notify_status(&format!("failed: {reason}"));
-                notify_ready();
-                report_tx.send_modify(|r| {
-                    r.phase = "failed".to_owned();
-                    r.detail = reason.clone();
-                    r.config.ok = false;
-                    r.config.error = Some(reason.clone());
-                });
-                tokio::select! {
-                    _ = hup.recv() => tracing::info!("SIGHUP: re-reading the configuration"),
-                    _ = term.recv() => return None,
+                if !wait_invalid(&e.to_string(), report_tx, hup, term).await {
+                    return None;
                 }
             }
         }
+    }
+}
+
+/// An invalid configuration: shown (status, `STATUS=`, journal), then
+/// waits for `SIGHUP` (true: read it again) or `SIGTERM` (false).
+async fn wait_invalid(
+    reason: &str,
+    report_tx: &watch::Sender<StatusReport>,
+    hup: &mut Signal,
+    term: &mut Signal,
+) -> bool {
+    tracing::error!("configuration invalid, waiting for SIGHUP: {reason}");
+    notify_status(&format!("failed: {reason}"));
+    notify_ready();
+    report_tx.send_modify(|r| {
+        r.phase = "failed".to_owned();
+        r.detail = reason.to_owned();
+        r.config.ok = false;
+        r.config.error = Some(reason.to_owned());
+    });
+    tokio::select! {
+        _ = hup.recv() => {
+            tracing::info!("SIGHUP: re-reading the configuration");
+            true
+        }
+        _ = term.recv() => false,
+    }
+}
+
+/// Checks `[etcd] restore_from` (`crate::restore::check`, off the async
+/// runtime: it reads the whole snapshot); a bad snapshot is a
+/// configuration error naming its path.
+async fn check_restore(
+    cfg: &ClusterConfig,
+    state_dir: &std::path::Path,
+) -> Result<Option<crate::restore::RestoreSource>, String> {
+    let (cfg, dir) = (cfg.clone(), state_dir.to_owned());
+    match tokio::task::spawn_blocking(move || crate::restore::check(&cfg, &dir)).await {
+        Ok(Ok(restore)) => Ok(restore),
+        Ok(Err(e)) => Err(format!("etcd.restore_from: refusing the snapshot: {e}")),
+        Err(e) => Err(format!("etcd.restore_from: {e}")),
     }
 }
 

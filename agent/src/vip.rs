@@ -403,6 +403,7 @@ mod tests {
             proposal: vec![],
             last_seen_ms: 0,
             epoch: Default::default(),
+            restore: None,
         }
     }
 

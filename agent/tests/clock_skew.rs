@@ -49,6 +49,7 @@ fn a_peer_two_hours_ahead_is_named_in_status_and_journal() {
                         kube: None,
                         kube_join: None,
                         epoch: None,
+                        restore: None,
                     };
                     let sock = tokio::net::UdpSocket::bind("10.77.0.2:0")
                         .await

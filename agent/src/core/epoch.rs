@@ -163,6 +163,7 @@ mod tests {
             proposal: vec![],
             last_seen_ms: 0,
             epoch,
+            restore: None,
         }
     }
 

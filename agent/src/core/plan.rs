@@ -185,6 +185,9 @@ pub struct NodeFacts {
     pub timing: Timing,
     /// Delay between join attempts.
     pub join_backoff_ms: u64,
+    /// The SHA-256 of the snapshot this node bootstraps from, if any
+    /// (`crate::restore`): the initial set must agree on it.
+    pub restore: Option<String>,
 }
 
 /// The plan's state.
@@ -485,9 +488,10 @@ impl Plan {
             self.live_changed_ms = now_ms;
         }
         let stable_since = self.live_changed_ms.max(self.listening_since_ms);
-        match quorum::decide(
+        match quorum::decide_restoring(
             self.node.id,
             self.persisted.epoch,
+            self.node.restore.as_deref(),
             self.node.expected_masters,
             peers,
             stable_since,
@@ -709,6 +713,7 @@ mod tests {
                 agreement_ms: 600,
             },
             join_backoff_ms: 500,
+            restore: None,
         }
     }
 
@@ -725,6 +730,7 @@ mod tests {
             proposal: proposal.iter().map(|n| id(*n)).collect(),
             last_seen_ms: seen,
             epoch: Default::default(),
+            restore: None,
         }
     }
 
@@ -1697,6 +1703,7 @@ mod simulation {
                     cluster_name: "sim".into(),
                     timing: Timing::from_interval(B),
                     join_backoff_ms: 1000,
+                    restore: None,
                 };
                 Node {
                     plan: Plan::new(facts, PersistedState::default()),
@@ -1755,6 +1762,7 @@ mod simulation {
                             proposal: a.proposal.clone(),
                             last_seen_ms: now,
                             epoch: Default::default(),
+                            restore: None,
                         })
                         .collect();
                     for action in nodes[k].plan.step(Event::Peers { peers }, now).actions() {

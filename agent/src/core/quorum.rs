@@ -12,7 +12,10 @@
 //! 3. it is among the `masters` lowest node ids it sees (the proposal,
 //!    announced in every message);
 //! 4. every member of the proposal currently announces exactly the same
-//!    proposal (heard within the agreement window);
+//!    proposal (heard within the agreement window), and the same snapshot
+//!    to restore from, if any ([`decide_restoring`]: the SHA-256 of `[etcd]
+//!    restore_from`; a mismatch only withholds the bootstrap, so the
+//!    argument below is unchanged);
 //! 5. its set of live masters has not changed for the settle time (3
 //!    announce intervals), and it has been listening at least that long.
 //!
@@ -73,6 +76,9 @@ pub struct PeerFacts {
     pub last_seen_ms: u64,
     /// The recovery epoch it announces (0 when it announces none).
     pub epoch: Epoch,
+    /// The SHA-256 of the snapshot it bootstraps from (`crate::restore`),
+    /// if it announces one.
+    pub restore: Option<String>,
 }
 
 /// Timing parameters of the decision.
@@ -145,9 +151,40 @@ fn short(id: &Id) -> String {
 /// changed (or when it started listening, if later).
 /// `own_epoch` is this node's recovery epoch: a master announcing a
 /// higher one has a cluster (a recovery made it), whatever else it says.
+/// For a node given no snapshot to restore; see [`decide_restoring`].
 pub fn decide(
     own: Id,
     own_epoch: Epoch,
+    expected: usize,
+    peers: &[PeerFacts],
+    stable_since_ms: u64,
+    now_ms: u64,
+    timing: Timing,
+) -> Decision {
+    decide_restoring(
+        own,
+        own_epoch,
+        None,
+        expected,
+        peers,
+        stable_since_ms,
+        now_ms,
+        timing,
+    )
+}
+
+/// [`decide`] for a node that bootstraps from the snapshot whose SHA-256
+/// is `own_restore` (`None`: from nothing). The snapshot is part of the
+/// proposal: a member of the set announcing another one (or none where
+/// this node has one, or the reverse) does not agree, so nobody
+/// bootstraps (rule 4), and a bootstrap in progress with another snapshot
+/// is not followed. Every member of a new cluster thus starts from the
+/// same data (see `crate::restore`).
+#[allow(clippy::too_many_arguments)]
+pub fn decide_restoring(
+    own: Id,
+    own_epoch: Epoch,
+    own_restore: Option<&str>,
     expected: usize,
     peers: &[PeerFacts],
     stable_since_ms: u64,
@@ -174,6 +211,16 @@ pub fn decide(
                 .iter()
                 .all(|p| p.bootstrapping && p.cluster_id.is_none() && p.proposal == *set)
         {
+            if let Some(p) = committed
+                .iter()
+                .find(|p| p.restore.as_deref() != own_restore)
+            {
+                // Following would start this member from other data.
+                return Decision::Wait {
+                    reason: snapshot_mismatch(p, own_restore),
+                    proposal: Vec::new(),
+                };
+            }
             return Decision::Bootstrap {
                 members: set.clone(),
             };
@@ -198,6 +245,15 @@ pub fn decide(
         };
     }
     let horizon = now_ms.saturating_sub(timing.agreement_ms);
+    if let Some(p) = peers
+        .iter()
+        .find(|p| prop.contains(&p.id) && p.proposal == prop && p.restore.as_deref() != own_restore)
+    {
+        return Decision::Wait {
+            reason: snapshot_mismatch(p, own_restore),
+            proposal: prop,
+        };
+    }
     let disagreeing: Vec<String> = prop
         .iter()
         .filter(|id| **id != own)
@@ -228,6 +284,19 @@ pub fn decide(
         };
     }
     Decision::Bootstrap { members: prop }
+}
+
+fn snapshot_mismatch(p: &PeerFacts, own: Option<&str>) -> String {
+    let show = |s: Option<&str>| match s {
+        Some(h) => format!("snapshot sha256 {}", &h[..h.len().min(12)]),
+        None => "no snapshot".to_owned(),
+    };
+    format!(
+        "SNAPSHOT MISMATCH: {} restores from {}, this node from {}: every initial member must be given the same snapshot (etcd.restore_from); not bootstrapping",
+        short(&p.id),
+        show(p.restore.as_deref()),
+        show(own)
+    )
 }
 
 /// A member of the existing cluster, as the joiner sees it.
@@ -385,6 +454,7 @@ mod tests {
             proposal: proposal.iter().map(|n| id(*n)).collect(),
             last_seen_ms: seen,
             epoch: Default::default(),
+            restore: None,
         }
     }
 
@@ -446,6 +516,55 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
+    }
+
+    #[test]
+    fn a_snapshot_to_restore_is_part_of_the_agreement() {
+        let sha = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let with = |n: u8, s: Option<&str>| PeerFacts {
+            restore: s.map(str::to_owned),
+            ..peer(n, &[1, 2, 3], 1000)
+        };
+        let d = |own: Option<&str>, peers: &[PeerFacts]| {
+            decide_restoring(id(1), Epoch::default(), own, 3, peers, 300, 1000, T)
+        };
+        // The same snapshot everywhere: the bootstrap of `decide`.
+        let same = [with(2, Some(&sha)), with(3, Some(&sha))];
+        assert_eq!(
+            d(Some(&sha), &same),
+            Decision::Bootstrap {
+                members: vec![id(1), id(2), id(3)]
+            }
+        );
+        // Another snapshot, none where this node has one, one where this
+        // node has none: nobody bootstraps, and the reason says why.
+        for (own, peers) in [
+            (
+                Some(sha.as_str()),
+                [with(2, Some(&sha)), with(3, Some(&other))],
+            ),
+            (Some(sha.as_str()), [with(2, Some(&sha)), with(3, None)]),
+            (None, [with(2, None), with(3, Some(&sha))]),
+        ] {
+            match d(own, &peers) {
+                Decision::Wait { reason, proposal } => {
+                    assert!(reason.contains("SNAPSHOT MISMATCH"), "{reason}");
+                    assert_eq!(proposal, vec![id(1), id(2), id(3)]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A bootstrap in progress from another snapshot is not followed.
+        let mut b = with(2, Some(&other));
+        b.has_cluster = true;
+        b.bootstrapping = true;
+        match d(Some(&sha), &[b.clone()]) {
+            Decision::Wait { reason, .. } => assert!(reason.contains("SNAPSHOT MISMATCH")),
+            other => panic!("{other:?}"),
+        }
+        b.restore = Some(sha.clone());
+        assert!(matches!(d(Some(&sha), &[b]), Decision::Bootstrap { .. }));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub(crate) snapshot_dir: std::path::PathBuf,
     /// The status (the pre-change snapshot's outcome).
     pub(crate) report: watch::Sender<StatusReport>,
+    /// The snapshot a new cluster is bootstrapped from (`crate::restore`).
+    pub(crate) restore: Option<crate::restore::RestoreSource>,
 }
 
 impl Ctx {

@@ -320,6 +320,12 @@ pub struct EtcdSpec {
     /// How many snapshots a master keeps; older ones are pruned (default
     /// 8, at least 1).
     pub snapshot_retain: Option<u32>,
+    /// A snapshot to bootstrap a fresh cluster from (an absolute path on
+    /// the node; its `<file>.json` sidecar beside it, as `agent etcd
+    /// snapshot --out` writes it). Used only by a master with no etcd
+    /// data at the bootstrap decision; every member of the initial set
+    /// must be given the same snapshot (by SHA-256). Default: none.
+    pub restore_from: Option<std::path::PathBuf>,
 }
 
 /// Kubernetes input.
@@ -467,6 +473,8 @@ pub struct Etcd {
     pub snapshot_interval_s: u64,
     /// Snapshots kept (at least 1).
     pub snapshot_retain: u32,
+    /// The snapshot a fresh cluster is bootstrapped from (absolute), if any.
+    pub restore_from: Option<std::path::PathBuf>,
 }
 
 /// Validated Kubernetes settings.
@@ -586,6 +594,7 @@ impl ClusterSpec {
                     &over.etcd.snapshot_interval_s,
                 ),
                 snapshot_retain: pick(&self.etcd.snapshot_retain, &over.etcd.snapshot_retain),
+                restore_from: pick(&self.etcd.restore_from, &over.etcd.restore_from),
             },
             kubernetes: KubernetesSpec {
                 pod_subnet: pick(&self.kubernetes.pod_subnet, &over.kubernetes.pod_subnet),
@@ -778,7 +787,11 @@ impl ClusterSpec {
                 .etcd
                 .snapshot_retain
                 .unwrap_or(DEFAULT_ETCD_SNAPSHOT_RETAIN),
+            restore_from: self.etcd.restore_from.clone(),
         };
+        if etcd.restore_from.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("etcd.restore_from", "must be an absolute path"));
+        }
         if etcd.snapshot_interval_s != 0 && etcd.snapshot_interval_s < 60 {
             return Err(invalid(
                 "etcd.snapshot_interval_s",
@@ -1236,6 +1249,13 @@ enable = true
             (set.etcd.snapshot_interval_s, set.etcd.snapshot_retain),
             (60, 1)
         );
+        // A snapshot to bootstrap from: an absolute path, none by default.
+        assert_eq!(c.etcd.restore_from, None);
+        let restore = read("[etcd]\nrestore_from = \"/srv/old.db\"\n").unwrap();
+        assert_eq!(
+            restore.etcd.restore_from.as_deref(),
+            Some(std::path::Path::new("/srv/old.db"))
+        );
         // A higher-precedence fragment overrides one key, keeps the other.
         let base = ClusterSpec::from_toml("image", "[etcd]\nsnapshot_retain = 3\n")
             .unwrap()
@@ -1257,6 +1277,7 @@ enable = true
                 "etcd.snapshot_interval_s",
             ),
             ("[etcd]\nsnapshot_retain = 0\n", "etcd.snapshot_retain"),
+            ("[etcd]\nrestore_from = \"snap.db\"\n", "etcd.restore_from"),
         ] {
             match read(bad) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),

@@ -33,6 +33,7 @@ fn main() {
             number: u32::MAX,
             by: NodeId::random(),
         }),
+        restore: Some("f".repeat(64)),
     };
     let worker = Announcement {
         role: Role::Worker,
@@ -42,6 +43,7 @@ fn main() {
         kube: Some(discovery::KubeState::Joining),
         kube_join: None,
         epoch: None,
+        restore: None,
         phase: Phase::Ready,
         ..master.clone()
     };

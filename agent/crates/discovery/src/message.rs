@@ -174,6 +174,12 @@ pub struct Announcement {
     /// predate recovery, which ignore it: optional on the wire both ways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<EpochInfo>,
+    /// The SHA-256 (hex) of the etcd snapshot a blank master was given to
+    /// bootstrap a new cluster from (issue 17, `[etcd] restore_from`):
+    /// part of what the initial set must agree on. Absent without one and
+    /// from nodes that predate it: optional on the wire both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
 
 /// A recovery epoch on the wire: its number and the node that recovered
@@ -551,6 +557,7 @@ mod tests {
             kube: None,
             kube_join: None,
             epoch: None,
+            restore: None,
         }
     }
 

@@ -174,6 +174,7 @@ mod tests {
             kube: None,
             kube_join: None,
             epoch: None,
+            restore: None,
         }
     }
 

@@ -96,6 +96,7 @@ fn simulate(workers: usize, seed: u64) -> Report {
                     kube: None,
                     kube_join: None,
                     epoch: None,
+                    restore: None,
                 },
                 boot_ms,
                 table: PeerTable::new(BASE_MS),

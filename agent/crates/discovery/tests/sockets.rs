@@ -35,6 +35,7 @@ fn ann(id: u8, role: Role) -> Announcement {
         kube: None,
         kube_join: None,
         epoch: None,
+        restore: None,
     }
 }
 
