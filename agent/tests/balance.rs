@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ use agent::balance::{Balance, BalancerState};
 use agent::vip::{combine, BALANCER_WEIGHT};
 use balancer::{BackendHealth, HealthRules};
 use cluster_config::{ClusterSecret, ClusterSpec};
+
+mod common;
+use common::{free_port, Reaped};
 
 const MASTERS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
 
@@ -32,24 +35,8 @@ const RULES: HealthRules = HealthRules {
     rise: 2,
 };
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// An API server stand-in on `ip:port` serving `readyz` from `dir`.
-fn serve(dir: &Path, ip: Ipv4Addr, port: u16) -> Server {
+fn serve(dir: &Path, ip: Ipv4Addr, port: u16) -> Reaped {
     let child = Command::new("openssl")
         .current_dir(dir)
         .args(["s_server", "-quiet", "-WWW", "-accept"])
@@ -70,7 +57,7 @@ fn serve(dir: &Path, ip: Ipv4Addr, port: u16) -> Server {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server(child)
+    Reaped(child)
 }
 
 async fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {

@@ -13,9 +13,9 @@
 //! restore left by a crash is removed, and a recovery cut short after the
 //! restored data went in place resumes safely (`recovery::resume`).
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::core::model::{ClusterState, Membership, PersistedState, RecoveryStage};
@@ -27,35 +27,11 @@ use agent::state::StateDir;
 use cluster_config::ClusterSecret;
 use supervisor::{AnySupervisor, ProcessSupervisor, Supervisor};
 
+mod common;
+use common::{free_port, require, Reaped};
+
 const SECRET: &str = "recovery-test-secret-0123456789";
 const CLUSTER: &str = "rectest";
-
-/// Kills and reaps etcd even when the test panics.
-struct EtcdProcess(Child);
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn require(prog: &str, package: &str) {
-    assert!(
-        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(prog).exists()),
-        "`{prog}` is missing: install the Debian package `{package}` (make deps does)"
-    );
-}
 
 struct Member {
     name: String,
@@ -114,10 +90,10 @@ impl Member {
             })
             .collect()
     }
-    fn spawn(&self, state: ClusterState) -> EtcdProcess {
+    fn spawn(&self, state: ClusterState) -> Reaped {
         let argv = self.argv(state);
         let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
-        EtcdProcess(
+        Reaped(
             Command::new(&argv[0])
                 .args(&argv[1..])
                 .stdout(Stdio::null())
@@ -178,7 +154,7 @@ async fn recover_is_refused_with_quorum_then_restores_a_new_one_member_cluster()
     let state = StateDir::open(&members[0].dir).unwrap();
     let sup: AnySupervisor = ProcessSupervisor::new(members[0].dir.join("logs")).into();
     members[0].supervise(&sup, new.clone()).await;
-    let others: Vec<EtcdProcess> = members[1..].iter().map(|m| m.spawn(new.clone())).collect();
+    let others: Vec<Reaped> = members[1..].iter().map(|m| m.spawn(new.clone())).collect();
     let local = members[0].client_url();
     let client = wait_healthy(&local, &tls[0]).await;
     for i in 0..50 {

@@ -7,9 +7,9 @@
 //! through the control socket, and a failure shows once etcd is gone.
 //! Needs no root and no namespace.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::control;
@@ -21,37 +21,13 @@ use agent::status::StatusReport;
 use cluster_config::ClusterSecret;
 use tokio::sync::watch;
 
-/// Kills and reaps etcd even when the test panics.
-struct EtcdProcess(Child);
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn require(prog: &str, package: &str) {
-    assert!(
-        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(prog).exists()),
-        "`{prog}` is missing: install the Debian package `{package}` (make deps does)"
-    );
-}
+mod common;
+use common::{free_port, require, Reaped};
 
 /// Starts a one-member etcd in `dir` with the agent's own command line
 /// (listening on loopback only); returns it, its client URL and the
 /// agent's client TLS.
-fn start_etcd(dir: &Path) -> (EtcdProcess, String, ClientTls) {
+fn start_etcd(dir: &Path) -> (Reaped, String, ClientTls) {
     let ip = Ipv4Addr::LOCALHOST;
     let (client_port, peer_port) = (free_port(), free_port());
     let secret = ClusterSecret::new("snapshot-test-secret-0123456789").unwrap();
@@ -99,7 +75,7 @@ fn start_etcd(dir: &Path) -> (EtcdProcess, String, ClientTls) {
         .stderr(log)
         .spawn()
         .expect("starting etcd (Debian package etcd-server)");
-    (EtcdProcess(child), client_url(ip, client_port), node.client)
+    (Reaped(child), client_url(ip, client_port), node.client)
 }
 
 async fn wait_healthy(url: &str, tls: &ClientTls) -> Etcd {

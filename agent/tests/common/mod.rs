@@ -18,16 +18,40 @@ use cluster_config::ClusterSecret;
 /// The secret every well-behaved agent of a test uses.
 pub const SECRET: &str = "integration-test-secret-0123456789";
 
+/// Fails (never skips) when `prog` is missing, naming the Debian package
+/// that brings it.
+pub fn require(prog: &str, package: &str) {
+    assert!(
+        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(prog).exists()),
+        "`{prog}` is missing: install the Debian package `{package}` (make deps does)"
+    );
+}
+
+/// A child process (etcd, a TLS server) killed and reaped when dropped,
+/// also when the test panics.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Fails (never skips) when a program the tests need is missing.
 pub fn require_programs() {
     for (prog, package) in [("etcd", "etcd-server"), ("ip", "iproute2")] {
-        let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(prog).exists());
-        assert!(
-            found,
-            "`{prog}` is missing: install the Debian package `{package}` (make deps does)"
-        );
+        require(prog, package);
     }
     assert!(
         nix::unistd::geteuid().is_root(),
