@@ -343,6 +343,13 @@ fn master_boots_serves_runs_containers_and_keeps_data_across_reboot() {
         etcd.starts_with("etcd Version: 3."),
         format!("printed {etcd:?}"),
     );
+    // `agent recover` and a first-boot restore need etcdctl on the master.
+    let etcdctl = r1.get("etcdctl-version").unwrap_or("");
+    c.that(
+        "`etcdctl version`",
+        etcdctl.starts_with("etcdctl version: 3."),
+        format!("printed {etcdctl:?}"),
+    );
     c.eq("writing under /usr", r1.get("usr-write"), "refused");
     let data = r1.get("data-mount").unwrap_or("");
     c.that(
@@ -432,6 +439,11 @@ fn worker_boots_and_runs_containers() {
     c.eq(
         "no etcd in the worker image",
         r.get("etcd-version"),
+        "absent",
+    );
+    c.eq(
+        "no etcdctl in the worker image",
+        r.get("etcdctl-version"),
         "absent",
     );
     c.that(
