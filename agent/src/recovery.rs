@@ -125,7 +125,9 @@ pub enum RecoveryError {
     NothingToResume,
 }
 
-fn io_err<'a>(
+/// Maps an I/O error to [`RecoveryError::Io`] naming the operation and
+/// the path (the recovery's and the first-boot restore's).
+pub(crate) fn io_err<'a>(
     op: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> RecoveryError + 'a {

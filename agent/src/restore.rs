@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use cluster_config::{ClusterConfig, Role};
 
 use crate::etcd::snapshot::{self, SnapshotError};
-use crate::recovery::{restore_argv_into, run_restore, RecoveryError};
+use crate::recovery::{io_err, restore_argv_into, run_restore, RecoveryError};
 use crate::state::StateDir;
 
 /// The snapshot this node bootstraps from, checked.
@@ -124,15 +124,4 @@ pub fn restore_initial(
         .and_then(|d| d.sync_all())
         .map_err(io_err("syncing", state.root()))?;
     Ok(true)
-}
-
-fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> RecoveryError + 'a {
-    move |source| RecoveryError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
 }

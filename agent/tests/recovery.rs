@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use agent::core::model::{ClusterState, Membership, PersistedState, RecoveryStage};
 use agent::etcd::snapshot::{self, Reason, Source};
-use agent::etcd::{client_url, peer_url, ClientTls, Etcd, Launch, TlsFiles};
+use agent::etcd::{client_url, peer_url, ClientTls, Launch, TlsFiles};
 use agent::node_pki::{write_pki, PkiFiles};
 use agent::recovery::{self, RecoverIo, RecoverRequest, RecoveryError};
 use agent::state::StateDir;
@@ -28,7 +28,7 @@ use cluster_config::ClusterSecret;
 use supervisor::{AnySupervisor, ProcessSupervisor, Supervisor};
 
 mod common;
-use common::{free_port, require, Reaped};
+use common::{free_port, require, wait_healthy, Reaped};
 
 const SECRET: &str = "recovery-test-secret-0123456789";
 const CLUSTER: &str = "rectest";
@@ -110,22 +110,6 @@ impl Member {
     }
 }
 
-async fn wait_healthy(url: &str, tls: &ClientTls) -> Etcd {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(c) = Etcd::connect(&[url.to_owned()], tls, Duration::from_secs(2)).await {
-            if c.quorum_read().await.is_ok() {
-                return c;
-            }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "etcd at {url} never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn recover_is_refused_with_quorum_then_restores_a_new_one_member_cluster() {
     require("etcd", "etcd-server");
@@ -156,7 +140,7 @@ async fn recover_is_refused_with_quorum_then_restores_a_new_one_member_cluster()
     members[0].supervise(&sup, new.clone()).await;
     let others: Vec<Reaped> = members[1..].iter().map(|m| m.spawn(new.clone())).collect();
     let local = members[0].client_url();
-    let client = wait_healthy(&local, &tls[0]).await;
+    let client = wait_healthy(&local, &tls[0], tmp.path()).await;
     for i in 0..50 {
         client
             .put(&format!("rec/key-{i:02}"), &format!("value-{i}"))
@@ -336,7 +320,7 @@ async fn recover_is_refused_with_quorum_then_restores_a_new_one_member_cluster()
             },
         )
         .await;
-    let client = wait_healthy(&local, &tls[0]).await;
+    let client = wait_healthy(&local, &tls[0], tmp.path()).await;
     let after = client.status().await.unwrap();
     assert_ne!(after.cluster_id, before.cluster_id, "the cluster id is new");
     let listed = client.members().await.unwrap();

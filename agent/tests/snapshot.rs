@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use agent::control;
 use agent::core::model::ClusterState;
 use agent::etcd::snapshot::{self, Reason, Snapshotter, Source};
-use agent::etcd::{client_url, peer_url, ClientTls, Etcd, Launch, TlsFiles};
+use agent::etcd::{client_url, peer_url, ClientTls, Launch, TlsFiles};
 use agent::node_pki::{write_pki, PkiFiles};
 use agent::status::StatusReport;
 use cluster_config::ClusterSecret;
 use tokio::sync::watch;
 
 mod common;
-use common::{free_port, require, Reaped};
+use common::{free_port, require, wait_healthy, Reaped};
 
 /// Starts a one-member etcd in `dir` with the agent's own command line
 /// (listening on loopback only); returns it, its client URL and the
@@ -78,22 +78,6 @@ fn start_etcd(dir: &Path) -> (Reaped, String, ClientTls) {
     (Reaped(child), client_url(ip, client_port), node.client)
 }
 
-async fn wait_healthy(url: &str, tls: &ClientTls) -> Etcd {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(c) = Etcd::connect(&[url.to_owned()], tls, Duration::from_secs(2)).await {
-            if c.quorum_read().await.is_ok() {
-                return c;
-            }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "etcd at {url} never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn etcdctl(args: &[&str]) -> String {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -115,7 +99,7 @@ async fn a_real_snapshot_verifies_restores_and_keeps_its_retention() {
     require("etcdctl", "etcd-client");
     let tmp = tempfile::tempdir().unwrap();
     let (etcd, url, tls) = start_etcd(tmp.path());
-    let client = wait_healthy(&url, &tls).await;
+    let client = wait_healthy(&url, &tls, tmp.path()).await;
     for i in 0..20 {
         client
             .put(&format!("snap/key-{i:02}"), &"v".repeat(1000))
@@ -257,7 +241,7 @@ async fn a_snapshot_before_a_membership_change_is_bounded_and_never_blocks() {
     require("etcd", "etcd-server");
     let tmp = tempfile::tempdir().unwrap();
     let (_etcd, url, tls) = start_etcd(tmp.path());
-    let client = wait_healthy(&url, &tls).await;
+    let client = wait_healthy(&url, &tls, tmp.path()).await;
     client.put("pre/key", "v").await.unwrap();
     let dir = tmp.path().join("etcd-snapshots");
     let dead = format!("https://127.0.0.1:{}", free_port());

@@ -48,6 +48,58 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An etcd client once a linearizable read through `url` succeeds; fails
+/// the test after 60 s with the last lines of every `*.log` below `logs`
+/// (the etcd processes' own logs say why they did not answer).
+pub async fn wait_healthy(url: &str, tls: &ClientTls, logs: &Path) -> Etcd {
+    let t0 = Instant::now();
+    let mut last_error: String;
+    loop {
+        match Etcd::connect(&[url.to_owned()], tls, Duration::from_secs(2)).await {
+            Ok(c) => match c.quorum_read().await {
+                Ok(()) => return c,
+                Err(e) => last_error = format!("linearizable read: {e}"),
+            },
+            Err(e) => last_error = format!("connect: {e}"),
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "etcd at {url} never became healthy (last: {last_error})\n{}",
+                log_tails(logs)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The last 15 lines of every `*.log` file below `dir` (two levels).
+pub fn log_tails(dir: &Path) -> String {
+    let mut files = Vec::new();
+    let mut dirs = vec![(dir.to_owned(), 0)];
+    while let Some((d, depth)) = dirs.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && depth < 2 {
+                dirs.push((p, depth + 1));
+            } else if p.extension().is_some_and(|x| x == "log") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {} (last lines)\n", f.display()));
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Fails (never skips) when a program the tests need is missing.
 pub fn require_programs() {
     for (prog, package) in [("etcd", "etcd-server"), ("ip", "iproute2")] {
