@@ -29,7 +29,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,15 +70,7 @@ fn one_cluster(
 ) -> String {
     let t0 = Instant::now();
     while t0.elapsed() < timeout {
-        let ids: Option<BTreeSet<String>> = agents
-            .iter()
-            .map(|a| {
-                let s = a.status(rt)?;
-                (s.phase == "ready").then_some(s.etcd.cluster_id?)
-            })
-            .collect();
-        if let Some(ids) = ids.filter(|s| s.len() == 1) {
-            let id = ids.into_iter().next().unwrap();
+        if let Some(id) = common::one_ready_cluster(agents, rt, |_| true) {
             if Some(id.as_str()) != not {
                 return id;
             }

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -49,21 +48,10 @@ fn recover_then_old_disks_rejoin_the_new_cluster() {
         a.start();
     }
     let ns = agents[0].ns.clone();
-    let ready = wait_for(Duration::from_secs(90), || {
-        let ids: Option<BTreeSet<String>> = agents
-            .iter()
-            .map(|a| {
-                let s = a.status(&rt)?;
-                (s.phase == "ready").then_some(s.etcd.cluster_id?)
-            })
-            .collect();
-        ids.filter(|s| s.len() == 1)
-    });
-    let old_cluster = ready
-        .unwrap_or_else(|| panic!("no cluster\n{}", dump(&agents[..], &rt)))
-        .into_iter()
-        .next()
-        .unwrap();
+    let old_cluster = wait_for(Duration::from_secs(90), || {
+        common::one_ready_cluster(&agents, &rt, |_| true)
+    })
+    .unwrap_or_else(|| panic!("no cluster\n{}", dump(&agents[..], &rt)));
     let urls: Vec<String> = agents.iter().map(Agent::client_url).collect();
     in_netns(&ns, move |rt| {
         rt.block_on(async {
@@ -123,18 +111,11 @@ fn recover_then_old_disks_rejoin_the_new_cluster() {
     agents[1].start();
     agents[2].start();
     let joined = wait_for(Duration::from_secs(120), || {
-        let ids: Option<BTreeSet<String>> = agents
-            .iter()
-            .map(|a| {
-                let s = a.status(&rt)?;
-                (s.phase == "ready" && s.recovery.epoch.number == 1).then_some(s.etcd.cluster_id?)
-            })
-            .collect();
-        ids.filter(|s| s.len() == 1)
+        common::one_ready_cluster(&agents, &rt, |s| s.recovery.epoch.number == 1)
     });
-    let ids =
+    let id =
         joined.unwrap_or_else(|| panic!("old disks did not rejoin\n{}", dump(&agents[..], &rt)));
-    assert_eq!(ids.into_iter().next(), Some(new_cluster));
+    assert_eq!(Some(id), Some(new_cluster));
     for a in &agents[1..] {
         let kept: Vec<String> = std::fs::read_dir(a.state_dir())
             .unwrap()

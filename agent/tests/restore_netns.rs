@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -43,21 +42,10 @@ fn wipe(a: &Agent) {
 
 /// Waits for the three agents to be ready in one cluster; its id.
 fn one_cluster(agents: &[Agent], rt: &tokio::runtime::Runtime, what: &str) -> String {
-    let ready = wait_for(Duration::from_secs(120), || {
-        let ids: Option<BTreeSet<String>> = agents
-            .iter()
-            .map(|a| {
-                let s = a.status(rt)?;
-                (s.phase == "ready").then_some(s.etcd.cluster_id?)
-            })
-            .collect();
-        ids.filter(|s| s.len() == 1)
-    });
-    ready
-        .unwrap_or_else(|| panic!("{what}: no cluster\n{}", dump(agents, rt)))
-        .into_iter()
-        .next()
-        .unwrap()
+    wait_for(Duration::from_secs(120), || {
+        common::one_ready_cluster(agents, rt, |_| true)
+    })
+    .unwrap_or_else(|| panic!("{what}: no cluster\n{}", dump(agents, rt)))
 }
 
 #[test]

@@ -454,6 +454,24 @@ pub fn wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Op
     }
 }
 
+/// The etcd cluster id all `agents` report while every one is `ready` in
+/// that one cluster and passes `also` (else `None`): the "one cluster"
+/// check of the recovery and restore tests and the recovery bench.
+pub fn one_ready_cluster(
+    agents: &[Agent],
+    rt: &tokio::runtime::Runtime,
+    also: impl Fn(&StatusReport) -> bool,
+) -> Option<String> {
+    let ids: Option<std::collections::BTreeSet<String>> = agents
+        .iter()
+        .map(|a| {
+            let s = a.status(rt)?;
+            (s.phase == "ready" && also(&s)).then_some(s.etcd.cluster_id?)
+        })
+        .collect();
+    ids.filter(|s| s.len() == 1)?.into_iter().next()
+}
+
 /// A current-thread runtime for the tests' etcd and status clients.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
