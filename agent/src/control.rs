@@ -130,33 +130,64 @@ pub fn serve_with(
             let Ok((sock, _)) = listener.accept().await else {
                 continue;
             };
-            let slot = slot.clone();
-            let recover = recover.clone();
+            let (slot, recover) = (slot.clone(), recover.clone());
             tokio::spawn(async move {
-                let (read, mut write) = sock.into_split();
-                let mut req = Vec::new();
-                let read = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    read.take(MAX_REQUEST).read_to_end(&mut req),
-                )
-                .await;
-                let resp = match read {
-                    Ok(Ok(_)) => answer(&req, &slot, recover.as_ref()).await,
-                    Ok(Err(e)) => Response::Error {
-                        error: format!("reading the request: {e}"),
-                    },
-                    Err(_) => Response::Error {
-                        error: "no request within 5 s".to_owned(),
-                    },
-                };
-                let body = serde_json::to_vec(&resp).unwrap_or_default();
-                if let Err(e) = write.write_all(&body).await {
-                    tracing::debug!("control client went away: {e}");
-                }
-                let _ = write.shutdown().await;
+                let (read, write) = sock.into_split();
+                exchange(read, write, Framing::Eof, &slot, recover.as_ref()).await;
             });
         }
     }))
+}
+
+/// How a request ends on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// The client shuts its write side down (the Unix socket).
+    Eof,
+    /// One line (the remote endpoint: TLS half-close is not relied on).
+    Line,
+}
+
+/// Reads one request from `read` (within 5 s, at most [`MAX_REQUEST`]
+/// bytes), answers it on `write` and closes it: the one request loop of
+/// the Unix socket and the remote endpoint ([`crate::remote`]).
+pub(crate) async fn exchange<R, W>(
+    read: R,
+    mut write: W,
+    framing: Framing,
+    slot: &SnapshotSlot,
+    recover: Option<&RecoverTx>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut req = Vec::new();
+    let mut read = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        match framing {
+            Framing::Eof => read.read_to_end(&mut req).await,
+            Framing::Line => read.read_until(b'\n', &mut req).await,
+        }
+    })
+    .await;
+    let resp = match read {
+        Ok(Ok(_)) => answer(&req, slot, recover).await,
+        Ok(Err(e)) => Response::Error {
+            error: format!("reading the request: {e}"),
+        },
+        Err(_) => Response::Error {
+            error: "no request within 5 s".to_owned(),
+        },
+    };
+    let mut body = serde_json::to_vec(&resp).unwrap_or_default();
+    if framing == Framing::Line {
+        body.push(b'\n');
+    }
+    if let Err(e) = write.write_all(&body).await {
+        tracing::debug!("control client went away: {e}");
+    }
+    let _ = write.shutdown().await;
 }
 
 /// Sends `request` to the agent at `path` and returns its answer.

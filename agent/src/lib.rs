@@ -11,6 +11,7 @@ pub mod kube;
 pub mod node_pki;
 pub mod peers;
 pub mod recovery;
+pub mod remote;
 pub mod restore;
 pub mod run;
 pub mod socket;

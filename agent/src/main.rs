@@ -59,9 +59,8 @@ enum Command {
         /// sidecar, verified first) instead of the member's own db.
         #[arg(long, value_name = "FILE")]
         from_snapshot: Option<PathBuf>,
-        /// The agent's status socket (the control socket is beside it).
-        #[arg(long, default_value = status::DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Start real pods through containerd's CRI, as kubelet does, and print
     /// what they saw as `key=value` lines (the image self-test; see
@@ -76,13 +75,65 @@ enum EtcdCommand {
     /// agent's snapshot directory and kept under the retention like the
     /// periodic ones. Exit 1 when the agent refuses or fails.
     Snapshot {
-        /// Also copy it (with its `.json` sidecar, verified) to FILE.
-        #[arg(long, value_name = "FILE")]
+        /// Also copy it (with its `.json` sidecar, verified) to FILE
+        /// (on this machine: not with --node).
+        #[arg(long, value_name = "FILE", conflicts_with = "node")]
         out: Option<PathBuf>,
-        /// The agent's status socket (the control socket is beside it).
-        #[arg(long, default_value = status::DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
+}
+
+/// Which agent a request goes to: this node's, over its control socket, or
+/// another node's over the network (`--node`).
+#[derive(clap::Args)]
+struct Target {
+    /// The agent's status socket (the control socket is beside it).
+    #[arg(long, default_value = status::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Ask the agent at ADDR (IP or IP:PORT, port 7374 by default) over
+    /// the network instead: mutual TLS with a client certificate issued
+    /// here from the cluster secret (--secret-file), for nodes without a
+    /// login.
+    #[arg(long, value_name = "ADDR", requires = "secret_file")]
+    node: Option<String>,
+    /// The cluster secret (with --node): the file the nodes got as the
+    /// `kubeboot.secret` credential.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// The cluster's name (with --node): `[cluster] name` of its
+    /// configuration.
+    #[arg(long, value_name = "NAME", default_value = cluster_config::DEFAULT_CLUSTER_NAME)]
+    cluster_name: String,
+}
+
+impl Target {
+    /// Sends `request` to the chosen agent.
+    async fn ask(&self, request: &agent::control::Request) -> Result<agent::control::Response> {
+        let Some(node) = &self.node else {
+            let path = agent::control::socket_beside(&self.socket);
+            return Ok(agent::control::ask(&path, request).await?);
+        };
+        let addr: std::net::SocketAddr = match node.parse() {
+            Ok(a) => a,
+            Err(_) => std::net::SocketAddr::new(
+                node.parse()
+                    .with_context(|| format!("--node {node}: expected an IP or IP:PORT"))?,
+                agent::remote::CONTROL_PORT,
+            ),
+        };
+        let file = self
+            .secret_file
+            .as_deref()
+            .context("--node needs --secret-file")?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the cluster secret {}", file.display()))?;
+        let secret = cluster_config::ClusterSecret::new(text)
+            .with_context(|| format!("the cluster secret in {}", file.display()))?;
+        let pki = pki::ClusterPki::derive(&secret, &self.cluster_name)
+            .context("deriving the cluster's control CA")?;
+        Ok(agent::remote::ask(addr, &pki.control_ca, request).await?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -194,10 +245,10 @@ fn main() -> Result<()> {
         Some(Command::Recover {
             confirm_node,
             from_snapshot,
-            socket,
-        }) => rt.block_on(recover(&socket, confirm_node, from_snapshot)),
-        Some(Command::Etcd(EtcdCommand::Snapshot { out, socket })) => {
-            rt.block_on(etcd_snapshot(&socket, out.as_deref()))
+            target,
+        }) => rt.block_on(recover(&target, confirm_node, from_snapshot)),
+        Some(Command::Etcd(EtcdCommand::Snapshot { out, target })) => {
+            rt.block_on(etcd_snapshot(&target, out.as_deref()))
         }
         None => {
             let args = RunArgs::parse_from(["agent"]);
@@ -224,10 +275,9 @@ async fn cri_check(args: CriCheckArgs) -> Result<()> {
 
 /// `agent etcd snapshot`: asks the agent over its control socket, prints
 /// what it wrote, and copies it to `out` when given.
-async fn etcd_snapshot(socket: &std::path::Path, out: Option<&std::path::Path>) -> Result<()> {
-    use agent::control::{self, Request, Response};
-    let path = control::socket_beside(socket);
-    match control::ask(&path, &Request::EtcdSnapshot).await? {
+async fn etcd_snapshot(target: &Target, out: Option<&std::path::Path>) -> Result<()> {
+    use agent::control::{Request, Response};
+    match target.ask(&Request::EtcdSnapshot).await? {
         Response::Snapshot { path, meta } => {
             println!(
                 "etcd snapshot {}: {} bytes, revision {}, member {} ({}), sha256 {}",
@@ -256,22 +306,24 @@ async fn etcd_snapshot(socket: &std::path::Path, out: Option<&std::path::Path>) 
 /// `agent recover`: asks the running agent, prints the steps and the
 /// result.
 async fn recover(
-    socket: &std::path::Path,
+    target: &Target,
     confirm_node: Option<String>,
     from_snapshot: Option<PathBuf>,
 ) -> Result<()> {
-    use agent::control::{self, Request, Response};
+    use agent::control::{Request, Response};
     let from_snapshot = match from_snapshot {
-        // The agent reads it: make a relative path the caller's.
-        Some(p) if p.is_relative() => Some(std::env::current_dir()?.join(p)),
+        // The agent reads it: make a relative path the caller's (a path
+        // on that node with --node).
+        Some(p) if p.is_relative() && target.node.is_none() => {
+            Some(std::env::current_dir()?.join(p))
+        }
         other => other,
     };
-    let path = control::socket_beside(socket);
     let req = Request::Recover(agent::recovery::RecoverRequest {
         confirm_node,
         from_snapshot,
     });
-    match control::ask(&path, &req).await? {
+    match target.ask(&req).await? {
         Response::Recovered(out) => {
             for s in &out.steps {
                 println!("{s}");

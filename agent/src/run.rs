@@ -26,6 +26,7 @@ use crate::etcd::membership::Ctx;
 use crate::kube;
 use crate::node_pki::{self, PkiFiles};
 use crate::peers;
+use crate::remote;
 use crate::startup::{self, Configured, RunOptions, SupervisorKind};
 use crate::state::StateDir;
 use crate::status::{self, StatusReport};
@@ -55,7 +56,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let _control = control::serve_with(
         &control::socket_beside(&opts.socket),
         snapshot_slot.clone(),
-        Some(recover_tx),
+        Some(recover_tx.clone()),
     )?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -86,6 +87,28 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let pki_files = PkiFiles::under(&state.pki_dir());
     let node_pki = node_pki::prepare(&pki_files, &loaded, &name, ip, &report_tx)?;
+    // The same requests over the network, for nodes without a login
+    // (mutual TLS under the control CA; see `remote`). A bind failure is
+    // logged and leaves the local socket working.
+    let remote_addr = std::net::SocketAddr::new(ip.into(), remote::CONTROL_PORT);
+    let _remote = match remote::server_config(&node_pki.cluster.control_ca, &name, ip.into()) {
+        Ok(tls) => {
+            match remote::serve(remote_addr, tls, snapshot_slot.clone(), Some(recover_tx)).await {
+                Ok(task) => {
+                    tracing::info!("remote control endpoint on {remote_addr} (mutual TLS)");
+                    Some(task)
+                }
+                Err(e) => {
+                    tracing::error!("{e}; `agent recover --node` cannot reach this node");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!("{e}; `agent recover --node` cannot reach this node");
+            None
+        }
+    };
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         name: name.clone(),

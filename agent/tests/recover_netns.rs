@@ -18,6 +18,37 @@ use common::{client_tls, dump, in_netns, runtime, wait_for, Agent, Net, SECRET};
 fn recover(a: &Agent, confirm: Option<&str>) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
     cmd.arg("recover").arg("--socket").arg(a.socket());
+    run_recover(cmd, confirm)
+}
+
+/// `agent recover --node` from `from`'s namespace to `a`'s address over
+/// the remote control endpoint, authenticated with the secret in `secret`.
+fn recover_remote(
+    from: &Agent,
+    a: &Agent,
+    secret: &std::path::Path,
+    confirm: Option<&str>,
+) -> (bool, String) {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &from.ns,
+        env!("CARGO_BIN_EXE_agent"),
+        "recover",
+    ])
+    .args([
+        "--node",
+        &format!("10.77.0.{}", a.i),
+        "--cluster-name",
+        CLUSTER,
+    ])
+    .arg("--secret-file")
+    .arg(secret);
+    run_recover(cmd, confirm)
+}
+
+fn run_recover(mut cmd: Command, confirm: Option<&str>) -> (bool, String) {
     if let Some(c) = confirm {
         cmd.args(["--confirm-node", c]);
     }
@@ -35,10 +66,11 @@ fn recover(a: &Agent, confirm: Option<&str>) -> (bool, String) {
     )
 }
 
+const CLUSTER: &str = "rtest";
+
 #[test]
 fn recover_then_old_disks_rejoin_the_new_cluster() {
     common::require_programs();
-    const CLUSTER: &str = "rtest";
     let rt = runtime();
     let mut net = Net::new("r");
     let mut agents: Vec<Agent> = (1..=3)
@@ -74,6 +106,20 @@ fn recover_then_old_disks_rejoin_the_new_cluster() {
     );
     let (ok, out) = recover(&agents[0], None);
     assert!(!ok && out.contains("--confirm-node"), "{out}");
+    // The same over the network, from another node (nodes without a
+    // login): the same refusals; another secret is not even answered.
+    let secret = agents[0].dir.join("secret");
+    let (ok, out) = recover_remote(&agents[1], &agents[0], &secret, Some(&name));
+    assert!(!ok && out.contains("has a quorum"), "{out}");
+    let (ok, out) = recover_remote(&agents[1], &agents[0], &secret, None);
+    assert!(!ok && out.contains("--confirm-node"), "{out}");
+    let wrong = agents[0].dir.join("wrong-secret");
+    std::fs::write(&wrong, "not-the-cluster-secret-0123456789").expect("secret");
+    let (ok, out) = recover_remote(&agents[1], &agents[0], &wrong, Some(&name));
+    assert!(
+        !ok && out.contains("reaching the agent's control endpoint 10.77.0.1:7374"),
+        "{out}"
+    );
 
     // Two masters lost for good (their disks stay, for later).
     agents[1].stop();

@@ -22,6 +22,8 @@ pub const DEFAULT_MASTERS: u8 = 3;
 pub const DEFAULT_DISCOVERY_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 77);
 /// Default UDP port for discovery.
 pub const DEFAULT_DISCOVERY_PORT: u16 = 7373;
+/// The cluster's name when `[cluster] name` is not set.
+pub const DEFAULT_CLUSTER_NAME: &str = "kubeboot";
 /// Default announce interval while a node assembles.
 pub const DEFAULT_DISCOVERY_INTERVAL_MS: u64 = 1000;
 /// Default VRRP advertisement interval in centiseconds (see the vrrp crate
@@ -643,7 +645,10 @@ impl ClusterSpec {
 
     /// Fills defaults and checks every rule, returning the first error.
     pub fn validate(&self) -> Result<ClusterConfig, ConfigError> {
-        let name = self.name.clone().unwrap_or_else(|| "kubeboot".to_owned());
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_owned());
         if name.is_empty()
             || name.len() > 63
             || !name

@@ -216,6 +216,10 @@ const FRONT_PROXY_CA: CaSpec = CaSpec {
     label: "front-proxy-ca",
     common_name: "front-proxy-ca",
 };
+const CONTROL_CA: CaSpec = CaSpec {
+    label: "control-ca",
+    common_name: "kubeboot-control-ca",
+};
 /// HKDF label of the service-account key's seed (`service-account` was
 /// the earlier P-256 key's).
 const SERVICE_ACCOUNT_LABEL: &str = "service-account-rsa";
@@ -338,7 +342,7 @@ impl Ca {
     }
 }
 
-/// The CAs every master derives from the cluster secret: identical on
+/// The CAs every node derives from the cluster secret: identical on
 /// every master, computed locally, never exchanged. (The service-account
 /// key is [`derive_service_account`].)
 #[derive(Debug, Clone)]
@@ -349,16 +353,21 @@ pub struct ClusterPki {
     pub etcd_ca: Ca,
     /// Signs the aggregation layer's client certificate (`front-proxy-ca`).
     pub front_proxy_ca: Ca,
+    /// Signs the agents' remote control endpoint and its clients (`agent
+    /// recover --node`): only a holder of the secret can issue a client
+    /// certificate, and no node keeps one on disk.
+    pub control_ca: Ca,
 }
 
 impl ClusterPki {
-    /// Derives the three CAs from the secret. The same `secret` and
+    /// Derives the four CAs from the secret. The same `secret` and
     /// `cluster_name` give byte-identical output.
     pub fn derive(secret: &ClusterSecret, cluster_name: &str) -> Result<Self, PkiError> {
         Ok(ClusterPki {
             kubernetes_ca: Ca::derive(secret, cluster_name, &KUBERNETES_CA)?,
             etcd_ca: Ca::derive(secret, cluster_name, &ETCD_CA)?,
             front_proxy_ca: Ca::derive(secret, cluster_name, &FRONT_PROXY_CA)?,
+            control_ca: Ca::derive(secret, cluster_name, &CONTROL_CA)?,
         })
     }
 }
