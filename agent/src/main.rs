@@ -75,9 +75,12 @@ enum EtcdCommand {
     /// agent's snapshot directory and kept under the retention like the
     /// periodic ones. Exit 1 when the agent refuses or fails.
     Snapshot {
-        /// Also copy it (with its `.json` sidecar, verified) to FILE
-        /// (on this machine: not with --node).
-        #[arg(long, value_name = "FILE", conflicts_with = "node")]
+        /// Also copy it (with its `.json` sidecar, verified) to FILE. With
+        /// --node: stream it from that master's etcd (client port 2379,
+        /// a client certificate issued here from the secret) to FILE on
+        /// this machine, the off-node copy that survives losing every
+        /// master (`[etcd] restore_from`).
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
@@ -108,20 +111,21 @@ struct Target {
 }
 
 impl Target {
-    /// Sends `request` to the chosen agent.
-    async fn ask(&self, request: &agent::control::Request) -> Result<agent::control::Response> {
-        let Some(node) = &self.node else {
-            let path = agent::control::socket_beside(&self.socket);
-            return Ok(agent::control::ask(&path, request).await?);
-        };
-        let addr: std::net::SocketAddr = match node.parse() {
+    /// `--node` as an address, `port` when it names none.
+    fn addr(&self, node: &str, port: u16) -> Result<std::net::SocketAddr> {
+        Ok(match node.parse() {
             Ok(a) => a,
             Err(_) => std::net::SocketAddr::new(
                 node.parse()
                     .with_context(|| format!("--node {node}: expected an IP or IP:PORT"))?,
-                agent::remote::CONTROL_PORT,
+                port,
             ),
-        };
+        })
+    }
+
+    /// The cluster's CAs, derived from `--secret-file` and `--cluster-name`
+    /// as every node derives them.
+    fn pki(&self) -> Result<pki::ClusterPki> {
         let file = self
             .secret_file
             .as_deref()
@@ -130,8 +134,17 @@ impl Target {
             .with_context(|| format!("reading the cluster secret {}", file.display()))?;
         let secret = cluster_config::ClusterSecret::new(text)
             .with_context(|| format!("the cluster secret in {}", file.display()))?;
-        let pki = pki::ClusterPki::derive(&secret, &self.cluster_name)
-            .context("deriving the cluster's control CA")?;
+        pki::ClusterPki::derive(&secret, &self.cluster_name).context("deriving the cluster's CAs")
+    }
+
+    /// Sends `request` to the chosen agent.
+    async fn ask(&self, request: &agent::control::Request) -> Result<agent::control::Response> {
+        let Some(node) = &self.node else {
+            let path = agent::control::socket_beside(&self.socket);
+            return Ok(agent::control::ask(&path, request).await?);
+        };
+        let addr = self.addr(node, agent::remote::CONTROL_PORT)?;
+        let pki = self.pki()?;
         Ok(agent::remote::ask(addr, &pki.control_ca, request).await?)
     }
 }
@@ -277,6 +290,9 @@ async fn cri_check(args: CriCheckArgs) -> Result<()> {
 /// what it wrote, and copies it to `out` when given.
 async fn etcd_snapshot(target: &Target, out: Option<&std::path::Path>) -> Result<()> {
     use agent::control::{Request, Response};
+    if let (Some(node), Some(out)) = (&target.node, out) {
+        return etcd_snapshot_to_here(target, node, out).await;
+    }
     match target.ask(&Request::EtcdSnapshot).await? {
         Response::Snapshot { path, meta } => {
             println!(
@@ -301,6 +317,66 @@ async fn etcd_snapshot(target: &Target, out: Option<&std::path::Path>) -> Result
         Response::Error { error } => anyhow::bail!("etcd snapshot: {error}"),
         Response::Recovered(_) => anyhow::bail!("etcd snapshot: unexpected answer"),
     }
+}
+
+/// `agent etcd snapshot --node ADDR --out FILE`: streams a snapshot from
+/// the master's etcd member straight to `out` (with its sidecar, verified),
+/// through the one snapshot implementation the agents use.
+async fn etcd_snapshot_to_here(target: &Target, node: &str, out: &std::path::Path) -> Result<()> {
+    use agent::etcd::snapshot;
+    let addr = target.addr(node, cluster_config::DEFAULT_ETCD_CLIENT_PORT)?;
+    let pki = target.pki()?;
+    let client = pki
+        .etcd_ca
+        .issue(&pki::LeafRequest {
+            common_name: agent::remote::CLIENT_CN.to_owned(),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            usage: pki::Usage::Client,
+            organization: None,
+        })
+        .context("issuing an etcd client certificate")?;
+    let source = snapshot::Source {
+        endpoint: format!("https://{addr}"),
+        tls: agent::etcd::ClientTls {
+            ca_pem: pki.etcd_ca.cert_pem.clone(),
+            cert_pem: client.cert_pem,
+            key_pem: client.key_pem,
+        },
+        member_name: node.to_owned(),
+    };
+    // Written beside `out` first (same filesystem), then moved into place
+    // by the verified copy; the temporary directory goes either way.
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let work = parent.join(format!(".agent-snapshot-{}", std::process::id()));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let taken = snapshot::take(&source, &work, snapshot::Reason::OnDemand, now_ms).await;
+    let copied = taken
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("etcd snapshot from {addr}: {e}"))
+        .and_then(|(path, meta)| {
+            snapshot::copy_verified(path, meta, out)?;
+            Ok(meta.clone())
+        });
+    let _ = std::fs::remove_dir_all(&work);
+    let meta = copied?;
+    println!(
+        "etcd snapshot of {addr} written to {} (sidecar {}.json): {} bytes, revision {}, \
+         cluster {}, sha256 {}",
+        out.display(),
+        out.display(),
+        meta.size,
+        meta.revision,
+        meta.cluster_id,
+        meta.sha256
+    );
+    Ok(())
 }
 
 /// `agent recover`: asks the running agent, prints the steps and the

@@ -161,7 +161,7 @@ fn recover_then_old_disks_rejoin_the_new_cluster() {
     });
     let id =
         joined.unwrap_or_else(|| panic!("old disks did not rejoin\n{}", dump(&agents[..], &rt)));
-    assert_eq!(Some(id), Some(new_cluster));
+    assert_eq!(Some(id), Some(new_cluster.clone()));
     for a in &agents[1..] {
         let kept: Vec<String> = std::fs::read_dir(a.state_dir())
             .unwrap()
@@ -201,4 +201,41 @@ fn recover_then_old_disks_rejoin_the_new_cluster() {
     for (i, v) in values.iter().enumerate() {
         assert_eq!(v.as_deref(), Some(format!("v{i}").as_str()));
     }
+
+    // An off-node copy of the new cluster, streamed to this machine from
+    // another namespace with a client certificate issued from the secret:
+    // the file a fresh cluster is restored from (`[etcd] restore_from`).
+    let out = agents[0].dir.join("offnode").join("backup.db");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let run = Command::new("ip")
+        .args(["netns", "exec", &agents[2].ns, env!("CARGO_BIN_EXE_agent")])
+        .args([
+            "etcd",
+            "snapshot",
+            "--node",
+            "10.77.0.1",
+            "--cluster-name",
+            CLUSTER,
+        ])
+        .arg("--secret-file")
+        .arg(&secret)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("agent etcd snapshot --node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{text}");
+    let meta = agent::etcd::snapshot::verify(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(meta.cluster_id, new_cluster, "{text}");
+    assert!(text.contains(&format!("cluster {new_cluster}")), "{text}");
+    assert!(meta.revision > 20, "{meta:?}");
+    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "only the snapshot and its sidecar: {left:?}");
 }

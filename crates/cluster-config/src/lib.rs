@@ -22,6 +22,8 @@ pub const DEFAULT_MASTERS: u8 = 3;
 pub const DEFAULT_DISCOVERY_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 77);
 /// Default UDP port for discovery.
 pub const DEFAULT_DISCOVERY_PORT: u16 = 7373;
+/// etcd's client port when `[etcd] client_port` is not set.
+pub const DEFAULT_ETCD_CLIENT_PORT: u16 = 2379;
 /// The cluster's name when `[cluster] name` is not set.
 pub const DEFAULT_CLUSTER_NAME: &str = "kubeboot";
 /// Default announce interval while a node assembles.
@@ -777,7 +779,7 @@ impl ClusterSpec {
         }
 
         let etcd = Etcd {
-            client_port: self.etcd.client_port.unwrap_or(2379),
+            client_port: self.etcd.client_port.unwrap_or(DEFAULT_ETCD_CLIENT_PORT),
             peer_port: self.etcd.peer_port.unwrap_or(2380),
             heartbeat_ms: self.etcd.heartbeat_ms.unwrap_or(DEFAULT_ETCD_HEARTBEAT_MS),
             election_timeout_ms: self
