@@ -352,7 +352,7 @@ impl Cluster {
             name: name.to_owned(),
             role,
             index,
-            disk: dir.join(format!("{name}.qcow2")),
+            disk: self.disk_path(name),
             console: dir.join(format!("{name}.console.log")),
             status: dir.join(format!("{name}.status.jsonl")),
             pidfile: dir.join(format!("{name}.pid")),
@@ -417,6 +417,17 @@ impl Cluster {
         self.nodes.insert(name.to_owned(), node);
         self.save()?;
         self.node(name)
+    }
+
+    /// Replaces the configuration fragment the nodes started from now on
+    /// get as the `kubeboot.config` credential (running nodes keep theirs).
+    pub fn set_config(&mut self, fragment: Option<String>) {
+        self.opts.config = fragment;
+    }
+
+    /// Where node `name`'s data disk is (or will be) kept.
+    pub fn disk_path(&self, name: &str) -> PathBuf {
+        self.opts.run_dir.join(format!("{name}.qcow2"))
     }
 
     /// Starts a known node again with its disk (after [`Cluster::power_off`]).

@@ -267,6 +267,112 @@ pub fn create_disk(path: &Path, size: &str) -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// Creates a qcow2 data disk of `size` that already carries the data
+/// filesystem the images look for (ext4 labelled `kubeboot-data`, see
+/// overlays/common/usr/lib/kubeboot/data-disk) with the tree under `seed`
+/// in it (`mkfs.ext4 -d`: no mount, no loop device). The guest mounts it
+/// on `/var/lib` as if it had formatted it: a new machine whose disk was
+/// prepared with files, for example an etcd snapshot to restore.
+pub fn create_seeded_disk(path: &Path, size_bytes: u64, seed: &Path) -> Result<(), HarnessError> {
+    let mkfs = require_program("mkfs.ext4", "e2fsprogs")?;
+    let qemu_img = require_program("qemu-img", "qemu-utils")?;
+    let raw = path.with_extension("seed.raw");
+    let io = |what: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| HarnessError::Io {
+            what,
+            path: p,
+            source,
+        }
+    };
+    std::fs::File::create(&raw)
+        .and_then(|f| f.set_len(size_bytes))
+        .map_err(io("creating", &raw))?;
+    let steps: [(&Path, Vec<std::ffi::OsString>); 2] = [
+        (
+            &mkfs,
+            vec![
+                "-q".into(),
+                "-F".into(),
+                "-L".into(),
+                "kubeboot-data".into(),
+                "-d".into(),
+                seed.into(),
+                raw.clone().into(),
+            ],
+        ),
+        (
+            &qemu_img,
+            vec![
+                "convert".into(),
+                "-q".into(),
+                "-f".into(),
+                "raw".into(),
+                "-O".into(),
+                "qcow2".into(),
+                raw.clone().into(),
+                path.into(),
+            ],
+        ),
+    ];
+    let mut result = Ok(());
+    for (program, args) in steps {
+        let out = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| HarnessError::Spawn {
+                program: program.display().to_string(),
+                source,
+            });
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                result = Err(HarnessError::Command {
+                    command: format!("{} {:?}", program.display(), args),
+                    detail: String::from_utf8_lossy(&o.stderr).into_owned(),
+                });
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&raw);
+    result
+}
+
+/// The host's `agent` binary of this build (`target/<profile>/agent`,
+/// beside the test binaries' `deps/`): the CLI an operator runs against
+/// nodes without a login (`agent recover --node`, `agent etcd snapshot
+/// --node`). `make test` and `make image` build it.
+pub fn host_agent() -> Result<PathBuf, HarnessError> {
+    let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
+        what: "locating",
+        path: PathBuf::from("the test binary"),
+        source,
+    })?;
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("agent"))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| HarnessError::Command {
+            command: "finding the host's agent binary".to_owned(),
+            detail: format!(
+                "none of {candidates:?} exists: build it first (cargo build --release -p agent; \
+                 make test and make image do)"
+            ),
+        })
+}
+
 /// Kernel command line every guest gets under TCG, after the image's.
 ///
 /// `tsc=reliable`: the clocksource watchdog compares the TSC with the HPET

@@ -28,6 +28,21 @@
 //!    join material it got from discovery: API endpoint on the VIP, the
 //!    Kubernetes CA pin and the token id the harness derives itself from
 //!    the secret (never the token secret).
+//! 9. quorum loss and recovery (issue 17): keys written through the VIP;
+//!    the two masters that do not hold the VIP are powered off for good;
+//!    the survivor reports the quorum lost and drops the VIP; `agent
+//!    recover --node` from the host (the images have no login; mutual TLS
+//!    from the secret) is refused while the quorum exists and without
+//!    `--confirm-node`, then rebuilds a one-member cluster (new cluster id,
+//!    epoch 1; writes through the VIP again); two blank masters join: three
+//!    voters, every key readable through the VIP. The lost masters' OLD
+//!    disks boot again: both report epoch 1, neither holds the VIP for the
+//!    old cluster, one replaces a master lost in turn as a voter of the new
+//!    cluster (the other stands by);
+//! 10. every master lost: an off-node snapshot taken beforehand (`agent
+//!    etcd snapshot --node --out`) restores the data on three new machines
+//!    (`[etcd] restore_from`, the file on their data disks): one new
+//!    cluster of three voters, every key back.
 //!
 //! The power cuts are seeded: `KUBEBOOT_SEED=<n>` replays a run (the seed
 //! is printed at the start and with every panic); without it the seed
@@ -272,6 +287,67 @@ fn join_material(secret: &str) -> (String, String) {
     let pki = pki::ClusterPki::derive(&secret, name).expect("deriving the PKI");
     let token = kubeadm::BootstrapToken::derive(&secret, name).expect("deriving the token");
     (pki.kubernetes_ca.spki_pin(), token.id().to_owned())
+}
+
+/// Keys scenario 9 writes through the VIP before the quorum is lost.
+const REC_KEYS: usize = 20;
+/// Written through the VIP right after `agent recover`.
+const AFTER_RECOVERY_KEY: &str = "/kubeboot-test/after-recovery";
+/// Written through the VIP just before the off-node snapshot of 10.
+const BEFORE_BACKUP_KEY: &str = "/kubeboot-test/before-backup";
+
+fn rec_key(i: usize) -> String {
+    format!("/kubeboot-test/rec/{i:02}")
+}
+
+fn rec_value(i: usize) -> String {
+    format!("before-the-loss-{i}")
+}
+
+/// Every key of [`rec_key`] through the VIP (a linearizable read).
+fn read_rec_keys_via_vip(etcd: &EtcdClient) {
+    let endpoint = format!("https://{VIP}:2379");
+    let out = etcd
+        .etcdctl(&endpoint, &["get", "/kubeboot-test/rec/", "--prefix"])
+        .unwrap_or_else(|e| panic!("reading the keys through the VIP {endpoint}: {e}"));
+    let lines: Vec<&str> = out.lines().collect();
+    let want: Vec<String> = (0..REC_KEYS)
+        .flat_map(|i| [rec_key(i), rec_value(i)])
+        .collect();
+    assert_eq!(lines, want, "the keys written before the quorum loss, through the VIP");
+}
+
+/// The recovery epoch node `name` reports.
+fn epoch_of(snap: &BTreeMap<String, Option<Reading>>, name: &str) -> Option<u64> {
+    snap.get(name)?
+        .as_ref()?
+        .report
+        .other
+        .get("recovery")?
+        .get("epoch")?
+        .get("number")?
+        .as_u64()
+}
+
+/// The host's `agent` CLI run in the test network, as on an operator's
+/// machine on the cluster network: (success, stdout and stderr).
+fn agent_cli(c: &Cluster, args: &[String]) -> (bool, String) {
+    let bin = qemu_tests::host_agent().or_panic("the host's agent binary");
+    let out = c
+        .network()
+        .command(&bin.display().to_string())
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display()));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -847,6 +923,277 @@ fn three_masters_assemble_and_survive_faults() {
     );
     tl.log(format!(
         "8. worker: PASS (sees masters {master_ips:?}, no etcd member, kube {kube_state}: {reason})"
+    ));
+
+    // 9. Quorum loss and `agent recover` (issue 17). The worker's part is
+    // done: it powers off and leaves its core to the masters.
+    c.power_off("worker-1").or_panic("powering the worker off");
+    let secret_file = run_dir.join("cluster.secret");
+    // Mode 0600, like any key.
+    pki::write_key_file(&secret_file, &join_secret).expect("writing the secret file");
+    let secret_arg = secret_file.display().to_string();
+    let survivor = after.holder.clone();
+    let survivor_ip = c.node(&survivor).or_panic("node").ip().to_string();
+    let survivor_name = c
+        .node(&survivor)
+        .or_panic("node")
+        .status()
+        .expect("survivor status")
+        .report
+        .node
+        .name;
+    let lost: Vec<String> = refs4
+        .iter()
+        .filter(|n| **n != survivor)
+        .map(|n| n.to_string())
+        .collect();
+    let old_cluster = after.cluster_id.clone();
+    for i in 0..REC_KEYS {
+        put_via_vip(&etcd, &rec_key(i), &rec_value(i), FAILOVER_TIMEOUT);
+    }
+    let recover_args = |confirm: Option<&str>| -> Vec<String> {
+        let mut a: Vec<String> = ["recover", "--node", &survivor_ip, "--secret-file", &secret_arg]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(name) = confirm {
+            a.extend(["--confirm-node".to_owned(), name.to_owned()]);
+        }
+        a
+    };
+    // Refused while the cluster has a quorum (from the operator's machine
+    // on the cluster network: the images have no login).
+    let (ok, out) = agent_cli(&c, &recover_args(Some(&survivor_name)));
+    assert!(
+        !ok && out.contains("has a quorum"),
+        "agent recover must be refused while the quorum exists:\n{out}"
+    );
+    for n in &lost {
+        c.power_off(n).or_panic("powering a master off for good");
+    }
+    tl.log(format!(
+        "9. {REC_KEYS} keys written through the VIP; {lost:?} powered off for good \
+         (their disks kept for later); survivor {survivor} ({survivor_name})"
+    ));
+    let lost_phase = c
+        .wait(
+            &format!("{survivor} to report the quorum lost and drop the VIP"),
+            FAILOVER_TIMEOUT,
+            POLL,
+            |snap| {
+                let r = &snap.get(survivor.as_str())?.as_ref()?.report;
+                (r.phase != "ready" && !status::holds_vip(r))
+                    .then(|| format!("{}: {}", r.phase, r.detail))
+            },
+        )
+        .or_panic("quorum loss");
+    tl.log(format!("9. survivor without quorum, VIP dropped ({lost_phase})"));
+    let (ok, out) = agent_cli(&c, &recover_args(None));
+    assert!(
+        !ok && out.contains("--confirm-node"),
+        "agent recover without the confirmation must be refused and name the flag:\n{out}"
+    );
+    let recover_at = Instant::now();
+    let (ok, out) = agent_cli(&c, &recover_args(Some(&survivor_name)));
+    let recover_took = recover_at.elapsed();
+    assert!(
+        ok && out.contains("recovered: epoch 1"),
+        "agent recover on {survivor}:\n{out}\n{}",
+        c.describe()
+    );
+    tl.log(format!(
+        "9. agent recover --node {survivor_ip} --confirm-node {survivor_name}: {:.1}s\n{out}",
+        recover_took.as_secs_f64()
+    ));
+    // The one-member cluster is a quorum: the VIP comes back with it.
+    put_via_vip(&etcd, AFTER_RECOVERY_KEY, "written-after-recover", REJOIN_TIMEOUT);
+    let vip_back = recover_at.elapsed();
+    tl.log(format!(
+        "9. write through the VIP {:.1}s after agent recover began",
+        vip_back.as_secs_f64()
+    ));
+    // Two blank machines replace the lost masters.
+    let blanks = ["master-5", "master-6"];
+    for (name, index) in blanks.iter().zip([5u8, 6]) {
+        c.start(name, Role::Master, index, None, true)
+            .or_panic("powering on a blank master");
+    }
+    let recovered_set = [survivor.as_str(), blanks[0], blanks[1]];
+    let rec = c
+        .wait(
+            "the survivor and two blank masters to be one healthy 3-voter cluster",
+            REPLACE_TIMEOUT,
+            POLL,
+            |snap| {
+                let conv = converged(snap, &recovered_set)?;
+                (conv.cluster_id != old_cluster).then_some(conv)
+            },
+        )
+        .or_panic("recovery");
+    let rto = recover_at.elapsed();
+    read_rec_keys_via_vip(&etcd);
+    assert_eq!(
+        cluster_ids(&c.snapshot(), &recovered_set),
+        BTreeSet::from([rec.cluster_id.clone()]),
+        "one cluster id everywhere after the recovery"
+    );
+    tl.log(format!(
+        "9. recovery: 3 healthy voters with the VIP on {} {:.1}s after agent recover began \
+         (cluster {old_cluster} -> {}); every key readable through the VIP",
+        rec.holder,
+        rto.as_secs_f64(),
+        rec.cluster_id
+    ));
+    // The lost masters' OLD disks boot again (while master-6 is lost in
+    // turn, so a voter's place frees up after the dead-member grace):
+    // they must hear epoch 1, keep their old data aside and join the new
+    // cluster, never bring the old one back.
+    c.power_off(blanks[1]).or_panic("powering master-6 off");
+    for n in &lost {
+        c.restart(n).or_panic("booting an old disk again");
+    }
+    tl.log(format!(
+        "9. old disks of {lost:?} powered on again; {} powered off",
+        blanks[1]
+    ));
+    let lost_refs: Vec<&str> = lost.iter().map(String::as_str).collect();
+    let mut every: Vec<&str> = vec![survivor.as_str(), blanks[0]];
+    every.extend(&lost_refs);
+    let rejoined = c
+        .wait(
+            "an old disk to replace master-6 as a voter of the new cluster, the other in epoch 1",
+            REPLACE_TIMEOUT,
+            POLL,
+            |snap| {
+                for n in &every {
+                    let Some(r) = snap.get(*n).and_then(Option::as_ref) else {
+                        continue;
+                    };
+                    assert!(
+                        !(r.report.etcd.cluster_id.as_deref() == Some(old_cluster.as_str())
+                            && status::holds_vip(&r.report)),
+                        "{n} holds the VIP for the OLD cluster {old_cluster}: resurrected\n{}",
+                        c.describe()
+                    );
+                }
+                let ids = cluster_ids(snap, &[survivor.as_str(), blanks[0]]);
+                assert!(ids.len() == 1, "the recovered voters disagree: {ids:?}");
+                let all_epoch_1 = lost_refs.iter().all(|n| epoch_of(snap, n) == Some(1));
+                let voter = lost_refs.iter().find(|n| {
+                    converged(snap, &[survivor.as_str(), blanks[0], n])
+                        .is_some_and(|conv| conv.cluster_id == rec.cluster_id)
+                })?;
+                all_epoch_1.then(|| voter.to_string())
+            },
+        )
+        .or_panic("old disks rejoining");
+    let standby = lost_refs
+        .iter()
+        .find(|n| **n != rejoined)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    read_local(&c, &etcd, &rejoined, AFTER_RECOVERY_KEY, "written-after-recover");
+    let sr = c.node(&standby).or_panic("node").status().expect("standby status");
+    assert_ne!(
+        sr.report.etcd.cluster_id.as_deref(),
+        Some(old_cluster.as_str()),
+        "{standby} runs the old cluster"
+    );
+    tl.log(format!(
+        "9. old disks: {rejoined} is a voter of the new cluster, {standby} in epoch 1 ({}: {}); \
+         neither brought the old cluster back",
+        sr.report.phase, sr.report.detail
+    ));
+    tl.log(format!(
+        "9. quorum loss and recovery: PASS (agent recover {:.1}s, VIP writes {:.1}s, \
+         3 voters {:.1}s after it began)",
+        recover_took.as_secs_f64(),
+        vip_back.as_secs_f64(),
+        rto.as_secs_f64()
+    ));
+
+    // 10. Every master lost; three new blank machines restore the latest
+    // snapshot, streamed off the cluster beforehand (`agent etcd snapshot
+    // --node --out`): the data is back, in a new cluster.
+    put_via_vip(&etcd, BEFORE_BACKUP_KEY, "in-the-backup", FAILOVER_TIMEOUT);
+    let holder_ip = c
+        .node(&holders(&c.snapshot(), &[survivor.as_str(), blanks[0], &rejoined])
+            .first()
+            .cloned()
+            .unwrap_or_else(|| survivor.clone()))
+        .or_panic("node")
+        .ip()
+        .to_string();
+    let seed_dir = run_dir.join("seed");
+    let restore_dir = seed_dir.join("kubeboot-restore");
+    std::fs::create_dir_all(&restore_dir).expect("seed dir");
+    let backup = restore_dir.join("snapshot.db");
+    let backup_arg = backup.display().to_string();
+    let (ok, out) = agent_cli(
+        &c,
+        &[
+            "etcd", "snapshot", "--node", &holder_ip, "--secret-file", &secret_arg, "--out",
+            &backup_arg,
+        ]
+        .map(str::to_owned),
+    );
+    assert!(ok, "agent etcd snapshot --node {holder_ip} --out {backup_arg}:\n{out}");
+    let meta = agent::etcd::snapshot::verify(&backup).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(meta.cluster_id, rec.cluster_id, "the backup's cluster");
+    tl.log(format!("10. off-node snapshot: {}", out.trim()));
+    let running: Vec<String> = c
+        .nodes()
+        .values()
+        .filter(|n| n.running())
+        .map(|n| n.name.clone())
+        .collect();
+    for n in &running {
+        c.power_off(n).or_panic("powering every master off");
+    }
+    tl.log(format!("10. every master powered off for good: {running:?}"));
+    c.set_config(Some(format!(
+        "[etcd]\nrestore_from = \"/var/lib/kubeboot-restore/snapshot.db\"\n"
+    )));
+    let fresh = ["master-7", "master-8", "master-9"];
+    let restore_at = Instant::now();
+    for (name, index) in fresh.iter().zip([7u8, 8, 9]) {
+        qemu_tests::create_seeded_disk(&c.disk_path(name), 8 << 30, &seed_dir)
+            .or_panic("a data disk carrying the snapshot");
+        c.start(name, Role::Master, index, None, false)
+            .or_panic("powering on a new master");
+    }
+    let restored = c
+        .wait(
+            "three new masters to bootstrap one cluster from the snapshot",
+            REPLACE_TIMEOUT,
+            POLL,
+            |snap| {
+                let ids = cluster_ids(snap, &fresh);
+                assert!(ids.len() <= 1, "two clusters from one snapshot: {ids:?}");
+                converged(snap, &fresh)
+            },
+        )
+        .or_panic("restore");
+    assert!(
+        restored.cluster_id != old_cluster && restored.cluster_id != rec.cluster_id,
+        "the restored cluster must have a new id: {}",
+        restored.cluster_id
+    );
+    read_rec_keys_via_vip(&etcd);
+    for (key, want) in [
+        (AFTER_RECOVERY_KEY, "written-after-recover"),
+        (BEFORE_BACKUP_KEY, "in-the-backup"),
+    ] {
+        for n in fresh {
+            read_local(&c, &etcd, n, key, want);
+        }
+    }
+    tl.log(format!(
+        "10. restore from the snapshot: PASS (3 voters, cluster {}, VIP on {}, every key back; \
+         {:.1}s from power-on)",
+        restored.cluster_id,
+        restored.holder,
+        restore_at.elapsed().as_secs_f64()
     ));
 
     tl.log(format!(
