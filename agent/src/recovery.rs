@@ -197,17 +197,32 @@ pub async fn quorum_evidence(local: &str, announced: &[String], tls: &ClientTls)
             ));
         }
         if let Ok(members) = c.members().await {
-            let mut up = Vec::new();
+            // Asked at once: a powered-off member's address answers no SYN,
+            // so each one probed in turn cost the whole bound (10 s for
+            // three members in a QEMU guest).
+            let mut probes = tokio::task::JoinSet::new();
             for m in &members {
-                let Some(url) = m.client_urls.first() else {
+                let Some(url) = m.client_urls.first().cloned() else {
                     continue;
                 };
-                if let Ok(mc) = Etcd::connect(std::slice::from_ref(url), tls, t).await {
-                    if mc.status().await.is_ok() {
-                        up.push(url.clone());
-                    }
+                let tls = tls.clone();
+                probes.spawn(async move {
+                    let ok = match Etcd::connect(std::slice::from_ref(&url), &tls, t).await {
+                        Ok(mc) => tokio::time::timeout(t, mc.status())
+                            .await
+                            .is_ok_and(|r| r.is_ok()),
+                        Err(_) => false,
+                    };
+                    ok.then_some(url)
+                });
+            }
+            let mut up = Vec::new();
+            while let Some(done) = probes.join_next().await {
+                if let Ok(Some(url)) = done {
+                    up.push(url);
                 }
             }
+            up.sort();
             if !members.is_empty() && up.len() * 2 > members.len() {
                 return Some(format!(
                     "{} of {} members answer: {}",

@@ -40,9 +40,9 @@
 //!    old cluster, one replaces a master lost in turn as a voter of the new
 //!    cluster (the other stands by);
 //! 10. every master lost: an off-node snapshot taken beforehand (`agent
-//!    etcd snapshot --node --out`) restores the data on three new machines
-//!    (`[etcd] restore_from`, the file on their data disks): one new
-//!    cluster of three voters, every key back.
+//!     etcd snapshot --node --out`) restores the data on three new machines
+//!     (`[etcd] restore_from`, the file on their data disks): one new
+//!     cluster of three voters, every key back.
 //!
 //! The power cuts are seeded: `KUBEBOOT_SEED=<n>` replays a run (the seed
 //! is printed at the start and with every panic); without it the seed
@@ -314,7 +314,10 @@ fn read_rec_keys_via_vip(etcd: &EtcdClient) {
     let want: Vec<String> = (0..REC_KEYS)
         .flat_map(|i| [rec_key(i), rec_value(i)])
         .collect();
-    assert_eq!(lines, want, "the keys written before the quorum loss, through the VIP");
+    assert_eq!(
+        lines, want,
+        "the keys written before the quorum loss, through the VIP"
+    );
 }
 
 /// The recovery epoch node `name` reports.
@@ -952,10 +955,16 @@ fn three_masters_assemble_and_survive_faults() {
         put_via_vip(&etcd, &rec_key(i), &rec_value(i), FAILOVER_TIMEOUT);
     }
     let recover_args = |confirm: Option<&str>| -> Vec<String> {
-        let mut a: Vec<String> = ["recover", "--node", &survivor_ip, "--secret-file", &secret_arg]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut a: Vec<String> = [
+            "recover",
+            "--node",
+            &survivor_ip,
+            "--secret-file",
+            &secret_arg,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         if let Some(name) = confirm {
             a.extend(["--confirm-node".to_owned(), name.to_owned()]);
         }
@@ -987,7 +996,9 @@ fn three_masters_assemble_and_survive_faults() {
             },
         )
         .or_panic("quorum loss");
-    tl.log(format!("9. survivor without quorum, VIP dropped ({lost_phase})"));
+    tl.log(format!(
+        "9. survivor without quorum, VIP dropped ({lost_phase})"
+    ));
     let (ok, out) = agent_cli(&c, &recover_args(None));
     assert!(
         !ok && out.contains("--confirm-node"),
@@ -1006,7 +1017,12 @@ fn three_masters_assemble_and_survive_faults() {
         recover_took.as_secs_f64()
     ));
     // The one-member cluster is a quorum: the VIP comes back with it.
-    put_via_vip(&etcd, AFTER_RECOVERY_KEY, "written-after-recover", REJOIN_TIMEOUT);
+    put_via_vip(
+        &etcd,
+        AFTER_RECOVERY_KEY,
+        "written-after-recover",
+        REJOIN_TIMEOUT,
+    );
     let vip_back = recover_at.elapsed();
     tl.log(format!(
         "9. write through the VIP {:.1}s after agent recover began",
@@ -1092,8 +1108,18 @@ fn three_masters_assemble_and_survive_faults() {
         .find(|n| **n != rejoined)
         .map(|n| n.to_string())
         .unwrap_or_default();
-    read_local(&c, &etcd, &rejoined, AFTER_RECOVERY_KEY, "written-after-recover");
-    let sr = c.node(&standby).or_panic("node").status().expect("standby status");
+    read_local(
+        &c,
+        &etcd,
+        &rejoined,
+        AFTER_RECOVERY_KEY,
+        "written-after-recover",
+    );
+    let sr = c
+        .node(&standby)
+        .or_panic("node")
+        .status()
+        .expect("standby status");
     assert_ne!(
         sr.report.etcd.cluster_id.as_deref(),
         Some(old_cluster.as_str()),
@@ -1117,10 +1143,12 @@ fn three_masters_assemble_and_survive_faults() {
     // --node --out`): the data is back, in a new cluster.
     put_via_vip(&etcd, BEFORE_BACKUP_KEY, "in-the-backup", FAILOVER_TIMEOUT);
     let holder_ip = c
-        .node(&holders(&c.snapshot(), &[survivor.as_str(), blanks[0], &rejoined])
-            .first()
-            .cloned()
-            .unwrap_or_else(|| survivor.clone()))
+        .node(
+            &holders(&c.snapshot(), &[survivor.as_str(), blanks[0], &rejoined])
+                .first()
+                .cloned()
+                .unwrap_or_else(|| survivor.clone()),
+        )
         .or_panic("node")
         .ip()
         .to_string();
@@ -1132,12 +1160,21 @@ fn three_masters_assemble_and_survive_faults() {
     let (ok, out) = agent_cli(
         &c,
         &[
-            "etcd", "snapshot", "--node", &holder_ip, "--secret-file", &secret_arg, "--out",
+            "etcd",
+            "snapshot",
+            "--node",
+            &holder_ip,
+            "--secret-file",
+            &secret_arg,
+            "--out",
             &backup_arg,
         ]
         .map(str::to_owned),
     );
-    assert!(ok, "agent etcd snapshot --node {holder_ip} --out {backup_arg}:\n{out}");
+    assert!(
+        ok,
+        "agent etcd snapshot --node {holder_ip} --out {backup_arg}:\n{out}"
+    );
     let meta = agent::etcd::snapshot::verify(&backup).unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(meta.cluster_id, rec.cluster_id, "the backup's cluster");
     tl.log(format!("10. off-node snapshot: {}", out.trim()));
@@ -1150,10 +1187,12 @@ fn three_masters_assemble_and_survive_faults() {
     for n in &running {
         c.power_off(n).or_panic("powering every master off");
     }
-    tl.log(format!("10. every master powered off for good: {running:?}"));
-    c.set_config(Some(format!(
-        "[etcd]\nrestore_from = \"/var/lib/kubeboot-restore/snapshot.db\"\n"
-    )));
+    tl.log(format!(
+        "10. every master powered off for good: {running:?}"
+    ));
+    c.set_config(Some(
+        "[etcd]\nrestore_from = \"/var/lib/kubeboot-restore/snapshot.db\"\n".to_owned(),
+    ));
     let fresh = ["master-7", "master-8", "master-9"];
     let restore_at = Instant::now();
     for (name, index) in fresh.iter().zip([7u8, 8, 9]) {
@@ -1224,7 +1263,10 @@ fn three_masters_assemble_and_survive_faults() {
             "{what} (pid {pid}) still runs after cleanup"
         );
     }
-    // Success: the disks go, the logs stay (small) for the curious.
+    // Success: the disks, the snapshot and the secret file go, the logs
+    // stay (small) for the curious.
+    let _ = std::fs::remove_dir_all(&seed_dir);
+    let _ = std::fs::remove_file(&secret_file);
     if let Ok(entries) = std::fs::read_dir(&run_dir) {
         for e in entries.flatten() {
             if e.path().extension().is_some_and(|x| x == "qcow2") {

@@ -48,8 +48,10 @@ use crate::{ServiceSpec, ServiceState, Supervisor, SupervisorError};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long [`Supervisor::stop`] waits after SIGTERM before SIGKILL, unless
-/// set with [`ProcessSupervisor::with_stop_timeout`] (systemd's default is 90 s;
-/// etcd stops in well under a second).
+/// set with [`ProcessSupervisor::with_stop_timeout`]; the systemd units the
+/// agent writes carry the same bound (`TimeoutStopSec=`, systemd's default
+/// is 90 s). A healthy etcd stops in well under a second; one without
+/// quorum may not stop on SIGTERM at all.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs services as supervised children of the agent. See the module docs.

@@ -116,6 +116,15 @@ pub fn render(spec: &ServiceSpec) -> Result<String, SupervisorError> {
     }
     out.push_str("Restart=always\n");
     let _ = writeln!(out, "RestartSec={}", spec.restart_sec);
+    // The same bound as the process supervisor's, not systemd's 90 s: an
+    // etcd member without quorum took 90 s to stop on SIGTERM in a QEMU
+    // guest (its graceful stop waits for requests that cannot finish), and
+    // `agent recover` stops exactly such a member.
+    let _ = writeln!(
+        out,
+        "TimeoutStopSec={}",
+        crate::process::DEFAULT_STOP_TIMEOUT.as_secs()
+    );
     Ok(out)
 }
 
