@@ -14,7 +14,8 @@
 //! and are promoted) or as **blank replacements** (wiped state: new node
 //! ids, a plain learner join). Also reported: `agent recover`'s own time,
 //! the time to the one-member cluster, and the **RTO with the VIP**: the
-//! masters run the agent's VRRP with `[network] vip` on their bridge, and
+//! masters run the agent's VRRP with `[network] vip` on their bridge (the
+//! clock starts once the survivor, without quorum, has dropped the VIP), and
 //! that clock stops when the three are healthy voters, exactly one agent
 //! holds the VIP and a write through the VIP (from another node's
 //! namespace, TLS verified) succeeds; also when the first write through
@@ -188,6 +189,17 @@ fn rto_run(agents: &mut [Agent], rt: &tokio::runtime::Runtime, blank: bool) -> R
     agents[2].stop();
     while agents[0].status(rt).is_some_and(|s| s.phase == "ready") {
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // The survivor without quorum must have dropped the VIP before the
+    // clock starts (the VIP follows quorum).
+    let lost = Instant::now();
+    while vip_holders(agents, rt) > 0 {
+        assert!(
+            lost.elapsed() < Duration::from_secs(30),
+            "the survivor kept the VIP without quorum\n{}",
+            common::dump(agents, rt)
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     let t0 = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_agent"))

@@ -33,7 +33,7 @@ use crate::{create_disk, find_image_in, images_dir, require_program, HarnessErro
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 /// The cluster name baked into the images (`[cluster] name`); the etcd CA
 /// is derived from the secret and this name.
-pub const DEFAULT_CLUSTER_NAME: &str = "kubeboot";
+pub const DEFAULT_CLUSTER_NAME: &str = cluster_config::DEFAULT_CLUSTER_NAME;
 /// The credential carrying a cluster configuration fragment.
 pub const CONFIG_CREDENTIAL: &str = "kubeboot.config";
 /// The credential carrying the cluster secret.
