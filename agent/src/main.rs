@@ -328,13 +328,7 @@ async fn etcd_snapshot_to_here(target: &Target, node: &str, out: &std::path::Pat
     let pki = target.pki()?;
     let client = pki
         .etcd_ca
-        .issue(&pki::LeafRequest {
-            common_name: agent::remote::CLIENT_CN.to_owned(),
-            dns_names: Vec::new(),
-            ips: Vec::new(),
-            usage: pki::Usage::Client,
-            organization: None,
-        })
+        .issue(&pki::LeafRequest::client(agent::remote::CLIENT_CN))
         .context("issuing an etcd client certificate")?;
     let source = snapshot::Source {
         endpoint: format!("https://{addr}"),

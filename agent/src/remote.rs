@@ -179,16 +179,7 @@ pub async fn ask(
     ca: &pki::Ca,
     request: &Request,
 ) -> Result<Response, RemoteError> {
-    let (certs, key) = leaf(
-        ca,
-        &pki::LeafRequest {
-            common_name: CLIENT_CN.to_owned(),
-            dns_names: Vec::new(),
-            ips: Vec::new(),
-            usage: pki::Usage::Client,
-            organization: None,
-        },
-    )?;
+    let (certs, key) = leaf(ca, &pki::LeafRequest::client(CLIENT_CN))?;
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
@@ -298,17 +289,7 @@ mod tests {
         let _server = serve(addr, tls, SnapshotSlot::default(), Some(tx))
             .await
             .unwrap();
-        let (certs, key) = leaf(
-            &other.control_ca,
-            &pki::LeafRequest {
-                common_name: CLIENT_CN.to_owned(),
-                dns_names: Vec::new(),
-                ips: Vec::new(),
-                usage: pki::Usage::Client,
-                organization: None,
-            },
-        )
-        .unwrap();
+        let (certs, key) = leaf(&other.control_ca, &pki::LeafRequest::client(CLIENT_CN)).unwrap();
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -461,6 +461,15 @@ impl Cluster {
         self.save()
     }
 
+    /// The names of the nodes whose QEMU runs.
+    pub fn running(&self) -> Vec<String> {
+        self.nodes
+            .values()
+            .filter(|n| n.running())
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     /// The last status of every node (None: no report yet or powered off).
     pub fn snapshot(&self) -> BTreeMap<String, Option<Reading>> {
         self.nodes

@@ -1181,12 +1181,7 @@ fn three_masters_assemble_and_survive_faults() {
     let meta = agent::etcd::snapshot::verify(&backup).unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(meta.cluster_id, rec.cluster_id, "the backup's cluster");
     tl.log(format!("10. off-node snapshot: {}", out.trim()));
-    let running: Vec<String> = c
-        .nodes()
-        .values()
-        .filter(|n| n.running())
-        .map(|n| n.name.clone())
-        .collect();
+    let running = c.running();
     for n in &running {
         c.power_off(n).or_panic("powering every master off");
     }

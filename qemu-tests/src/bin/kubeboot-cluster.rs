@@ -777,12 +777,7 @@ fn status_cmd(run_dir: &Path) -> Result<()> {
 fn down(run_dir: &Path, purge: bool) -> Result<()> {
     match Cluster::open(run_dir, None) {
         Ok(mut c) => {
-            let running: Vec<String> = c
-                .nodes()
-                .values()
-                .filter(|n| n.running())
-                .map(|n| n.name.clone())
-                .collect();
+            let running = c.running();
             c.destroy().context("stopping the cluster")?;
             println!(
                 "cluster: stopped {} and removed namespace {}",

@@ -198,6 +198,19 @@ pub struct LeafRequest {
     pub organization: Option<String>,
 }
 
+impl LeafRequest {
+    /// A client certificate for `common_name` (no names, no organisation).
+    pub fn client(common_name: &str) -> Self {
+        LeafRequest {
+            common_name: common_name.to_owned(),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            usage: Usage::Client,
+            organization: None,
+        }
+    }
+}
+
 /// One CA's identity: the HKDF label and the subject common name.
 struct CaSpec {
     label: &'static str,
