@@ -233,13 +233,23 @@ pub async fn quorum_evidence(local: &str, announced: &[String], tls: &ClientTls)
             }
         }
     }
-    for url in announced.iter().filter(|u| *u != local) {
-        if let Ok(c) = Etcd::connect(std::slice::from_ref(url), tls, t).await {
-            if c.quorum_read().await.is_ok() {
-                return Some(format!(
-                    "a linearizable read through the member {url} succeeded"
-                ));
-            }
+    // At once too: discovery still lists a master powered off seconds ago.
+    let mut reads = tokio::task::JoinSet::new();
+    for url in announced.iter().filter(|u| *u != local).cloned() {
+        let tls = tls.clone();
+        reads.spawn(async move {
+            let c = Etcd::connect(std::slice::from_ref(&url), &tls, t)
+                .await
+                .ok()?;
+            let read = tokio::time::timeout(t, c.quorum_read()).await;
+            read.is_ok_and(|r| r.is_ok()).then_some(url)
+        });
+    }
+    while let Some(done) = reads.join_next().await {
+        if let Ok(Some(url)) = done {
+            return Some(format!(
+                "a linearizable read through the member {url} succeeded"
+            ));
         }
     }
     None
