@@ -77,8 +77,11 @@ fn without_kubernetes_the_kube_phase_is_skipped_and_said_once() {
     });
     assert!(ready.is_some(), "masters not ready\n{}", dump(&agents, &rt));
     // Every node, worker included, reports skipped with the reason, and
-    // every peer announces it.
-    let all_skipped = wait_for(Duration::from_secs(20), || {
+    // every peer announces it. The masters learn of the worker from its own
+    // announcements, every 90 intervals (18 s ± 25 % here): one sent while
+    // the masters were still joining the group is lost (seen in CI twice),
+    // so the wait covers two of the worker's announcements.
+    let all_skipped = wait_for(Duration::from_secs(50), || {
         agents
             .iter()
             .all(|a| {
