@@ -346,10 +346,7 @@ async fn etcd_snapshot_to_here(target: &Target, node: &str, out: &std::path::Pat
         _ => PathBuf::from("."),
     };
     let work = parent.join(format!(".agent-snapshot-{}", std::process::id()));
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = agent::run::now_ms();
     let taken = snapshot::take(&source, &work, snapshot::Reason::OnDemand, now_ms).await;
     let copied = taken
         .as_ref()

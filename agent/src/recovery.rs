@@ -197,32 +197,10 @@ pub async fn quorum_evidence(local: &str, announced: &[String], tls: &ClientTls)
             ));
         }
         if let Ok(members) = c.members().await {
-            // Asked at once: a powered-off member's address answers no SYN,
-            // so each one probed in turn cost the whole bound (10 s for
-            // three members in a QEMU guest).
-            let mut probes = tokio::task::JoinSet::new();
-            for m in &members {
-                let Some(url) = m.client_urls.first().cloned() else {
-                    continue;
-                };
-                let tls = tls.clone();
-                probes.spawn(async move {
-                    let ok = match Etcd::connect(std::slice::from_ref(&url), &tls, t).await {
-                        Ok(mc) => tokio::time::timeout(t, mc.status())
-                            .await
-                            .is_ok_and(|r| r.is_ok()),
-                        Err(_) => false,
-                    };
-                    ok.then_some(url)
-                });
-            }
-            let mut up = Vec::new();
-            while let Some(done) = probes.join_next().await {
-                if let Ok(Some(url)) = done {
-                    up.push(url);
-                }
-            }
-            up.sort();
+            let urls = members
+                .iter()
+                .filter_map(|m| m.client_urls.first().cloned());
+            let up = answering(urls, tls, t, Probe::Status).await;
             if !members.is_empty() && up.len() * 2 > members.len() {
                 return Some(format!(
                     "{} of {} members answer: {}",
@@ -233,26 +211,60 @@ pub async fn quorum_evidence(local: &str, announced: &[String], tls: &ClientTls)
             }
         }
     }
-    // At once too: discovery still lists a master powered off seconds ago.
-    let mut reads = tokio::task::JoinSet::new();
-    for url in announced.iter().filter(|u| *u != local).cloned() {
+    // Discovery still lists a master powered off seconds ago: asked at once.
+    let urls = announced.iter().filter(|u| *u != local).cloned();
+    if let Some(url) = answering(urls, tls, t, Probe::QuorumRead).await.first() {
+        return Some(format!(
+            "a linearizable read through the member {url} succeeded"
+        ));
+    }
+    None
+}
+
+/// What [`answering`] asks each member.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// `Status` (the member runs).
+    Status,
+    /// A linearizable read (the member's cluster has a quorum).
+    QuorumRead,
+}
+
+/// The endpoints among `urls` that answer `probe` within `t`, asked at
+/// once: a powered-off member's address answers no SYN, so asking in turn
+/// cost the whole bound per member (10 s for three in a QEMU guest).
+async fn answering(
+    urls: impl Iterator<Item = String>,
+    tls: &ClientTls,
+    t: Duration,
+    probe: Probe,
+) -> Vec<String> {
+    let mut probes = tokio::task::JoinSet::new();
+    for url in urls {
         let tls = tls.clone();
-        reads.spawn(async move {
+        probes.spawn(async move {
             let c = Etcd::connect(std::slice::from_ref(&url), &tls, t)
                 .await
                 .ok()?;
-            let read = tokio::time::timeout(t, c.quorum_read()).await;
-            read.is_ok_and(|r| r.is_ok()).then_some(url)
+            let ok = match probe {
+                Probe::Status => tokio::time::timeout(t, c.status())
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+                Probe::QuorumRead => tokio::time::timeout(t, c.quorum_read())
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+            };
+            ok.then_some(url)
         });
     }
-    while let Some(done) = reads.join_next().await {
+    let mut up = Vec::new();
+    while let Some(done) = probes.join_next().await {
         if let Ok(Some(url)) = done {
-            return Some(format!(
-                "a linearizable read through the member {url} succeeded"
-            ));
+            up.push(url);
         }
     }
-    None
+    up.sort();
+    up
 }
 
 /// `etcdctl snapshot restore`'s command line for a one-member cluster of

@@ -91,18 +91,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // (mutual TLS under the control CA; see `remote`). A bind failure is
     // logged and leaves the local socket working.
     let remote_addr = std::net::SocketAddr::new(ip.into(), remote::CONTROL_PORT);
-    let _remote = match remote::server_config(&node_pki.cluster.control_ca, &name, ip.into()) {
-        Ok(tls) => {
-            match remote::serve(remote_addr, tls, snapshot_slot.clone(), Some(recover_tx)).await {
-                Ok(task) => {
-                    tracing::info!("remote control endpoint on {remote_addr} (mutual TLS)");
-                    Some(task)
-                }
-                Err(e) => {
-                    tracing::error!("{e}; `agent recover --node` cannot reach this node");
-                    None
-                }
-            }
+    let serving = async {
+        let tls = remote::server_config(&node_pki.cluster.control_ca, &name, ip.into())?;
+        remote::serve(remote_addr, tls, snapshot_slot.clone(), Some(recover_tx)).await
+    };
+    let _remote = match serving.await {
+        Ok(task) => {
+            tracing::info!("remote control endpoint on {remote_addr} (mutual TLS)");
+            Some(task)
         }
         Err(e) => {
             tracing::error!("{e}; `agent recover --node` cannot reach this node");

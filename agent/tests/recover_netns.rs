@@ -52,10 +52,12 @@ fn run_recover(mut cmd: Command, confirm: Option<&str>) -> (bool, String) {
     if let Some(c) = confirm {
         cmd.args(["--confirm-node", c]);
     }
-    let out = cmd
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("agent recover");
+    run_cli(cmd)
+}
+
+/// Runs an `agent` command: (success, stdout and stderr).
+fn run_cli(mut cmd: Command) -> (bool, String) {
+    let out = cmd.env("RUST_BACKTRACE", "0").output().expect("agent");
     (
         out.status.success(),
         format!(
@@ -207,8 +209,8 @@ fn recover_then_old_disks_rejoin_the_new_cluster() {
     // the file a fresh cluster is restored from (`[etcd] restore_from`).
     let out = agents[0].dir.join("offnode").join("backup.db");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let run = Command::new("ip")
-        .args(["netns", "exec", &agents[2].ns, env!("CARGO_BIN_EXE_agent")])
+    let mut snap = Command::new("ip");
+    snap.args(["netns", "exec", &agents[2].ns, env!("CARGO_BIN_EXE_agent")])
         .args([
             "etcd",
             "snapshot",
@@ -220,15 +222,9 @@ fn recover_then_old_disks_rejoin_the_new_cluster() {
         .arg("--secret-file")
         .arg(&secret)
         .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("agent etcd snapshot --node");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(run.status.success(), "{text}");
+        .arg(&out);
+    let (ok, text) = run_cli(snap);
+    assert!(ok, "{text}");
     let meta = agent::etcd::snapshot::verify(&out).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(meta.cluster_id, new_cluster, "{text}");
     assert!(text.contains(&format!("cluster {new_cluster}")), "{text}");

@@ -288,60 +288,22 @@ pub fn create_seeded_disk(path: &Path, size_bytes: u64, seed: &Path) -> Result<(
     std::fs::File::create(&raw)
         .and_then(|f| f.set_len(size_bytes))
         .map_err(io("creating", &raw))?;
-    let steps: [(&Path, Vec<std::ffi::OsString>); 2] = [
-        (
-            &mkfs,
-            vec![
-                "-q".into(),
-                "-F".into(),
-                "-L".into(),
-                "kubeboot-data".into(),
-                "-d".into(),
-                seed.into(),
-                raw.clone().into(),
-            ],
-        ),
-        (
-            &qemu_img,
-            vec![
-                "convert".into(),
-                "-q".into(),
-                "-f".into(),
-                "raw".into(),
-                "-O".into(),
-                "qcow2".into(),
-                raw.clone().into(),
-                path.into(),
-            ],
-        ),
-    ];
-    let mut result = Ok(());
-    for (program, args) in steps {
-        let out = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| HarnessError::Spawn {
-                program: program.display().to_string(),
-                source,
-            });
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                result = Err(HarnessError::Command {
-                    command: format!("{} {:?}", program.display(), args),
-                    detail: String::from_utf8_lossy(&o.stderr).into_owned(),
-                });
-                break;
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = crate::proc::run(
+        Command::new(&mkfs)
+            .args(["-q", "-F", "-L", "kubeboot-data", "-d"])
+            .arg(seed)
+            .arg(&raw),
+    )
+    .and_then(|_| {
+        crate::proc::run(
+            Command::new(&qemu_img)
+                .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+                .arg(&raw)
+                .arg(path),
+        )
+    });
     let _ = std::fs::remove_file(&raw);
-    result
+    result.map(drop)
 }
 
 /// The host's `agent` binary of this build (`target/<profile>/agent`,
@@ -812,6 +774,43 @@ impl SelfTestReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seeded_disk_carries_the_files_on_the_data_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        std::fs::create_dir_all(seed.join("kubeboot-restore")).unwrap();
+        std::fs::write(seed.join("kubeboot-restore/snapshot.db"), b"etcd bytes").unwrap();
+        let disk = dir.path().join("node.qcow2");
+        create_seeded_disk(&disk, 64 << 20, &seed).unwrap();
+        assert!(
+            !disk.with_extension("seed.raw").exists(),
+            "the raw image is removed"
+        );
+        // Read back through the qcow2, as the guest would see it.
+        let raw = dir.path().join("back.raw");
+        crate::proc::run(
+            Command::new("qemu-img")
+                .args(["convert", "-f", "qcow2", "-O", "raw"])
+                .arg(&disk)
+                .arg(&raw),
+        )
+        .unwrap();
+        let label = crate::proc::run(
+            Command::new("blkid")
+                .args(["-o", "value", "-s", "LABEL"])
+                .arg(&raw),
+        )
+        .unwrap();
+        assert_eq!(label.trim(), "kubeboot-data");
+        let file = crate::proc::run(
+            Command::new("debugfs")
+                .args(["-R", "cat /kubeboot-restore/snapshot.db"])
+                .arg(&raw),
+        )
+        .unwrap();
+        assert_eq!(file, "etcd bytes");
+    }
 
     #[test]
     fn report_parses_facts_and_runc_options() {
