@@ -195,7 +195,11 @@ pub async fn ask(
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::IpAddress(addr.ip().into()), tcp)
             .await
-            .map_err(|e| connect(format!("TLS: {e}")))
+            .map_err(|e| {
+                connect(format!(
+                    "TLS: {e} (a wrong --secret-file or --cluster-name derives another CA)"
+                ))
+            })
     })
     .await
     .map_err(|_| connect(format!("no answer within {CONNECT_TIMEOUT:?}")))??;
